@@ -1,0 +1,247 @@
+"""The data interface: random-access sources of examples, shared image transforms, and dispatch.
+
+The training loop draws its own permutations from (seed, epoch) and asks a source for the examples
+at given indices, so every source here is deterministic and random-access: ``src.get(idx)`` returns
+the same values for the same indices in every process and every run.
+
+Images come out NHWC float32 in [0, 1] (no centring). Transforms, in this order: optional centre
+crop, optional square resize to ``image_size`` (PIL bilinear, which low-pass filters when shrinking),
+then ``pad`` zeros on each side. So MNIST with pad=2 is (32, 32, 1), and image_size=32 with pad=2
+gives 36x36.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ebmjax.errors import ConfigError
+
+IMAGE_RANGE: tuple[float, float] = (0.0, 1.0)
+
+BUNDLED_NAMES: tuple[str, ...] = ("digits",)
+TFDS_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
+TOY_PREFIX = "toy:"
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """What the training loop needs from a dataset.
+
+    Attributes:
+      name: dataset name as given in the config, e.g. "mnist" or "toy:rings".
+      shape: per-example shape, e.g. (32, 32, 1), (32, 32, 3) or (2,) for 2-D toy points.
+      value_range: (low, high) of the values; (0.0, 1.0) for images.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    value_range: tuple[float, float]
+
+    def __len__(self) -> int:
+        """Number of examples."""
+        ...
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        """Examples at ``indices`` (ints in [0, len)), float32 of shape (n, *shape), in value_range."""
+        ...
+
+    def labels(self, indices: np.ndarray) -> np.ndarray | None:
+        """Integer class labels (n,) at ``indices``, or None when the dataset has no labels."""
+        ...
+
+
+def as_indices(indices: Sequence[int] | np.ndarray, size: int) -> np.ndarray:
+    """Checks ``indices`` (1-D ints, each in [0, size)) and returns them as an int64 array (n,)."""
+    idx = np.asarray(indices)
+    if idx.size == 0:
+        return np.zeros((0,), dtype=np.int64)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"indices must be a 1-D array of integers, got dtype {idx.dtype} and shape {idx.shape}")
+    # Negative indices are refused rather than wrapped: a negative index here is always a bug upstream.
+    if idx.min() < 0 or idx.max() >= size:
+        raise IndexError(f"indices must lie in [0, {size}); got min {idx.min()} and max {idx.max()}")
+    return idx.astype(np.int64, copy=False)
+
+
+class ArraySource:
+    """An in-memory ``ImageSource`` over a float32 array (small data sets: digits, toy points).
+
+    Args:
+      name: dataset name.
+      data: (N, *shape) values, stored as float32.
+      labels: (N,) integer labels or None.
+      value_range: documented (low, high) of ``data``.
+      split: split name, for messages.
+    """
+
+    def __init__(self, name: str, data: np.ndarray, labels: np.ndarray | None = None,
+                 value_range: tuple[float, float] = IMAGE_RANGE, split: str | None = None):
+        data = np.asarray(data, dtype=np.float32)
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            if labels.shape != (len(data),):
+                raise ValueError(f"labels must have shape ({len(data)},), got {labels.shape}")
+        self.name = name
+        self.split = split
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.shape: tuple[int, ...] = tuple(int(s) for s in data.shape[1:])
+        self._data = data
+        self._labels = labels
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(n, *shape) float32 copy of the examples at ``indices``."""
+        return self._data[as_indices(indices, len(self))]
+
+    def labels(self, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """(n,) int64 labels at ``indices``, or None."""
+        if self._labels is None:
+            return None
+        return self._labels[as_indices(indices, len(self))]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={len(self)}, shape={self.shape})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Image transforms (numpy + PIL), shared by the bundled and tfds sources.
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Central size x size window of an HWC image; when H - size is odd the extra row is dropped
+    at the bottom (top offset = (H - size) // 2), likewise for columns."""
+    h, w = image.shape[:2]
+    if size > h or size > w:
+        raise ValueError(f"cannot crop {size}x{size} from an image of {h}x{w}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resizes an HWC float image to (size, size, C) with PIL bilinear, channel by channel in 32-bit
+    float, so no rounding to 8 bits happens. PIL widens the filter when shrinking (antialiasing)."""
+    from PIL import Image  # lazily: only resizing needs it
+
+    h, w, c = image.shape
+    if (h, w) == (size, size):
+        return image.astype(np.float32, copy=False)
+    out = np.empty((size, size, c), dtype=np.float32)
+    for ch in range(c):
+        plane = Image.fromarray(np.ascontiguousarray(image[:, :, ch], dtype=np.float32))
+        out[:, :, ch] = np.asarray(plane.resize((size, size), Image.Resampling.BILINEAR))
+    # The bilinear weights are non-negative, so only float rounding can step outside [0, 1].
+    return np.clip(out, 0.0, 1.0)
+
+
+def prepare_image(image: np.ndarray, crop: int | None = None, image_size: int | None = None,
+                  pad: int = 0) -> np.ndarray:
+    """One HWC image (uint8 0..255, or float already in [0, 1]) -> float32 HWC in [0, 1].
+
+    Steps: /255 for uint8; centre crop to ``crop`` (if given); if ``image_size`` is given and differs,
+    centre-crop a non-square image to its short side and resize to image_size x image_size; then
+    ``pad`` zeros on each side. Output (S + 2 pad, S + 2 pad, C).
+    """
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.dtype == np.uint8:
+        x = image.astype(np.float32) / 255.0
+    else:
+        x = image.astype(np.float32, copy=False)
+    if crop is not None:
+        x = center_crop(x, crop)
+    if image_size is not None and x.shape[:2] != (image_size, image_size):
+        if x.shape[0] != x.shape[1]:
+            x = center_crop(x, min(x.shape[:2]))
+        x = resize_image(x, image_size)
+    if pad:
+        x = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+    return x
+
+
+def prepare_images(images: np.ndarray, crop: int | None = None, image_size: int | None = None,
+                   pad: int = 0) -> np.ndarray:
+    """``prepare_image`` over a batch: (N, H, W, C) -> (N, S + 2 pad, S + 2 pad, C) float32 in [0, 1]."""
+    return np.stack([prepare_image(im, crop, image_size, pad) for im in images]).astype(np.float32, copy=False)
+
+
+def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mirrors each NHWC image left-right with probability 1/2 (image i is flipped iff
+    ``rng.random(n)[i] < 0.5``, one draw per batch). Returns a new array; the input is unchanged."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"random_flip expects an NHWC batch (4 dims), got shape {images.shape}")
+    flip = rng.random(len(images)) < 0.5
+    out = images.copy()
+    out[flip] = images[flip, :, ::-1, :]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatch from the config.
+
+
+def data_names() -> tuple[str, ...]:
+    """Every value ``data.name`` accepts."""
+    from ebmjax.data import toy2d
+
+    return BUNDLED_NAMES + TFDS_NAMES + tuple(TOY_PREFIX + t for t in toy2d.TOY_NAMES)
+
+
+def _field(cfg: Any, key: str, default: Any) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def _int_field(value: Any, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"data.{field} must be an integer >= {minimum}, got {value!r}; "
+                          f"set --config.data.{field}=<int>.")
+    return int(value)
+
+
+def load_source(data_config: Any, split: str) -> ImageSource:
+    """The source named by ``data_config.name`` for ``split``.
+
+    Args:
+      data_config: ConfigDict (or mapping) with ``name``; ``data_dir`` (tfds root, None: $TFDS_DATA_DIR
+        or ~/tensorflow_datasets); ``pad`` (int >= 0, zeros each side); ``image_size`` (int or None:
+        square resize); ``toy_size`` (points of a 2-D toy). pad and image_size apply to image data
+        only; toys ignore them.
+      split: "train" / "test" ("all" for digits; any tfds split string such as "validation" for tfds).
+
+    Raises:
+      ConfigError: unknown name or invalid field. DataError: a tfds dataset that is not prepared.
+    """
+    name = _field(data_config, "name", None)
+    if not isinstance(name, str) or name not in data_names():
+        raise ConfigError(f"Unknown data.name {name!r}. Valid names: {', '.join(data_names())}. "
+                          "Set --config.data.name to one of them.")
+    if not isinstance(split, str):
+        raise ConfigError(f"split must be a string such as 'train' or 'test', got {split!r}")
+
+    if name.startswith(TOY_PREFIX):
+        from ebmjax.data import toy2d
+
+        size = _int_field(_field(data_config, "toy_size", 20000), "toy_size", 1)
+        return toy2d.ToySource(name[len(TOY_PREFIX):], size, split)
+
+    pad = _int_field(_field(data_config, "pad", 0), "pad", 0)
+    image_size = _field(data_config, "image_size", None)
+    if image_size is not None:
+        image_size = _int_field(image_size, "image_size", 1)
+
+    if name in BUNDLED_NAMES:
+        from ebmjax.data import bundled
+
+        return bundled.digits_source(split, pad=pad, image_size=image_size)
+
+    from ebmjax.data import tfds_source
+
+    return tfds_source.load_tfds_source(name, split, data_dir=_field(data_config, "data_dir", None),
+                                        pad=pad, image_size=image_size)

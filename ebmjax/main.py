@@ -1,0 +1,83 @@
+"""Command line: ``python -m ebmjax.main --config configs/<name>.py [--workdir DIR] [--mode MODE]``.
+
+Config fields can be overridden with ``--config.<group>.<field>=<value>``. Modes:
+  train   (default) train to ``train.steps``, resuming from the workdir's latest checkpoint, then sample
+  sample  load the latest checkpoint and write ``sample.n`` samples
+Problems the user can fix end with a one-line message and exit code 2 (130 when interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+
+from ebmjax.errors import EbmjaxError
+
+MODES = ("train", "sample")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m ebmjax.main", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="config file, e.g. configs/mdsm_digits.py")
+    parser.add_argument("--workdir", default=None, help="output directory (default: runs/<config name>)")
+    parser.add_argument("--mode", default="train", choices=MODES)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args, rest = parser.parse_known_args(argv)
+    overrides, unknown = [], []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg.startswith("--config."):
+            key, eq, value = arg[len("--config."):].partition("=")
+            if not eq:  # "--config.a.b value"
+                if i + 1 >= len(rest):
+                    parser.error(f"{arg} needs a value: {arg}=VALUE")
+                value, i = rest[i + 1], i + 1
+            overrides.append((key, value))
+        else:
+            unknown.append(arg)
+        i += 1
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)} (config fields are set with --config.<group>.<field>=<value>)")
+    return args, overrides
+
+
+def run(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on CPU machines
+    try:
+        from ebmjax.config import load_config
+        from ebmjax.train import loop
+        from ebmjax import sampling
+
+        cfg = load_config(args.config, overrides)
+        workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
+        progress = not args.no_progress
+        if args.mode == "train":
+            state, apply_fn, source = loop.train(cfg, workdir, progress=progress)
+            if cfg.sample.n:
+                sampling.sample_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress)
+        elif args.mode == "sample":
+            state, apply_fn, source = loop.load_trained(cfg, workdir)
+            sampling.sample_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress)
+    except loop.Interrupted as e:
+        print(f"ebmjax: {e}", file=sys.stderr)
+        return 130
+    except EbmjaxError as e:
+        print(f"ebmjax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Small energy networks for 2-D toy data and fast tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ebmjax.models.resnet import torch_uniform_init
+
+
+class MLPEnergy(nn.Module):
+    """Fully connected energy: inputs (B, ...) flattened to (B, D) -> energies (B,) float32.
+
+    Softplus activations keep the energy infinitely differentiable, so scores (first derivatives)
+    and the MDSM loss (which differentiates the score again) are smooth. ``hidden=()`` gives a
+    linear energy w.x + b. Initialisation matches PyTorch's Linear default (uniform +-1/sqrt(fan_in)).
+    """
+
+    hidden: tuple[int, ...] = (128, 128)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = x.reshape(x.shape[0], -1).astype(self.dtype)
+        for i, features in enumerate(self.hidden):
+            init = torch_uniform_init(h.shape[-1])
+            h = nn.Dense(features, dtype=self.dtype, kernel_init=init, bias_init=init, name=f"dense{i}")(h)
+            h = nn.softplus(h)
+        init = torch_uniform_init(h.shape[-1])
+        e = nn.Dense(1, dtype=jnp.float32, kernel_init=init, bias_init=init, name="out")(h.astype(jnp.float32))
+        return e[:, 0]

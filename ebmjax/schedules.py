@@ -1,0 +1,48 @@
+"""Temperature schedules for annealed Langevin sampling, as arrays.
+
+The MDSM paper's default (Fig. A7B) has three parts: ``n_hot`` steps at ``t_max``; ``n_anneal``
+steps cooling from ``t_max`` to 1, exponentially ("exp") or linearly ("lin"); ``n_cool`` steps
+going linearly from 1 to 0, the last of which is plain gradient descent. With sigma0 = 0.1, T = 100
+injects noise of size sqrt(T) * sigma0 = 1, enough to move between modes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ebmjax.errors import ConfigError
+
+KINDS = ("exp", "lin")
+
+
+def annealing_schedule(
+    kind: str = "exp",
+    *,
+    t_max: float = 100.0,
+    n_hot: int = 500,
+    n_anneal: int = 2000,
+    n_cool: int = 200,
+) -> jax.Array:
+    """Temperatures of each step, shape (n_hot + n_anneal + n_cool,), float32.
+
+    "exp": T_k = t_max * exp(-k ln(t_max) / n_anneal) for k = 0..n_anneal-1.
+    "lin": T_k = linspace(t_max, 1, n_anneal).
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"annealing_schedule: kind must be one of {KINDS}, got {kind!r}.")
+    if min(n_hot, n_anneal, n_cool) < 0 or n_hot + n_anneal + n_cool == 0:
+        raise ConfigError(
+            "annealing_schedule: step counts must be >= 0 and not all zero, got "
+            f"n_hot={n_hot}, n_anneal={n_anneal}, n_cool={n_cool}."
+        )
+    if t_max < 1.0:
+        raise ConfigError(f"annealing_schedule: t_max must be >= 1 (it anneals down to 1), got {t_max}.")
+    hot = np.full(n_hot, t_max)
+    if kind == "exp":
+        anneal = t_max * np.exp(-np.arange(n_anneal) * np.log(t_max) / max(n_anneal, 1))
+    else:
+        anneal = np.linspace(t_max, 1.0, n_anneal)
+    cool = np.linspace(1.0, 0.0, n_cool)
+    return jnp.asarray(np.concatenate([hot, anneal, cool]), dtype=jnp.float32)

@@ -1,0 +1,1 @@
+"""Training: train state and step factories (``state``, ``mdsm``), checkpoints, and the loop."""

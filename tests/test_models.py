@@ -1,0 +1,392 @@
+"""Tests for ebmjax.models: the MDSM ResNet against a hand-written NumPy forward pass of the PyTorch
+layout, the checkpoint import/export, parameter counts from the reference, and the toy MLP."""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from ebmjax.errors import ConfigError
+from ebmjax.models import (
+    MDSMResNet,
+    MLPEnergy,
+    build_model,
+    count_params,
+    init_params,
+    load_torch_mdsm,
+    res12,
+    res18,
+    to_torch_state_dict,
+)
+from ebmjax.models.resnet import mean_pool_2x2
+
+# ---------------------------------------------------------------------------------------------
+# Independent NumPy reference of the original PyTorch network (NCHW, float64, OIHW weights).
+# ---------------------------------------------------------------------------------------------
+
+
+def np_conv_same(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """Stride-1 'same' cross-correlation: x (B, C, H, W), w (O, C, k, k) -> (B, O, H, W)."""
+    k = w.shape[2]
+    p = k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    h, wd = x.shape[2:]
+    out = np.zeros((x.shape[0], w.shape[0], h, wd))
+    for u in range(k):
+        for v in range(k):
+            out += np.einsum("oc,bchw->bohw", w[:, :, u, v], xp[:, :, u : u + h, v : v + wd])
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
+
+
+def np_pool(x: np.ndarray) -> np.ndarray:
+    return (x[:, :, 0::2, 0::2] + x[:, :, 1::2, 0::2] + x[:, :, 0::2, 1::2] + x[:, :, 1::2, 1::2]) / 4.0
+
+
+def np_elu(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+def torch_block_names(bps: int) -> list[tuple[str, bool]]:
+    names = []
+    for s in (1, 2, 3):
+        names.append((f"rb{s}", True))
+        names += [("rbc" + str(s) * k, False) for k in range(1, bps + 1)]
+    return names
+
+
+def np_energy(sd: dict[str, np.ndarray], x: np.ndarray, bps: int) -> np.ndarray:
+    """Energy of the original network for x (B, C, H, W); sd without prefix."""
+    g = {k: v.astype(np.float64) for k, v in sd.items()}
+    h = np_conv_same(x.astype(np.float64), g["conv1.conv.weight"], g["conv1.conv.bias"])
+    for name, down in torch_block_names(bps):
+        wrap = ".conv" if down else ""
+        r = np_conv_same(np_elu(h), g[f"{name}.conv_1.conv.weight"], None)
+        r = np_conv_same(np_elu(r), g[f"{name}.conv_2.conv{wrap}.weight"], g[f"{name}.conv_2.conv{wrap}.bias"])
+        s_in = np_pool(h) if down else h
+        s = np_conv_same(s_in, g[f"{name}.conv_shortcut.conv{wrap}.weight"], g[f"{name}.conv_shortcut.conv{wrap}.bias"])
+        h = s + (np_pool(r) if down else r)
+    f = h.reshape(h.shape[0], -1)  # torch view(B, -1) on NCHW
+    lin = lambda n, z: z @ g[f"{n}.weight"].T[:, 0] + g[f"{n}.bias"][0]
+    return lin("ln1", f) * lin("ln2", f) + lin("lq", f * f)
+
+
+def make_state_dict(
+    rng: np.random.Generator, width: int, bps: int, channels: int, hw: tuple[int, int], prefix: str = ""
+) -> dict[str, np.ndarray]:
+    """A random state dict in the PyTorch MDSM layout (keys as listed in REFERENCE), with bn tensors."""
+
+    def u(shape, fan_in):
+        b = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-b, b, size=shape).astype(np.float32)
+
+    sd: dict[str, np.ndarray] = {}
+    sd["conv1.conv.weight"] = u((width, channels, 3, 3), channels * 9)
+    sd["conv1.conv.bias"] = u((width,), channels * 9)
+    cin = width
+    size = np.array(hw)
+    for name, down in torch_block_names(bps):
+        cout = 2 * cin if down else cin
+        wrap = ".conv" if down else ""
+        sd[f"{name}.conv_shortcut.conv{wrap}.weight"] = u((cout, cin, 1, 1), cin)
+        sd[f"{name}.conv_shortcut.conv{wrap}.bias"] = u((cout,), cin)
+        sd[f"{name}.conv_1.conv.weight"] = u((cin, cin, 3, 3), cin * 9)
+        sd[f"{name}.conv_2.conv{wrap}.weight"] = u((cout, cin, 3, 3), cin * 9)
+        sd[f"{name}.conv_2.conv{wrap}.bias"] = u((cout,), cin * 9)
+        for bn, c in (("bn1", cin), ("bn2", cin)):  # unused LayerNorm tensors of the original
+            sd[f"{name}.{bn}.weight"] = np.ones((c, *size), np.float32)
+            sd[f"{name}.{bn}.bias"] = np.zeros((c, *size), np.float32)
+        if down:
+            size = size // 2
+        cin = cout
+    feat = cin * int(np.prod(size))
+    for n in ("ln1", "ln2", "lq"):
+        sd[f"{n}.weight"] = u((1, feat), feat)
+        sd[f"{n}.bias"] = u((1,), feat)
+    return {prefix + k: v for k, v in sd.items()}
+
+
+CASES = [
+    # (blocks_per_stage, channels, (H, W), prefix)
+    (1, 1, (8, 8), "module."),
+    (2, 3, (16, 16), ""),
+    (2, 1, (8, 16), "module."),
+]
+
+
+@pytest.mark.parametrize("bps,channels,hw,prefix", CASES)
+def test_import_matches_numpy_reference(bps, channels, hw, prefix):
+    rng = np.random.default_rng(bps * 10 + channels)
+    sd = make_state_dict(rng, 4, bps, channels, hw, prefix)
+    model, params = load_torch_mdsm(sd)
+    assert (model.blocks_per_stage, model.width) == (bps, 4)
+
+    x_nchw = rng.uniform(0.0, 1.0, size=(3, channels, *hw))
+    clean = {k.removeprefix("module."): v for k, v in sd.items()}
+    want = np_energy(clean, x_nchw, bps)
+    x_nhwc = jnp.asarray(x_nchw.transpose(0, 2, 3, 1), jnp.float32)
+    got = np.asarray(jax.jit(model.apply)(params, x_nhwc))
+    assert got.shape == (3,) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+    # Scores: JAX input gradient vs central differences of the float64 reference.
+    grad = np.asarray(jax.jit(jax.grad(lambda x: model.apply(params, x).sum()))(x_nhwc))
+    eps = 1e-5
+    for b, c, i, j in [(0, 0, 0, 0), (1, channels - 1, hw[0] - 1, 2), (2, 0, 3, hw[1] - 3)]:
+        xp, xm = x_nchw.copy(), x_nchw.copy()
+        xp[b, c, i, j] += eps
+        xm[b, c, i, j] -= eps
+        fd = (np_energy(clean, xp, bps)[b] - np_energy(clean, xm, bps)[b]) / (2 * eps)
+        np.testing.assert_allclose(grad[b, i, j, c], fd, rtol=1e-3, atol=1e-3 * np.abs(grad).max())
+
+
+def test_round_trip_and_reference_keys():
+    # Res18 layout at width 8 on 32x32x3, built from shapes only (no compile needed).
+    model = res18(width=8)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
+    sd = to_torch_state_dict(params)
+
+    blocks = ["rb1", "rbc1", "rbc11", "rb2", "rbc2", "rbc22", "rb3", "rbc3", "rbc33"]
+    want = {"conv1.conv.weight", "conv1.conv.bias"}
+    for n in ("ln1", "ln2", "lq"):
+        want |= {f"{n}.weight", f"{n}.bias"}
+    for b in blocks:
+        w = ".conv" if b.startswith("rb") and not b.startswith("rbc") else ""
+        want |= {f"{b}.conv_shortcut.conv{w}.weight", f"{b}.conv_shortcut.conv{w}.bias", f"{b}.conv_1.conv.weight"}
+        want |= {f"{b}.conv_2.conv{w}.weight", f"{b}.conv_2.conv{w}.bias"}
+    assert set(sd) == want
+    assert sd["ln1.weight"].shape == (1, 16 * 8 * 8)
+    assert sd["rb1.conv_shortcut.conv.conv.weight"].shape == (16, 8, 1, 1)
+    assert sd["rbc33.conv_2.conv.weight"].shape == (64, 64, 3, 3)
+    assert sd["rb2.conv_1.conv.weight"].shape == (16, 16, 3, 3)
+    # OIHW <-> HWIO: torch weight[o, i, u, v] == flax kernel[u, v, i, o].
+    k = params["params"]["rb2"]["conv_2"]["kernel"]
+    assert sd["rb2.conv_2.conv.conv.weight"][5, 3, 0, 2] == k[0, 2, 3, 5]
+
+    model2, params2 = load_torch_mdsm({"state_dict": to_torch_state_dict(params, prefix="module.")})
+    assert (model2.blocks_per_stage, model2.width) == (2, 8)
+    jax.tree.map(np.testing.assert_array_equal, params, params2)
+
+
+def test_import_accepts_tensor_like_values():
+    class FakeTensor:  # the conversion path used for torch tensors, without torch
+        def __init__(self, a):
+            self.a = a
+
+        def detach(self):
+            return self
+
+        def cpu(self):
+            return self
+
+        def numpy(self):
+            return self.a
+
+    sd = make_state_dict(np.random.default_rng(1), 2, 1, 1, (8, 8))
+    _, p1 = load_torch_mdsm(sd)
+    _, p2 = load_torch_mdsm({k: FakeTensor(v) for k, v in sd.items()})
+    jax.tree.map(np.testing.assert_array_equal, p1, p2)
+
+
+def test_import_errors_name_offending_keys():
+    sd = make_state_dict(np.random.default_rng(2), 2, 1, 1, (8, 8))
+    missing = dict(sd)
+    del missing["rb2.conv_1.conv.weight"]
+    with pytest.raises(ConfigError, match=r"missing keys: rb2\.conv_1\.conv\.weight"):
+        load_torch_mdsm(missing)
+
+    bad = dict(sd)
+    bad["rbc3.conv_2.conv.bias"] = np.zeros((5,), np.float32)
+    with pytest.raises(ConfigError, match=r"wrong shapes: rbc3\.conv_2\.conv\.bias \(5,\) \(expected \(16,\)\)"):
+        load_torch_mdsm(bad)
+
+    extra = dict(sd)
+    extra["rb1.something.weight"] = np.zeros((2,), np.float32)
+    with pytest.raises(ConfigError, match=r"unexpected keys: rb1\.something\.weight"):
+        load_torch_mdsm(extra)
+
+    with pytest.raises(ConfigError, match="conv1.conv.weight"):
+        load_torch_mdsm({"foo": np.zeros(3)})
+
+
+def test_path_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="no checkpoint file"):
+        load_torch_mdsm(tmp_path / "missing.pt")
+    f = tmp_path / "ckpt.pt"
+    f.write_bytes(b"not a checkpoint")
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    with pytest.raises(ConfigError, match="pip install torch"):
+        load_torch_mdsm(f)
+
+
+def test_load_from_torch_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    sd = make_state_dict(np.random.default_rng(3), 2, 2, 3, (8, 8), prefix="module.")
+    path = tmp_path / "energy.pt"
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
+    model, params = load_torch_mdsm(str(path))
+    x = np.random.default_rng(4).uniform(size=(2, 3, 8, 8))
+    clean = {k.removeprefix("module."): v for k, v in sd.items()}
+    got = np.asarray(jax.jit(model.apply)(params, jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32)))
+    np.testing.assert_allclose(got, np_energy(clean, x, 2), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Flax model itself.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ctor,shape,want", [(res18, (32, 32, 3), 62_339_075), (res12, (32, 32, 1), 9_060_483)])
+def test_parameter_counts_match_reference(ctor, shape, want):
+    model = ctor()
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+    assert count_params(shapes) == want
+
+
+def test_mean_pool():
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    want = np.array([[2.5, 4.5], [10.5, 12.5]])
+    np.testing.assert_array_equal(np.asarray(mean_pool_2x2(x))[0, :, :, 0], want)
+
+
+def test_init_is_pytorch_default():
+    model = res12(width=8)
+    # An 'rbg' key only because it compiles ~6x faster on CPU than threefry; bounds do not depend on it.
+    params = init_params(model, jax.random.key(0, impl="rbg"), (8, 8, 1))["params"]
+    checks = [
+        (params["conv1"]["kernel"], 1 * 9),
+        (params["conv1"]["bias"], 1 * 9),
+        (params["rb2"]["conv_2"]["kernel"], 16 * 9),
+        (params["rb2"]["conv_2"]["bias"], 16 * 9),
+        (params["rbc3"]["conv_shortcut"]["kernel"], 64),
+        (params["lq"]["kernel"], 64),
+    ]
+    for leaf, fan_in in checks:
+        bound = 1.0 / np.sqrt(fan_in)
+        a = np.asarray(leaf)
+        assert a.dtype == np.float32
+        assert np.abs(a).max() <= bound
+        if a.size >= 1000:  # uniform: spread fills the interval, variance bound^2/3
+            assert np.abs(a).max() > 0.95 * bound
+            np.testing.assert_allclose(a.var(), bound**2 / 3, rtol=0.1)
+    assert np.abs(np.asarray(params["rb1"]["conv_shortcut"]["bias"])).min() > 0  # biases are not zero
+    assert "bias" not in params["rbc1"]["conv_1"]
+
+
+def test_input_shape_errors():
+    model = res12(width=2)
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
+    with pytest.raises(ConfigError, match="NHWC"):
+        jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((28, 28, 1), jnp.float32))
+
+
+def test_bfloat16_compute_is_close_and_returns_float32():
+    model32, params = load_torch_mdsm(make_state_dict(np.random.default_rng(5), 4, 1, 1, (8, 8)))
+    x = jnp.asarray(np.random.default_rng(8).uniform(size=(4, 8, 8, 1)), jnp.float32)
+    e32 = jax.jit(model32.apply)(params, x)
+    e16 = jax.jit(MDSMResNet(blocks_per_stage=1, width=4, dtype=jnp.bfloat16).apply)(params, x)
+    assert e16.dtype == jnp.float32
+    assert jax.tree.leaves(params)[0].dtype == jnp.float32
+    np.testing.assert_allclose(e16, e32, atol=0.05 * float(jnp.abs(e32).max()))
+
+
+def test_second_derivatives_through_score():
+    """MDSM differentiates the score again (w.r.t. input and parameters); check both against
+    central differences, in float64 so that the differences are exact to ~1e-8."""
+    with jax.enable_x64(True):
+        _, params = load_torch_mdsm(make_state_dict(np.random.default_rng(6), 4, 1, 1, (8, 8)))
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+        model = MDSMResNet(blocks_per_stage=1, width=4, dtype=jnp.float64)
+        rng = np.random.default_rng(7)  # NumPy draws: eager threefry would compile once per shape
+        x = jnp.asarray(rng.uniform(size=(2, 8, 8, 1)))
+        v = jnp.asarray(rng.normal(size=x.shape))
+        score_of = lambda p, y: jax.grad(lambda z: model.apply(p, z).sum())(y)
+
+        hvp = jax.jit(lambda y, t: jax.jvp(lambda z: score_of(params, z), (y,), (t,))[1])
+        score = jax.jit(lambda y: score_of(params, y))
+        eps = 1e-5
+        fd = (score(x + eps * v) - score(x - eps * v)) / (2 * eps)
+        got = hvp(x, v)
+        np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-6 * float(jnp.abs(got).max()))
+
+        # A score-matching style loss: its parameter gradient along a random direction dp.
+        loss = jax.jit(lambda p: jnp.sum(score_of(p, x) * v))
+        grad = jax.jit(jax.grad(lambda p: jnp.sum(score_of(p, x) * v)))(params)
+        # Directions and shifts in NumPy: eager jnp ops would each compile once per shape.
+        p_np = jax.tree.map(np.asarray, params)
+        dp = jax.tree.map(lambda a: rng.normal(size=a.shape), p_np)
+        shift = lambda t: jax.tree.map(lambda a, d: a + t * d, p_np, dp)
+        directional = sum(np.vdot(np.asarray(g), d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(dp)))
+        fd = (loss(shift(eps)) - loss(shift(-eps))) / (2 * eps)
+        np.testing.assert_allclose(float(directional), float(fd), rtol=1e-6)
+        # Every parameter reaches the score except lq's bias (a constant energy offset).
+        nonzero = jax.tree.map(lambda g: bool(np.abs(np.asarray(g)).max() > 0), grad["params"])
+        assert nonzero["lq"]["bias"] is False
+        nonzero["lq"]["bias"] = True
+        assert all(jax.tree.leaves(nonzero))
+
+
+# ---------------------------------------------------------------------------------------------
+# Toy MLP and config construction.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mlp_matches_numpy_and_flattens():
+    model = MLPEnergy(hidden=(5, 3))
+    x = np.random.default_rng(0).normal(size=(4, 2, 2))
+    params = init_params(model, jax.random.key(0), (2, 2))
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)["params"]
+    softplus = lambda z: np.logaddexp(0.0, z)
+    h = x.reshape(4, 4)
+    h = softplus(h @ p["dense0"]["kernel"] + p["dense0"]["bias"])
+    h = softplus(h @ p["dense1"]["kernel"] + p["dense1"]["bias"])
+    want = (h @ p["out"]["kernel"] + p["out"]["bias"])[:, 0]
+    got = model.apply(params, jnp.asarray(x, jnp.float32))
+    assert got.shape == (4,)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_linear_energy_has_constant_score():
+    model = MLPEnergy(hidden=())
+    params = init_params(model, jax.random.key(0), (2,))
+    x = jax.random.normal(jax.random.key(1), (6, 2))
+    score = jax.grad(lambda y: model.apply(params, y).sum())(x)
+    w = params["params"]["out"]["kernel"][:, 0]
+    np.testing.assert_allclose(score, jnp.broadcast_to(w, (6, 2)), rtol=1e-6)
+
+
+def test_build_model_and_counts():
+    cfg = ml_collections.ConfigDict(
+        {"name": "mdsm_resnet", "width": 4, "blocks_per_stage": 1, "hidden": (8,), "dtype": "float32"}
+    )
+    model = build_model(cfg)
+    assert isinstance(model, MDSMResNet) and (model.width, model.blocks_per_stage) == (4, 1)
+    assert build_model({**cfg.to_dict(), "dtype": "bfloat16"}).dtype == jnp.bfloat16
+
+    cfg.name = "mlp"
+    mlp = build_model(cfg)
+    assert isinstance(mlp, MLPEnergy) and mlp.hidden == (8,)
+    params = init_params(mlp, jax.random.key(0), (2,))
+    assert isinstance(params, dict)
+    assert count_params(params) == (2 * 8 + 8) + (8 + 1)
+
+    cfg.name = "unet"
+    with pytest.raises(ConfigError, match="mdsm_resnet, mlp"):
+        build_model(cfg)
+    cfg.name = "mlp"
+    cfg.dtype = "float16"
+    with pytest.raises(ConfigError, match="float32, bfloat16"):
+        build_model(cfg)
+    cfg.dtype = "float32"
+    cfg.hidden = (8, 0)
+    with pytest.raises(ConfigError, match="hidden"):
+        build_model(cfg)
