@@ -56,6 +56,7 @@ def mdsm_defaults() -> ml_collections.ConfigDict:
     c.train.log_every = 100  # steps between metric lines
     c.train.checkpoint_every = 5000
     c.train.keep_checkpoints = 3
+    c.train.steps_per_call = 1  # training steps per compiled call (train.mdsm.make_multi_step); compile time grows with it
 
     c.sample = ml_collections.ConfigDict()
     c.sample.n = 64  # samples written after training and by --mode sample
@@ -70,6 +71,71 @@ def mdsm_defaults() -> ml_collections.ConfigDict:
     c.sample.init_std = 1.0
     c.sample.denoise = True  # finish with the single-step denoising jump x - sigma0^2 dE/dx
     c.sample.chunk_steps = 100  # Langevin steps per compiled call (progress and resume granularity)
+    c.sample.resume = True  # keep finished shards (and the in-flight chains) of an interrupted run
+    c.sample.merge_max_gb = 8.0  # also write one samples.npz when all samples fit in this many GB
+
+    # --mode inpaint / denoise (ebmjax.restore). Inpainting anneals with the sample.* schedule, step
+    # size, start distribution and chunking, and ends with the jump (on free pixels) if sample.denoise.
+    c.restore = ml_collections.ConfigDict()
+    c.restore.n = 64  # images restored: the first n of restore.split
+    c.restore.split = "test"  # falls back to "train" (with a logged notice) if the dataset has no test split
+    c.restore.batch_size = 256  # images restored at once, rounded up to a multiple of the device count
+    c.restore.mask = "center"  # inpainting mask: center (box) | random (pixels) | half
+    c.restore.box_fraction = 0.5  # center: box side / image side, in (0, 1) (0.5 frees a quarter)
+    c.restore.mask_fraction = 0.5  # random: fraction of pixels to restore, in (0, 1)
+    c.restore.half_side = "bottom"  # half: the half to restore: top | bottom | left | right
+    c.restore.fill = 0.5  # value the corrupted image shows (and is scored with) in the missing pixels
+    c.restore.clamp_noise = 0.1  # std of the noise on known pixels at T = 1 (the paper's sigma0; keep = loss.sigma0)
+    c.restore.noise_sigma = 0.2  # denoise: std of the Gaussian noise added to images in [0, 1]
+    # Denoising Langevin starts at the noisy image and must not forget it: few steps, cold. Each step
+    # removes about eps^2 / (2 sigma0^2) = 2% of the noise (eps 0.02, sigma0 0.1), so 50 steps remove
+    # ~60%; T falls linearly from denoise_t_start to 0 so the chain ends in gradient descent.
+    c.restore.denoise_steps = 50  # denoise: Langevin steps started from the noisy image
+    c.restore.denoise_t_start = 0.05  # denoise: first temperature of the chain (linear down to 0)
+
+    # Multi-host runs (ebmjax.parallel.initialize_distributed; launch/ has ready-made scripts).
+    c.dist = ml_collections.ConfigDict()
+    c.dist.initialize = "auto"  # auto | yes | no: start jax.distributed; auto: when SLURM, mpirun, a TPU VM or $JAX_COORDINATOR_ADDRESS says there are several processes
+    c.dist.coordinator_address = ml_collections.config_dict.placeholder(str)  # host:port of process 0; None: $JAX_COORDINATOR_ADDRESS or cluster detection
+    c.dist.num_processes = ml_collections.config_dict.placeholder(int)  # None: $JAX_NUM_PROCESSES or cluster detection
+    c.dist.process_id = ml_collections.config_dict.placeholder(int)  # None: $JAX_PROCESS_ID or cluster detection
+
+    # --mode eval (ebmjax.evaluation.report): <workdir>/eval/report.json and pictures. Defaults follow
+    # the paper (50k samples, AIS with 10,000 betas and 10 leapfrog steps); shrink them for CPU runs.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.metrics = ("fid", "ais", "ood", "neighbours", "coverage")  # any subset; fid = FID, KID and IS with every feature net that applies
+    c.eval.n_samples = 50_000  # model samples for fid / neighbours / coverage (paper: 50k for CIFAR-10 IS/FID, 8000 for stacked-MNIST modes)
+    c.eval.samples_file = ml_collections.config_dict.placeholder(str)  # .npz with key "images" to evaluate instead; None: draw n_samples with sample.* (cached in eval/samples.npz)
+    c.eval.n_data = 10_000  # test images (first n) as FID/KID reference, OOD in-distribution set and AIS energies; as many train images for the train-vs-test rows
+    c.eval.batch_size = 500  # images per energy / feature-network call
+    c.eval.inception_weights = ml_collections.config_dict.placeholder(str)  # pt_inception-2015-12-05-6726825d.pth (needs torch) or its .npz; None: Inception metrics skipped, said so in the report
+    c.eval.classifier_seed = 0  # seed of the digits classifier (digits FID/KID/IS, coverage), trained once and cached in $EBMJAX_CACHE_DIR or ~/.cache/ebmjax
+    c.eval.kid_subsets = 100  # KID: random subsets averaged
+    c.eval.kid_subset_size = 1000  # KID: rows per subset (capped at the smaller set)
+    c.eval.is_splits = 10  # IS: mean and std over this many splits of the samples
+    c.eval.neighbours_k = 10  # nearest training images shown beside each sample (paper Fig. A2: 10)
+    c.eval.neighbours_n = 16  # samples shown, one row each, in neighbours.png
+    c.eval.neighbours_summary = 500  # samples (and test images) whose distance to the nearest training image is averaged
+    c.eval.neighbours_train = 60_000  # training images searched (the first ones)
+    c.eval.ais = ml_collections.ConfigDict()
+    c.eval.ais.n_chains = 100  # forward AIS chains, started from the reference
+    c.eval.ais.n_data = 100  # reverse AIS chains, started at the first test images (Burda et al. 2015)
+    c.eval.ais.n_betas = 10_000  # intermediate distributions (paper: 10,000)
+    c.eval.ais.schedule = "geometric"  # geometric | sigmoid | linear (ebmjax.evaluation.ais.ais_betas)
+    c.eval.ais.beta_min = 1e-4  # first nonzero beta of the geometric schedule
+    c.eval.ais.kernel = "hmc"  # hmc | mala: one move per beta
+    c.eval.ais.n_leapfrog = 10  # HMC leapfrog steps per move (paper: 10)
+    c.eval.ais.step_size = 0.01  # leapfrog step at beta = 1 (the model; its width is ~sigma0); see the acceptance in the report
+    c.eval.ais.ref_step_size = 0.5  # leapfrog step at beta = 0 (the reference); precisions are interpolated in between; None: step_size
+    c.eval.ais.ref_std = 1.0  # reference N(ref_mean, ref_std^2 I)
+    c.eval.ais.ref_mean = 0.0  # paper: 0
+    c.eval.ais.temperature = 1.0  # T of the target density exp(-E/T)
+    c.eval.ais.pixel_scale = 255.0  # bits/dim of pixels in [0, pixel_scale] (paper: 255); the report adds [0, 1]
+    c.eval.ais.chunk = 500  # betas per compiled call (progress granularity)
+    c.eval.ood = ml_collections.ConfigDict()
+    c.eval.ood.sets = ("auto",)  # auto (per dataset) and/or uniform, constant, interpolation, faces, or tfds names (svhn_cropped, cifar100, ...)
+    c.eval.ood.n = 1000  # images per OOD set (and in-distribution test images)
+    c.eval.ood.noise = True  # also the paper's variant: energies after adding loss.sigma0 noise
     return c
 
 

@@ -3,6 +3,11 @@
 Config fields can be overridden with ``--config.<group>.<field>=<value>``. Modes:
   train   (default) train to ``train.steps``, resuming from the workdir's latest checkpoint, then sample
   sample  load the latest checkpoint and write ``sample.n`` samples
+  inpaint load the latest checkpoint, mask ``restore.n`` test images and restore them (``<workdir>/inpaint/``)
+  denoise load the latest checkpoint, add noise to ``restore.n`` test images and denoise them
+          by the single jump and by Langevin from the noisy image (``<workdir>/denoise/``)
+  eval    load the latest checkpoint and run ``eval.metrics`` (FID/KID/IS, AIS bounds, OOD AUROC,
+          neighbours, mode coverage) into ``<workdir>/eval/report.json`` and pictures
 Problems the user can fix end with a one-line message and exit code 2 (130 when interrupted).
 """
 
@@ -15,7 +20,61 @@ import sys
 
 from ebmjax.errors import EbmjaxError
 
-MODES = ("train", "sample")
+
+def _train(cfg, workdir: pathlib.Path, progress: bool) -> None:
+    from ebmjax import sampling
+    from ebmjax.train import loop
+
+    state, apply_fn, source = loop.train(cfg, workdir, progress=progress)
+    if cfg.sample.n:
+        sampling.sample_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress)
+
+
+def _sample(cfg, workdir: pathlib.Path, progress: bool) -> None:
+    from ebmjax import sampling
+    from ebmjax.train import loop
+
+    state, apply_fn, source = loop.load_trained(cfg, workdir)
+    sampling.sample_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress)
+
+
+def _inpaint(cfg, workdir: pathlib.Path, progress: bool) -> None:
+    from ebmjax import restore
+    from ebmjax.train import loop
+
+    images = restore.restoration_source(cfg)  # bad settings fail before the checkpoint is read
+    state, apply_fn, _ = loop.load_trained(cfg, workdir)
+    restore.inpaint_to_workdir(cfg, apply_fn, state.params, workdir, source=images,
+                               progress=progress, step=int(state.step))
+
+
+def _denoise(cfg, workdir: pathlib.Path, progress: bool) -> None:
+    from ebmjax import restore
+    from ebmjax.train import loop
+
+    images = restore.restoration_source(cfg)
+    state, apply_fn, _ = loop.load_trained(cfg, workdir)
+    restore.denoise_to_workdir(cfg, apply_fn, state.params, workdir, source=images,
+                               progress=progress, step=int(state.step))
+
+
+def _eval(cfg, workdir: pathlib.Path, progress: bool) -> None:
+    from ebmjax.evaluation import report
+    from ebmjax.train import loop
+
+    report.check_config(cfg)  # a bad metric or OOD set name fails before the checkpoint is read
+    state, apply_fn, source = loop.load_trained(cfg, workdir)
+    report.evaluate_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress, step=int(state.step))
+
+
+# Each mode is fn(cfg, workdir, progress); the work lives in layer 3, this file only dispatches.
+MODES = {
+    "train": _train,
+    "sample": _sample,
+    "inpaint": _inpaint,
+    "denoise": _denoise,
+    "eval": _eval,
+}
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
@@ -24,7 +83,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="config file, e.g. configs/mdsm_digits.py")
     parser.add_argument("--workdir", default=None, help="output directory (default: runs/<config name>)")
-    parser.add_argument("--mode", default="train", choices=MODES)
+    parser.add_argument("--mode", default="train", choices=sorted(MODES))
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args, rest = parser.parse_known_args(argv)
     overrides, unknown = [], []
@@ -42,31 +101,29 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
             unknown.append(arg)
         i += 1
     if unknown:
-        parser.error(f"unrecognised arguments: {' '.join(unknown)} (config fields are set with --config.<group>.<field>=<value>)")
+        parser.error(f"unrecognised arguments: {' '.join(unknown)} "
+                     "(config fields are set with --config.<group>.<field>=<value>)")
     return args, overrides
 
 
 def run(argv: list[str]) -> int:
+    """Runs the command line on ``argv``; returns the exit code."""
     args, overrides = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on CPU machines
-    try:
-        from ebmjax.config import load_config
-        from ebmjax.train import loop
-        from ebmjax import sampling
+    from ebmjax.config import load_config
+    from ebmjax.train.loop import Interrupted
 
+    try:
         cfg = load_config(args.config, overrides)
+        from ebmjax import parallel
+
+        # Multi-host: must run before anything touches devices (see configs' dist.* fields).
+        parallel.initialize_distributed(cfg.get("dist"))
         workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
-        progress = not args.no_progress
-        if args.mode == "train":
-            state, apply_fn, source = loop.train(cfg, workdir, progress=progress)
-            if cfg.sample.n:
-                sampling.sample_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress)
-        elif args.mode == "sample":
-            state, apply_fn, source = loop.load_trained(cfg, workdir)
-            sampling.sample_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress)
-    except loop.Interrupted as e:
+        MODES[args.mode](cfg, workdir, not args.no_progress)
+    except Interrupted as e:
         print(f"ebmjax: {e}", file=sys.stderr)
         return 130
     except EbmjaxError as e:

@@ -1,31 +1,43 @@
 """The training loop: data order, jitted steps over a device mesh, metrics, checkpoints, resume.
 
 Everything random derives from ``cfg.seed`` and the step number: the data order of epoch e is a
-permutation seeded by (seed, e), and the noise of step s is ``fold_in(key, s)``. A run resumed from
-a checkpoint therefore continues exactly as if it had never stopped.
+permutation seeded by (seed, e), flips of step s are seeded by (seed, s), and the noise of step s is
+``fold_in(key, s)``. A run resumed from a checkpoint therefore continues exactly as if it had never
+stopped, and the global batch of a step is the same whatever the number of devices or processes.
+
+Reliability: SIGTERM / SIGINT save a checkpoint and stop (every process stops at the same step);
+updates with a non-finite loss or gradient are skipped and counted, and a whole logging window of
+them stops the run naming the last good checkpoint; non-finite data stops the run with a DataError.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pathlib
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from ebmjax import data, models, parallel
-from ebmjax.errors import CheckpointError, DataError, EbmjaxError
+from ebmjax.errors import CheckpointError, ConfigError, DataError, EbmjaxError
 from ebmjax.train import mdsm
 from ebmjax.train import state as train_state
-from ebmjax.train.checkpoint import Checkpoints, abstract
+from ebmjax.train.checkpoint import DIVERGED_DIR, Checkpoints, write_text_atomic
 
 log = logging.getLogger(__name__)
+
+# Calls whose stop / data flags may still be unread: the host runs this far ahead of the device.
+CONTROL_LAG = 4
 
 
 class Interrupted(EbmjaxError):
@@ -36,6 +48,17 @@ class Diverged(EbmjaxError):
     """Every update of a whole logging window was skipped for a non-finite loss or gradient."""
 
 
+# ----------------------------------------------------------------------------------------------
+# Data order.
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm.flags.writeable = False  # shared by every step of the epoch through the cache
+    return perm
+
+
 def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
     """Indices of the examples of training step ``step``: epochs are seeded permutations of
     range(n); the last partial batch of an epoch is dropped so every batch is full."""
@@ -43,21 +66,71 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
         raise DataError(f"train.batch_size = {batch_size} is larger than the dataset ({n} examples); lower it.")
     per_epoch = n // batch_size
     epoch, pos = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return perm[pos * batch_size:(pos + 1) * batch_size]
+    return _epoch_permutation(seed, epoch, n)[pos * batch_size:(pos + 1) * batch_size].copy()
 
 
-def training_batch(source, cfg: ml_collections.ConfigDict, step: int) -> np.ndarray:
-    """The host batch of ``step``: deterministic in (seed, step), finite-checked, flipped if asked."""
-    idx = batch_indices(cfg.seed, step, len(source), cfg.train.batch_size)
+def training_batch(source, cfg: ml_collections.ConfigDict, step: int,
+                   rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``rows`` of the global batch of ``step`` and their dataset indices: ((r, *shape) float32, (r,)).
+
+    Deterministic in (seed, step): the rows a process loads are the same rows of the same global
+    batch whatever the number of processes, and flips are drawn for the whole global batch (image
+    i is mirrored iff ``default_rng([seed, step, 1]).random(B)[i] < 0.5``, as ``data.random_flip``).
+    """
+    all_idx = batch_indices(cfg.seed, step, len(source), cfg.train.batch_size)
+    idx = all_idx[rows]
     batch = np.asarray(source.get(idx), dtype=np.float32)
-    if not np.all(np.isfinite(batch)):
-        bad = idx[~np.isfinite(batch.reshape(len(idx), -1)).all(axis=1)]
-        raise DataError(f"Dataset {source.name!r} holds non-finite values (examples {bad[:5].tolist()}); "
-                        "clean the data before training.")
     if cfg.data.random_flip:
-        batch = data.random_flip(batch, np.random.default_rng([cfg.seed, step, 1]))
-    return batch
+        flip = np.random.default_rng([cfg.seed, step, 1]).random(len(all_idx))[rows] < 0.5
+        batch = np.where(flip[:, None, None, None], batch[:, :, ::-1, :], batch)
+    return batch, idx
+
+
+def nonfinite_examples(batch: np.ndarray, idx: np.ndarray) -> list[int]:
+    """Dataset indices of the examples in ``batch`` that hold a NaN or an infinity."""
+    bad = ~np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
+    return [int(i) for i in idx[bad]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled pieces.
+
+
+def make_train_call(cfg: ml_collections.ConfigDict, apply_fn: Callable,
+                    optimizer: optax.GradientTransformation) -> Callable:
+    """Returns ``call(state, batches, votes) -> (state, metrics, control)``: ``k`` steps in one call.
+
+    ``batches`` (k, B, ...) are the batches of steps state.step .. state.step + k - 1; each step is
+    :func:`ebmjax.train.mdsm.make_train_step`'s, so k steps per call follow the same trajectory as k
+    calls. ``metrics`` get a leading axis k and ``skipped_update`` (1 where the update was skipped).
+    ``control`` holds two global flags every process sees at once: ``data_finite`` (no NaN or
+    infinity in the batches) and ``stop`` (any process's entry of ``votes`` was set by a signal).
+    """
+    multi = mdsm.make_multi_step(cfg, apply_fn, optimizer)  # unrolled: a scan is ~10x slower on CPU
+
+    def call(state: train_state.TrainState, batches: jax.Array, votes: jax.Array):
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+        state, metrics = multi(state, batches, key)
+        control = {"data_finite": jnp.all(jnp.isfinite(batches)), "stop": jnp.any(votes)}
+        return state, metrics, control
+
+    return call
+
+
+def make_probe_call(cfg: ml_collections.ConfigDict, apply_fn: Callable) -> Callable:
+    """Returns ``probe(state, batches) -> {energy_data, energy_noise}`` on the last batch of a call,
+    with noise from ``fold_in(key, state.step)``."""
+    probe = mdsm.make_energy_probe(cfg, apply_fn)
+
+    def call(state: train_state.TrainState, batches: jax.Array):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2), state.step)
+        return probe(state.params, batches[-1], key)
+
+    return call
+
+
+# ----------------------------------------------------------------------------------------------
+# Host-side helpers.
 
 
 class MetricsWriter:
@@ -65,7 +138,17 @@ class MetricsWriter:
 
     def __init__(self, workdir: pathlib.Path):
         self.path = workdir / "metrics.jsonl"
-        self.enabled = jax.process_index() == 0
+        self.enabled = parallel.is_main_process()
+
+    def truncate_after(self, step: int) -> None:
+        """Drops lines logged after ``step`` by a run that was killed before its next checkpoint, so a
+        resumed run's log reads as if it had never stopped."""
+        if not (self.enabled and self.path.exists()):
+            return
+        lines = self.path.read_text().splitlines()
+        keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(keep) != len(lines):
+            write_text_atomic(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
@@ -96,98 +179,263 @@ class _StopSignal:
             signal.signal(sig, old)
 
 
-def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: str = "train"):
+class Setup(NamedTuple):
+    """What :func:`setup` builds; the state is replicated on ``mesh``."""
+
+    source: Any
+    model: Any
+    mesh: Mesh
+    optimizer: optax.GradientTransformation
+    state: train_state.TrainState
+    ckpts: Checkpoints
+
+
+def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: str = "train", *,
+          mesh: Mesh | None = None, write_config: bool = True) -> Setup:
     """Builds what both training and sampling need: source, model, mesh, and the train state
-    (restored from the latest checkpoint in ``workdir`` when there is one)."""
+    (restored from the latest checkpoint in ``workdir`` when there is one), replicated on the mesh.
+
+    Every check that can fail (data, model vs image shape, batch vs devices, the workdir's
+    experiment, checkpoint shapes) runs before anything is written.
+    """
     source = data.load_source(cfg.data, split)
     model = models.build_model(cfg.model)
-    mesh = parallel.make_mesh()
+    mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
-    # An "rbg" key compiles the many uniform initialisers several times faster than threefry on CPU.
-    init_key = jax.random.key(cfg.seed, impl="rbg")
-    params = models.init_params(model, init_key, tuple(source.shape))
+    if cfg.train.batch_size > len(source):
+        raise DataError(f"train.batch_size = {cfg.train.batch_size} is larger than the dataset "
+                        f"{cfg.data.name!r} ({len(source)} examples); lower it.")
     optimizer = train_state.make_optimizer(cfg.train)
-    state = train_state.create(params, optimizer)
-    ckpts = Checkpoints(workdir, cfg, keep=cfg.train.keep_checkpoints)
-    restored = ckpts.restore(abstract(state))
-    if restored is not None:
-        state = restored
-    return source, model, mesh, optimizer, parallel.put_replicated(state, mesh), ckpts
+    shape = tuple(source.shape)
 
+    def init():
+        # An "rbg" key compiles the many uniform initialisers several times faster than threefry on CPU.
+        key = jax.random.key(cfg.seed, impl="rbg")
+        return train_state.create(models.init_params(model, key, shape), optimizer)
 
-def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-          progress: bool = True) -> tuple[train_state.TrainState, Callable, Any]:
-    """Trains to ``cfg.train.steps``, resuming from the workdir; returns (state, apply_fn, source)."""
-    workdir = pathlib.Path(workdir).absolute()
-    source, model, mesh, optimizer, state, ckpts = setup(cfg, workdir)
-    start = int(state.step)
-    if start:
-        log.info("Resuming from the checkpoint at step %d in %s", start, ckpts.directory)
-    step_fn = jax.jit(mdsm.make_train_step(cfg, model.apply, optimizer), donate_argnums=0)
-    probe_fn = jax.jit(mdsm.make_energy_probe(cfg, model.apply))
-    train_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
-    probe_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2)
-    writer = MetricsWriter(workdir)
-    t = cfg.train
-    window: list = []
-    skipped_before = int(state.skipped)
-    tick = time.perf_counter()
-    bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not progress,
-               dynamic_ncols=True)
+    # out_shardings: the state is created replicated on every device, in every process, at once.
+    init_fn = jax.jit(init, out_shardings=parallel.replicated(mesh))
     try:
-        with _StopSignal() as stop:
-            for step in range(start, t.steps):
-                batch = parallel.put_batch(training_batch(source, cfg, step), mesh)
-                state, metrics = step_fn(state, batch, train_key)
-                window.append(metrics)
-                bar.update(1)
-                done = step + 1
-                if done % t.log_every == 0 or done == t.steps:
-                    record = _summarise(window, state, skipped_before, time.perf_counter() - tick)
-                    record.update({k: float(v) for k, v in probe_fn(state.params, batch, jax.random.fold_in(probe_key, done)).items()})
-                    record["lr"] = float(train_state.lr_schedule(t)(done))
-                    writer.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4g}", E_data=f"{record['energy_data']:.3g}",
-                                    E_noise=f"{record['energy_noise']:.3g}")
-                    if record["skipped_in_window"] == len(window):
-                        last = ckpts.latest_step()
-                        raise Diverged(
-                            f"Training diverged: all {len(window)} updates before step {done} had a non-finite "
-                            f"loss or gradient and were skipped. The last good checkpoint is "
-                            f"{'step ' + str(last) if last is not None else 'none'} in {ckpts.directory}; "
-                            "lower train.lr or check the data, then rerun the same command to resume.")
-                    window, skipped_before, tick = [], int(state.skipped), time.perf_counter()
-                if done % t.checkpoint_every == 0 or done == t.steps:
-                    ckpts.save(state)
-                if stop.received is not None:
-                    ckpts.save(state, force=True)
-                    raise Interrupted(f"Stopped by signal {stop.received} at step {done}; checkpoint saved in "
-                                      f"{ckpts.directory}. Rerun the same command to resume.")
-    finally:
-        bar.close()
+        shapes = jax.eval_shape(init_fn)  # traces the model on the data's shape without computing
+    except ConfigError as e:
+        raise ConfigError(
+            f"Dataset {cfg.data.name!r} gives examples of shape {shape} (after data.pad={cfg.data.pad}, "
+            f"data.image_size={cfg.data.image_size}), which model {cfg.model.name!r} cannot take: {e}") from None
+    abstract = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)), shapes)
+    ckpts = Checkpoints(workdir, cfg, keep=cfg.train.keep_checkpoints)
+    try:
+        state = ckpts.restore(abstract)
+    except BaseException:
         ckpts.close()
-    return state, model.apply, source
+        raise
+    if state is None:
+        state = init_fn()
+    if write_config:
+        ckpts.write_config()
+    return Setup(source, model, mesh, optimizer, state, ckpts)
 
 
-def _summarise(window: list, state, skipped_before: int, seconds: float) -> dict[str, Any]:
-    host = jax.device_get(window)
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def _summarise(host: list[dict], state, skipped_before: int, seconds: float) -> dict[str, Any]:
+    loss = np.concatenate([m["loss"] for m in host]) if host else np.array([np.nan])
+    grad_norm = np.concatenate([m["grad_norm"] for m in host]) if host else np.array([np.nan])
+    n = len(loss) if host else 0
     skipped_total = int(state.skipped)
-    return {
-        "step": int(state.step),
-        "loss": float(np.nanmean([m["loss"] for m in host])) if host else float("nan"),
-        "grad_norm": float(np.nanmean([m["grad_norm"] for m in host])) if host else float("nan"),
-        "steps_per_s": len(window) / max(seconds, 1e-9),
-        "skipped": skipped_total,
-        "skipped_in_window": skipped_total - skipped_before,
-    }
+    with np.errstate(all="ignore"):
+        return {
+            "step": int(state.step),
+            "loss": float(np.nanmean(loss)) if np.isfinite(loss).any() else float("nan"),
+            "grad_norm": float(np.nanmean(grad_norm)) if np.isfinite(grad_norm).any() else float("nan"),
+            "window_steps": n,  # steps averaged: fewer than log_every right after a mid-window resume
+            "steps_per_s": n / max(seconds, 1e-9),
+            "skipped": skipped_total,
+            "skipped_in_window": skipped_total - skipped_before,
+        }
 
 
-def load_trained(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, progress: bool = True, *,
+          mesh: Mesh | None = None) -> tuple[train_state.TrainState, Callable, Any]:
+    """Trains to ``cfg.train.steps``, resuming from the workdir; returns (state, apply_fn, source).
+
+    ``mesh`` (default: every device of every process) is where the batch is split.
+    """
+    workdir = pathlib.Path(workdir).absolute()
+    source, model, mesh, optimizer, state, ckpts = setup(cfg, workdir, mesh=mesh)
+    try:
+        return _Trainer(cfg, workdir, source, model, mesh, optimizer, ckpts).run(state, progress), model.apply, source
+    finally:
+        ckpts.close()
+
+
+class _Trainer:
+    """One training run; the state of the host side of the loop lives here."""
+
+    def __init__(self, cfg, workdir, source, model, mesh, optimizer, ckpts):
+        t = cfg.train
+        self.cfg, self.t, self.source, self.mesh, self.ckpts = cfg, t, source, mesh, ckpts
+        self.k = int(t.get("steps_per_call", 1) or 1)
+        if self.k < 1:
+            raise ConfigError(f"train.steps_per_call must be >= 1, got {self.k}.")
+        self.rows = parallel.local_rows(mesh, t.batch_size)
+        # Stacked batches (k, B, ...): steps whole on every device, the batch axis split over `data`.
+        self.batches_sharding = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
+        # donate_argnums=0: the old state's buffers are reused for the new one (half the memory).
+        self.call = jax.jit(make_train_call(cfg, model.apply, optimizer), donate_argnums=0,
+                            out_shardings=parallel.replicated(mesh))
+        self.probe = jax.jit(make_probe_call(cfg, model.apply), out_shardings=parallel.replicated(mesh))
+        # Both possible vote arrays, built once: a signal changes which one the next call gets.
+        self.votes = {flag: parallel.process_votes(flag, mesh) for flag in (False, True)}
+        self.writer = MetricsWriter(workdir)
+        self.streak_start: int | None = None  # first step of the current run of skipped updates
+
+    def _batches(self, step: int, n: int) -> tuple[jax.Array, list[int]]:
+        """This process's rows of the batches of steps step .. step+n-1, assembled into one global
+        array; with the dataset indices of any non-finite examples among them."""
+        host, bad = [], []
+        for s in range(step, step + n):
+            batch, idx = training_batch(self.source, self.cfg, s, self.rows)
+            host.append(batch)
+            bad += nonfinite_examples(batch, idx)
+        local = np.stack(host)
+        global_shape = (n, self.t.batch_size, *local.shape[2:])
+        return jax.make_array_from_process_local_data(self.batches_sharding, local, global_shape), bad
+
+    def _settle(self, pending: list[tuple[int, int, dict, list[int]]]) -> bool:
+        """Reads the control flags of finished calls: a DataError for non-finite data; True if a
+        process asked to stop."""
+        stop = False
+        for first, end, control, bad in pending:
+            flags = jax.device_get(control)
+            if not flags["data_finite"]:
+                steps = f"step {first}" if end == first + 1 else f"steps {first}..{end - 1}"
+                where = f"examples {bad[:5]}" if bad else "examples loaded by another process"
+                raise DataError(
+                    f"Dataset {self.source.name!r} holds non-finite values (NaN or infinity) in the batch of "
+                    f"{steps} ({where}). Clean the data (or fix its preparation) and rerun; no checkpoint "
+                    "was written from these batches.")
+            stop = stop or bool(flags["stop"])
+        return stop
+
+    def _track_skips(self, host: list[dict], first_step: int) -> None:
+        s = first_step
+        for m in host:
+            for skipped in np.asarray(m["skipped_update"]).reshape(-1):
+                if skipped and self.streak_start is None:
+                    self.streak_start = s
+                elif not skipped:
+                    self.streak_start = None
+                s += 1
+
+    def _diverged(self, window_len: int, done: int) -> Diverged:
+        """Moves checkpoints written since the skipped updates began aside and names the last good one."""
+        start = self.streak_start if self.streak_start is not None else done - window_len
+        self.ckpts.manager.wait_until_finished()
+        bad = [s for s in self.ckpts.steps() if s >= start]
+        moved = ""
+        if bad:
+            where = self.ckpts.move_aside(bad, DIVERGED_DIR)
+            moved = f" Checkpoints {bad}, written after the trouble began, were moved to {where}."
+        good = self.ckpts.latest_step()
+        last = (f"The last good checkpoint is step {good} in {self.ckpts.directory}; rerunning resumes from it."
+                if good is not None else
+                "There is no good checkpoint (the run diverged before its first one); rerunning starts afresh.")
+        return Diverged(
+            f"Training diverged: all {window_len} updates before step {done} had a non-finite loss or "
+            f"gradient and were skipped (since step {start}). {last}{moved} Lower train.lr (or check the "
+            "data), then rerun the same command.")
+
+    def run(self, state: train_state.TrainState, progress: bool) -> train_state.TrainState:
+        t, ckpts = self.t, self.ckpts
+        start = int(state.step)
+        if start:
+            log.info("Resuming from the checkpoint at step %d in %s", start, ckpts.directory)
+        self.writer.truncate_after(start)
+        show = progress and parallel.is_main_process()
+        bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not show, dynamic_ncols=True)
+        window: list[dict] = []
+        window_start, skipped_before, tick = start, int(state.skipped), time.perf_counter()
+        pending: list = []
+        step, quiet = start, False
+        try:
+            with _StopSignal() as stop:
+                while step < t.steps:
+                    # Calls end at multiples of k, log_every and checkpoint_every: boundaries that depend
+                    # on the step alone, so a resumed run makes the same calls as an unbroken one.
+                    end = min(_next_multiple(step, self.k), _next_multiple(step, t.log_every),
+                              _next_multiple(step, t.checkpoint_every), t.steps)
+                    batches, bad = self._batches(step, end - step)
+                    votes = self.votes[stop.received is not None]
+                    state, metrics, control = self.call(state, batches, votes)
+                    window.append(metrics)
+                    bar.update(end - step)
+                    first, step = step, end
+                    at_log = step % t.log_every == 0 or step == t.steps
+                    at_ckpt = step % t.checkpoint_every == 0 or step == t.steps
+                    # Flags are read CONTROL_LAG calls late, so the host never waits for the device; at log
+                    # and checkpoint steps (where the loop syncs anyway) all of them are read.
+                    pending.append((first, end, control, bad))
+                    cut = len(pending) if at_log or at_ckpt else max(0, len(pending) - CONTROL_LAG)
+                    settle_now, pending = pending[:cut], pending[cut:]
+                    stopping = self._settle(settle_now)
+                    if stopping:  # every process learns it from the same call's flags
+                        self._settle(pending)
+                        pending = []
+                    if at_log:
+                        host = jax.device_get(window)
+                        self._track_skips(host, window_start)
+                        record = _summarise(host, state, skipped_before, time.perf_counter() - tick)
+                        record.update({k: float(v) for k, v in self.probe(state, batches).items()})
+                        record["lr"] = float(train_state.lr_schedule(t)(step))
+                        self.writer.write(record)
+                        bar.set_postfix(loss=f"{record['loss']:.4g}", E_data=f"{record['energy_data']:.3g}",
+                                        E_noise=f"{record['energy_noise']:.3g}")
+                        if record["skipped_in_window"] == step - window_start:
+                            raise self._diverged(step - window_start, step)
+                        window, window_start = [], step
+                        skipped_before, tick = int(state.skipped), time.perf_counter()
+                    if stopping:
+                        # Saved even after a skipped update: the resumed run then repeats this one exactly.
+                        ckpts.save(state, force=True)
+                        who = f"signal {stop.received}" if stop.received is not None else "a signal to another process"
+                        raise Interrupted(
+                            f"Stopped by {who} at step {step}; checkpoint saved in {ckpts.directory}. "
+                            "Rerun the same command to resume.")
+                    if at_ckpt:
+                        # A state whose last update was skipped may hold diverging parameters: saving it
+                        # could push the last good checkpoint out of the keep-N window.
+                        if not int(np.asarray(metrics["skipped_update"])[-1]):
+                            ckpts.save(state)
+                            quiet = False
+                        elif not quiet:
+                            log.warning("Not saving checkpoints while updates are skipped for a non-finite loss "
+                                        "or gradient (from step %d on).", step)
+                            quiet = True
+                # A signal after the last call was dispatched reached no vote; with one process it is
+                # still honoured here (with several, only a vote every process saw may stop them).
+                if jax.process_count() == 1 and stop.received is not None:
+                    raise Interrupted(f"Stopped by signal {stop.received} after the last step ({step}); checkpoint "
+                                      f"saved in {ckpts.directory}. Rerun the same command to finish (sampling).")
+        finally:
+            bar.close()
+        if jax.process_count() > 1:
+            parallel.check_replicas_agree(state.params)
+        return state
+
+
+def load_trained(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, mesh: Mesh | None = None):
     """(state, apply_fn, source) from the latest checkpoint in ``workdir``; an error if there is none."""
     workdir = pathlib.Path(workdir).absolute()
     if not (workdir / "checkpoints").is_dir():
         raise CheckpointError(f"No checkpoints in {workdir}: train first (--mode train) or pass the --workdir of a trained run.")
-    source, model, mesh, optimizer, state, ckpts = setup(cfg, workdir)
+    source, model, mesh, optimizer, state, ckpts = setup(cfg, workdir, mesh=mesh, write_config=False)
     ckpts.close()
     if int(state.step) == 0:
         raise CheckpointError(f"No checkpoint in {workdir / 'checkpoints'}: train first (--mode train).")

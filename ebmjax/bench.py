@@ -1,0 +1,575 @@
+"""Benchmarks: ``python -m ebmjax.bench --config configs/<name>.py [--what train,langevin,precision]``.
+
+Prints one JSON line per measurement on stdout (logs go to stderr):
+
+- ``train``: the MDSM training step (double back-propagation + Adam) at the config's batch,
+  ``train.steps_per_call`` steps per compiled call, state donated. Reports ``train_img_per_s``.
+- ``langevin``: annealed-Langevin steps (energy + input gradient) through the same chunked driver
+  that ``--mode sample`` uses, at ``sample.batch_size`` chains. Reports ``langevin_img_steps_per_s``.
+- ``precision``: relative error of bfloat16 against float32 compute for the config's network:
+  energies, scores dE/dx, the MDSM loss and its parameter gradient.
+
+Every timing record carries the analytic FLOP count of the network (:func:`forward_flops`), the
+achieved TFLOP/s, the utilisation against the device's published dense peak (null where the peak is
+unknown, e.g. CPUs), the peak device memory from ``device.memory_stats()`` (null on CPU) and XLA's
+own memory estimate for the compiled function (``--compile-only`` reports that estimate without
+running anything: how much a batch would need, on a machine too slow to run it). Inputs are
+synthetic images of the dataset's shape: the cost of a step does not depend on pixel values, and the
+host data pipeline is not measured.
+
+This is a benchmark, not a test: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ebmjax.errors import ConfigError, DataError, EbmjaxError
+
+log = logging.getLogger(__name__)
+
+WHATS = ("train", "langevin", "precision")
+DTYPES = ("float32", "bfloat16")
+
+# A Langevin step is a forward pass and its input gradient; the input gradient of each conv or
+# dense layer is one transposed product of the same size as the forward one.
+LANGEVIN_FLOPS_PER_FORWARD = 2
+# MDSM training differentiates that (forward + input gradient) graph again with respect to the
+# parameters: every product in it gets a gradient for each of its two operands, so 2 x 2 more.
+# (XLA's cost analysis agrees within a few percent; see tests/test_bench.py.)
+TRAIN_FLOPS_PER_FORWARD = 6
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic FLOP count
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+    """Multiply-accumulates of one conv or dense layer for one example.
+
+    macs: every kernel tap at every output position, as the matrix units execute it.
+    macs_valid: taps that fall on zero padding left out (what XLA's cost analysis counts).
+    """
+
+    path: str
+    kind: str
+    macs: int
+    macs_valid: int
+
+
+def _valid_taps(size: int, kernel: int, padding: Any) -> int:
+    """Kernel taps inside the input, summed over the output positions of one stride-1 axis."""
+    if padding == "SAME":
+        lo = (kernel - 1) // 2
+        return sum(sum(1 for t in range(kernel) if 0 <= o - lo + t < size) for o in range(size))
+    return size * kernel  # VALID: every tap of every output position is inside the input
+
+
+def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCost]:
+    """Costs of every ``nn.Conv`` and ``nn.Dense`` a Flax model calls, for one example.
+
+    Found from the module structure by intercepting the layers' calls while tracing ``model.init``
+    on an abstract input of shape (1, *example_shape): no arrays are allocated, so this is cheap
+    even for Res18. Convolutions must have stride 1 and no dilation (all ebmjax models do).
+    """
+    costs: list[LayerCost] = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        module = context.module
+        if context.method_name != "__call__" or not isinstance(module, (nn.Conv, nn.Dense)):
+            return out
+        x = args[0]
+        path = "/".join(module.path) if hasattr(module, "path") else module.name
+        if isinstance(module, nn.Dense):
+            m = int(x.shape[-1]) * int(out.shape[-1])
+            costs.append(LayerCost(path, "dense", m, m))
+            return out
+        strides = module.strides or 1
+        dilation = module.kernel_dilation or 1
+        if any(s != 1 for s in np.atleast_1d(strides)) or any(d != 1 for d in np.atleast_1d(dilation)):
+            raise ConfigError(f"layer_costs counts stride-1, undilated convolutions only; {path} is not.")
+        kernel = tuple(module.kernel_size)
+        spatial = tuple(int(s) for s in out.shape[1:-1])
+        per_tap = int(x.shape[-1]) // module.feature_group_count * int(out.shape[-1])
+        dense_taps = math.prod(spatial) * math.prod(kernel)
+        valid_taps = math.prod(_valid_taps(s, k, module.padding) for s, k in zip(spatial, kernel))
+        costs.append(LayerCost(path, "conv", dense_taps * per_tap, valid_taps * per_tap))
+        return out
+
+    x = jax.ShapeDtypeStruct((1, *example_shape), jnp.float32)
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))
+    return costs
+
+
+def forward_flops(model: nn.Module, example_shape: Sequence[int], *, exclude_padding: bool = False) -> float:
+    """FLOPs (2 per multiply-accumulate) of one forward pass for one example, convs and dense
+    layers only; elementwise work (ELU, pooling, adds) is left out (under 2% for these nets).
+
+    Res18 d=128 on 32x32x3 gives 6.60 GFLOP. ``exclude_padding`` drops taps on the zero padding,
+    matching XLA's ``cost_analysis()``.
+    """
+    costs = layer_costs(model, example_shape)
+    return 2.0 * sum(c.macs_valid if exclude_padding else c.macs for c in costs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices: published peaks, memory
+# ---------------------------------------------------------------------------------------------
+
+# Dense (no sparsity) peak TFLOP/s per chip from the vendors' datasheets: (substring of
+# device_kind, {basis: TFLOP/s}). The first match wins, so specific names come first.
+PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H100 PCIE", {"bfloat16": 756.0, "tf32": 378.0, "float32": 51.2}),
+    ("H100 NVL", {"bfloat16": 835.0, "tf32": 418.0, "float32": 60.0}),
+    ("H200 NVL", {"bfloat16": 835.0, "tf32": 418.0, "float32": 60.0}),
+    ("H100", {"bfloat16": 989.0, "tf32": 494.5, "float32": 66.9}),  # SXM
+    ("H200", {"bfloat16": 989.0, "tf32": 494.5, "float32": 66.9}),  # SXM
+    ("GH200", {"bfloat16": 989.0, "tf32": 494.5, "float32": 66.9}),
+    ("A100", {"bfloat16": 312.0, "tf32": 156.0, "float32": 19.5}),
+    ("TPU V4", {"bfloat16": 275.0}),
+    ("TPU V5 LITE", {"bfloat16": 197.0}),  # v5e
+    ("TPU V5E", {"bfloat16": 197.0}),
+    ("TPU V5P", {"bfloat16": 459.0}),
+    ("TPU V5", {"bfloat16": 459.0}),  # v5p reports "TPU v5"
+    ("TPU V6 LITE", {"bfloat16": 918.0}),  # v6e (Trillium)
+    ("TPU V6E", {"bfloat16": 918.0}),
+)
+
+
+def matmul_basis(platform: str, dtype: str) -> str:
+    """Which peak a compute dtype runs against: float32 convolutions run on TF32 tensor cores on
+    GPUs and as one bfloat16 pass on TPUs under JAX's default precision (jax.default_matmul_precision)."""
+    if dtype == "bfloat16":
+        return "bfloat16"
+    precision = str(jax.config.jax_default_matmul_precision or "default").lower()
+    if precision in ("highest", "float32", "f32_f32_f32"):
+        return "float32"
+    if platform == "gpu":
+        return "float32" if precision == "bfloat16_3x" else "tf32"
+    if platform == "tpu":
+        return "bfloat16" if precision in ("default", "fastest", "bfloat16") else "float32"
+    return "float32"
+
+
+def peak_tflops(device_kind: str, platform: str, dtype: str) -> tuple[float | None, str]:
+    """(dense peak TFLOP/s of one chip for ``dtype`` compute, or None, and a note saying why)."""
+    basis = matmul_basis(platform, dtype)
+    kind = device_kind.upper()
+    for pattern, peaks in PEAK_TFLOPS:
+        if pattern in kind:
+            if basis in peaks:
+                return peaks[basis], f"{pattern} dense {basis} peak (datasheet)"
+            return None, f"no published {basis} peak for {device_kind}"
+    return None, f"peak FLOP/s of {device_kind!r} ({platform}) unknown: utilisation not reported"
+
+
+def compiled_memory_bytes(compiled: Any) -> int | None:
+    """XLA's estimate of the device memory one call of a compiled function needs, per device:
+    arguments + outputs + temporaries - donated (aliased) buffers; None if not available."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if m is None:
+        return None
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes and timing
+# ---------------------------------------------------------------------------------------------
+
+# Native per-example shapes of the tfds datasets, so a benchmark needs no prepared data.
+_NATIVE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
+                  "cifar100": (32, 32, 3), "svhn_cropped": (32, 32, 3),
+                  "celeb_a": (140, 140, 3)}  # CelebA after its 140x140 centre crop (tfds_source.CELEBA_CROP)
+
+
+def example_shape(data_cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """Per-example shape the config trains on: from the data source when it loads, otherwise from the
+    dataset's native shape with the config's resize and padding (the data themselves are not needed)."""
+    from ebmjax import data
+
+    try:
+        return tuple(data.load_source(data_cfg, "train").shape)
+    except DataError:
+        if data_cfg.name not in _NATIVE_SHAPES:
+            raise
+    h, w, c = _NATIVE_SHAPES[data_cfg.name]
+    if data_cfg.image_size is not None:
+        h = w = data_cfg.image_size
+    return (h + 2 * data_cfg.pad, w + 2 * data_cfg.pad, c)
+
+
+@dataclasses.dataclass
+class Timing:
+    seconds_per_call: float  # mean over the timed calls
+    calls: int  # timed calls
+    first_call_s: float  # the first call, compilation included when the function was not compiled yet
+
+
+def time_calls(call: Callable[[], Any], *, min_calls: int, min_seconds: float) -> Timing:
+    """Times ``call`` (which must block until its results are ready): the first call compiles and
+    warms up, the next one is untimed, then calls repeat until both minimums are reached."""
+    t0 = time.perf_counter()
+    call()
+    first = time.perf_counter() - t0
+    call()  # second warm-up: the first run after compiling can still pay one-off allocation costs
+    n, t0 = 0, time.perf_counter()
+    while n < min_calls or time.perf_counter() - t0 < min_seconds:
+        call()
+        n += 1
+    return Timing((time.perf_counter() - t0) / n, n, first)
+
+
+def _device_record(shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
+    d = jax.devices()[0]
+    rec = {"device": d.device_kind, "platform": d.platform,
+           "n_devices": jax.device_count(), "jax": jax.__version__, "dtype": dtype, "shape": list(shape)}
+    if d.platform == "cpu":
+        # CPU figures depend on what else runs on the host; the load average makes that visible.
+        rec["host_cpus"], rec["host_load_1min"] = os.cpu_count(), os.getloadavg()[0]
+    return rec
+
+
+def _throughput_fields(flops_per_item: float, items_per_s: float | None, dtype: str,
+                       compiled_bytes: int | None) -> dict[str, Any]:
+    d = jax.devices()[0]
+    peak, peak_note = peak_tflops(d.device_kind, d.platform, dtype)
+    tflops = None if items_per_s is None else flops_per_item * items_per_s / 1e12
+    from ebmjax.sampling import peak_device_memory
+
+    mem, mem_note = peak_device_memory()
+    total_peak = None if peak is None else peak * jax.device_count()
+    return {
+        "tflops": tflops,
+        "peak_tflops": total_peak,
+        "utilisation": None if total_peak is None or tflops is None else tflops / total_peak,
+        "peak_note": peak_note,
+        "peak_memory_bytes": mem,
+        "peak_memory_note": mem_note,
+        "compiled_memory_bytes": compiled_bytes,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmarks
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_and_params(cfg: ml_collections.ConfigDict, shape: tuple[int, ...]):
+    from ebmjax import models
+
+    model = models.build_model(cfg.model)
+    params = models.init_params(model, jax.random.key(cfg.seed, impl="rbg"), shape)
+    return model, params
+
+
+def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_calls: int = 3,
+                min_seconds: float = 3.0, compile_only: bool = False) -> dict[str, Any]:
+    """Images per second of the MDSM training step (``train.steps_per_call`` steps per call).
+    ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from ebmjax import parallel
+    from ebmjax.train import mdsm
+    from ebmjax.train import state as train_state
+
+    mesh = parallel.make_mesh()
+    b, k = cfg.train.batch_size, cfg.train.steps_per_call
+    parallel.check_divisible(b, mesh, "train.batch_size")
+    model, params = _model_and_params(cfg, shape)
+    optimizer = train_state.make_optimizer(cfg.train)
+    state = parallel.put_replicated(train_state.create(params, optimizer), mesh)
+    batches = jax.random.uniform(jax.random.key(1), (k, b, *shape), jnp.float32)
+    batches = jax.device_put(batches, NamedSharding(mesh, P(None, parallel.DATA_AXIS)))
+    key = jax.random.PRNGKey(2)
+    fn = jax.jit(mdsm.make_multi_step(cfg, model.apply, optimizer), donate_argnums=0)
+    t0 = time.perf_counter()
+    compiled = fn.lower(state, batches, key).compile()
+    compile_s = time.perf_counter() - t0
+    box = [state]
+
+    def call():
+        box[0], metrics = compiled(box[0], batches, key)
+        jax.block_until_ready((box[0], metrics))
+
+    timing = None if compile_only else time_calls(call, min_calls=min_calls, min_seconds=min_seconds)
+    flops = TRAIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
+    img_per_s = None if timing is None else k * b / timing.seconds_per_call
+    return {"bench": "train", **_device_record(shape, cfg.model.dtype), "batch": b, "steps_per_call": k,
+            "train_img_per_s": img_per_s, "step_ms": None if timing is None else 1e3 * timing.seconds_per_call / k,
+            "gflop_per_img": flops / 1e9, **_throughput_fields(flops, img_per_s, cfg.model.dtype,
+                                                                compiled_memory_bytes(compiled)),
+            "calls": None if timing is None else timing.calls, "compile_s": compile_s,
+            "first_call_s": None if timing is None else timing.first_call_s}
+
+
+def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_calls: int = 3,
+                   min_seconds: float = 3.0, compile_only: bool = False) -> dict[str, Any]:
+    """Image-steps per second of annealed Langevin at ``sample.batch_size`` chains, one call being a
+    chunk of ``sample.chunk_steps`` steps through ``samplers.run_chain_chunked`` as in sampling.
+    ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing."""
+    from ebmjax import parallel, samplers, sampling
+
+    mesh = parallel.make_mesh()
+    b, chunk = cfg.sample.batch_size, cfg.sample.chunk_steps
+    parallel.check_divisible(b, mesh, "sample.batch_size")
+    model, params = _model_and_params(cfg, shape)
+    params = parallel.put_replicated(params, mesh)
+    energy = jax.tree_util.Partial(model.apply, params)
+    temps = np.resize(np.asarray(sampling.temperatures(cfg.sample)), chunk)
+    x0 = cfg.sample.init_mean + cfg.sample.init_std * jax.random.normal(jax.random.key(1), (b, *shape))
+    box = [samplers.ula.init(parallel.put_batch(x0, mesh), energy)]
+    key = jax.random.PRNGKey(2)
+
+    def call():
+        box[0], trace = samplers.run_chain_chunked(
+            samplers.ula, energy, box[0], key, temperatures=temps, step_sizes=cfg.sample.step_size,
+            chunk_size=chunk, record=sampling.mean_energy)
+        jax.block_until_ready((box[0], trace))
+
+    t0 = time.perf_counter()
+    timing = None if compile_only else time_calls(call, min_calls=min_calls, min_seconds=min_seconds)
+    # After timing this comes from jit's cache; with compile_only it is the one compilation.
+    compiled = _compiled_chunk(energy, box[0], key, temps, cfg.sample.step_size, chunk)
+    compile_s = time.perf_counter() - t0 if compile_only else None
+    flops = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
+    rate = None if timing is None else b * chunk / timing.seconds_per_call
+    return {"bench": "langevin", **_device_record(shape, cfg.model.dtype), "batch": b,
+            "chunk_steps": chunk, "langevin_img_steps_per_s": rate,
+            "step_ms": None if timing is None else 1e3 * timing.seconds_per_call / chunk,
+            "gflop_per_img_step": flops / 1e9,
+            **_throughput_fields(flops, rate, cfg.model.dtype, compiled_memory_bytes(compiled)),
+            "calls": None if timing is None else timing.calls, "compile_s": compile_s,
+            "first_call_s": None if timing is None else timing.first_call_s}
+
+
+def _compiled_chunk(energy, state, key, temps, step_size, chunk):
+    """The compiled chunk ``run_chain_chunked`` runs for these arguments (taken from jit's cache when
+    it already ran), for XLA's memory estimate; None if the driver's internals have changed."""
+    from ebmjax import samplers, sampling
+    from ebmjax.samplers import driver
+
+    t = jnp.asarray(temps, jnp.float32)
+    h = jnp.broadcast_to(jnp.asarray(step_size, jnp.float32), (chunk,))
+    try:
+        return driver._run_chunk.lower(samplers.ula, None, energy, state, key, t, h, jnp.asarray(0, jnp.int32),
+                                       jnp.asarray(chunk, jnp.int32), 0, sampling.mean_energy).compile()
+    except Exception as e:  # the estimate is optional: a driver change must not break the benchmark
+        log.warning("no compiled-memory estimate for the Langevin chunk: %s", e)
+        return None
+
+
+def precision_errors(model_cfg: ml_collections.ConfigDict, params: Any, x: jax.Array, key: jax.Array,
+                     sigmas: jax.Array, sigma0: float, *, loss_grad: bool = True) -> dict[str, float]:
+    """Relative errors of bfloat16 compute against float32 for the same float32 parameters.
+
+    x: (B, ...) clean examples. Energies and scores are taken at noisy inputs x + sigma_i z (what the
+    training loss and the sampler see); with ``loss_grad`` also the MDSM loss at x with ``sigmas``
+    and its parameter gradient (double back-propagation: slow to compile on a CPU). For scale,
+    ``param_grad_noise_rel_err`` is how much the float32 gradient itself changes with another draw of
+    the training noise z: rounding errors well below it are lost in the noise SGD already averages.
+    """
+    from ebmjax import losses, models, samplers
+
+    cfg32, cfg16 = ml_collections.ConfigDict(model_cfg), ml_collections.ConfigDict(model_cfg)
+    cfg32.dtype, cfg16.dtype = "float32", "bfloat16"
+    m32, m16 = models.build_model(cfg32), models.build_model(cfg16)
+    noisy = x + sigmas.reshape((-1,) + (1,) * (x.ndim - 1)) * jax.random.normal(key, x.shape, x.dtype)
+
+    def loss_and_grad(m, params, k):
+        return jax.value_and_grad(lambda p: losses.mdsm_loss(lambda y: m.apply(p, y), x, k, sigmas, sigma0))(params)
+
+    @jax.jit
+    def both(params):
+        def one(m):
+            e, g = samplers.energy_and_grad(lambda y: m.apply(params, y), noisy)
+            if not loss_grad:
+                return e, g, None, None
+            return (e, g, *loss_and_grad(m, params, key))
+        other = loss_and_grad(m32, params, jax.random.fold_in(key, 1))[1] if loss_grad else None
+        return one(m32), one(m16), other
+
+    (e32, g32, l32, pg32), (e16, g16, l16, pg16), pg_other = jax.device_get(both(params))
+    flat = lambda t: np.concatenate([np.ravel(a) for a in jax.tree.leaves(t)]).astype(np.float64)  # noqa: E731
+    de = e16.astype(np.float64) - e32
+    g32f, dgf = g32.reshape(len(g32), -1).astype(np.float64), (g16 - g32).reshape(len(g32), -1).astype(np.float64)
+    per_example = np.linalg.norm(dgf, axis=1) / np.linalg.norm(g32f, axis=1)
+    cos = np.sum(g32f * g16.reshape(len(g16), -1), axis=1) / (
+        np.linalg.norm(g32f, axis=1) * np.linalg.norm(g16.reshape(len(g16), -1), axis=1))
+    errs = {
+        "energy_rel_err": float(np.linalg.norm(de) / np.linalg.norm(e32)),
+        "energy_err_over_spread": float(np.sqrt(np.mean(de**2)) / max(np.std(e32), 1e-30)),
+        "score_rel_err_median": float(np.median(per_example)),
+        "score_rel_err_max": float(np.max(per_example)),
+        "score_cosine_min": float(np.min(cos)),
+    }
+    if loss_grad:
+        p32, p16 = flat(pg32), flat(pg16)
+        errs.update({
+            "loss_rel_err": float(abs(l16 - l32) / abs(l32)),
+            "param_grad_rel_err": float(np.linalg.norm(p16 - p32) / np.linalg.norm(p32)),
+            "param_grad_cosine": float(p16 @ p32 / (np.linalg.norm(p16) * np.linalg.norm(p32))),
+            "param_grad_noise_rel_err": float(np.linalg.norm(flat(pg_other) - p32) / np.linalg.norm(p32)),
+        })
+    return errs
+
+
+def bench_precision(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, batch: int = 16,
+                    workdir: str | None = None) -> dict[str, Any]:
+    """bfloat16-vs-float32 errors of the config's network, on real examples when the dataset loads
+    (random images otherwise), with trained parameters from ``workdir`` or a fresh initialisation."""
+    from ebmjax import data, losses
+
+    note = []
+    if workdir is not None:
+        from ebmjax.train import loop
+
+        state, _, source = loop.load_trained(cfg, workdir)
+        params = jax.device_get(state.params)
+        note.append(f"trained parameters from {workdir} (step {int(state.step)})")
+    else:
+        _, params = _model_and_params(cfg, shape)
+        source = None
+        note.append("freshly initialised parameters (PyTorch-default init)")
+    try:
+        source = source or data.load_source(cfg.data, "train")
+        idx = np.random.default_rng(0).choice(len(source), batch, replace=False)
+        x = jnp.asarray(source.get(idx))
+        note.append(f"{batch} training examples of {cfg.data.name}")
+    except DataError:
+        x = jax.random.uniform(jax.random.key(3), (batch, *shape))
+        note.append(f"{batch} uniform random images ({cfg.data.name} is not prepared here)")
+    sigmas = losses.noise_levels(batch, cfg.loss.sigma_low, cfg.loss.sigma_high, cfg.loss.spacing)
+    errs = precision_errors(cfg.model, params, x, jax.random.PRNGKey(4), sigmas, cfg.loss.sigma0)
+    return {"bench": "precision", **_device_record(shape, "bfloat16 vs float32"), "batch": batch, **errs,
+            "note": "; ".join(note)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
+    parser = argparse.ArgumentParser(prog="python -m ebmjax.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="config file, e.g. configs/mdsm_cifar.py")
+    parser.add_argument("--what", default="train,langevin", help=f"comma list of {', '.join(WHATS)}")
+    parser.add_argument("--dtype", default=None,
+                        help=f"comma list of compute dtypes ({', '.join(DTYPES)}); default: the config's model.dtype")
+    parser.add_argument("--shape", default=None, help="per-example shape H,W,C (default: the dataset's)")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="timed seconds per measurement (at least)")
+    parser.add_argument("--min-calls", type=int, default=3, help="timed calls per measurement (at least)")
+    parser.add_argument("--precision-batch", type=int, default=16, help="examples for --what precision")
+    parser.add_argument("--workdir", default=None, help="--what precision: use this run's trained parameters")
+    parser.add_argument("--profile-dir", default=None, help="write a jax.profiler trace of the timed runs here")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="compile and report FLOPs and XLA's memory estimate without timing (e.g. a large "
+                             "batch on a CPU)")
+    args, rest = parser.parse_known_args(list(argv))
+    overrides, unknown = [], []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg.startswith("--config."):
+            key, eq, value = arg[len("--config."):].partition("=")
+            if not eq:
+                if i + 1 >= len(rest):
+                    parser.error(f"{arg} needs a value: {arg}=VALUE")
+                value, i = rest[i + 1], i + 1
+            overrides.append((key, value))
+        else:
+            unknown.append(arg)
+        i += 1
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    return args, overrides
+
+
+def _split(text: str, valid: Sequence[str], flag: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in valid]
+    if bad or not items:
+        raise ConfigError(f"{flag} takes a comma list of {', '.join(valid)}; got {text!r}.")
+    return items
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise ConfigError(f"--shape takes positive integers H,W,C such as 32,32,3; got {text!r}.")
+    return shape
+
+
+def run(argv: Sequence[str], out=None) -> int:
+    """Runs the benchmark command line; JSON lines go to ``out`` (stdout). Returns the exit code."""
+    out = out or sys.stdout
+    args, overrides = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    from ebmjax.config import load_config
+
+    try:
+        cfg = load_config(args.config, overrides)
+        whats = _split(args.what, WHATS, "--what")
+        dtypes = _split(args.dtype, DTYPES, "--dtype") if args.dtype else [cfg.model.dtype]
+        shape = _parse_shape(args.shape) if args.shape else example_shape(cfg.data)
+        if args.profile_dir:
+            jax.profiler.start_trace(args.profile_dir)
+        try:
+            for what in whats:
+                for dtype in (dtypes if what != "precision" else ["-"]):
+                    c = ml_collections.ConfigDict(cfg)
+                    if dtype != "-":
+                        c.model.dtype = dtype
+                    log.info("bench %s %s (%s) on %s", what, args.config, dtype, jax.devices()[0].device_kind)
+                    timing = {"min_calls": args.min_calls, "min_seconds": args.min_seconds,
+                              "compile_only": args.compile_only}
+                    if what == "train":
+                        rec = bench_train(c, shape, **timing)
+                    elif what == "langevin":
+                        rec = bench_langevin(c, shape, **timing)
+                    else:
+                        rec = bench_precision(c, shape, batch=args.precision_batch, workdir=args.workdir)
+                    rec = {"bench": rec.pop("bench"), "config": args.config, **rec}
+                    rec["overrides"] = [f"{k}={v}" for k, v in overrides]
+                    print(json.dumps(rec), file=out, flush=True)
+        finally:
+            if args.profile_dir:
+                jax.profiler.stop_trace()
+    except EbmjaxError as e:
+        print(f"ebmjax.bench: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Pictures of the evaluation report (matplotlib, Agg backend; nothing is shown on screen)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Mapping
+
+import numpy as np
+
+from ebmjax import visualize
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def energy_histograms(panels: Mapping[str, Mapping[str, np.ndarray]], path: str | pathlib.Path) -> None:
+    """One panel per entry of ``panels`` (e.g. "clean", "sigma0 noise"), each overlaying the energy
+    histograms {set name: energies (n,)} on shared bins (the MDSM paper's Fig. A7A)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (title, sets) in zip(axes[0], panels.items()):
+        allv = np.concatenate([np.asarray(v, np.float64) for v in sets.values()])
+        lo, hi = np.percentile(allv, [0.5, 99.5])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 60)
+        for name, e in sets.items():
+            ax.hist(np.clip(e, bins[0], bins[-1]), bins=bins, histtype="step", density=True, lw=1.3, label=name)
+        ax.set_xlabel("energy E(x) (higher: judged less likely)")
+        ax.set_ylabel("density")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def roc_curves(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, float]]],
+               path: str | pathlib.Path) -> None:
+    """ROC curves per panel: {panel: {set name: (fpr, tpr, auroc)}}; OOD is the positive class."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 5), squeeze=False)
+    for ax, (title, sets) in zip(axes[0], curves.items()):
+        for name, (fpr, tpr, auc) in sets.items():
+            ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUROC {auc:.3f})")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_xlabel("false-positive rate (in-distribution flagged)")
+        ax.set_ylabel("true-positive rate (OOD flagged)")
+        ax.set_title(title)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def ais_diagnostics(runs: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str | pathlib.Path) -> None:
+    """Left: histograms of final log-weights per run; right: acceptance rate against the beta of
+    each move (log axis). runs: {name: (log_weights (n,), acceptance (K,), betas of the moves (K,))}."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, (lw, acc, betas) in runs.items():
+        a1.hist(lw - np.max(lw), bins=30, histtype="step", lw=1.3, label=name)
+        keep = betas > 0  # beta = 0 has no place on a log axis
+        a2.plot(betas[keep], acc[keep], lw=1.0, label=name)
+    a1.set_xlabel("log-weight minus its maximum (nats)")
+    a1.set_ylabel("chains")
+    a1.legend(fontsize=8)
+    a2.set_xscale("log")
+    a2.set_xlabel("beta of the move")
+    a2.set_ylabel("mean acceptance rate")
+    a2.set_ylim(0, 1.02)
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def mode_histogram(counts: np.ndarray, path: str | pathlib.Path, title: str) -> None:
+    """Samples per mode, sorted, with the uniform level as a dashed line."""
+    plt = _plt()
+    counts = np.sort(np.asarray(counts))[::-1]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(np.arange(len(counts)), counts, width=1.0)
+    ax.axhline(counts.sum() / len(counts), color="k", ls="--", lw=1.0)
+    ax.set_xlabel("mode (sorted by count)")
+    ax.set_ylabel("samples")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def image_rows(images: np.ndarray, ncol: int, path: str | pathlib.Path) -> None:
+    """NHWC images in [0, 1] as a grid with ``ncol`` columns."""
+    visualize.save_image_grid(images, path, ncol=ncol)
+
+
+def neighbours_picture(queries: np.ndarray, neighbour_images: np.ndarray, path: str | pathlib.Path) -> None:
+    """One row per query: the query, a white gap, then its k neighbours.
+    queries (n, H, W, C), neighbour_images (n, k, H, W, C), all in [0, 1]."""
+    from PIL import Image
+
+    n, k = neighbour_images.shape[:2]
+    left = visualize.image_grid(queries, ncol=1)
+    right = visualize.image_grid(neighbour_images.reshape(n * k, *neighbour_images.shape[2:]), ncol=k)
+    gap = np.full((left.shape[0], max(4, left.shape[1] // 8), left.shape[2]), 255, np.uint8)
+    grid = np.concatenate([left, gap, right], axis=1)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)

@@ -1,0 +1,505 @@
+"""``--mode eval``: every measurement of the MDSM paper on a trained energy, in one report.
+
+Layer 3. :func:`evaluate_to_workdir` writes ``<workdir>/eval/report.json`` and pictures; the
+metrics are chosen by ``eval.metrics`` (see ``ebmjax.config``):
+
+- ``fid``: FID, KID and IS of model samples against test images, with every feature network that
+  applies: the digits classifier ("digits FID/KID/IS", data ``digits`` only; not comparable with
+  Inception numbers) and Inception-v3 when ``eval.inception_weights`` names the weights file
+  (otherwise the report says it was skipped; nothing is ever estimated without it). Reference
+  rows: the same metrics of training images against test images, the floor a perfect model reaches.
+- ``ais``: log Z by forward AIS (stochastic lower bound) and reverse AIS from test images
+  (stochastic upper bound), and the test NLL in bits/dim from each: lower and upper bound, on
+  pixels in [0, eval.ais.pixel_scale] (the paper's convention: 255). ``ais.png``.
+- ``ood``: energy AUROC of test images against each OOD set (higher energy = OOD), clean and after
+  sigma0 noise (the paper's variant); train-vs-test AUROC (0.5: no overfitting of the energy).
+  ``ood_hist.png``, ``ood_roc.png``.
+- ``neighbours``: samples beside their k nearest training images (``neighbours.png``), and the
+  mean distance to the nearest training image of samples vs. of test images.
+- ``coverage``: modes hit by samples of 8x8 digit stacks (10^C modes for C channels) counted by the
+  digits classifier per channel, with the KL to uniform (``coverage.png``).
+
+Samples are drawn with the ``sample.*`` settings (``eval.n_samples`` of them, cached in
+``eval/samples.npz`` with a fingerprint of the parameters and settings) or read from
+``eval.samples_file``. Everything runs on the default device of each process; process 0 writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from ebmjax import data, samplers
+from ebmjax.data.source import TFDS_NAMES
+from ebmjax.errors import ConfigError, DataError
+from ebmjax.evaluation import ais, coverage, metrics, neighbours, ood, plots
+from ebmjax.evaluation.classifier import load_digits_classifier
+
+log = logging.getLogger(__name__)
+
+__all__ = ["METRICS", "OOD_SYNTHETIC", "check_config", "default_ood_sets", "evaluate_to_workdir"]
+
+METRICS = ("fid", "ais", "ood", "neighbours", "coverage")
+OOD_SYNTHETIC = ("uniform", "constant", "interpolation", "faces")
+DIGITS_SHAPE = (8, 8, 1)
+INCEPTION_MISSING = (
+    "skipped: no Inception weights file. Set --config.eval.inception_weights=PATH to "
+    "pt_inception-2015-12-05-6726825d.pth (needs torch) or its .npz conversion (see "
+    "ebmjax.evaluation.inception.CONVERT_COMMAND). Inception FID/KID/IS are never estimated without it."
+)
+
+
+def default_ood_sets(data_name: str) -> tuple[str, ...]:
+    """The OOD sets of the papers for a dataset: CIFAR-10 against SVHN, CIFAR-100, interpolations and
+    constant images (MDSM, CF-EBM); digits against synthetic sets and scikit-image faces."""
+    if data_name == "digits":
+        return ("uniform", "constant", "interpolation", "faces")
+    if data_name == "cifar10":
+        return ("svhn_cropped", "cifar100", "interpolation", "constant")
+    return ("uniform", "constant", "interpolation")
+
+
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+    """Checks ``cfg.eval`` before any work: unknown metric or OOD set names, impossible counts."""
+    e = cfg.eval
+    bad = [m for m in e.metrics if m not in METRICS]
+    if bad:
+        raise ConfigError(f"Unknown eval.metrics {bad}; choose from {', '.join(METRICS)}, "
+                          f"e.g. --config.eval.metrics='(\"fid\", \"ood\")'.")
+    for name in ("n_samples", "n_data", "batch_size", "kid_subsets", "kid_subset_size", "is_splits",
+                 "neighbours_k", "neighbours_n", "neighbours_summary", "neighbours_train"):
+        if e[name] < 1:
+            raise ConfigError(f"eval.{name} must be >= 1, got {e[name]}.")
+    a = e.ais
+    for name in ("n_chains", "n_data", "n_betas", "n_leapfrog", "chunk"):
+        if a[name] < 1:
+            raise ConfigError(f"eval.ais.{name} must be >= 1, got {a[name]}.")
+    if a.kernel not in ("hmc", "mala"):
+        raise ConfigError(f"eval.ais.kernel must be hmc or mala, got {a.kernel!r}.")
+    if a.schedule not in ais.SCHEDULES:
+        raise ConfigError(f"eval.ais.schedule must be one of {', '.join(ais.SCHEDULES)}, got {a.schedule!r}.")
+    for name in ("step_size", "ref_std", "temperature", "pixel_scale"):
+        if a[name] <= 0:
+            raise ConfigError(f"eval.ais.{name} must be > 0, got {a[name]}.")
+    if a.ref_step_size is not None and a.ref_step_size <= 0:
+        raise ConfigError(f"eval.ais.ref_step_size must be > 0 or None, got {a.ref_step_size}.")
+    known = set(OOD_SYNTHETIC) | set(TFDS_NAMES) | {"auto", "digits"}
+    bad = [s for s in e.ood.sets if s not in known]
+    if bad:
+        raise ConfigError(f"Unknown eval.ood.sets {bad}; choose from {', '.join(sorted(known))}.")
+    if e.ood.n < 1:
+        raise ConfigError(f"eval.ood.n must be >= 1, got {e.ood.n}.")
+
+
+def _resolve_ood_sets(cfg: ml_collections.ConfigDict) -> list[str]:
+    out: list[str] = []
+    for s in cfg.eval.ood.sets:
+        for name in (default_ood_sets(cfg.data.name) if s == "auto" else (s,)):
+            if name not in out and name != cfg.data.name:
+                out.append(name)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: test data, samples
+# ---------------------------------------------------------------------------------------------
+
+
+def _test_source(cfg: ml_collections.ConfigDict, train: Any) -> tuple[Any, str]:
+    try:
+        return data.load_source(cfg.data, "test"), "test"
+    except (DataError, ConfigError) as e:
+        log.warning("No test split for %s (%s); evaluating against the training split.", cfg.data.name, e)
+        return train, "train"
+
+
+def _fingerprint(params: Any, cfg: ml_collections.ConfigDict, n: int) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"sample": cfg.sample.to_dict(), "sigma0": cfg.loss.sigma0, "seed": cfg.seed, "n": n},
+                        sort_keys=True, default=str).encode())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        arr = np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _samples(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, shape: tuple[int, ...],
+             out_dir: pathlib.Path, progress: bool) -> tuple[np.ndarray, str]:
+    """(samples (n, *shape), where they came from)."""
+    e = cfg.eval
+    if e.samples_file is not None:
+        path = pathlib.Path(e.samples_file).expanduser()
+        if not path.is_file():
+            raise DataError(f"eval.samples_file {str(path)!r} does not exist; pass an .npz with key 'images' "
+                            "(e.g. <workdir>/samples/samples.npz) or None to draw samples.")
+        with np.load(path) as f:
+            if "images" not in f.files:
+                raise DataError(f"{path} has no array 'images' (it holds {f.files}).")
+            x = np.asarray(f["images"], np.float32)
+        if tuple(x.shape[1:]) != shape:
+            raise DataError(f"{path} holds images of shape {x.shape[1:]}, the model takes {shape}.")
+        return x[:e.n_samples], str(path)
+    cache = out_dir / "samples.npz"
+    fp = _fingerprint(params, cfg, e.n_samples)
+    if cache.is_file():
+        with np.load(cache) as f:
+            if "fingerprint" in f.files and str(f["fingerprint"]) == fp:
+                log.info("Reusing the %d samples in %s", len(f["images"]), cache)
+                return np.asarray(f["images"], np.float32), str(cache)
+    from ebmjax import sampling
+
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 10)
+    x, _ = sampling.annealed_samples(cfg, apply_fn, params, shape, e.n_samples, key, progress=progress)
+    x = np.asarray(x, np.float32)
+    if jax.process_index() == 0:
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=x, fingerprint=np.asarray(fp))
+        tmp.replace(cache)
+    return x, f"drawn with the sample.* settings (cached in {cache.name})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+class _Context:
+    """What every section needs, computed once."""
+
+    def __init__(self, cfg, apply_fn, params, source, out_dir, progress):
+        self.cfg, self.e = cfg, cfg.eval
+        self.energy_fn = jax.tree_util.Partial(apply_fn, params)
+        self.apply_fn, self.params = apply_fn, params
+        self.source = source
+        self.shape = tuple(source.shape)
+        self.out_dir = out_dir
+        self.progress = progress
+        self.key = jax.random.PRNGKey(cfg.seed)
+        self.test, self.test_split = _test_source(cfg, source)
+        self.x_test = self.test.get(np.arange(min(len(self.test), self.e.n_data)))
+        self.x_train = source.get(np.arange(min(len(source), self.e.n_data)))
+        self.samples: np.ndarray | None = None
+        self.files: list[str] = []
+        self._classifier = None
+
+    def classifier(self):
+        if self._classifier is None:
+            self._classifier = load_digits_classifier(self.e.classifier_seed)
+        return self._classifier
+
+    def energies(self, x: np.ndarray) -> np.ndarray:
+        return ood.energies(self.energy_fn, x, batch_size=self.e.batch_size)
+
+
+def _feature_metrics(feats_s: np.ndarray, probs_s: np.ndarray, feats_test: np.ndarray, probs_test: np.ndarray,
+                     feats_train: np.ndarray, e: ml_collections.ConfigDict) -> dict[str, Any]:
+    def kid(a, b):
+        r = metrics.kernel_inception_distance(a, b, n_subsets=e.kid_subsets, subset_size=e.kid_subset_size)
+        return {"kid": r.kid, "kid_std": r.kid_std, "kid_subset_size": r.subset_size}
+
+    def is_(p):
+        r = metrics.inception_score(p, n_splits=min(e.is_splits, len(p)))
+        return {"is": r.score, "is_std": r.score_std, "is_splits": r.n_splits}
+
+    return {
+        "samples_vs_test": {"fid": metrics.frechet_distance(feats_s, feats_test), **kid(feats_s, feats_test),
+                            **is_(probs_s), "n_samples": len(feats_s), "n_test": len(feats_test)},
+        # The floor: real training images scored exactly like the samples.
+        "train_vs_test": {"fid": metrics.frechet_distance(feats_train, feats_test), **kid(feats_train, feats_test),
+                          "n_train": len(feats_train)},
+        "is_test_images": is_(probs_test)["is"],
+    }
+
+
+def _fid(ctx: _Context) -> dict[str, Any]:
+    e, out = ctx.e, {}
+    if ctx.shape == DIGITS_SHAPE:
+        clf = ctx.classifier()
+        ls, fs = clf.logits_and_features(ctx.samples)
+        lt, ft = clf.logits_and_features(ctx.x_test)
+        _, fr = clf.logits_and_features(ctx.x_train)
+        softmax = lambda z: np.asarray(jax.nn.softmax(z, axis=-1), np.float64)  # noqa: E731
+        out["digits"] = {
+            "network": f"ebmjax digits classifier (seed {clf.seed}, test accuracy {clf.test_accuracy:.4f}), "
+                       "64 penultimate features, 10 classes",
+            "note": "digits FID/KID/IS: comparable between ebmjax digits runs only, NOT with Inception-v3 numbers",
+            **_feature_metrics(fs, softmax(ls), ft, softmax(lt), fr, e),
+        }
+    else:
+        out["digits"] = "skipped: digits FID/KID/IS need 8x8 grey images (data.name=digits without pad/resize)"
+    if e.inception_weights is None:
+        out["inception"] = INCEPTION_MISSING
+    else:
+        from ebmjax.evaluation.inception import load_inception
+
+        net = load_inception(e.inception_weights, batch_size=min(e.batch_size, 200))
+        fs, ps = net(ctx.samples)
+        ft, pt = net(ctx.x_test)
+        fr, _ = net(ctx.x_train)
+        out["inception"] = {"network": "Inception-v3 (pt_inception-2015-12-05), pool3 features, 1008 classes",
+                            **_feature_metrics(fs, ps, ft, pt, fr, e)}
+    return out
+
+
+def _ais(ctx: _Context) -> dict[str, Any]:
+    a = ctx.e.ais
+    kernel = samplers.hmc(int(a.n_leapfrog)) if a.kernel == "hmc" else samplers.mala
+    kwargs = dict(n_steps=int(a.n_betas), kernel=kernel, step_size=a.step_size, ref_step_size=a.ref_step_size,
+                  ref_std=a.ref_std, ref_mean=a.ref_mean, temperature=a.temperature, schedule=a.schedule,
+                  beta_min=a.beta_min, chunk_size=int(a.chunk))
+    d = math.prod(ctx.shape)
+    x_rev = ctx.x_test[:a.n_data]
+    bar = tqdm(total=2 * int(a.n_betas), desc="ais", unit="beta", disable=not ctx.progress, dynamic_ncols=True)
+    done = [0]
+
+    def tick(k, total):
+        bar.update(k - done[0])
+        done[0] = k if k < total else 0
+    try:
+        fwd = ais.ais_log_partition(ctx.energy_fn, jax.random.fold_in(ctx.key, 11), shape=ctx.shape,
+                                    n_chains=int(a.n_chains), on_chunk=tick, **kwargs)
+        rev = ais.reverse_ais_log_partition(ctx.energy_fn, x_rev, jax.random.fold_in(ctx.key, 12),
+                                            on_chunk=tick, **kwargs)
+    finally:
+        bar.close()
+    e_test = ctx.energies(ctx.x_test)
+
+    def bpd(log_z, scale):
+        return ais.nll_bits_per_dim(e_test, float(log_z), d, temperature=a.temperature, pixel_scale=scale)
+
+    betas = ais.ais_betas(int(a.n_betas), a.schedule, beta_min=a.beta_min)
+    plots.ais_diagnostics({"forward AIS": (np.asarray(fwd.log_weights), np.asarray(fwd.acceptance_rate), betas[1:]),
+                           "reverse AIS": (np.asarray(rev.log_weights), np.asarray(rev.acceptance_rate), betas[:-1])},
+                          ctx.out_dir / "ais.png")
+    ctx.files.append("ais.png")
+    lo, hi = float(fwd.log_z), float(rev.log_z)
+
+    def run_summary(r: ais.AISResult) -> dict[str, float]:
+        acc = np.asarray(r.acceptance_rate)
+        return {"ess": float(r.effective_sample_size), "acceptance_mean": float(acc.mean()),
+                # The moves nearest the model (largest betas), where a too large step shows first.
+                "acceptance_top_10pct_betas": float(acc[-max(1, len(acc) // 10):].mean())}
+
+    return {
+        "log_z_lower": lo, "log_z_upper": hi, "gap_nats": hi - lo,
+        "log_z_lower_mean_log": float(fwd.log_z_mean_log), "log_z_upper_mean_log": float(rev.log_z_mean_log),
+        f"bits_per_dim_{a.pixel_scale:g}_lower": bpd(lo, a.pixel_scale),
+        f"bits_per_dim_{a.pixel_scale:g}_upper": bpd(hi, a.pixel_scale),
+        f"bits_per_dim_{a.pixel_scale:g}_lower_mean_log": bpd(float(fwd.log_z_mean_log), a.pixel_scale),
+        f"bits_per_dim_{a.pixel_scale:g}_upper_mean_log": bpd(float(rev.log_z_mean_log), a.pixel_scale),
+        "bits_per_dim_01_lower": bpd(lo, 1.0), "bits_per_dim_01_upper": bpd(hi, 1.0),
+        "mean_test_energy": float(e_test.mean()), "n_test": len(e_test), "dim": d,
+        "forward": {"n_chains": int(a.n_chains), "start": "the reference", **run_summary(fwd)},
+        "reverse": {"n_chains": len(x_rev), "start": f"first {len(x_rev)} {ctx.test_split} images",
+                    **run_summary(rev)},
+        "settings": a.to_dict(),
+        "note": ("log Z of exp(-E/T) over R^D. Forward AIS: stochastic lower bound on log Z, so a lower bound "
+                 "on bits/dim; reverse AIS started at test images: stochastic upper bound on log Z (exact when "
+                 "started at model samples), so an upper bound on bits/dim (the paper's reported kind). "
+                 f"bits_per_dim_{a.pixel_scale:g}: NLL of pixels in [0, {a.pixel_scale:g}], i.e. the NLL in the "
+                 f"model's [0, 1] coordinates + D log {a.pixel_scale:g}; bits_per_dim_01: the model's own "
+                 "coordinates. *_mean_log: "
+                 "the paper's average of log-weights (looser, same direction)."
+                 + (" The bounds cross: the estimates are noisy; use more betas or chains." if hi < lo else "")),
+    }
+
+
+def _ood_images(name: str, ctx: _Context, n: int, rng: np.random.Generator) -> np.ndarray:
+    shape = ctx.shape
+    if name == "uniform":
+        return ood.uniform_noise(n, shape, rng)
+    if name == "constant":
+        return ood.constant_images(n, shape, rng)
+    if name == "interpolation":
+        return ood.interpolations(ctx.x_test, n, rng)
+    pad = int(ctx.cfg.data.pad or 0)
+    if name == "faces":
+        size = shape[0] - 2 * pad
+        x = data.lfw_faces(size)[:n]
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+        return np.repeat(x, shape[2], axis=-1) if shape[2] != 1 else x
+    # A tfds or bundled dataset: same transforms as the model's data, then channels matched.
+    dcfg = ctx.cfg.data.to_dict()
+    dcfg["name"] = name
+    src = data.load_source(dcfg, "test")
+    x = src.get(np.arange(min(n, len(src))))
+    if x.shape[1:3] != shape[:2]:
+        raise DataError(f"{name} images are {x.shape[1:3]} after the data.* transforms, the model takes {shape[:2]}.")
+    if x.shape[3] != shape[2]:
+        x = np.repeat(x, shape[2], axis=-1) if x.shape[3] == 1 else x.mean(axis=-1, keepdims=True)
+    return x
+
+
+def _ood(ctx: _Context) -> dict[str, Any]:
+    e = ctx.e
+    n_in = min(e.ood.n, len(ctx.x_test))
+    x_in = ctx.x_test[:n_in]
+    sigma0 = float(ctx.cfg.loss.sigma0)
+    noise_key = jax.random.fold_in(ctx.key, 13)
+    variants = {"clean": lambda x, i: ctx.energies(x)}
+    if e.ood.noise:
+        variants[f"sigma0={sigma0:g} noise"] = lambda x, i: ood.noisy_energies(
+            ctx.energy_fn, x, jax.random.fold_in(noise_key, i), sigma0, batch_size=e.batch_size)
+    sets: dict[str, Any] = {}
+    hist = {v: {f"{ctx.test_split} (in)": f(x_in, 0)} for v, f in variants.items()}
+    train_e = {v: f(ctx.x_train[:n_in], 1) for v, f in variants.items()}
+    for v in variants:
+        hist[v]["train"] = train_e[v]
+    curves: dict[str, dict[str, Any]] = {v: {} for v in variants}
+    rng = np.random.default_rng([ctx.cfg.seed, 14])
+    for i, name in enumerate(_resolve_ood_sets(ctx.cfg)):
+        try:
+            x_out = _ood_images(name, ctx, e.ood.n, rng)
+        except (DataError, ConfigError) as err:
+            sets[name] = f"skipped: {err}"
+            log.warning("OOD set %s skipped: %s", name, err)
+            continue
+        entry: dict[str, Any] = {"n": len(x_out)}
+        for v, f in variants.items():
+            e_out = f(x_out, i + 2)
+            e_in = hist[v][f"{ctx.test_split} (in)"]
+            auc = ood.ood_auroc(e_in, e_out)
+            key = "auroc" if v == "clean" else "auroc_noisy"
+            entry[key] = auc
+            entry["mean_energy" if v == "clean" else "mean_energy_noisy"] = float(np.mean(e_out))
+            hist[v][name] = e_out
+            fpr, tpr = ood.roc_curve(e_in, e_out)
+            curves[v][name] = (fpr, tpr, auc)
+        sets[name] = entry
+    plots.energy_histograms(hist, ctx.out_dir / "ood_hist.png")
+    ctx.files.append("ood_hist.png")
+    if any(curves.values()):
+        plots.roc_curves({v: c for v, c in curves.items() if c}, ctx.out_dir / "ood_roc.png")
+        ctx.files.append("ood_roc.png")
+    in_key = f"{ctx.test_split} (in)"
+    return {
+        "convention": "OOD is the positive class, scored by energy (higher energy = more OOD); AUROC 0.5 = chance, "
+                      "< 0.5: the model prefers the OOD set",
+        "in_distribution": {"split": ctx.test_split, "n": n_in, "mean_energy": float(np.mean(hist["clean"][in_key]))},
+        "sets": sets,
+        # Energies of training vs test images: near 0.5 means the energy has not memorised the training set.
+        "train_vs_test_auroc": ood.ood_auroc(train_e["clean"], hist["clean"][in_key]),
+    }
+
+
+def _neighbours(ctx: _Context) -> dict[str, Any]:
+    e = ctx.e
+    ref = ctx.source.get(np.arange(min(len(ctx.source), e.neighbours_train)))
+    k = min(e.neighbours_k, len(ref))
+    q = ctx.samples[:e.neighbours_n]
+    nb = neighbours.nearest_neighbours(q, ref, k)
+    plots.neighbours_picture(q, ref[nb.indices], ctx.out_dir / "neighbours.png")
+    ctx.files.append("neighbours.png")
+    m = e.neighbours_summary
+    d_s = neighbours.nearest_neighbours(ctx.samples[:m], ref, 1).distances[:, 0]
+    out = {"k": k, "n_shown": len(q), "n_train_searched": len(ref),
+           "sample_to_train_nn_distance_mean": float(d_s.mean()),
+           "sample_to_train_nn_distance_median": float(np.median(d_s))}
+    if ctx.test_split == "test":
+        d_t = neighbours.nearest_neighbours(ctx.x_test[:m], ref, 1).distances[:, 0]
+        out.update({"test_to_train_nn_distance_mean": float(d_t.mean()),
+                    "test_to_train_nn_distance_median": float(np.median(d_t)),
+                    "ratio_sample_to_test": float(d_s.mean() / max(d_t.mean(), 1e-12)),
+                    "note": "L2 in pixel units; a ratio well below 1 (samples closer to training images than test "
+                            "images are) would suggest memorisation"})
+    return out
+
+
+def _coverage(ctx: _Context) -> dict[str, Any]:
+    h, w, c = ctx.shape
+    if (h, w) != DIGITS_SHAPE[:2] or c not in (1, 3):
+        return {"skipped": "mode coverage counts 8x8 digit stacks (1 or 3 channels) with the digits classifier; "
+                           f"this model's images are {ctx.shape}. (Stacked MNIST needs an MNIST classifier.)"}
+    clf = ctx.classifier()
+    res = coverage.mode_coverage(coverage.channel_labels(ctx.samples, clf.predict))
+    n = len(ctx.samples)
+    if c == 1:
+        ref_labels = coverage.channel_labels(ctx.x_test, clf.predict)
+        ref_name = f"{ctx.test_split} images"
+    else:
+        digits_test = data.digits_source("test")
+        stacks, _ = coverage.stacked_digits(digits_test.get(np.arange(len(digits_test))),
+                                            digits_test.labels(np.arange(len(digits_test))), n, seed=ctx.cfg.seed)
+        ref_labels = coverage.channel_labels(stacks, clf.predict)
+        ref_name = f"{n} stacks of test digits"
+    ref = coverage.mode_coverage(ref_labels)
+    plots.mode_histogram(res.counts, ctx.out_dir / "coverage.png",
+                         f"{res.n_covered} of {res.n_modes} modes covered by {n} samples")
+    ctx.files.append("coverage.png")
+    return {"n_samples": n, "n_modes": res.n_modes, "modes_covered": res.n_covered,
+            "kl_to_uniform_nats": res.kl_to_uniform,
+            "expected_covered_if_uniform": coverage.expected_covered_modes(n, res.n_modes),
+            "reference": {"data": ref_name, "modes_covered": ref.n_covered, "kl_to_uniform_nats": ref.kl_to_uniform,
+                          "n": int(ref.counts.sum())},
+            "classifier_test_accuracy": clf.test_accuracy}
+
+
+SECTIONS: dict[str, Callable[[_Context], dict[str, Any]]] = {
+    "fid": _fid, "ais": _ais, "ood": _ood, "neighbours": _neighbours, "coverage": _coverage,
+}
+NEEDS_SAMPLES = ("fid", "neighbours", "coverage")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x
+
+
+def evaluate_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, source: Any,
+                        workdir: str | pathlib.Path, *, progress: bool = True,
+                        step: int | None = None) -> dict[str, Any]:
+    """Runs ``eval.metrics`` on the energy ``apply_fn(params, x)`` trained on ``source``; writes
+    ``<workdir>/eval/report.json`` and the pictures (process 0) and returns the report."""
+    check_config(cfg)
+    shape = tuple(source.shape)
+    if len(shape) != 3:
+        raise ConfigError(f"--mode eval evaluates image models (H, W, C); {cfg.data.name} has examples of shape "
+                          f"{shape}. Use --mode sample for 2-D toys (it draws the learned density).")
+    out_dir = pathlib.Path(workdir) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ctx = _Context(cfg, apply_fn, params, source, out_dir, progress)
+    report: dict[str, Any] = {"step": step, "data": cfg.data.name, "shape": list(shape),
+                              "reference_split": ctx.test_split, "n_reference": len(ctx.x_test), "metrics": {},
+                              "seconds": {}}
+    if any(m in cfg.eval.metrics for m in NEEDS_SAMPLES):
+        t = time.perf_counter()
+        ctx.samples, origin = _samples(cfg, apply_fn, params, shape, out_dir, progress)
+        report["samples"] = {"n": len(ctx.samples), "from": origin, "min": float(ctx.samples.min()),
+                             "max": float(ctx.samples.max())}
+        report["seconds"]["samples"] = time.perf_counter() - t
+        plots.image_rows(ctx.samples[:64], 8, out_dir / "samples.png")
+        ctx.files.append("samples.png")
+    for name in METRICS:
+        if name not in cfg.eval.metrics:
+            continue
+        t = time.perf_counter()
+        log.info("eval: %s", name)
+        report["metrics"][name] = SECTIONS[name](ctx)
+        report["seconds"][name] = time.perf_counter() - t
+        log.info("eval: %s done in %.1f s", name, report["seconds"][name])
+    report["seconds"]["total"] = time.perf_counter() - t0
+    report["files"] = ["report.json", *ctx.files]
+    report = _jsonable(report)
+    if jax.process_index() == 0:
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+        log.info("Wrote %s", out_dir / "report.json")
+    return report

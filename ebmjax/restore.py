@@ -1,0 +1,576 @@
+"""Restoration with a trained energy: inpainting and denoising (MDSM paper Sec. 4.3; CF-EBM).
+
+Three levels, each usable on its own:
+
+- Pure helpers on arrays: masks (``center_box_mask``, ``random_pixel_mask``, ``half_mask``,
+  ``make_mask``), corruption (``mask_out``, ``add_noise``) and ``psnr``.
+- Restorers of one batch, ``inpaint`` and ``denoise``: functions of ``(energy_fn, arrays, key)``
+  built on ``ebmjax.samplers``; pure (usable inside a user's jit) unless ``chunk_size`` asks for
+  the chunked driver with a progress callback.
+- Layer 3: ``inpaint_batches`` / ``denoise_batches`` restore many images in batches sharded over a
+  device mesh; ``inpaint_to_workdir`` / ``denoise_to_workdir`` are the CLI modes. They read the
+  ``restore`` config group, take the first ``restore.n`` images of ``restore.split`` and write
+  ``<workdir>/inpaint/`` or ``<workdir>/denoise/``:
+
+  - ``panels.png``: the first ``PANEL_IMAGES`` images, each as corrupted | restored | truth
+    (denoise: noisy | jump | langevin | truth), in side-by-side groups read row by row;
+  - ``report.json``: PSNR (dB) per image and averaged, under ``psnr`` and ``mean_psnr`` with keys
+    ``corrupted`` and ``restored`` (denoise: ``corrupted``, ``jump``, ``langevin``); inpainting
+    also reports the same over the restored region only (``psnr_free``, ``mean_psnr_free``);
+  - ``restored.npz``: the arrays (NHWC float32), the mask, the temperatures and the energy of
+    every chain at every step;
+  - ``energy_trace.png``: energy and temperature along the chain (the paper's Fig. A7B).
+
+Mask convention, as in ``ebmjax.samplers.clamped``: 1 = free (to be restored), 0 = known.
+Images are NHWC in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from ebmjax import data, parallel, samplers, sampling, visualize
+from ebmjax.data.source import TOY_PREFIX
+from ebmjax.errors import ConfigError, DataError
+from ebmjax.samplers.kernels import ArrayLike, EnergyFn
+
+log = logging.getLogger(__name__)
+
+MASKS: tuple[str, ...] = ("center", "random", "half")
+HALF_SIDES: tuple[str, ...] = ("top", "bottom", "left", "right")
+PANEL_IMAGES = 32  # images shown in panels.png; every image is in restored.npz and report.json
+
+__all__ = [
+    "DenoiseResult",
+    "HALF_SIDES",
+    "InpaintResult",
+    "MASKS",
+    "add_noise",
+    "center_box_mask",
+    "check_config",
+    "denoise",
+    "denoise_batches",
+    "denoise_temperatures",
+    "denoise_to_workdir",
+    "half_mask",
+    "inpaint",
+    "inpaint_batches",
+    "inpaint_to_workdir",
+    "make_mask",
+    "mask_out",
+    "psnr",
+    "random_pixel_mask",
+    "restoration_source",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_fraction(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 < float(value) < 1.0:
+        raise ConfigError(f"{name} must be a number strictly between 0 and 1, got {value!r}.")
+    return float(value)
+
+
+def _image_dims(shape: Sequence[int]) -> tuple[tuple[int, ...], int, int]:
+    """(leading dims, H, W) of an image shape (..., H, W, C)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 3:
+        raise ConfigError(
+            f"Restoration needs images of shape (..., H, W, C); got shape {shape}. "
+            "2-D points (toy data) have no pixels to mask: use an image dataset."
+        )
+    return shape[:-3], shape[-3], shape[-2]
+
+
+def _round_half_up(v: float) -> int:
+    # Python's round() goes to even on .5; a mask size should not depend on that.
+    return int(math.floor(v + 0.5))
+
+
+def center_box_mask(shape: Sequence[int], fraction: float = 0.5) -> jax.Array:
+    """Free central box: mask (..., H, W, 1) float32 for images of shape (..., H, W, C).
+
+    The box is h x w = round(fraction * H) x round(fraction * W) pixels (at least 1), with its
+    top-left corner at ((H - h) // 2, (W - w) // 2); ``fraction`` is per side, in (0, 1), so
+    0.5 frees a quarter of the pixels.
+    """
+    f = _check_fraction(fraction, "box fraction")
+    lead, h_img, w_img = _image_dims(shape)
+    h = min(h_img, max(1, _round_half_up(f * h_img)))
+    w = min(w_img, max(1, _round_half_up(f * w_img)))
+    top, left = (h_img - h) // 2, (w_img - w) // 2
+    m = np.zeros((h_img, w_img, 1), np.float32)
+    m[top:top + h, left:left + w] = 1.0
+    return jnp.broadcast_to(jnp.asarray(m), lead + m.shape)
+
+
+def random_pixel_mask(key_or_rng: Any, shape: Sequence[int], fraction: float = 0.5) -> jax.Array:
+    """Free random pixels: mask (..., H, W, 1) float32, exactly round(fraction * H * W) free
+    pixels (at least 1) per image, a different pattern for every image of the leading dims.
+
+    ``key_or_rng``: a JAX PRNG key (the mask is then a traceable function of it) or a
+    ``numpy.random.Generator``. All channels of a pixel share its mask entry.
+    """
+    f = _check_fraction(fraction, "mask fraction")
+    lead, h, w = _image_dims(shape)
+    k = max(1, _round_half_up(f * h * w))
+    if isinstance(key_or_rng, np.random.Generator):
+        u = jnp.asarray(key_or_rng.random(lead + (h * w,)), jnp.float32)
+    else:
+        u = jax.random.uniform(key_or_rng, lead + (h * w,))
+    # The k pixels with the smallest uniforms: exactly k free, uniformly over the k-subsets.
+    rank = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
+    return (rank < k).astype(jnp.float32).reshape(lead + (h, w, 1))
+
+
+def half_mask(shape: Sequence[int], side: str = "bottom") -> jax.Array:
+    """Free half image: mask (..., H, W, 1) float32 with ``side`` ("top" | "bottom" | "left" |
+    "right") free. Top is rows [0, H // 2), bottom rows [H // 2, H) (left/right likewise in
+    columns), so opposite sides are complementary for any H, W."""
+    if side not in HALF_SIDES:
+        raise ConfigError(f"Unknown half-mask side {side!r}; choose one of {', '.join(HALF_SIDES)}.")
+    lead, h, w = _image_dims(shape)
+    m = np.zeros((h, w, 1), np.float32)
+    if side == "top":
+        m[: h // 2] = 1.0
+    elif side == "bottom":
+        m[h // 2:] = 1.0
+    elif side == "left":
+        m[:, : w // 2] = 1.0
+    else:
+        m[:, w // 2:] = 1.0
+    return jnp.broadcast_to(jnp.asarray(m), lead + m.shape)
+
+
+def make_mask(name: str, shape: Sequence[int], key_or_rng: Any = None, *, box_fraction: float = 0.5,
+              mask_fraction: float = 0.5, half_side: str = "bottom") -> jax.Array:
+    """The mask called ``name`` ("center" | "random" | "half") for images (..., H, W, C):
+    (..., H, W, 1) float32, 1 = free. ``key_or_rng`` is needed by "random" only."""
+    if name == "center":
+        return center_box_mask(shape, box_fraction)
+    if name == "random":
+        if key_or_rng is None:
+            raise ConfigError("A random mask needs a JAX key or a numpy Generator.")
+        return random_pixel_mask(key_or_rng, shape, mask_fraction)
+    if name == "half":
+        return half_mask(shape, half_side)
+    raise ConfigError(f"Unknown mask {name!r}; choose one of {', '.join(MASKS)} (--config.restore.mask).")
+
+
+# ---------------------------------------------------------------------------------------------
+# Corruption and the metric
+# ---------------------------------------------------------------------------------------------
+
+
+def mask_out(x: ArrayLike, mask: ArrayLike, fill: float = 0.5) -> jax.Array:
+    """The corrupted input of inpainting: x with free entries (mask >= 0.5) set to ``fill``."""
+    x = jnp.asarray(x)
+    return jnp.where(jnp.asarray(mask) >= 0.5, jnp.asarray(fill, x.dtype), x)
+
+
+def add_noise(key: jax.Array, x: ArrayLike, sigma: ArrayLike) -> jax.Array:
+    """x + sigma * N(0, I), not clipped (the noise model the denoising jump assumes)."""
+    x = jnp.asarray(x)
+    if isinstance(sigma, (int, float)) and not sigma >= 0:
+        raise ConfigError(f"noise sigma must be >= 0, got {sigma!r}.")
+    return (x + sigma * jax.random.normal(key, x.shape, x.dtype)).astype(x.dtype)
+
+
+def psnr(x: ArrayLike, y: ArrayLike, data_range: float = 1.0, mask: ArrayLike | None = None) -> jax.Array:
+    """Peak signal-to-noise ratio per image, (B,) in dB: 10 log10(data_range^2 / MSE).
+
+    x: (B, ...) estimate; y: (B, ...) reference, both in [0, data_range]. x is clipped to
+    [0, data_range] first: images are shown and stored in that range, so values outside it are
+    an artefact of the sampler, not a restoration (the noisy input of denoising gets the same
+    treatment, so comparisons stay fair). mask: optional, broadcastable to x; the MSE then averages
+    only entries with mask >= 0.5 (e.g. the inpainted region). An MSE of 0 gives +inf.
+    """
+    x = jnp.clip(jnp.asarray(x, jnp.float32), 0.0, data_range)
+    y = jnp.asarray(y, jnp.float32)
+    if x.shape != y.shape or x.ndim < 1:
+        raise ConfigError(f"psnr needs two batches of the same shape (B, ...); got {x.shape} and {y.shape}.")
+    axes = tuple(range(1, x.ndim))
+    sq = (x - y) ** 2
+    if mask is None:
+        mse = jnp.mean(sq, axis=axes)
+    else:
+        w = jnp.broadcast_to(jnp.asarray(mask) >= 0.5, x.shape).astype(jnp.float32)
+        mse = jnp.sum(sq * w, axis=axes) / jnp.sum(w, axis=axes)
+    return 10.0 * jnp.log10(data_range**2 / mse)
+
+
+# ---------------------------------------------------------------------------------------------
+# Restorers of one batch
+# ---------------------------------------------------------------------------------------------
+
+
+class InpaintResult(NamedTuple):
+    """restored: (B, ...) chain end after the denoising jump on free entries; known entries equal
+    x_true exactly. chain: (B, ...) chain end before the jump. energy: (K, B) energy each chain
+    saw at the start of every step (clamped entries noised as that step's temperature asks)."""
+
+    restored: Any
+    chain: Any
+    energy: Any
+
+
+class DenoiseResult(NamedTuple):
+    """jump: (B, ...) x_noisy - sigma0^2 dE/dx (single-step denoising). langevin: (B, ...) the end
+    of Langevin started from x_noisy (then the jump, if asked). energy: (K, B) along that chain."""
+
+    jump: Any
+    langevin: Any
+    energy: Any
+
+
+def _as_partial(energy_fn: EnergyFn) -> jax.tree_util.Partial:
+    # A Partial is a pytree, so one jitted helper serves closures (static, keyed on identity) and
+    # Partial(apply, params) (parameters stay arguments, not compile-time constants).
+    return energy_fn if isinstance(energy_fn, jax.tree_util.Partial) else jax.tree_util.Partial(energy_fn)
+
+
+@jax.jit
+def _jump_where(energy_fn: jax.tree_util.Partial, x: jax.Array, keep: jax.Array, free: jax.Array,
+                sigma0: jax.Array) -> jax.Array:
+    """The denoising jump of x on free entries, ``keep`` elsewhere."""
+    return jnp.where(free, samplers.denoise_jump(energy_fn, x, sigma0), keep)
+
+
+def _run(kernel: samplers.Kernel, energy_fn: EnergyFn, state: Any, key: jax.Array, temperatures: Any,
+         step_size: ArrayLike, chunk_size: int | None, on_chunk: Callable | None) -> tuple[Any, Any]:
+    if chunk_size is None:
+        return samplers.run_chain(kernel, energy_fn, state, key, temperatures=temperatures, step_sizes=step_size)
+    return samplers.run_chain_chunked(kernel, energy_fn, state, key, temperatures=temperatures,
+                                      step_sizes=step_size, chunk_size=chunk_size, on_chunk=on_chunk)
+
+
+def inpaint(energy_fn: EnergyFn, x_true: ArrayLike, mask: ArrayLike, key: jax.Array, *, temperatures: Any,
+            step_size: ArrayLike, clamp_noise: ArrayLike = 0.1, sigma0: ArrayLike = 0.1,
+            init_mean: float = 0.5, init_std: float = 1.0, final_jump: bool = True,
+            chunk_size: int | None = None, on_chunk: Callable | None = None) -> InpaintResult:
+    """Fill the free entries (mask >= 0.5) of x_true (B, H, W, C) by annealed Langevin.
+
+    Free entries start from the unconditional sampler's start distribution,
+    init_mean + init_std * N(0, 1) (the paper's 0.5 + N(0, 1)): the annealing then treats the
+    hole exactly as unconditional sampling treats a whole image, and the start carries no trace
+    of the fill value used for display. Known entries are clamped with the paper's convention
+    (``samplers.clamped(ula)``: evaluated with noise of std clamp_noise * T^(1/4), never moved).
+    The chain runs one ULA step per entry of ``temperatures`` (K,) with step ``step_size``
+    (eps), then, if ``final_jump``, the denoising jump x - sigma0^2 dE/dx is applied to the free
+    entries only, so known entries come back exactly equal to x_true.
+
+    mask broadcasts against x_true ((H, W, 1), (B, H, W, 1), ...). Randomness: fold_in(key, 0)
+    draws the start, fold_in(key, 1) drives the chain. With ``chunk_size`` the chain runs as
+    jitted chunks calling ``on_chunk(steps_done, state, trace)`` (progress); without it the whole
+    function is pure and jittable.
+    """
+    x_true = jnp.asarray(x_true)
+    m = jnp.asarray(mask)
+    try:
+        free = jnp.broadcast_to(m >= 0.5, x_true.shape)
+    except ValueError:
+        raise ConfigError(f"inpaint: mask of shape {m.shape} does not broadcast against images of shape "
+                          f"{x_true.shape}.") from None
+    z = jax.random.normal(jax.random.fold_in(key, 0), x_true.shape, x_true.dtype)
+    x0 = jnp.where(free, init_mean + init_std * z, x_true).astype(x_true.dtype)
+    kernel = samplers.clamped(samplers.ula)
+    state = kernel.init(x0, energy_fn, free, clamp_noise)
+    state, trace = _run(kernel, energy_fn, state, jax.random.fold_in(key, 1), temperatures, step_size,
+                        chunk_size, on_chunk)
+    chain = state.position
+    restored = _jump_where(_as_partial(energy_fn), chain, x_true, free, jnp.asarray(sigma0)) if final_jump \
+        else chain
+    return InpaintResult(restored, chain, trace.record.energy)
+
+
+def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: ArrayLike, temperatures: Any,
+            step_size: ArrayLike, final_jump: bool = True, chunk_size: int | None = None,
+            on_chunk: Callable | None = None) -> DenoiseResult:
+    """Denoise x_noisy (B, ...) two ways.
+
+    jump: the single-step denoising x - sigma0^2 dE/dx (Tweedie's posterior mean for a model of
+    data smoothed by N(0, sigma0^2)). langevin: ULA started from x_noisy itself (as CF-EBM does),
+    one step per entry of ``temperatures`` (K,), then the jump if ``final_jump``, the same ending
+    as unconditional sampling. Use low temperatures: a hot chain forgets the input.
+    ``chunk_size``/``on_chunk`` as in ``inpaint``; the key drives the chain.
+    """
+    x_noisy = jnp.asarray(x_noisy)
+    energy = _as_partial(energy_fn)
+    every = jnp.ones((), bool)
+    jump = _jump_where(energy, x_noisy, x_noisy, every, jnp.asarray(sigma0))
+    state, trace = _run(samplers.ula, energy_fn, samplers.ula.init(x_noisy, energy_fn), key, temperatures,
+                        step_size, chunk_size, on_chunk)
+    x = state.position
+    if final_jump:
+        x = _jump_where(energy, x, x, every, jnp.asarray(sigma0))
+    return DenoiseResult(jump, x, trace.record.energy)
+
+
+def denoise_temperatures(t_start: float, steps: int) -> jax.Array:
+    """The denoising chain's schedule, (steps,) float32: linear from t_start down to 0 (the last
+    step is plain gradient descent, as at the end of the sampling schedule)."""
+    return jnp.linspace(t_start, 0.0, steps, dtype=jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many images, sharded over a mesh
+# ---------------------------------------------------------------------------------------------
+
+
+def _pad_rows(a: np.ndarray, total: int) -> np.ndarray:
+    """Pads the batch axis to ``total`` rows with copies of the last row (trimmed after)."""
+    if len(a) == total:
+        return a
+    return np.concatenate([a, np.repeat(a[-1:], total - len(a), axis=0)])
+
+
+def _over_batches(run_one: Callable, inputs: Sequence[np.ndarray], key: jax.Array, *, batch_size: int,
+                  mesh: Any, n_steps: int, progress: bool, desc: str, batch_axes: Sequence[int]) -> tuple:
+    """Runs ``run_one(*batch_inputs, key_b, on_chunk)`` over the rows of ``inputs`` in batches
+    sharded over ``mesh`` and returns its NamedTuple of outputs as numpy, with the batch axis of
+    field i (``batch_axes[i]``) concatenated over batches and trimmed to the n inputs.
+
+    Batches hold a multiple of the device count (the last one padded), so every device runs whole
+    chains; batch b uses fold_in(key, b).
+    """
+    n = len(inputs[0])
+    n_dev = mesh.devices.size
+    batch = -(-min(batch_size, n) // n_dev) * n_dev
+    n_batches = -(-n // batch)
+    padded = [_pad_rows(np.asarray(a), n_batches * batch) for a in inputs]
+    bar = tqdm(total=n_batches * n_steps, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+    outs = []
+    for b in range(n_batches):
+        rows = slice(b * batch, (b + 1) * batch)
+        args = [parallel.put_batch(np.ascontiguousarray(a[rows]), mesh) for a in padded]
+        done = [0]
+
+        def tick(steps_done: int, state: Any, trace: Any, done: list = done) -> None:
+            bar.update(steps_done - done[0])
+            done[0] = steps_done
+
+        outs.append(jax.device_get(run_one(*args, jax.random.fold_in(key, b), tick)))
+    bar.close()
+    fields = []
+    for i, axis in enumerate(batch_axes):
+        joined = np.concatenate([np.asarray(o[i]) for o in outs], axis=axis)
+        fields.append(np.take(joined, np.arange(n), axis=axis))
+    return type(outs[0])(*fields)
+
+
+def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, key: jax.Array, *,
+                    temperatures: Any, step_size: float, clamp_noise: float = 0.1, sigma0: float = 0.1,
+                    init_mean: float = 0.5, init_std: float = 1.0, final_jump: bool = True,
+                    batch_size: int = 256, chunk_size: int = 100, mesh: Any = None,
+                    progress: bool = True) -> InpaintResult:
+    """``inpaint`` over n images (n, H, W, C) in batches sharded over ``mesh`` (default: all
+    devices); mask (n, H, W, 1) or broadcastable to it. Returns numpy arrays: restored and chain
+    (n, H, W, C), energy (K, n). Pass ``jax.tree_util.Partial(apply, params)`` as ``energy_fn``
+    so the chunks compile once."""
+    x_true = np.asarray(x_true, np.float32)
+    mask = np.asarray(mask, np.float32)
+    mask = np.broadcast_to(mask, x_true.shape[:-1] + mask.shape[-1:])
+    temperatures = jnp.asarray(temperatures)
+    mesh = mesh or parallel.make_mesh()
+
+    def run_one(x, m, k, tick):
+        return inpaint(energy_fn, x, m, k, temperatures=temperatures, step_size=step_size,
+                       clamp_noise=clamp_noise, sigma0=sigma0, init_mean=init_mean, init_std=init_std,
+                       final_jump=final_jump, chunk_size=chunk_size, on_chunk=tick)
+
+    return _over_batches(run_one, (x_true, mask), key, batch_size=batch_size, mesh=mesh,
+                         n_steps=len(temperatures), progress=progress, desc="inpaint", batch_axes=(0, 0, 1))
+
+
+def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *, sigma0: float,
+                    temperatures: Any, step_size: float, final_jump: bool = True, batch_size: int = 256,
+                    chunk_size: int = 100, mesh: Any = None, progress: bool = True) -> DenoiseResult:
+    """``denoise`` over n images (n, H, W, C) in batches sharded over ``mesh``; numpy results."""
+    x_noisy = np.asarray(x_noisy, np.float32)
+    temperatures = jnp.asarray(temperatures)
+    mesh = mesh or parallel.make_mesh()
+
+    def run_one(x, k, tick):
+        return denoise(energy_fn, x, k, sigma0=sigma0, temperatures=temperatures, step_size=step_size,
+                       final_jump=final_jump, chunk_size=chunk_size, on_chunk=tick)
+
+    return _over_batches(run_one, (x_noisy,), key, batch_size=batch_size, mesh=mesh,
+                         n_steps=len(temperatures), progress=progress, desc="denoise", batch_axes=(0, 0, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI modes
+# ---------------------------------------------------------------------------------------------
+
+
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+    """Rejects restore settings that cannot work, before any checkpoint is read."""
+    r = cfg.restore
+    if str(cfg.data.name).startswith(TOY_PREFIX):
+        raise ConfigError(f"Restoration needs images; data.name={cfg.data.name!r} is 2-D points. "
+                          "Use an image dataset (e.g. configs/mdsm_digits.py).")
+    if r.mask not in MASKS:
+        raise ConfigError(f"Unknown restore.mask {r.mask!r}; choose one of {', '.join(MASKS)}.")
+    if r.half_side not in HALF_SIDES:
+        raise ConfigError(f"Unknown restore.half_side {r.half_side!r}; choose one of {', '.join(HALF_SIDES)}.")
+    _check_fraction(r.box_fraction, "restore.box_fraction")
+    _check_fraction(r.mask_fraction, "restore.mask_fraction")
+    for name, value in (("restore.n", r.n), ("restore.batch_size", r.batch_size),
+                        ("restore.denoise_steps", r.denoise_steps)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}.")
+    for name, value in (("restore.noise_sigma", r.noise_sigma), ("restore.clamp_noise", r.clamp_noise),
+                        ("restore.denoise_t_start", r.denoise_t_start)):
+        if not value >= 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}.")
+
+
+def restoration_source(cfg: ml_collections.ConfigDict) -> Any:
+    """The source of ``restore.split``; when that is "test" and the dataset has no usable test
+    split, the train split with a logged notice. Checks the restore settings (``check_config``)
+    and that the data are images with >= restore.n examples, so it can run before a checkpoint
+    is read."""
+    check_config(cfg)
+    split = cfg.restore.split
+    try:
+        source = data.load_source(cfg.data, split)
+    except (ConfigError, DataError) as e:
+        if split != "test":
+            raise
+        # If train fails too, its error (e.g. "not prepared") is the one the user must act on.
+        source = data.load_source(cfg.data, "train")
+        log.warning("Dataset %r has no usable test split (%s); restoring images of the train split.",
+                    cfg.data.name, e)
+    _image_dims(source.shape)
+    if cfg.restore.n > len(source):
+        raise ConfigError(f"restore.n = {cfg.restore.n} is larger than the {len(source)} images of the "
+                          f"{getattr(source, 'split', split)!r} split of {cfg.data.name!r}; lower it.")
+    return source
+
+
+def _per_image(values: np.ndarray) -> list[float]:
+    return [float(v) for v in np.asarray(values)]
+
+
+def _psnr_block(pairs: dict[str, tuple[np.ndarray, np.ndarray]], mask: np.ndarray | None = None) -> tuple[dict, dict]:
+    per = {k: _per_image(psnr(a, b, mask=mask)) for k, (a, b) in pairs.items()}
+    return per, {k: float(np.mean(v)) for k, v in per.items()}
+
+
+def _write_outputs(out_dir: pathlib.Path, columns: Sequence[np.ndarray], temps: np.ndarray, energy: np.ndarray,
+                   arrays: dict[str, np.ndarray], report: dict) -> None:
+    """panels.png (per image, one tile per column array), energy_trace.png, restored.npz, report.json."""
+    shown_n = min(PANEL_IMAGES, len(columns[0]))
+    # A white tile after each (corrupted | restored | truth) group separates the groups, which sit
+    # side by side so that the picture stays roughly square.
+    gap = np.ones_like(columns[0][:shown_n])
+    tiles = np.stack([c[:shown_n] for c in columns] + [gap], axis=1).reshape((-1,) + columns[0].shape[1:])
+    groups = max(1, round(math.sqrt(shown_n / len(columns))))
+    visualize.save_image_grid(tiles, out_dir / "panels.png", ncol=groups * (len(columns) + 1))
+    # The mean over images shows the annealing; two single chains show the spread around it.
+    shown = [energy.mean(axis=1)] + [energy[:, j] for j in range(min(2, energy.shape[1]))]
+    labels = ["mean over images"] + [f"image {j}" for j in range(len(shown) - 1)]
+    visualize.save_energy_trace(temps, np.stack(shown, axis=1), out_dir / "energy_trace.png", labels=labels)
+    np.savez_compressed(out_dir / "restored.npz", temperatures=temps.astype(np.float32),
+                        energy=energy.astype(np.float32),
+                        **{k: np.asarray(v, np.float32) for k, v in arrays.items()})
+    report["files"] = ["panels.png", "energy_trace.png", "restored.npz", "report.json"]
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def _header(cfg: ml_collections.ConfigDict, source: Any, mode: str, step: int | None, n_steps: int) -> dict:
+    report = {"mode": mode, "data": cfg.data.name, "split": getattr(source, "split", cfg.restore.split),
+              "n": int(cfg.restore.n), "langevin_steps": int(n_steps), "step_size": float(cfg.sample.step_size),
+              "final_jump": bool(cfg.sample.denoise), "sigma0": float(cfg.loss.sigma0)}
+    if step is not None:
+        report["checkpoint_step"] = int(step)
+    return report
+
+
+def inpaint_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any,
+                       workdir: str | pathlib.Path, *, source: Any = None, progress: bool = True,
+                       step: int | None = None) -> dict:
+    """``--mode inpaint``: masks the first ``restore.n`` images of ``restore.split`` with
+    ``restore.mask``, restores them with the ``sample`` schedule (annealed Langevin from
+    sample.init_mean + sample.init_std N(0, 1), step sample.step_size, jump if sample.denoise) and
+    writes ``<workdir>/inpaint/``. Returns the report. The corrupted images show (and are scored
+    with) ``restore.fill`` in the missing pixels. ``source``: the images (default
+    ``restoration_source(cfg)``); ``step``: the checkpoint's step, for the report."""
+    r, s = cfg.restore, cfg.sample
+    source = restoration_source(cfg) if source is None else source
+    x_true = np.asarray(source.get(np.arange(r.n)), np.float32)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 4)
+    mask = np.asarray(make_mask(r.mask, x_true.shape, jax.random.fold_in(key, 0), box_fraction=r.box_fraction,
+                                mask_fraction=r.mask_fraction, half_side=r.half_side))
+    corrupted = np.asarray(mask_out(x_true, mask, r.fill))
+    temps = np.asarray(sampling.temperatures(s))
+    res = inpaint_batches(jax.tree_util.Partial(apply_fn, params), x_true, mask, jax.random.fold_in(key, 1),
+                          temperatures=temps, step_size=s.step_size, clamp_noise=r.clamp_noise,
+                          sigma0=cfg.loss.sigma0, init_mean=s.init_mean, init_std=s.init_std,
+                          final_jump=s.denoise, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+                          progress=progress)
+    pairs = {"corrupted": (corrupted, x_true), "restored": (res.restored, x_true)}
+    per, mean = _psnr_block(pairs)
+    per_free, mean_free = _psnr_block(pairs, mask)
+    report = _header(cfg, source, "inpaint", step, len(temps))
+    report.update({"mask": r.mask, "box_fraction": float(r.box_fraction), "mask_fraction": float(r.mask_fraction),
+                   "half_side": r.half_side, "fill": float(r.fill), "clamp_noise": float(r.clamp_noise),
+                   "free_pixels_per_image": _per_image(mask.reshape(len(mask), -1).sum(axis=1)),
+                   "mean_psnr": mean, "mean_psnr_free": mean_free, "psnr": per, "psnr_free": per_free})
+    if jax.process_index() == 0:
+        out_dir = pathlib.Path(workdir) / "inpaint"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_outputs(out_dir, (corrupted, res.restored, x_true), temps, res.energy,
+                       {"truth": x_true, "corrupted": corrupted, "restored": res.restored, "chain": res.chain,
+                        "mask": mask}, report)
+        log.info("Inpainted %d images (%s mask): mean PSNR %.2f dB corrupted, %.2f dB restored; wrote %s",
+                 r.n, r.mask, mean["corrupted"], mean["restored"], out_dir)
+    return report
+
+
+def denoise_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any,
+                       workdir: str | pathlib.Path, *, source: Any = None, progress: bool = True,
+                       step: int | None = None) -> dict:
+    """``--mode denoise``: adds N(0, restore.noise_sigma^2) noise to the first ``restore.n`` images
+    of ``restore.split``, denoises them by the single jump and by ``restore.denoise_steps`` Langevin
+    steps from the noisy image (temperature linear from restore.denoise_t_start to 0, step
+    sample.step_size, then the jump if sample.denoise), and writes ``<workdir>/denoise/``.
+    Returns the report; ``source`` and ``step`` as in ``inpaint_to_workdir``."""
+    r, s = cfg.restore, cfg.sample
+    source = restoration_source(cfg) if source is None else source
+    x_true = np.asarray(source.get(np.arange(r.n)), np.float32)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 5)
+    noisy = np.asarray(add_noise(jax.random.fold_in(key, 0), x_true, float(r.noise_sigma)))
+    temps = np.asarray(denoise_temperatures(r.denoise_t_start, r.denoise_steps))
+    res = denoise_batches(jax.tree_util.Partial(apply_fn, params), noisy, jax.random.fold_in(key, 1),
+                          sigma0=cfg.loss.sigma0, temperatures=temps, step_size=s.step_size,
+                          final_jump=s.denoise, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+                          progress=progress)
+    per, mean = _psnr_block({"corrupted": (noisy, x_true), "jump": (res.jump, x_true),
+                             "langevin": (res.langevin, x_true)})
+    report = _header(cfg, source, "denoise", step, len(temps))
+    report.update({"noise_sigma": float(r.noise_sigma), "denoise_t_start": float(r.denoise_t_start),
+                   "mean_psnr": mean, "psnr": per})
+    if jax.process_index() == 0:
+        out_dir = pathlib.Path(workdir) / "denoise"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_outputs(out_dir, (noisy, res.jump, res.langevin, x_true), temps, res.energy,
+                       {"truth": x_true, "noisy": noisy, "jump": res.jump, "langevin": res.langevin}, report)
+        log.info("Denoised %d images (sigma %.3g): mean PSNR %.2f dB noisy, %.2f dB jump, %.2f dB Langevin; wrote %s",
+                 r.n, r.noise_sigma, mean["corrupted"], mean["jump"], mean["langevin"], out_dir)
+    return report

@@ -1,0 +1,102 @@
+"""Shared pieces of the scale-out and reliability tests (test_parallel, test_resume, test_bad_inputs):
+the tiny digits run, subprocess environments, and JAX's persistent compilation cache, which lets the
+many short runs of these tests compile each program once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DIGITS = str(ROOT / "configs" / "mdsm_digits.py")
+# The smallest digits run: one down block per stage at width 4; a few seconds to compile.
+TINY = ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.train.batch_size=8",
+        "--config.train.log_every=10", "--config.train.checkpoint_every=10", "--config.sample.n=0", "--no-progress"]
+# A short annealing schedule for tests that also sample.
+TINY_SAMPLING = ["--config.sample.n=4", "--config.sample.batch_size=4", "--config.sample.n_hot=3",
+                 "--config.sample.n_anneal=10", "--config.sample.n_cool=3", "--config.sample.chunk_steps=16"]
+
+
+def overrides(args: list[str]) -> list[tuple[str, str]]:
+    """``--config.a.b=v`` arguments as (key, value) pairs for ``load_config``."""
+    return [tuple(a[len("--config."):].split("=", 1)) for a in args if a.startswith("--config.")]
+
+
+def final_state(workdir: pathlib.Path, args: list[str]):
+    """The train state of the latest checkpoint in ``workdir`` as numpy arrays (restored in this process)."""
+    from ebmjax.config import load_config
+    from ebmjax.train import loop
+
+    state, _, _ = loop.load_trained(load_config(DIGITS, overrides(args)), workdir)
+    return jax.tree.map(np.asarray, state)
+
+
+def max_abs_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def bitwise_equal(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+def subprocess_env(cache_dir: pathlib.Path, devices: int | None = None, **extra: str) -> dict[str, str]:
+    """Environment for an ebmjax subprocess: the shared compilation cache and, if given, a number of
+    fake CPU devices (the XLA flag must be set before JAX is imported, hence a new process)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROCESS"))}
+    env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    if devices is not None:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    env.update(extra)
+    return env
+
+
+def cli_command(workdir: pathlib.Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ebmjax.main", "--config", DIGITS, "--workdir", str(workdir), *args]
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+    d = workdir / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def wait_for(condition, timeout: float, what: str, procs=()) -> None:
+    """Polls ``condition()`` every 10 ms; fails if it is still false after ``timeout`` seconds or if
+    one of ``procs`` exits first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"process exited with {p.returncode} before {what}:\n{p.stderr.read() if p.stderr else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def persistent_compile_cache(path: pathlib.Path) -> Iterator[None]:
+    """Uses JAX's persistent compilation cache in this process for the duration (then restores the
+    previous settings), so repeated runs of the same programs compile once."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    cc.reset_cache()  # the cache is set up once per process; start over with the new directory
+    try:
+        yield
+    finally:
+        for n, v in old.items():
+            jax.config.update(n, v)
+        cc.reset_cache()

@@ -1,0 +1,198 @@
+"""The benchmark's arithmetic (FLOP counts, peaks), its command line, the multi-step training call
+and the bfloat16 error measurement. No assertion here depends on how fast anything ran."""
+
+import io
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ebmjax import bench, losses, models
+from ebmjax.config import load_config
+from ebmjax.models import MDSMResNet, MLPEnergy
+from ebmjax.train import mdsm
+from ebmjax.train import state as train_state
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DIGITS = str(ROOT / "configs" / "mdsm_digits.py")
+CIFAR = str(ROOT / "configs" / "mdsm_cifar.py")
+TOY = str(ROOT / "configs" / "mdsm_toy2d.py")
+
+
+def res18_macs_by_hand(d: int, c: int, s: int) -> int:
+    """Res18 multiply-accumulates per image, written out from REFERENCE.md's layer list."""
+    macs = s * s * 9 * c * d  # stem
+    cin, size = d, s
+    for cout in (2 * d, 4 * d, 8 * d):
+        # down block at `size`: conv_1 cin->cin, conv_2 cin->cout (both 3x3), 1x1 shortcut after the pool
+        macs += size * size * 9 * cin * cin + size * size * 9 * cin * cout + (size // 2) ** 2 * cin * cout
+        size //= 2
+        # two same-width blocks: two 3x3 convs and a 1x1 shortcut each
+        macs += 2 * (2 * size * size * 9 * cout * cout + size * size * cout * cout)
+        cin = cout
+    return macs + 3 * size * size * cin  # head: three dot products with the flattened 4x4x8d map
+
+
+def test_res18_forward_is_6_6_gflop_per_image():
+    flops = bench.forward_flops(MDSMResNet(blocks_per_stage=2, width=128), (32, 32, 3))
+    assert flops == 2 * res18_macs_by_hand(128, 3, 32)
+    assert flops == pytest.approx(6.6e9, rel=0.01)  # REFERENCE.md §5
+    assert bench.forward_flops(MDSMResNet(blocks_per_stage=2, width=128), (32, 32, 3),
+                               exclude_padding=True) < flops
+
+
+def test_dense_layers_are_counted():
+    costs = bench.layer_costs(MLPEnergy(hidden=(16, 8)), (2,))
+    assert [c.kind for c in costs] == ["dense"] * len(costs)
+    assert sum(c.macs for c in costs) >= 2 * 16 + 16 * 8 + 8 * 1
+
+
+def xla_flops(model, shape, batch=2, compiled=True):
+    """XLA's FLOP counts of a forward pass, a Langevin step (forward + input gradient) and the MDSM
+    loss gradient, from the compiled executable (or only the lowered HLO, which is much faster)."""
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape))))
+    x = jax.ShapeDtypeStruct((batch, *shape), jnp.float32)
+    sig = losses.noise_levels(batch, 0.1, 1.0)
+
+    def count(f):
+        lowered = jax.jit(f).lower(params, x)
+        return (lowered.compile() if compiled else lowered).cost_analysis()["flops"] / batch
+
+    return (count(lambda p, y: model.apply(p, y)),
+            count(lambda p, y: losses.score(lambda z: model.apply(p, z), y)),
+            count(lambda p, y: jax.grad(
+                lambda q: losses.mdsm_loss(lambda z: model.apply(q, z), y, jax.random.PRNGKey(1), sig))(p)))
+
+
+def test_analytic_flops_match_xla_cost_analysis():
+    """Against XLA's count for the compiled executables. Both sides leave out taps on the zero padding;
+    only XLA counts elementwise work (ELU, pooling, adds: about 2% here)."""
+    model, shape = MDSMResNet(blocks_per_stage=0, width=8), (16, 16, 3)
+    fwd = bench.forward_flops(model, shape, exclude_padding=True)
+    forward, langevin, train = xla_flops(model, shape)
+    assert forward == pytest.approx(fwd, rel=0.04)
+    assert langevin == pytest.approx(bench.LANGEVIN_FLOPS_PER_FORWARD * fwd, rel=0.04)
+    assert train == pytest.approx(bench.TRAIN_FLOPS_PER_FORWARD * fwd, rel=0.04)
+
+
+def test_res18_flops_match_xla_hlo_count():
+    """The full Res18 d=128 at 32x32x3, counted by XLA on the lowered HLO (compiling it would take
+    minutes on a CPU)."""
+    model, shape = MDSMResNet(blocks_per_stage=2, width=128), (32, 32, 3)
+    fwd = bench.forward_flops(model, shape, exclude_padding=True)
+    forward, langevin, train = xla_flops(model, shape, compiled=False)
+    assert forward == pytest.approx(fwd, rel=0.02)
+    assert langevin == pytest.approx(bench.LANGEVIN_FLOPS_PER_FORWARD * fwd, rel=0.02)
+    assert train == pytest.approx(bench.TRAIN_FLOPS_PER_FORWARD * fwd, rel=0.02)
+
+
+def test_device_peaks():
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "gpu", "bfloat16")[0] == 989.0
+    # float32 convolutions run on TF32 tensor cores under JAX's default precision...
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "gpu", "float32")[0] == 494.5
+    with jax.default_matmul_precision("highest"):  # ...and in true float32 when asked
+        assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "gpu", "float32")[0] == 66.9
+    assert bench.peak_tflops("NVIDIA H100 PCIe", "gpu", "bfloat16")[0] == 756.0
+    assert bench.peak_tflops("NVIDIA H200", "gpu", "bfloat16")[0] == 989.0
+    assert bench.peak_tflops("NVIDIA A100-SXM4-80GB", "gpu", "float32")[0] == 156.0
+    assert bench.peak_tflops("TPU v5 lite", "tpu", "bfloat16")[0] == 197.0
+    assert bench.peak_tflops("TPU v4", "tpu", "float32")[0] == 275.0  # one bf16 pass by default
+    peak, note = bench.peak_tflops("cpu", "cpu", "float32")
+    assert peak is None and "unknown" in note
+
+
+def test_example_shape_without_prepared_data(tmp_path):
+    cifar = load_config(CIFAR, [("data.data_dir", str(tmp_path))])
+    assert bench.example_shape(cifar.data) == (32, 32, 3)
+    mnist = load_config(str(ROOT / "configs" / "mdsm_mnist.py"), [("data.data_dir", str(tmp_path))])
+    assert bench.example_shape(mnist.data) == (32, 32, 1)
+    assert bench.example_shape(load_config(DIGITS).data) == (8, 8, 1)
+
+
+# The 2-D toy's small MLP compiles in a second; the conv counts are checked above.
+TINY = ["--config.model.hidden=(16,16)", "--config.train.batch_size=8", "--config.train.steps_per_call=2",
+        "--config.sample.batch_size=8", "--config.sample.chunk_steps=3", "--min-seconds=0", "--min-calls=1"]
+
+
+def test_command_line_prints_train_langevin_and_precision_records():
+    out = io.StringIO()
+    assert bench.run(["--config", TOY, "--what", "train,langevin,precision", "--precision-batch=8", *TINY],
+                     out=out) == 0
+    train, lang, prec = [json.loads(line) for line in out.getvalue().splitlines()]
+    fwd = bench.forward_flops(MLPEnergy(hidden=(16, 16)), (2,))
+    assert train["bench"] == "train" and train["batch"] == 8 and train["steps_per_call"] == 2
+    assert train["gflop_per_img"] == pytest.approx(6 * fwd / 1e9)
+    assert train["tflops"] == pytest.approx(train["train_img_per_s"] * 6 * fwd / 1e12)
+    assert lang["bench"] == "langevin" and lang["chunk_steps"] == 3
+    assert lang["tflops"] == pytest.approx(lang["langevin_img_steps_per_s"] * 2 * fwd / 1e12)
+    for rec in (train, lang):
+        assert rec["device"] == jax.devices()[0].device_kind and rec["dtype"] == "float32"
+        assert rec["compiled_memory_bytes"] > 0
+        if rec["platform"] == "cpu":  # no published peak and no memory statistics: null, with a reason
+            assert rec["utilisation"] is None and rec["peak_note"]
+            assert rec["peak_memory_bytes"] is None and rec["peak_memory_note"]
+    assert prec["bench"] == "precision" and prec["batch"] == 8 and "training examples" in prec["note"]
+    for k in ("energy_rel_err", "score_rel_err_median", "loss_rel_err", "param_grad_rel_err"):
+        assert 0 < prec[k] < 0.1, (k, prec)
+
+
+def test_command_line_errors_are_clear(capsys):
+    assert bench.run(["--config", DIGITS, "--what", "trian"]) == 2
+    assert "--what takes a comma list of train, langevin, precision" in capsys.readouterr().err
+    assert bench.run(["--config", DIGITS, "--dtype", "float16"]) == 2
+    assert "--dtype" in capsys.readouterr().err
+
+
+def test_multi_step_equals_single_steps():
+    cfg = load_config(TOY, [("model.hidden", "(16,16)"), ("train.batch_size", "8"), ("train.steps_per_call", "3")])
+    model = models.build_model(cfg.model)
+    opt = train_state.make_optimizer(cfg.train)
+    state = train_state.create(models.init_params(model, jax.random.PRNGKey(0), (2,)), opt)
+    batches = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 2))
+    key = jax.random.PRNGKey(2)
+    multi, metrics = jax.jit(mdsm.make_multi_step(cfg, model.apply, opt))(state, batches, key)
+    step = jax.jit(mdsm.make_train_step(cfg, model.apply, opt))
+    single = state
+    for i in range(3):
+        single, m = step(single, batches[i], key)
+        np.testing.assert_allclose(metrics["loss"][i], m["loss"], rtol=1e-5)
+    assert int(multi.step) == 3 and metrics["loss"].shape == (3,)
+    np.testing.assert_array_equal(metrics["skipped_update"], [0, 0, 0])
+    # A non-finite batch skips its own update only, and says so.
+    bad = batches.at[1, 0, 0].set(jnp.nan)
+    after, metrics = jax.jit(mdsm.make_multi_step(cfg, model.apply, opt))(multi, bad, key)
+    np.testing.assert_array_equal(metrics["skipped_update"], [0, 1, 0])
+    assert int(after.step) == 6 and int(after.skipped) == 1
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), multi.params, single.params)
+
+
+def test_bad_steps_per_call_is_a_config_error():
+    cfg = load_config(DIGITS, [("train.steps_per_call", "0")])
+    with pytest.raises(bench.ConfigError, match="steps_per_call"):
+        mdsm.make_multi_step(cfg, lambda p, x: x.sum(), train_state.make_optimizer(cfg.train))
+
+
+def test_bfloat16_errors_are_small_but_not_zero():
+    cfg = load_config(DIGITS, [("model.width", "8"), ("model.blocks_per_stage", "0")])
+    model = models.build_model(cfg.model)
+    # An "rbg" key: threefry makes the initialisers of a conv net slow to compile on a CPU.
+    params = models.init_params(model, jax.random.key(0, impl="rbg"), (8, 8, 1))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))
+    errs = bench.precision_errors(cfg.model, params, x, jax.random.PRNGKey(2),
+                                  losses.noise_levels(8, 0.1, 3.0, "geometric"), 0.1, loss_grad=False)
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2%); errors well above that
+    # scale would mean float32 state or accumulation was lost somewhere.
+    assert 0 < errs["score_rel_err_median"] < 0.05
+    assert 0 < errs["energy_rel_err"] < 0.05
+    assert errs["score_cosine_min"] > 0.99
+
+
+def test_compile_only_reports_memory_without_timing():
+    out = io.StringIO()
+    assert bench.run(["--config", TOY, "--what", "langevin", "--compile-only", *TINY], out=out) == 0
+    rec = json.loads(out.getvalue())
+    assert rec["langevin_img_steps_per_s"] is None and rec["tflops"] is None and rec["utilisation"] is None
+    assert rec["compiled_memory_bytes"] > 0 and rec["gflop_per_img_step"] > 0

@@ -1,0 +1,211 @@
+"""Scale-out: the distributed start-up logic, 1 vs 8 (fake CPU) devices, and two cooperating processes.
+
+Fake devices need ``XLA_FLAGS`` set before JAX is imported, and several processes need their own
+JAX runtimes, so those tests run subprocesses (they run in CI like every other test).
+"""
+
+import json
+import signal
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from ebmjax import parallel
+from ebmjax.errors import ConfigError
+from scale_helpers import (DIGITS, ROOT, TINY, TINY_SAMPLING, bitwise_equal, checkpoint_steps, cli_command,
+                           final_state, subprocess_env, wait_for)
+
+
+def dist(initialize="auto", address=None, num=None, pid=None) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({"initialize": initialize, "coordinator_address": address,
+                                      "num_processes": num, "process_id": pid})
+
+
+SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "gpu[1-2]", "SLURM_NTASKS": "16", "SLURM_PROCID": "3",
+         "SLURM_LOCALID": "3"}
+
+
+def test_when_jax_distributed_is_started():
+    args = parallel.distributed_args
+    # Nothing says there are several processes: stay single-process.
+    assert args(dist(), {}) is None
+    assert args(dist("no", "h:1", 2, 0), {}) is None
+    assert args(dist(), {**SLURM, "SLURM_NTASKS": "1"}) is None
+    # Launchers: JAX finds the rest (SLURM variables, mpirun, TPU metadata).
+    assert args(dist(), SLURM) == {}
+    assert args(dist(), {"OMPI_COMM_WORLD_SIZE": "4"}) == {}
+    assert args(dist("yes"), {}) == {}
+    # launch/local_multiprocess.sh: everything from the environment.
+    env = {"JAX_COORDINATOR_ADDRESS": "localhost:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
+    assert args(dist(), env) == {"coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 1}
+    # The config wins over the environment.
+    assert args(dist(address="node0:99", num=4, pid=3), env) == {"coordinator_address": "node0:99",
+                                                                  "num_processes": 4, "process_id": 3}
+    assert args(dist(num=1, pid=0), env) is None  # explicitly one process
+    with pytest.raises(ConfigError, match=r"dist.process_id must lie in \[0, 2\)"):
+        args(dist(num=2, pid=2), {})
+    with pytest.raises(ConfigError, match="set --config.dist.num_processes"):
+        args(dist(address="localhost:5"), {})
+    with pytest.raises(ConfigError, match="dist.initialize must be one of"):
+        args(dist("sometimes"), {})
+    with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES='two' must be an integer"):
+        args(dist(), {**env, "JAX_NUM_PROCESSES": "two"})
+
+
+def test_initialize_distributed_calls_jax_and_explains_failures(monkeypatch):
+    import jax
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(parallel, "detect_cluster", lambda environ=None: None)
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert parallel.initialize_distributed(dist()) is False and calls == []
+    assert parallel.initialize_distributed(dist("auto", "localhost:7", 2, 1)) is True
+    assert calls == [{"coordinator_address": "localhost:7", "num_processes": 2, "process_id": 1}]
+
+    def unreachable(**kw):
+        raise RuntimeError("DEADLINE_EXCEEDED: Barrier timed out")
+
+    monkeypatch.setattr(jax.distributed, "initialize", unreachable)
+    with pytest.raises(ConfigError, match="Could not start jax.distributed .*Check dist.coordinator_address"):
+        parallel.initialize_distributed(dist("yes", "localhost:7", 2, 1))
+
+
+# Runs in a process with 8 fake CPU devices; prints one JSON line of results.
+EIGHT_DEVICES = r"""
+import contextlib, io, json, sys
+import jax, numpy as np
+from ebmjax import main, parallel, sampling
+from ebmjax.config import load_config
+from ebmjax.train import loop
+from scale_helpers import DIGITS, max_abs_diff, bitwise_equal
+
+workdir, overrides = sys.argv[1], json.loads(sys.argv[2])
+cfg = load_config(DIGITS, overrides)
+out = {"devices": jax.device_count(), "rows": str(parallel.local_rows(parallel.make_mesh(), 16))}
+states, losses = {}, {}
+for n in (1, 8):
+    mesh = parallel.make_mesh(jax.devices()[:n])
+    state, apply_fn, source = loop.train(cfg, f"{workdir}/d{n}", progress=False, mesh=mesh)
+    states[n] = jax.tree.map(np.asarray, state)
+    losses[n] = json.loads(open(f"{workdir}/d{n}/metrics.jsonl").readline())["loss"]
+out["step"] = int(states[8].step)
+out["param_diff"] = max_abs_diff(states[1].params, states[8].params)
+out["adam_diff"] = max_abs_diff(states[1].opt_state, states[8].opt_state)
+out["param_bitwise"] = bitwise_equal(states[1].params, states[8].params)
+out["loss_rel_diff"] = abs(losses[1] - losses[8]) / abs(losses[1])
+# Sampling chains split over 1 or 8 devices, from the same parameters and key.
+samples = {}
+for n in (1, 8):
+    mesh = parallel.make_mesh(jax.devices()[:n])
+    params = parallel.put_replicated(states[1].params, mesh)
+    samples[n], _ = sampling.annealed_samples(cfg, apply_fn, params, source.shape, 8, jax.random.PRNGKey(3),
+                                              mesh=mesh, progress=False)
+out["sample_diff"] = max_abs_diff(samples[1], samples[8])
+out["sample_shape"] = list(samples[8].shape)
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    out["odd_batch_code"] = main.run(["--config", DIGITS, "--workdir", f"{workdir}/odd", "--config.train.batch_size=12",
+                                      "--config.train.steps=1", "--no-progress"])
+out["odd_batch_message"] = err.getvalue()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow  # a subprocess run; runs in CI (the README's test command)
+def test_update_on_8_devices_equals_update_on_1(tmp_path):
+    """One Adam update of the digits model with the batch split over 8 devices vs on 1 device.
+
+    Tolerance: the 8-device gradient is summed in another order, so parameters may differ in the last
+    bits: |difference| <= 1e-6, i.e. 0.1% of the size of the update (lr = 1e-3). Sampling chains hold
+    no cross-chain sums, so samples split over 8 devices must match to 1e-5.
+    """
+    args = TINY + TINY_SAMPLING + ["--config.train.batch_size=16", "--config.train.steps=1",
+                                   "--config.train.lr=1e-3", "--config.sample.batch_size=8"]
+    over = [a[len("--config."):].split("=", 1) for a in args if a.startswith("--config.")]
+    proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, str(tmp_path), json.dumps(over)],
+                          cwd=ROOT / "tests", env=subprocess_env(tmp_path / "cache", devices=8),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(r)  # the measured differences, for the record (pytest -s)
+    assert r["devices"] == 8 and r["rows"] == "slice(0, 16, None)"  # one process holds every row
+    assert r["step"] == 1
+    assert r["param_diff"] <= 1e-6, r
+    assert r["adam_diff"] <= 1e-6, r
+    assert r["loss_rel_diff"] <= 1e-6, r
+    assert r["sample_shape"] == [8, 8, 8, 1] and r["sample_diff"] <= 1e-5, r
+    assert r["odd_batch_code"] == 2
+    assert "train.batch_size = 12 is not divisible by the 8 devices in use; choose a multiple of 8" in r["odd_batch_message"]
+    assert "Traceback" not in r["odd_batch_message"]
+
+
+@pytest.mark.slow  # a subprocess run; runs in CI (the README's test command)
+def test_two_processes_train_together_stop_together_and_agree(tmp_path):
+    """Two CPU processes (one device each, gloo collectives) train the digits model together.
+
+    Once training runs, process 1 alone gets SIGTERM: both stop at the same step with a checkpoint.
+    launch/local_multiprocess.sh resumes them; the result is bitwise that of one process with 2
+    devices (the same partial sums), both processes report the same parameter fingerprint, and only
+    process 0 wrote metrics and samples (gathered from both).
+    """
+    args = TINY + TINY_SAMPLING + ["--config.train.steps=50", "--config.train.log_every=5",
+                                   "--config.train.checkpoint_every=25"]
+    wd, ref = tmp_path / "two", tmp_path / "ref"
+    cache = tmp_path / "cache"
+    port = _free_port()
+    procs = [subprocess.Popen(cli_command(wd, *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=subprocess_env(cache, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                                            JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    try:
+        wait_for(lambda: (wd / "metrics.jsonl").exists(), 400, "the first logged step", procs)
+        procs[1].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    errs = [e for _, e in outs]
+    assert [p.returncode for p in procs] == [130, 130], errs
+    assert "Stopped by a signal to another process at step" in errs[0] and "Traceback" not in errs[0]
+    assert f"Stopped by signal {int(signal.SIGTERM)} at step" in errs[1] and "Traceback" not in errs[1]
+    stop_step = int(errs[0].split("at step ")[1].split(";")[0])
+    assert errs[1].split("at step ")[1].split(";")[0] == str(stop_step)
+    assert 5 <= stop_step < 50 and checkpoint_steps(wd)[-1] == stop_step
+
+    launch = subprocess.run(["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "2", "--config", DIGITS,
+                             "--workdir", str(wd), *args], cwd=ROOT, capture_output=True, text=True, timeout=400,
+                            env=subprocess_env(cache, PYTHON=sys.executable))
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    out = launch.stdout
+    assert f"Resuming from the checkpoint at step {stop_step}" in out
+    prints = [line.split("fingerprint ")[1] for line in out.splitlines() if "hold identical parameters" in line]
+    assert len(prints) == 2 and prints[0] == prints[1], out
+    wrote = [line for line in out.splitlines() if "Wrote 4 samples" in line]
+    assert len(wrote) == 1 and wrote[0].startswith("[p0]"), out
+
+    single = subprocess.run(cli_command(ref, *args), cwd=ROOT, capture_output=True, text=True, timeout=400,
+                            env=subprocess_env(cache, devices=2))
+    assert single.returncode == 0, single.stderr
+    assert bitwise_equal(final_state(wd, args), final_state(ref, args))
+    # One line per logged step (only process 0 writes); the same losses wherever the window was whole
+    # (the first line after the resume averages the steps since the stop only).
+    logs = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (wd, ref)]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == list(range(5, 51, 5))
+    whole = [(a["loss"], b["loss"]) for a, b in zip(*logs) if a["window_steps"] == 5]
+    assert len(whole) >= 9 and all(a == b for a, b in whole)
+    images = [np.load(d / "samples" / "samples.npz")["images"] for d in (wd, ref)]
+    assert images[0].shape == (4, 8, 8, 1) and np.array_equal(images[0], images[1])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,108 @@
+"""Never lose work: asynchronous keep-N checkpoints, and a run interrupted by SIGKILL, SIGTERM and
+SIGINT that ends with exactly the parameters, samples and metrics of a run never interrupted."""
+
+import json
+import signal
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ebmjax.config import load_config
+from ebmjax.train.checkpoint import Checkpoints
+from ebmjax.train.state import TrainState
+from scale_helpers import (DIGITS, ROOT, TINY, TINY_SAMPLING, bitwise_equal, checkpoint_steps, cli_command,
+                           final_state, subprocess_env, wait_for)
+
+
+def test_checkpoints_are_asynchronous_and_keep_the_newest(tmp_path):
+    ckpts = Checkpoints(tmp_path, load_config(DIGITS), keep=2)
+
+    def state(step):  # 64 MB of parameters: writing them takes long enough to watch
+        return TrainState(jnp.int32(step), {"w": jnp.full((4096, 4096), float(step))}, (), jnp.int32(0))
+
+    ckpts.save(state(1))
+    # save() has returned, the arrays are copied to host memory and are being written in the background:
+    # the step directory appears (renamed from a temporary one) only when the write is complete.
+    assert ckpts.manager.is_saving_in_progress()
+    assert not (tmp_path / "checkpoints" / "1").exists()
+    for step in (2, 3):
+        ckpts.save(state(step))
+    ckpts.close()
+    assert checkpoint_steps(tmp_path) == [2, 3]
+    restored = Checkpoints(tmp_path, load_config(DIGITS), keep=2).restore(jax.eval_shape(lambda: state(0)))
+    assert int(restored.step) == 3 and float(restored.params["w"][7, 7]) == 3.0
+
+
+def _metrics(workdir):
+    """(step, mean loss, skipped, steps averaged) of every logged line."""
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"], r["skipped"], r["window_steps"]) for r in map(json.loads, lines)]
+
+
+@pytest.mark.slow  # a subprocess run; runs in CI (the README's test command)
+def test_killed_and_interrupted_run_ends_exactly_like_an_unbroken_one(tmp_path):
+    """600 steps, checkpoints every 200, keep 2. The broken run is killed with SIGKILL after its first
+    checkpoint, stopped with SIGTERM after its second, stopped with SIGINT a little later, and then
+    finishes; every time the same command is rerun. Data order and noise derive from (seed, step),
+    so parameters, optimiser state, samples and logged losses must be bitwise equal."""
+    args = [*TINY, *TINY_SAMPLING, "--config.train.batch_size=32", "--config.train.steps=600",
+            "--config.train.checkpoint_every=200", "--config.train.keep_checkpoints=2"]
+    env = subprocess_env(tmp_path / "cache")
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+
+    def start(workdir):
+        return subprocess.Popen(cli_command(workdir, *args), cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    # SIGKILL right after the first checkpoint is on disk: no chance to save anything more.
+    run = start(broken)
+    try:
+        wait_for(lambda: checkpoint_steps(broken), 400, "the first checkpoint", [run])
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGKILL
+    assert checkpoint_steps(broken) == [200]
+
+    # SIGTERM after the next checkpoint: a checkpoint at the step it stops, exit code 130.
+    run = start(broken)
+    wait_for(lambda: checkpoint_steps(broken)[-1] >= 400, 400, "the second checkpoint", [run])
+    run.send_signal(signal.SIGTERM)
+    err = run.communicate(timeout=120)[1]
+    assert run.returncode == 130, err
+    assert "Resuming from the checkpoint at step 200" in err
+    assert f"Stopped by signal {int(signal.SIGTERM)} at step" in err and "Traceback" not in err
+    stopped = checkpoint_steps(broken)[-1]
+    assert 400 <= stopped < 600 and f"at step {stopped};" in err
+
+    # SIGINT (Ctrl-C) once the resumed run has logged a step.
+    run = start(broken)
+    wait_for(lambda: _metrics(broken)[-1][0] > stopped, 400, "a logged step", [run])
+    run.send_signal(signal.SIGINT)
+    err = run.communicate(timeout=120)[1]
+    assert run.returncode == 130, err
+    assert f"Stopped by signal {int(signal.SIGINT)} at step" in err and "Traceback" not in err
+    assert stopped < checkpoint_steps(broken)[-1] < 600
+
+    # The last rerun and the unbroken run (the compiled programs come from the shared cache).
+    for workdir in (broken, unbroken):
+        done = subprocess.run(cli_command(workdir, *args), cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=400)
+        assert done.returncode == 0, done.stderr
+    assert checkpoint_steps(unbroken) == [400, 600]  # keep_checkpoints=2
+    assert checkpoint_steps(broken)[-1] == 600 and len(checkpoint_steps(broken)) == 2
+    assert bitwise_equal(final_state(broken, args), final_state(unbroken, args))
+    samples = [np.load(w / "samples" / "samples.npz")["images"] for w in (broken, unbroken)]
+    assert samples[0].shape == (4, 8, 8, 1) and np.array_equal(samples[0], samples[1])
+    # Lines logged after the last checkpoint by the killed run were dropped on resume; a run resumed
+    # mid-window averages fewer steps in its first line (at most one such line per stop by signal).
+    a, b = _metrics(broken), _metrics(unbroken)
+    assert [m[0] for m in a] == [m[0] for m in b] == list(range(10, 601, 10))
+    assert all(m[3] == 10 for m in b)
+    partial = [x for x in a if x[3] != 10]
+    assert len(partial) <= 2 and all(0 < x[3] < 10 for x in partial)
+    assert [x for x in a if x[3] == 10] == [y for x, y in zip(a, b) if x[3] == 10]
