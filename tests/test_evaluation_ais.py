@@ -52,21 +52,35 @@ def test_ais_and_reverse_ais_recover_gaussian_log_z(d, tol):
 def test_short_schedules_bracket_log_z_forward_below_reverse_above():
     """With 5 betas the estimators are visibly biased, each in its own direction: forward AIS
     below log Z and reverse AIS (from exact samples) above it, on average over chains. Each chain's
-    log Z_R +/- log w is one estimate; their mean is the paper's mean-of-log estimator."""
+    log Z_R +/- log w - shift is one estimate; their mean is the paper's mean-of-log estimator."""
     d, n = 10, 64
     kw = dict(n_steps=5, schedule="linear", **COMMON)
     fwd = ais.ais_log_partition(gaussian_energy, jax.random.PRNGKey(0), shape=(d,), n_chains=n, **kw)
     exact = MU + math.sqrt(VAR) * jax.random.normal(jax.random.PRNGKey(1), (n, d))
     rev = ais.reverse_ais_log_partition(gaussian_energy, exact, jax.random.PRNGKey(2), **kw)
     truth = true_log_z(d)
-    f = float(fwd.log_z_ref) + np.asarray(fwd.log_weights, np.float64)
-    r = float(rev.log_z_ref) - np.asarray(rev.log_weights, np.float64)
+    f = fwd.log_z_ref + np.asarray(fwd.log_weights, np.float64) - fwd.energy_shift
+    r = rev.log_z_ref - np.asarray(rev.log_weights, np.float64) - rev.energy_shift
     assert f.mean() < truth - 2 * f.std() / math.sqrt(n), (f.mean(), truth)
     assert r.mean() > truth + 2 * r.std() / math.sqrt(n), (r.mean(), truth)
     assert float(fwd.log_z_mean_log) == pytest.approx(f.mean(), abs=1e-4)
     assert float(rev.log_z_mean_log) == pytest.approx(r.mean(), abs=1e-4)
     # log-mean-exp is tighter than the mean of logs (Jensen), and still in the same order.
     assert float(fwd.log_z_mean_log) <= float(fwd.log_z) < float(rev.log_z) <= float(rev.log_z_mean_log)
+
+
+def test_a_huge_energy_offset_changes_log_z_by_exactly_the_offset():
+    """Learned energies carry arbitrary offsets (-48,000 on the digits demo model). log Z of
+    exp(-(E + c)) is log Z - c; in float32 without the internal shift the weights would lose
+    about 0.004 nats per update at that magnitude."""
+    c = -48_000.0
+    shifted = lambda x: gaussian_energy(x) + c  # noqa: E731
+    kw = dict(shape=(10,), n_chains=64, n_steps=200, schedule="linear", **COMMON)
+    plain = ais.ais_log_partition(gaussian_energy, jax.random.PRNGKey(5), **kw)
+    offset = ais.ais_log_partition(shifted, jax.random.PRNGKey(5), **kw)
+    assert offset.log_z == pytest.approx(plain.log_z - c, abs=0.1)
+    assert offset.energy_shift == pytest.approx(plain.energy_shift + c, abs=0.01)
+    assert abs(offset.log_z + c - true_log_z(10)) < 0.15
 
 
 def test_mala_transitions_and_a_reference_centred_elsewhere():

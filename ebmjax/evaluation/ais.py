@@ -54,25 +54,31 @@ SCHEDULES = ("geometric", "sigmoid", "linear")
 
 
 class AISResult(NamedTuple):
-    """What an AIS run returns (all jax arrays).
+    """What an AIS run returns (scalars as Python floats, computed in float64; arrays from jax).
 
-    log_z: () the estimate log Z_R +/- logmeanexp(log_weights), nats (forward: lower bound on
-        average; reverse: upper bound on average).
-    log_z_mean_log: () the looser estimate with mean(log_weights) in place of logmeanexp.
-    log_weights: (n_chains,) final log-weight of each chain, nats.
-    log_z_ref: () log partition function of the reference N(m, s^2 I), nats.
-    effective_sample_size: () (sum w)^2 / sum w^2, between 1 and n_chains.
+    log_z: the estimate log Z_R +/- logmeanexp(log_weights) - energy_shift, nats (forward: lower
+        bound on average; reverse: upper bound on average).
+    log_z_mean_log: the looser estimate with mean(log_weights) in place of logmeanexp.
+    log_weights: (n_chains,) final log-weight of each chain, nats, for the shifted energy
+        (E - c) / T: one chain's own estimate is log_z_ref +/- log_weights[i] - energy_shift.
+    log_z_ref: log partition function of the reference N(m, s^2 I), nats.
+    energy_shift: c / T, nats: the constant c subtracted from E inside the chains (the median
+        energy of the start points). Learned energies carry arbitrary offsets (tens of thousands
+        on a trained MDSM net), and float32 weights and Metropolis tests lose precision on them;
+        a constant shift changes log Z by exactly c / T, which is added back in float64.
+    effective_sample_size: (sum w)^2 / sum w^2, between 1 and n_chains.
     acceptance_rate: (n_steps,) mean Metropolis acceptance over chains of each move, in increasing-beta
         order: forward AIS moves at betas[1:], reverse AIS at betas[:-1].
     positions: (n_chains, *shape) the chains after the last move (forward: approximate samples
         from p; reverse: approximate samples from the reference).
     """
 
-    log_z: jax.Array
-    log_z_mean_log: jax.Array
+    log_z: float
+    log_z_mean_log: float
     log_weights: jax.Array
-    log_z_ref: jax.Array
-    effective_sample_size: jax.Array
+    log_z_ref: float
+    energy_shift: float
+    effective_sample_size: float
     acceptance_rate: jax.Array
     positions: jax.Array
 
@@ -135,12 +141,13 @@ def _check_kernel(kernel: Kernel) -> None:
 
 
 def _annealing_steps(kernel: Kernel, energy_fn: EnergyFn, x: jax.Array, log_w: jax.Array, key: jax.Array,
-                     ref_mean: jax.Array, ref_std: jax.Array, inv_t: jax.Array, b_prev: jax.Array,
-                     b_next: jax.Array, h: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Scan over annealing steps k: log_w += (b_next - b_prev)(R - E/T) at the current x, then one
-    kernel move on f_{b_next} with key fold_in(key, idx[k]). Returns (x, log_w, acceptance (K,))."""
+                     ref_mean: jax.Array, ref_std: jax.Array, inv_t: jax.Array, shift: jax.Array,
+                     b_prev: jax.Array, b_next: jax.Array, h: jax.Array,
+                     idx: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Scan over annealing steps k: log_w += (b_next - b_prev)(R - (E - shift)/T) at the current x,
+    then one kernel move on f_{b_next} with key fold_in(key, idx[k]).
+    Returns (x, log_w, acceptance (K,))."""
     dtype = log_w.dtype
-    axes = tuple(range(1, x.ndim))
 
     def reference(y: jax.Array) -> jax.Array:
         return jnp.sum((y - ref_mean) ** 2, axis=tuple(range(1, y.ndim))) / (2.0 * ref_std**2)
@@ -151,14 +158,14 @@ def _annealing_steps(kernel: Kernel, energy_fn: EnergyFn, x: jax.Array, log_w: j
         # One batched evaluation of the model per beta; HMC's leapfrog adds L more. The bridged
         # energy and gradient of the kernel's state are assembled from E and R, not evaluated again.
         e, g = samplers.energy_and_grad(energy_fn, x)
-        e, g = e.astype(dtype) * inv_t, g.astype(dtype) * inv_t
+        e, g = (e.astype(dtype) - shift) * inv_t, g.astype(dtype) * inv_t
         xf = x.astype(dtype)
-        r = jnp.sum((xf - ref_mean) ** 2, axis=axes) / (2.0 * ref_std**2)
-        gr = (xf - ref_mean) / ref_std**2
+        r, gr = reference(xf), (xf - ref_mean) / ref_std**2
         log_w = log_w + (b1 - b0) * (r - e)
 
         def bridged(y: jax.Array) -> jax.Array:
-            return b1 * energy_fn(y).astype(dtype) * inv_t + (1.0 - b1) * reference(y.astype(dtype))
+            e_y = (energy_fn(y).astype(dtype) - shift) * inv_t
+            return b1 * e_y + (1.0 - b1) * reference(y.astype(dtype))
 
         state = MCMCState(x, b1 * e + (1.0 - b1) * r, (b1 * g + (1.0 - b1) * gr).astype(g.dtype))
         state, info = kernel.step(jax.random.fold_in(key, i), state, bridged, step, jnp.ones((), dtype))
@@ -179,10 +186,11 @@ def _run_chunk(kernel: Kernel, static_energy: EnergyFn | None, dynamic_energy: E
 
 def _anneal(energy_fn: EnergyFn, x0: jax.Array, key: jax.Array, betas: np.ndarray, step_sizes: np.ndarray,
             *, kernel: Kernel, ref_mean: Any, ref_std: float, temperature: float, chunk_size: int | None,
-            on_chunk: Callable[[int, int], None] | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+            on_chunk: Callable[[int, int], None] | None) -> tuple[jax.Array, jax.Array, jax.Array, float]:
     """Runs chains from x0 through the bridges betas[0] -> betas[-1] (either direction).
 
-    Returns (log_weights (B,), final positions (B, ...), mean acceptance per step (K,)),
+    Returns (log_weights (B,), final positions (B, ...), mean acceptance per step (K,), energy
+    shift c / T in nats; see AISResult),
     K = len(betas) - 1. Step k (0-based) moves from betas[k] to betas[k + 1]: weight update at the
     current point, then one kernel move on f_{betas[k+1]}; its key is fold_in(key, k), so the
     result does not depend on chunk_size.
@@ -196,6 +204,8 @@ def _anneal(energy_fn: EnergyFn, x0: jax.Array, key: jax.Array, betas: np.ndarra
         static_energy, dynamic_energy = energy_fn, None
     mean = jnp.broadcast_to(jnp.asarray(ref_mean, dtype), x0.shape[1:])
     std, inv_t = jnp.asarray(ref_std, dtype), jnp.asarray(1.0 / float(temperature), dtype)
+    # Stored in the model's dtype, so the shift subtracted inside equals the one added back exactly.
+    shift = jnp.median(jnp.asarray(energy_fn(x0)).astype(dtype))
     chunk = n_steps if chunk_size is None else max(1, min(int(chunk_size), n_steps))
     b = np.asarray(betas, dtype=np.float64)
     hs = np.asarray(step_sizes, dtype=np.float64)
@@ -211,12 +221,12 @@ def _anneal(energy_fn: EnergyFn, x0: jax.Array, key: jax.Array, betas: np.ndarra
         h = np.concatenate([hs[start + 1:stop + 1], np.full(pad, hs[-1])])
         idx = np.arange(start, start + chunk, dtype=np.int32)
         x, log_w, acc = _run_chunk(kernel, static_energy, dynamic_energy, x, log_w, key, mean, std, inv_t,
-                                   jnp.asarray(b_prev, dtype), jnp.asarray(b_next, dtype), jnp.asarray(h, dtype),
-                                   jnp.asarray(idx))
+                                   shift, jnp.asarray(b_prev, dtype), jnp.asarray(b_next, dtype),
+                                   jnp.asarray(h, dtype), jnp.asarray(idx))
         accs.append(acc[:stop - start])
         if on_chunk is not None:
             on_chunk(stop, n_steps)
-    return log_w, x, jnp.concatenate(accs)
+    return log_w, x, jnp.concatenate(accs), float(shift) / float(temperature)
 
 
 def _schedule(n_steps: int, betas: Sequence[float] | np.ndarray | None, schedule: str, beta_min: float) -> np.ndarray:
@@ -239,12 +249,16 @@ def _step_schedule(betas: np.ndarray, step_size: float | Sequence[float] | np.nd
     return h
 
 
-def _result(log_w: jax.Array, x: jax.Array, acc: jax.Array, log_z_ref: float, sign: float) -> AISResult:
-    n = log_w.shape[0]
-    lme = jax.scipy.special.logsumexp(log_w) - math.log(n)
-    ess = jnp.exp(2.0 * jax.scipy.special.logsumexp(log_w) - jax.scipy.special.logsumexp(2.0 * log_w))
-    ref = jnp.asarray(log_z_ref, log_w.dtype)
-    return AISResult(ref + sign * lme, ref + sign * jnp.mean(log_w), log_w, ref, ess, acc, x)
+def _result(log_w: jax.Array, x: jax.Array, acc: jax.Array, log_z_ref: float, shift: float,
+            sign: float) -> AISResult:
+    """sign +1: forward (E[w] = Z / Z_R); -1: reverse (E[w] = Z_R / Z). Shifted energy E - c:
+    log Z = log Z_shifted - c / T."""
+    lw = np.asarray(log_w, np.float64)
+    top = lw.max()
+    lme = top + math.log(np.mean(np.exp(lw - top)))
+    ess = float(np.exp(2.0 * lme - (2.0 * top + math.log(np.mean(np.exp(2.0 * (lw - top)))))) * len(lw))
+    return AISResult(log_z_ref + sign * lme - shift, log_z_ref + sign * float(lw.mean()) - shift, log_w,
+                     float(log_z_ref), float(shift), ess, acc, x)
 
 
 def ais_log_partition(energy_fn: EnergyFn, key: jax.Array, *, shape: Sequence[int], n_chains: int,
@@ -280,9 +294,10 @@ def ais_log_partition(energy_fn: EnergyFn, key: jax.Array, *, shape: Sequence[in
     h = _step_schedule(b, step_size, ref_step_size)
     k_init, k_run = jax.random.split(key)
     x0 = jnp.asarray(ref_mean, jnp.float32) + ref_std * jax.random.normal(k_init, (int(n_chains), *shape), jnp.float32)
-    log_w, x, acc = _anneal(energy_fn, x0, k_run, b, h, kernel=kernel, ref_mean=ref_mean, ref_std=ref_std,
-                            temperature=temperature, chunk_size=chunk_size, on_chunk=on_chunk)
-    return _result(log_w, x, acc, reference_log_partition(math.prod(shape), ref_std), +1.0)
+    log_w, x, acc, shift = _anneal(energy_fn, x0, k_run, b, h, kernel=kernel, ref_mean=ref_mean,
+                                   ref_std=ref_std, temperature=temperature, chunk_size=chunk_size,
+                                   on_chunk=on_chunk)
+    return _result(log_w, x, acc, reference_log_partition(math.prod(shape), ref_std), shift, +1.0)
 
 
 def reverse_ais_log_partition(energy_fn: EnergyFn, x: jax.Array, key: jax.Array, *, n_steps: int,
@@ -308,11 +323,13 @@ def reverse_ais_log_partition(energy_fn: EnergyFn, x: jax.Array, key: jax.Array,
         raise ConfigError(f"ref_std and temperature must be > 0, got {ref_std} and {temperature}.")
     b = _schedule(n_steps, betas, schedule, beta_min)
     h = _step_schedule(b, step_size, ref_step_size)
-    log_w, x_end, acc = _anneal(energy_fn, x.astype(jnp.promote_types(x.dtype, jnp.float32)), key, b[::-1].copy(),
-                                h[::-1].copy(), kernel=kernel, ref_mean=ref_mean, ref_std=ref_std,
-                                temperature=temperature, chunk_size=chunk_size, on_chunk=on_chunk)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    log_w, x_end, acc, shift = _anneal(energy_fn, x, key, b[::-1].copy(), h[::-1].copy(), kernel=kernel,
+                                       ref_mean=ref_mean, ref_std=ref_std, temperature=temperature,
+                                       chunk_size=chunk_size, on_chunk=on_chunk)
     # Report acceptance in increasing-beta order like the forward run.
-    return _result(log_w, x_end, acc[::-1], reference_log_partition(math.prod(x.shape[1:]), ref_std), -1.0)
+    log_z_ref = reference_log_partition(math.prod(x.shape[1:]), ref_std)
+    return _result(log_w, x_end, acc[::-1], log_z_ref, shift, -1.0)
 
 
 def nll_bits_per_dim(energies: jax.Array | np.ndarray, log_z: float, dim: int, *, temperature: float = 1.0,
