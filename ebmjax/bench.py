@@ -486,24 +486,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[tuple[str,
     parser.add_argument("--compile-only", action="store_true",
                         help="compile and report FLOPs and XLA's memory estimate without timing (e.g. a large "
                              "batch on a CPU)")
-    args, rest = parser.parse_known_args(list(argv))
-    overrides, unknown = [], []
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        if arg.startswith("--config."):
-            key, eq, value = arg[len("--config."):].partition("=")
-            if not eq:
-                if i + 1 >= len(rest):
-                    parser.error(f"{arg} needs a value: {arg}=VALUE")
-                value, i = rest[i + 1], i + 1
-            overrides.append((key, value))
-        else:
-            unknown.append(arg)
-        i += 1
-    if unknown:
-        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
-    return args, overrides
+    from ebmjax.main import parse_with_overrides  # one parser for --config.a.b=value overrides
+
+    return parse_with_overrides(parser, argv)
 
 
 def _split(text: str, valid: Sequence[str], flag: str) -> list[str]:

@@ -85,14 +85,21 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     parser.add_argument("--workdir", default=None, help="output directory (default: runs/<config name>)")
     parser.add_argument("--mode", default="train", choices=sorted(MODES))
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args, rest = parser.parse_known_args(argv)
+    return parse_with_overrides(parser, argv)
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser,
+                         argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
+    """Parses ``argv`` with ``parser``, collecting ``--config.a.b=value`` (or ``--config.a.b value``)
+    as (dotted key, text) overrides; any other unknown argument is a usage error."""
+    args, rest = parser.parse_known_args(list(argv))
     overrides, unknown = [], []
     i = 0
     while i < len(rest):
         arg = rest[i]
         if arg.startswith("--config."):
             key, eq, value = arg[len("--config."):].partition("=")
-            if not eq:  # "--config.a.b value"
+            if not eq:
                 if i + 1 >= len(rest):
                     parser.error(f"{arg} needs a value: {arg}=VALUE")
                 value, i = rest[i + 1], i + 1
