@@ -24,4 +24,11 @@ def get_config():
     c.sample.n_hot, c.sample.n_anneal, c.sample.n_cool = 50, 200, 50
     c.sample.step_size = 0.05  # the top of the paper's range mixes faster on the short schedule
     c.sample.chunk_steps = 50
+    # Evaluation sized for a laptop CPU (the defaults follow the paper: 50k samples, 10k betas).
+    c.eval.n_samples = 1000
+    c.eval.ais.n_betas = 1000
+    c.eval.ais.n_chains = 64
+    c.eval.ais.n_data = 64
+    c.eval.ais.step_size = 0.02  # acceptance stayed 0.8-0.98 at this step on the digits model
+    c.eval.ais.chunk = 250
     return c
