@@ -107,15 +107,6 @@ def make_plan(sample_cfg: ml_collections.ConfigDict, n: int, n_devices: int) -> 
     return SamplePlan(n, batch, -(-n // batch), int(temperatures(sample_cfg).shape[0]))
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-    """A (possibly multi-process) sharded array as one host array on every process."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
-
-
 def params_fingerprint(params: Any) -> str:
     """A hash of the parameters' bytes, so shards from other parameters are never mixed in."""
     h = hashlib.blake2b(digest_size=16)
@@ -298,7 +289,7 @@ def _batches(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, sh
                 last[0] = steps_done
                 traces.append(np.asarray(chunk_trace.record))
                 if store is not None and steps_done < plan.steps:
-                    store.save_chains(b, steps_done, _to_host(state.position), np.concatenate(traces))
+                    store.save_chains(b, steps_done, parallel.to_host(state.position), np.concatenate(traces))
 
             state, _ = samplers.run_chain_chunked(
                 samplers.ula, energy, samplers.ula.init(x, energy), jax.random.fold_in(bkey, 1),
@@ -309,7 +300,7 @@ def _batches(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, sh
             # Without a progress bar (batch jobs, --no-progress) the log carries the ETA instead.
             log.log(logging.DEBUG if progress else logging.INFO, "Batch %d/%d of %d chains done%s.", b + 1,
                     plan.n_batches, plan.batch, "" if eta is None else f"; ETA {eta / 60:.1f} min")
-            yield b, _to_host(x), np.concatenate(traces)
+            yield b, parallel.to_host(x), np.concatenate(traces)
     finally:
         bar.close()
 
