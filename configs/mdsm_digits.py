@@ -4,15 +4,15 @@ A Res12-shaped energy (three down-sampling stages, 8x8 -> 1x1) at small width, g
 levels as for MNIST, and a shortened annealing schedule with the paper's shape.
 """
 
-from ebmjax.config import mdsm_defaults
+from ebmjax.config import defaults
 
 
 def get_config():
-    c = mdsm_defaults()
+    c = defaults()
     c.data.name = "digits"
     c.model.width = 16
     c.model.blocks_per_stage = 1
-    c.loss.sigma_low, c.loss.sigma_high, c.loss.spacing = 0.1, 3.0, "geometric"
+    c.mdsm.sigma_low, c.mdsm.sigma_high, c.mdsm.spacing = 0.1, 3.0, "geometric"
     c.train.steps = 1500
     c.train.batch_size = 128
     c.train.lr = 1e-3

@@ -1,16 +1,16 @@
 """MDSM on Fashion-MNIST: the MNIST settings (Res12 d=64, sigma geometric 0.1..3.0, lr 1e-4 cosine
 over 100k steps). Needs a prepared tfds fashion_mnist."""
 
-from ebmjax.config import mdsm_defaults
+from ebmjax.config import defaults
 
 
 def get_config():
-    c = mdsm_defaults()
+    c = defaults()
     c.data.name = "fashion_mnist"
     c.data.pad = 2
     c.model.width = 64
     c.model.blocks_per_stage = 1
-    c.loss.sigma_low, c.loss.sigma_high, c.loss.spacing = 0.1, 3.0, "geometric"
+    c.mdsm.sigma_low, c.mdsm.sigma_high, c.mdsm.spacing = 0.1, 3.0, "geometric"
     c.train.steps = 100_000
     c.train.lr = 1e-4
     return c

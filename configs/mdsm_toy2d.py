@@ -1,16 +1,16 @@
 """MDSM on a 2-D toy density (eight Gaussians by default; try --config.data.name=toy:rings,
 toy:checkerboard, toy:two_moons). Writes a picture of the learned density beside data and samples."""
 
-from ebmjax.config import mdsm_defaults
+from ebmjax.config import defaults
 
 
 def get_config():
-    c = mdsm_defaults()
+    c = defaults()
     c.data.name = "toy:eight_gaussians"
     c.model.name = "mlp"
     c.model.hidden = (128, 128, 128)
-    c.loss.sigma0 = 0.1
-    c.loss.sigma_low, c.loss.sigma_high, c.loss.spacing = 0.05, 2.0, "geometric"
+    c.mdsm.sigma0 = 0.1
+    c.mdsm.sigma_low, c.mdsm.sigma_high, c.mdsm.spacing = 0.05, 2.0, "geometric"
     c.train.steps = 4000
     c.train.batch_size = 256
     c.train.lr = 1e-2  # the MLP's energy must grow to |x|^2 / (2 sigma0^2) scales quickly

@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 
 from ebmjax.errors import ConfigError, DataError, EbmjaxError
+from ebmjax.models.conv import Conv
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         module = context.module
-        if context.method_name != "__call__" or not isinstance(module, (nn.Conv, nn.Dense)):
+        if context.method_name != "__call__" or not isinstance(module, (nn.Conv, Conv, nn.Dense)):
             return out
         x = args[0]
         path = "/".join(module.path) if hasattr(module, "path") else module.name
@@ -101,15 +102,18 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
             m = int(x.shape[-1]) * int(out.shape[-1])
             costs.append(LayerCost(path, "dense", m, m))
             return out
-        strides = module.strides or 1
-        dilation = module.kernel_dilation or 1
-        if any(s != 1 for s in np.atleast_1d(strides)) or any(d != 1 for d in np.atleast_1d(dilation)):
-            raise ConfigError(f"layer_costs counts stride-1, undilated convolutions only; {path} is not.")
+        if isinstance(module, nn.Conv):
+            strides, dilation = module.strides or 1, module.kernel_dilation or 1
+            if any(s != 1 for s in np.atleast_1d(strides)) or any(d != 1 for d in np.atleast_1d(dilation)):
+                raise ConfigError(f"layer_costs counts stride-1, undilated convolutions only; {path} is not.")
+            padding, groups = module.padding, module.feature_group_count
+        else:  # ebmjax.models.conv.Conv: stride 1, 'same' padding, no groups
+            padding, groups = "SAME", 1
         kernel = tuple(module.kernel_size)
         spatial = tuple(int(s) for s in out.shape[1:-1])
-        per_tap = int(x.shape[-1]) // module.feature_group_count * int(out.shape[-1])
+        per_tap = int(x.shape[-1]) // groups * int(out.shape[-1])
         dense_taps = math.prod(spatial) * math.prod(kernel)
-        valid_taps = math.prod(_valid_taps(s, k, module.padding) for s, k in zip(spatial, kernel))
+        valid_taps = math.prod(_valid_taps(s, k, padding) for s, k in zip(spatial, kernel))
         costs.append(LayerCost(path, "conv", dense_taps * per_tap, valid_taps * per_tap))
         return out
 
@@ -181,6 +185,54 @@ def peak_tflops(device_kind: str, platform: str, dtype: str) -> tuple[float | No
     return None, f"peak FLOP/s of {device_kind!r} ({platform}) unknown: utilisation not reported"
 
 
+def cpu_peak_gflops(cpuinfo: str, cores: int) -> tuple[float | None, str]:
+    """Estimated float32 peak of ``cores`` cores described by a Linux ``/proc/cpuinfo`` text:
+    cores x clock x FMA lanes per cycle x 2 FLOP per FMA, or (None, why) when it cannot be told.
+
+    FMA lanes per cycle (float32): two FMA pipes of the widest vector the core executes at full
+    rate: 2 x 16 with AVX-512 on Intel and on AMD from Zen 5 (family 26), 2 x 8 with AVX-512 on
+    AMD Zen 4 (family 25, whose 512-bit instructions run on 256-bit pipes) and with AVX2 + FMA,
+    2 x 4 otherwise. The clock is the ``cpu MHz`` cpuinfo reports (the current one; turbo or
+    throttling moves the true peak). An estimate for scale, not a datasheet figure.
+    """
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    try:
+        mhz = float(fields["cpu MHz"])
+    except (KeyError, ValueError):
+        return None, "cpu MHz not found in /proc/cpuinfo: peak unknown, utilisation not reported"
+    flags = set(fields.get("flags", "").split())
+    vendor, family = fields.get("vendor_id", ""), int(fields.get("cpu family", "0") or 0)
+    if "avx512f" in flags:
+        lanes = 16 if (vendor != "AuthenticAMD" or family >= 26) else 8
+        isa = "AVX-512" + (" on 256-bit pipes" if lanes == 8 else "")
+    elif "avx2" in flags and "fma" in flags:
+        lanes, isa = 8, "AVX2 + FMA"
+    else:
+        lanes, isa = 4, "SSE"
+    peak = cores * mhz / 1e3 * 2 * lanes * 2
+    return peak, (f"estimate: {cores} cores x {mhz / 1e3:.2f} GHz x 2 FMA pipes x {lanes} float32 lanes ({isa}) "
+                  f"x 2 FLOP = {peak:.0f} GFLOP/s")
+
+
+def cpu_peak_tflops(dtype: str) -> tuple[float | None, str]:
+    """This host's float32 peak in TFLOP/s (:func:`cpu_peak_gflops` on /proc/cpuinfo and the cores
+    this process may use); bfloat16 compute is compared with the same float32 peak."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return None, "no /proc/cpuinfo (not Linux): peak unknown, utilisation not reported"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    gflops, note = cpu_peak_gflops(text, cores)
+    if dtype != "float32" and gflops is not None:
+        note += f" (float32 peak; {dtype} compared with it)"
+    return (None if gflops is None else gflops / 1e3), note
+
+
 def compiled_memory_bytes(compiled: Any) -> int | None:
     """XLA's estimate of the device memory one call of a compiled function needs, per device:
     arguments + outputs + temporaries - donated (aliased) buffers; None if not available."""
@@ -250,19 +302,29 @@ def _device_record(shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
     return rec
 
 
-def _throughput_fields(flops_per_item: float, items_per_s: float | None, dtype: str,
+def _throughput_fields(flops_per_item: float, flops_valid: float, items_per_s: float | None, dtype: str,
                        compiled_bytes: int | None) -> dict[str, Any]:
+    """Achieved TFLOP/s and the share of the devices' peak, counted two ways: every kernel tap (what
+    a dense convolution computes, the count of the original's figures) and only the taps inside the
+    image (``*_valid``: the network's useful work; ebmjax skips some of the rest on CPUs)."""
     d = jax.devices()[0]
-    peak, peak_note = peak_tflops(d.device_kind, d.platform, dtype)
+    if d.platform == "cpu":
+        peak, peak_note = cpu_peak_tflops(dtype)
+        total_peak = peak  # the whole host: every core counted
+    else:
+        peak, peak_note = peak_tflops(d.device_kind, d.platform, dtype)
+        total_peak = None if peak is None else peak * jax.device_count()
     tflops = None if items_per_s is None else flops_per_item * items_per_s / 1e12
+    tflops_valid = None if items_per_s is None else flops_valid * items_per_s / 1e12
     from ebmjax.sampling import peak_device_memory
 
     mem, mem_note = peak_device_memory()
-    total_peak = None if peak is None else peak * jax.device_count()
     return {
         "tflops": tflops,
+        "tflops_valid": tflops_valid,
         "peak_tflops": total_peak,
         "utilisation": None if total_peak is None or tflops is None else tflops / total_peak,
+        "utilisation_valid": None if total_peak is None or tflops is None else tflops_valid / total_peak,
         "peak_note": peak_note,
         "peak_memory_bytes": mem,
         "peak_memory_note": mem_note,
@@ -283,26 +345,59 @@ def _model_and_params(cfg: ml_collections.ConfigDict, shape: tuple[int, ...]):
     return model, params
 
 
+class Compare(NamedTuple):
+    """How ``--compare-torch`` times: ``rounds`` alternating rounds of ebmjax and the PyTorch twin."""
+
+    rounds: int = 5
+
+
+def _timed(name: str, call: Callable[[], Any], torch_call: Callable[[], Any] | None, items_per_call: float, *,
+           min_calls: int, min_seconds: float, compare: Compare | None) -> dict[str, Any]:
+    """Timing fields of one benchmark: ebmjax's rate (items/s) alone, or beside the PyTorch twin's."""
+    if compare is None:
+        t = time_calls(call, min_calls=min_calls, min_seconds=min_seconds)
+        return {"rate": items_per_call / t.seconds_per_call, "seconds_per_call": t.seconds_per_call,
+                "calls": t.calls, "first_call_s": t.first_call_s}
+    from ebmjax import bench_torch
+
+    times = bench_torch.interleaved({"ebmjax": call, "torch": torch_call}, rounds=compare.rounds,
+                                    min_seconds=2 * min_seconds, min_calls=min_calls)
+    ours, theirs = items_per_call / times["ebmjax"], items_per_call / times["torch"]
+    return {"rate": float(np.median(ours)), "seconds_per_call": float(np.median(times["ebmjax"])),
+            "calls": None, "first_call_s": None,
+            f"torch_{name}": float(np.median(theirs)),
+            "ratio_to_torch": float(np.median(ours / theirs)),
+            "ratio_to_torch_per_round": [round(float(r), 3) for r in ours / theirs],
+            "best": {"ebmjax": float(ours.max()), "torch": float(theirs.max())},
+            "rounds": compare.rounds}
+
+
 def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_calls: int = 3,
-                min_seconds: float = 3.0, compile_only: bool = False) -> dict[str, Any]:
+                min_seconds: float = 3.0, compile_only: bool = False,
+                compare: Compare | None = None) -> dict[str, Any]:
     """Images per second of the MDSM training step (``train.steps_per_call`` steps per call).
-    ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing."""
+    ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing.
+    ``compare``: also time the original's step in PyTorch on the same weights and batch."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from ebmjax import parallel
-    from ebmjax.train import mdsm
+    from ebmjax import methods, models, parallel
+    from ebmjax.methods import mdsm
     from ebmjax.train import state as train_state
+    from ebmjax.train import step as train_step
 
     mesh = parallel.make_mesh()
     b, k = cfg.train.batch_size, cfg.train.steps_per_call
     parallel.check_divisible(b, mesh, "train.batch_size")
-    model, params = _model_and_params(cfg, shape)
-    optimizer = train_state.make_optimizer(cfg.train)
-    state = parallel.put_replicated(train_state.create(params, optimizer), mesh)
+    method = methods.build(cfg, shape)
+    model = method.networks["energy"]
+    params = method.init_params(jax.random.key(cfg.seed, impl="rbg"))
+    state = train_state.create(params, method.optimizer, method.init_carry(jax.random.PRNGKey(0)),
+                               ema=cfg.train.ema_decay > 0)
+    state = parallel.put_replicated(state, mesh)
     batches = jax.random.uniform(jax.random.key(1), (k, b, *shape), jnp.float32)
     batches = jax.device_put(batches, NamedSharding(mesh, P(None, parallel.DATA_AXIS)))
     key = jax.random.PRNGKey(2)
-    fn = jax.jit(mdsm.make_multi_step(cfg, model.apply, optimizer), donate_argnums=0)
+    fn = jax.jit(train_step.make_multi_step(method, k, float(cfg.train.ema_decay)), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = fn.lower(state, batches, key).compile()
     compile_s = time.perf_counter() - t0
@@ -312,23 +407,38 @@ def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_c
         box[0], metrics = compiled(box[0], batches, key)
         jax.block_until_ready((box[0], metrics))
 
-    timing = None if compile_only else time_calls(call, min_calls=min_calls, min_seconds=min_seconds)
+    torch_call = None
+    if compare is not None and not compile_only:
+        from ebmjax import bench_torch
+
+        t = cfg.train
+        torch_call = bench_torch.torch_train_call(
+            models.to_torch_state_dict(jax.device_get(params["energy"])), np.asarray(batches[0]),
+            np.asarray(mdsm.noise_levels(cfg)), float(cfg.mdsm.sigma0), t.lr, (t.b1, t.b2), t.eps,
+            bench_torch.torch_device(jax.devices()[0].platform))
+    timing = None if compile_only else _timed("train_img_per_s", call, torch_call, k * b, min_calls=min_calls,
+                                                 min_seconds=min_seconds, compare=compare)
     flops = TRAIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
-    img_per_s = None if timing is None else k * b / timing.seconds_per_call
-    return {"bench": "train", **_device_record(shape, cfg.model.dtype), "batch": b, "steps_per_call": k,
-            "train_img_per_s": img_per_s, "step_ms": None if timing is None else 1e3 * timing.seconds_per_call / k,
-            "gflop_per_img": flops / 1e9, **_throughput_fields(flops, img_per_s, cfg.model.dtype,
-                                                                compiled_memory_bytes(compiled)),
-            "calls": None if timing is None else timing.calls, "compile_s": compile_s,
-            "first_call_s": None if timing is None else timing.first_call_s}
+    flops_valid = TRAIN_FLOPS_PER_FORWARD * forward_flops(model, shape, exclude_padding=True)
+    img_per_s = None if timing is None else timing.pop("rate")
+    rec = {"bench": "train", **_device_record(shape, cfg.model.dtype), "batch": b, "steps_per_call": k,
+           "train_img_per_s": img_per_s,
+           "step_ms": None if timing is None else 1e3 * timing.pop("seconds_per_call") / k,
+           "gflop_per_img": flops / 1e9, "gflop_per_img_valid": flops_valid / 1e9,
+           **_throughput_fields(flops, flops_valid, img_per_s, cfg.model.dtype, compiled_memory_bytes(compiled)),
+           "compile_s": compile_s}
+    return {**rec, **(timing or {"calls": None, "first_call_s": None})}
 
 
 def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_calls: int = 3,
-                   min_seconds: float = 3.0, compile_only: bool = False) -> dict[str, Any]:
+                   min_seconds: float = 3.0, compile_only: bool = False,
+                   compare: Compare | None = None) -> dict[str, Any]:
     """Image-steps per second of annealed Langevin at ``sample.batch_size`` chains, one call being a
     chunk of ``sample.chunk_steps`` steps through ``samplers.run_chain_chunked`` as in sampling.
-    ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing."""
-    from ebmjax import parallel, samplers, sampling
+    ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing.
+    ``compare``: also time the same steps in PyTorch on the same weights and chains."""
+    from ebmjax import models, parallel, samplers, sampling
+    from ebmjax.methods import mdsm
 
     mesh = parallel.make_mesh()
     b, chunk = cfg.sample.batch_size, cfg.sample.chunk_steps
@@ -336,7 +446,7 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
     model, params = _model_and_params(cfg, shape)
     params = parallel.put_replicated(params, mesh)
     energy = jax.tree_util.Partial(model.apply, params)
-    temps = np.resize(np.asarray(sampling.temperatures(cfg.sample)), chunk)
+    temps = np.resize(mdsm.annealing_temperatures(cfg.sample), chunk)
     x0 = cfg.sample.init_mean + cfg.sample.init_std * jax.random.normal(jax.random.key(1), (b, *shape))
     box = [samplers.ula.init(parallel.put_batch(x0, mesh), energy)]
     key = jax.random.PRNGKey(2)
@@ -347,20 +457,29 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
             chunk_size=chunk, record=sampling.mean_energy)
         jax.block_until_ready((box[0], trace))
 
+    torch_call = None
+    if compare is not None and not compile_only:
+        from ebmjax import bench_torch
+
+        torch_call = bench_torch.torch_langevin_call(
+            models.to_torch_state_dict(jax.device_get(params)), np.asarray(x0), float(cfg.sample.step_size), chunk,
+            bench_torch.torch_device(jax.devices()[0].platform))
     t0 = time.perf_counter()
-    timing = None if compile_only else time_calls(call, min_calls=min_calls, min_seconds=min_seconds)
+    timing = None if compile_only else _timed("langevin_img_steps_per_s", call, torch_call, b * chunk,
+                                                 min_calls=min_calls, min_seconds=min_seconds, compare=compare)
     # After timing this comes from jit's cache; with compile_only it is the one compilation.
     compiled = _compiled_chunk(energy, box[0], key, temps, cfg.sample.step_size, chunk)
     compile_s = time.perf_counter() - t0 if compile_only else None
     flops = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
-    rate = None if timing is None else b * chunk / timing.seconds_per_call
-    return {"bench": "langevin", **_device_record(shape, cfg.model.dtype), "batch": b,
-            "chunk_steps": chunk, "langevin_img_steps_per_s": rate,
-            "step_ms": None if timing is None else 1e3 * timing.seconds_per_call / chunk,
-            "gflop_per_img_step": flops / 1e9,
-            **_throughput_fields(flops, rate, cfg.model.dtype, compiled_memory_bytes(compiled)),
-            "calls": None if timing is None else timing.calls, "compile_s": compile_s,
-            "first_call_s": None if timing is None else timing.first_call_s}
+    flops_valid = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape, exclude_padding=True)
+    rate = None if timing is None else timing.pop("rate")
+    rec = {"bench": "langevin", **_device_record(shape, cfg.model.dtype), "batch": b,
+           "chunk_steps": chunk, "langevin_img_steps_per_s": rate,
+           "step_ms": None if timing is None else 1e3 * timing.pop("seconds_per_call") / chunk,
+           "gflop_per_img_step": flops / 1e9, "gflop_per_img_step_valid": flops_valid / 1e9,
+           **_throughput_fields(flops, flops_valid, rate, cfg.model.dtype, compiled_memory_bytes(compiled)),
+           "compile_s": compile_s}
+    return {**rec, **(timing or {"calls": None, "first_call_s": None})}
 
 
 def _compiled_chunk(energy, state, key, temps, step_size, chunk):
@@ -445,7 +564,7 @@ def bench_precision(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, b
         from ebmjax.train import loop
 
         state, _, source = loop.load_trained(cfg, workdir)
-        params = jax.device_get(state.params)
+        params = jax.device_get(state.params["energy"])
         note.append(f"trained parameters from {workdir} (step {int(state.step)})")
     else:
         _, params = _model_and_params(cfg, shape)
@@ -459,8 +578,8 @@ def bench_precision(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, b
     except DataError:
         x = jax.random.uniform(jax.random.key(3), (batch, *shape))
         note.append(f"{batch} uniform random images ({cfg.data.name} is not prepared here)")
-    sigmas = losses.noise_levels(batch, cfg.loss.sigma_low, cfg.loss.sigma_high, cfg.loss.spacing)
-    errs = precision_errors(cfg.model, params, x, jax.random.PRNGKey(4), sigmas, cfg.loss.sigma0)
+    sigmas = losses.noise_levels(batch, cfg.mdsm.sigma_low, cfg.mdsm.sigma_high, cfg.mdsm.spacing)
+    errs = precision_errors(cfg.model, params, x, jax.random.PRNGKey(4), sigmas, cfg.mdsm.sigma0)
     return {"bench": "precision", **_device_record(shape, "bfloat16 vs float32"), "batch": batch, **errs,
             "note": "; ".join(note)}
 
@@ -483,6 +602,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[tuple[str,
     parser.add_argument("--precision-batch", type=int, default=16, help="examples for --what precision")
     parser.add_argument("--workdir", default=None, help="--what precision: use this run's trained parameters")
     parser.add_argument("--profile-dir", default=None, help="write a jax.profiler trace of the timed runs here")
+    parser.add_argument("--compare-torch", action="store_true",
+                        help="also time the original's network and steps in PyTorch (needs torch) on the same weights "
+                             "and inputs, interleaved with ebmjax, and print both rates and their ratio")
+    parser.add_argument("--rounds", type=int, default=5, help="--compare-torch: alternating timing rounds")
     parser.add_argument("--compile-only", action="store_true",
                         help="compile and report FLOPs and XLA's memory estimate without timing (e.g. a large "
                              "batch on a CPU)")
@@ -521,6 +644,17 @@ def run(argv: Sequence[str], out=None) -> int:
     try:
         cfg = load_config(args.config, overrides)
         whats = _split(args.what, WHATS, "--what")
+        if args.compare_torch:
+            if args.compile_only:
+                raise ConfigError("--compare-torch times both sides; it cannot be combined with --compile-only.")
+            if args.rounds < 1:
+                raise ConfigError(f"--rounds must be >= 1, got {args.rounds}.")
+            if cfg.method.name != "mdsm" or cfg.model.name != "mdsm_resnet":
+                raise ConfigError("--compare-torch compares the MDSM ResNet with the original's PyTorch code; "
+                                  f"this config trains {cfg.method.name!r} with model {cfg.model.name!r}.")
+            from ebmjax.bench_torch import setup_threads
+
+            log.info("PyTorch twin on %d CPU threads", setup_threads())
         dtypes = _split(args.dtype, DTYPES, "--dtype") if args.dtype else [cfg.model.dtype]
         shape = _parse_shape(args.shape) if args.shape else example_shape(cfg.data)
         if args.profile_dir:
@@ -534,6 +668,8 @@ def run(argv: Sequence[str], out=None) -> int:
                     log.info("bench %s %s (%s) on %s", what, args.config, dtype, jax.devices()[0].device_kind)
                     timing = {"min_calls": args.min_calls, "min_seconds": args.min_seconds,
                               "compile_only": args.compile_only}
+                    if what != "precision":
+                        timing["compare"] = Compare(args.rounds) if args.compare_torch else None
                     if what == "train":
                         rec = bench_train(c, shape, **timing)
                     elif what == "langevin":

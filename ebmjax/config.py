@@ -1,9 +1,11 @@
-"""Experiment configs: the MDSM defaults, loading a config file, and command-line overrides.
+"""Experiment configs: every field with its default, loading a config file, and command-line overrides.
 
 A config file is a Python file with ``get_config() -> ml_collections.ConfigDict`` (see
-``configs/``). Dataset configs start from :func:`mdsm_defaults` and override a few fields, so every
-field that exists is documented here. Overrides come as ``--config.a.b=value``; a key that does not
-exist, or a value of the wrong type, is a :class:`~ebmjax.errors.ConfigError`.
+``configs/``). Config files start from :func:`defaults` and override a few fields, so every field
+that exists is documented here. ``method.name`` picks the training method; each method reads its
+own group (``mdsm``, ...) and the shared ones (``data``, ``model``, ``train``, ``sample``, ...).
+Overrides come as ``--config.a.b=value``. A key that does not exist, in a config file or on the
+command line, or a value of the wrong type, is a :class:`~ebmjax.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import ml_collections
 from ebmjax.errors import ConfigError
 
 
-def mdsm_defaults() -> ml_collections.ConfigDict:
-    """Every field of an MDSM experiment, with the CIFAR-10 settings of the original as defaults."""
+def defaults() -> ml_collections.ConfigDict:
+    """Every field of every experiment; the defaults are MDSM with the original's CIFAR-10 settings."""
     c = ml_collections.ConfigDict()
     c.seed = 0  # all randomness (init, data order, noise, sampling) derives from it and the step
+
+    c.method = ml_collections.ConfigDict()
+    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | celeb_a | toy:<name>
@@ -38,12 +43,14 @@ def mdsm_defaults() -> ml_collections.ConfigDict:
     c.model.blocks_per_stage = 2  # same-width blocks per stage: 2 = Res18, 1 = Res12
     c.model.hidden = (128, 128)  # mlp only
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    c.model.conv = "auto"  # how convolutions are computed: auto (matrix products on CPU, XLA's convolution on GPU/TPU) | matmul | xla
 
-    c.loss = ml_collections.ConfigDict()
-    c.loss.sigma0 = 0.1  # width of the kernel whose smoothed density is learned
-    c.loss.sigma_low = 0.05  # noise levels, fixed per batch position
-    c.loss.sigma_high = 1.2
-    c.loss.spacing = "linear"  # linear | geometric
+    # Multiscale denoising score matching (ebmjax.methods.mdsm).
+    c.mdsm = ml_collections.ConfigDict()
+    c.mdsm.sigma0 = 0.1  # width of the kernel whose smoothed density is learned (also the denoising jump's)
+    c.mdsm.sigma_low = 0.05  # noise levels, fixed per batch position
+    c.mdsm.sigma_high = 1.2
+    c.mdsm.spacing = "linear"  # linear | geometric
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300_000
@@ -56,7 +63,8 @@ def mdsm_defaults() -> ml_collections.ConfigDict:
     c.train.log_every = 100  # steps between metric lines
     c.train.checkpoint_every = 5000
     c.train.keep_checkpoints = 3
-    c.train.steps_per_call = 1  # training steps per compiled call (train.mdsm.make_multi_step); compile time grows with it
+    c.train.steps_per_call = 1  # training steps per compiled call (train.step.make_multi_step); compile time grows with it
+    c.train.ema_decay = 0.0  # 0: off; e.g. 0.999: keep an exponential moving average of the parameters, which sampling, restoration and evaluation then use
 
     c.sample = ml_collections.ConfigDict()
     c.sample.n = 64  # samples written after training and by --mode sample
@@ -69,7 +77,7 @@ def mdsm_defaults() -> ml_collections.ConfigDict:
     c.sample.step_size = 0.02  # Langevin epsilon
     c.sample.init_mean = 0.5  # chains start at init_mean + init_std * N(0, I)
     c.sample.init_std = 1.0
-    c.sample.denoise = True  # finish with the single-step denoising jump x - sigma0^2 dE/dx
+    c.sample.denoise = True  # finish with the single-step denoising jump x - mdsm.sigma0^2 dE/dx
     c.sample.chunk_steps = 100  # Langevin steps per compiled call (progress and resume granularity)
     c.sample.resume = True  # keep finished shards (and the in-flight chains) of an interrupted run
     c.sample.merge_max_gb = 8.0  # also write one samples.npz when all samples fit in this many GB
@@ -85,7 +93,7 @@ def mdsm_defaults() -> ml_collections.ConfigDict:
     c.restore.mask_fraction = 0.5  # random: fraction of pixels to restore, in (0, 1)
     c.restore.half_side = "bottom"  # half: the half to restore: top | bottom | left | right
     c.restore.fill = 0.5  # value the corrupted image shows (and is scored with) in the missing pixels
-    c.restore.clamp_noise = 0.1  # std of the noise on known pixels at T = 1 (the paper's sigma0; keep = loss.sigma0)
+    c.restore.clamp_noise = 0.1  # std of the noise on known pixels at T = 1 (the paper's sigma0; keep = mdsm.sigma0)
     c.restore.noise_sigma = 0.2  # denoise: std of the Gaussian noise added to images in [0, 1]
     # Denoising Langevin starts at the noisy image and must not forget it: few steps, cold. Each step
     # removes about eps^2 / (2 sigma0^2) = 2% of the noise (eps 0.02, sigma0 0.1), so 50 steps remove
@@ -135,7 +143,7 @@ def mdsm_defaults() -> ml_collections.ConfigDict:
     c.eval.ood = ml_collections.ConfigDict()
     c.eval.ood.sets = ("auto",)  # auto (per dataset) and/or uniform, constant, interpolation, faces, or tfds names (svhn_cropped, cifar100, ...)
     c.eval.ood.n = 1000  # images per OOD set (and in-distribution test images)
-    c.eval.ood.noise = True  # also the paper's variant: energies after adding loss.sigma0 noise
+    c.eval.ood.noise = True  # also the paper's variant: energies after adding mdsm.sigma0 noise
     return c
 
 
@@ -145,13 +153,60 @@ def _load_file(path: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"Config file {path!r} does not exist. Pass one of the files in configs/, e.g. --config configs/mdsm_digits.py")
     spec = importlib.util.spec_from_file_location(f"ebmjax_config_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"Config file {path!r} has no get_config() function returning an ml_collections.ConfigDict.")
-    cfg = module.get_config()
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"Config file {path!r} has no get_config() function returning an ml_collections.ConfigDict.")
+        cfg = module.get_config()
+    except ConfigError:
+        raise
+    except SyntaxError as e:
+        raise ConfigError(f"Config file {path!r} is not valid Python: {e.msg} (line {e.lineno}). Fix it and rerun.") from None
+    except Exception as e:  # any error raised by the user's own code
+        line = _config_line(e, p)
+        raise ConfigError(f"Config file {path!r} failed{line}: {type(e).__name__}: {e}. Fix it and rerun.") from None
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise ConfigError(f"get_config() in {path!r} must return an ml_collections.ConfigDict, got {type(cfg).__name__}.")
+    check_schema(cfg, where=f"config file {path!r}")
     return cfg
+
+
+def _config_line(e: BaseException, path: pathlib.Path) -> str:
+    """' at line N' for the deepest frame of ``e``'s traceback inside the config file, or ''."""
+    tb, line = e.__traceback__, None
+    while tb is not None:
+        if pathlib.Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return "" if line is None else f" at line {line}"
+
+
+def _did_you_mean(name: str, options: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f' Did you mean "{prefix}{close[0]}"?' if close else ""
+
+
+def check_schema(cfg: ml_collections.ConfigDict, *, where: str = "the config",
+                 schema: ml_collections.ConfigDict | None = None, _path: str = "") -> None:
+    """ConfigError for any field of ``cfg`` that :func:`defaults` does not have (a typo such as
+    ``c.trian = 3`` or ``c.model.widht = 4``), with the closest existing name, and for groups
+    replaced by values or values replaced by groups."""
+    schema = defaults() if schema is None else schema
+    for key in cfg.keys():
+        dotted = f"{_path}{key}"
+        if key not in schema:
+            where_group = _path[:-1] or "the top level"
+            raise ConfigError(
+                f"{where} sets {dotted!r}, which is not a config field: {where_group} has no field {key!r}."
+                + _did_you_mean(key, schema.keys(), _path) + f" Fields there: {', '.join(sorted(schema.keys()))}.")
+        value, default = cfg[key], schema[key]
+        if isinstance(default, ml_collections.ConfigDict):
+            if not isinstance(value, ml_collections.ConfigDict):
+                raise ConfigError(f"{where} sets {dotted!r} to {value!r}, but it is a group of fields; set one of: "
+                                  f"{', '.join(sorted(default.keys()))}.")
+            check_schema(value, where=where, schema=default, _path=dotted + ".")
+        elif isinstance(value, ml_collections.ConfigDict):
+            raise ConfigError(f"{where} makes {dotted!r} a group, but it is a single value (default {default!r}).")
 
 
 def _parse_value(text: str, current: Any, key: str) -> Any:
@@ -186,8 +241,7 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
         keys = list(node.keys())
         if part not in keys:
             where = ".".join(parts[:i]) or "the top level"
-            close = difflib.get_close_matches(part, keys, n=1)
-            hint = f' Did you mean "{".".join(parts[:i] + close)}"?' if close else ""
+            hint = _did_you_mean(part, keys, "".join(p + "." for p in parts[:i]))
             raise ConfigError(
                 f"Unknown config key --config.{key}: {where} has no field {part!r}.{hint} "
                 f"Fields there: {', '.join(sorted(keys))}."

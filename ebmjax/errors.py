@@ -20,3 +20,11 @@ class DataError(EbmjaxError):
 
 class CheckpointError(EbmjaxError):
     """A workdir holds checkpoints that cannot be used for this run."""
+
+
+class Interrupted(EbmjaxError):
+    """SIGTERM or SIGINT arrived; the work done so far was saved and the run stopped cleanly."""
+
+
+class Diverged(EbmjaxError):
+    """Training went non-finite (or past a configured bound) for long enough to stop the run."""

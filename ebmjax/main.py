@@ -18,44 +18,43 @@ import logging
 import pathlib
 import sys
 
-from ebmjax.errors import EbmjaxError
+from ebmjax.errors import EbmjaxError, Interrupted
 
 
 def _train(cfg, workdir: pathlib.Path, progress: bool) -> None:
     from ebmjax import sampling
     from ebmjax.train import loop
+    from ebmjax.train.state import inference_params
 
-    state, apply_fn, source = loop.train(cfg, workdir, progress=progress)
+    state, method, source = loop.train(cfg, workdir, progress=progress)
     if cfg.sample.n:
-        sampling.sample_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress)
+        sampler = method.sampler(inference_params(state), state.carry)
+        sampling.sample_to_workdir(cfg, sampler, source, workdir, progress=progress)
 
 
 def _sample(cfg, workdir: pathlib.Path, progress: bool) -> None:
     from ebmjax import sampling
     from ebmjax.train import loop
+    from ebmjax.train.state import inference_params
 
-    state, apply_fn, source = loop.load_trained(cfg, workdir)
-    sampling.sample_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress)
-
-
-def _inpaint(cfg, workdir: pathlib.Path, progress: bool) -> None:
-    from ebmjax import restore
-    from ebmjax.train import loop
-
-    images = restore.restoration_source(cfg)  # bad settings fail before the checkpoint is read
-    state, apply_fn, _ = loop.load_trained(cfg, workdir)
-    restore.inpaint_to_workdir(cfg, apply_fn, state.params, workdir, source=images,
-                               progress=progress, step=int(state.step))
+    state, method, source = loop.load_trained(cfg, workdir)
+    sampling.sample_to_workdir(cfg, method.sampler(inference_params(state), state.carry), source, workdir,
+                               progress=progress)
 
 
-def _denoise(cfg, workdir: pathlib.Path, progress: bool) -> None:
-    from ebmjax import restore
-    from ebmjax.train import loop
+def _restore(which: str):
+    def mode(cfg, workdir: pathlib.Path, progress: bool) -> None:
+        from ebmjax import restore
+        from ebmjax.train import loop
+        from ebmjax.train.state import inference_params
 
-    images = restore.restoration_source(cfg)
-    state, apply_fn, _ = loop.load_trained(cfg, workdir)
-    restore.denoise_to_workdir(cfg, apply_fn, state.params, workdir, source=images,
-                               progress=progress, step=int(state.step))
+        images = restore.restoration_source(cfg)  # bad settings fail before the checkpoint is read
+        state, method, _ = loop.load_trained(cfg, workdir)
+        run = restore.inpaint_to_workdir if which == "inpaint" else restore.denoise_to_workdir
+        run(cfg, method.sampler(inference_params(state), state.carry), workdir, sigma0=method.denoise_sigma,
+            source=images, progress=progress, step=int(state.step))
+
+    return mode
 
 
 def _eval(cfg, workdir: pathlib.Path, progress: bool) -> None:
@@ -63,16 +62,16 @@ def _eval(cfg, workdir: pathlib.Path, progress: bool) -> None:
     from ebmjax.train import loop
 
     report.check_config(cfg)  # a bad metric or OOD set name fails before the checkpoint is read
-    state, apply_fn, source = loop.load_trained(cfg, workdir)
-    report.evaluate_to_workdir(cfg, apply_fn, state.params, source, workdir, progress=progress, step=int(state.step))
+    state, method, source = loop.load_trained(cfg, workdir)
+    report.evaluate_to_workdir(cfg, method, state, source, workdir, progress=progress)
 
 
 # Each mode is fn(cfg, workdir, progress); the work lives in layer 3, this file only dispatches.
 MODES = {
     "train": _train,
     "sample": _sample,
-    "inpaint": _inpaint,
-    "denoise": _denoise,
+    "inpaint": _restore("inpaint"),
+    "denoise": _restore("denoise"),
     "eval": _eval,
 }
 
@@ -120,7 +119,6 @@ def run(argv: list[str]) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on CPU machines
     from ebmjax.config import load_config
-    from ebmjax.train.loop import Interrupted
 
     try:
         cfg = load_config(args.config, overrides)

@@ -249,13 +249,20 @@ def process_votes(flag: bool, mesh: Mesh) -> jax.Array:
     return global_batch(np.full((rows.stop - rows.start,), bool(flag)), mesh, mesh.devices.size)
 
 
-def replica_fingerprint(tree: Any) -> str:
-    """SHA-256 (hex, 16 chars) of this process's copy of a replicated PyTree of arrays."""
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        local = leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
-        h.update(np.ascontiguousarray(np.asarray(local)).tobytes())
-    return h.hexdigest()[:16]
+def fingerprint(tree: Any) -> str:
+    """A hash (hex, 32 chars) of a PyTree of arrays: key paths, dtypes, shapes and this process's
+    copy of the bytes (a replicated array's first local shard holds it whole). Equal trees give
+    equal fingerprints in every process; shards, caches and replicas are checked with it."""
+    h = hashlib.blake2b(digest_size=16)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if callable(leaf):  # a function among the leaves counts by its name, not its address
+            h.update(f"{jax.tree_util.keystr(path)}{getattr(leaf, '__qualname__', type(leaf).__name__)}".encode())
+            continue
+        arr = np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(f"{arr.dtype}{arr.shape}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
 
 
 def check_replicas_agree(tree: Any, what: str = "parameters") -> str:
@@ -263,7 +270,7 @@ def check_replicas_agree(tree: Any, what: str = "parameters") -> str:
 
     Raises RuntimeError (a bug, not a user error) naming the processes that disagree.
     """
-    mine = replica_fingerprint(tree)
+    mine = fingerprint(tree)
     if jax.process_count() == 1:
         return mine
     digest = np.frombuffer(bytes.fromhex(mine), dtype=np.uint32)

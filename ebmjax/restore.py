@@ -39,9 +39,10 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ebmjax import data, parallel, samplers, sampling, visualize
+from ebmjax import data, io, parallel, samplers, visualize
 from ebmjax.data.source import TOY_PREFIX
 from ebmjax.errors import ConfigError, DataError
+from ebmjax.methods.base import Sampler
 from ebmjax.samplers.kernels import ArrayLike, EnergyFn
 
 log = logging.getLogger(__name__)
@@ -472,44 +473,48 @@ def _psnr_block(pairs: dict[str, tuple[np.ndarray, np.ndarray]], mask: np.ndarra
     return per, {k: float(np.mean(v)) for k, v in per.items()}
 
 
-def _write_outputs(out_dir: pathlib.Path, columns: Sequence[np.ndarray], temps: np.ndarray, energy: np.ndarray,
-                   arrays: dict[str, np.ndarray], report: dict) -> None:
-    """panels.png (per image, one tile per column array), energy_trace.png, restored.npz, report.json."""
-    shown_n = min(PANEL_IMAGES, len(columns[0]))
-    # A white tile after each (corrupted | restored | truth) group separates the groups, which sit
-    # side by side so that the picture stays roughly square.
-    gap = np.ones_like(columns[0][:shown_n])
-    tiles = np.stack([c[:shown_n] for c in columns] + [gap], axis=1).reshape((-1,) + columns[0].shape[1:])
-    groups = max(1, round(math.sqrt(shown_n / len(columns))))
-    visualize.save_image_grid(tiles, out_dir / "panels.png", ncol=groups * (len(columns) + 1))
+def _write_outputs(out_dir: pathlib.Path, columns: Sequence[tuple[str, np.ndarray]], temps: np.ndarray,
+                   energy: np.ndarray, arrays: dict[str, np.ndarray], report: dict, title: str) -> None:
+    """panels.png (one row per image, one titled column per entry of ``columns``), energy_trace.png,
+    restored.npz, report.json."""
+    shown_n = min(PANEL_IMAGES, len(columns[0][1]))
+    visualize.save_panels([(t, np.asarray(c)[:shown_n]) for t, c in columns], out_dir / "panels.png", title=title)
     # The mean over images shows the annealing; two single chains show the spread around it.
     shown = [energy.mean(axis=1)] + [energy[:, j] for j in range(min(2, energy.shape[1]))]
     labels = ["mean over images"] + [f"image {j}" for j in range(len(shown) - 1)]
     visualize.save_energy_trace(temps, np.stack(shown, axis=1), out_dir / "energy_trace.png", labels=labels)
-    np.savez_compressed(out_dir / "restored.npz", temperatures=temps.astype(np.float32),
-                        energy=energy.astype(np.float32),
-                        **{k: np.asarray(v, np.float32) for k, v in arrays.items()})
+    io.savez_atomic(out_dir / "restored.npz", temperatures=temps.astype(np.float32), energy=energy.astype(np.float32),
+                    **{k: np.asarray(v, np.float32) for k, v in arrays.items()})
     report["files"] = ["panels.png", "energy_trace.png", "restored.npz", "report.json"]
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    io.write_json_atomic(out_dir / "report.json", report)
 
 
-def _header(cfg: ml_collections.ConfigDict, source: Any, mode: str, step: int | None, n_steps: int) -> dict:
-    report = {"mode": mode, "data": cfg.data.name, "split": getattr(source, "split", cfg.restore.split),
-              "n": int(cfg.restore.n), "langevin_steps": int(n_steps), "step_size": float(cfg.sample.step_size),
-              "final_jump": bool(cfg.sample.denoise), "sigma0": float(cfg.loss.sigma0)}
+def _header(cfg: ml_collections.ConfigDict, source: Any, mode: str, step: int | None, n_steps: int,
+            step_size: float, final_jump: bool, sigma0: float | None) -> dict:
+    report = {"mode": mode, "method": cfg.method.name, "data": cfg.data.name,
+              "split": getattr(source, "split", cfg.restore.split), "n": int(cfg.restore.n),
+              "langevin_steps": int(n_steps), "step_size": float(step_size), "final_jump": bool(final_jump),
+              "sigma0": sigma0}
     if step is not None:
         report["checkpoint_step"] = int(step)
     return report
 
 
-def inpaint_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any,
-                       workdir: str | pathlib.Path, *, source: Any = None, progress: bool = True,
+def _improved(per: dict[str, list[float]], baseline: str = "corrupted") -> dict[str, float]:
+    """For every restorer, the share of images whose PSNR beats the corrupted input's."""
+    base = np.asarray(per[baseline])
+    return {k: float(np.mean(np.asarray(v) > base)) for k, v in per.items() if k != baseline}
+
+
+def inpaint_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir: str | pathlib.Path, *,
+                       sigma0: float | None, source: Any = None, progress: bool = True,
                        step: int | None = None) -> dict:
     """``--mode inpaint``: masks the first ``restore.n`` images of ``restore.split`` with
-    ``restore.mask``, restores them with the ``sample`` schedule (annealed Langevin from
-    sample.init_mean + sample.init_std N(0, 1), step sample.step_size, jump if sample.denoise) and
-    writes ``<workdir>/inpaint/``. Returns the report. The corrupted images show (and are scored
-    with) ``restore.fill`` in the missing pixels. ``source``: the images (default
+    ``restore.mask``, restores them with the last chain of the method's ``sampler`` (for MDSM the
+    annealed Langevin of ``sample.*``) from sample.init_mean + sample.init_std N(0, 1), then the
+    denoising jump on free pixels if ``sigma0`` is given and ``sample.denoise``, and writes
+    ``<workdir>/inpaint/``. Returns the report. The corrupted images show (and are scored with)
+    ``restore.fill`` in the missing pixels. ``source``: the images (default
     ``restoration_source(cfg)``); ``step``: the checkpoint's step, for the report."""
     r, s = cfg.restore, cfg.sample
     source = restoration_source(cfg) if source is None else source
@@ -518,59 +523,77 @@ def inpaint_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, param
     mask = np.asarray(make_mask(r.mask, x_true.shape, jax.random.fold_in(key, 0), box_fraction=r.box_fraction,
                                 mask_fraction=r.mask_fraction, half_side=r.half_side))
     corrupted = np.asarray(mask_out(x_true, mask, r.fill))
-    temps = np.asarray(sampling.temperatures(s))
-    res = inpaint_batches(jax.tree_util.Partial(apply_fn, params), x_true, mask, jax.random.fold_in(key, 1),
-                          temperatures=temps, step_size=s.step_size, clamp_noise=r.clamp_noise,
-                          sigma0=cfg.loss.sigma0, init_mean=s.init_mean, init_std=s.init_std,
-                          final_jump=s.denoise, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+    chain = sampler.stages[-1]
+    temps = np.asarray(chain.temperatures)
+    jump = bool(s.denoise and sigma0 is not None)
+    res = inpaint_batches(chain.energy, x_true, mask, jax.random.fold_in(key, 1),
+                          temperatures=temps, step_size=np.asarray(chain.step_sizes), clamp_noise=r.clamp_noise,
+                          sigma0=sigma0 or 0.0, init_mean=s.init_mean, init_std=s.init_std,
+                          final_jump=jump, batch_size=r.batch_size, chunk_size=s.chunk_steps,
                           progress=progress)
     pairs = {"corrupted": (corrupted, x_true), "restored": (res.restored, x_true)}
     per, mean = _psnr_block(pairs)
     per_free, mean_free = _psnr_block(pairs, mask)
-    report = _header(cfg, source, "inpaint", step, len(temps))
+    report = _header(cfg, source, "inpaint", step, len(temps), float(np.mean(chain.step_sizes)), jump, sigma0)
     report.update({"mask": r.mask, "box_fraction": float(r.box_fraction), "mask_fraction": float(r.mask_fraction),
                    "half_side": r.half_side, "fill": float(r.fill), "clamp_noise": float(r.clamp_noise),
                    "free_pixels_per_image": _per_image(mask.reshape(len(mask), -1).sum(axis=1)),
-                   "mean_psnr": mean, "mean_psnr_free": mean_free, "psnr": per, "psnr_free": per_free})
+                   "mean_psnr": mean, "mean_psnr_free": mean_free, "improved_share": _improved(per),
+                   "psnr": per, "psnr_free": per_free})
     if jax.process_index() == 0:
         out_dir = pathlib.Path(workdir) / "inpaint"
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_outputs(out_dir, (corrupted, res.restored, x_true), temps, res.energy,
-                       {"truth": x_true, "corrupted": corrupted, "restored": res.restored, "chain": res.chain,
-                        "mask": mask}, report)
-        log.info("Inpainted %d images (%s mask): mean PSNR %.2f dB corrupted, %.2f dB restored; wrote %s",
-                 r.n, r.mask, mean["corrupted"], mean["restored"], out_dir)
+        _write_outputs(out_dir, (("corrupted", corrupted), ("restored", res.restored), ("truth", x_true)), temps,
+                       res.energy, {"truth": x_true, "corrupted": corrupted, "restored": res.restored,
+                                    "chain": res.chain, "mask": mask}, report,
+                       title=f"inpainting ({r.mask} mask): {mean['corrupted']:.1f} -> {mean['restored']:.1f} dB")
+        log.info("Inpainted %d images (%s mask): mean PSNR %.2f dB corrupted, %.2f dB restored (better than the "
+                 "corrupted input on %.0f%% of images); wrote %s", r.n, r.mask, mean["corrupted"], mean["restored"],
+                 100 * report["improved_share"]["restored"], out_dir)
     return report
 
 
-def denoise_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any,
-                       workdir: str | pathlib.Path, *, source: Any = None, progress: bool = True,
+def denoise_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir: str | pathlib.Path, *,
+                       sigma0: float | None, source: Any = None, progress: bool = True,
                        step: int | None = None) -> dict:
     """``--mode denoise``: adds N(0, restore.noise_sigma^2) noise to the first ``restore.n`` images
-    of ``restore.split``, denoises them by the single jump and by ``restore.denoise_steps`` Langevin
-    steps from the noisy image (temperature linear from restore.denoise_t_start to 0, step
-    sample.step_size, then the jump if sample.denoise), and writes ``<workdir>/denoise/``.
-    Returns the report; ``source`` and ``step`` as in ``inpaint_to_workdir``."""
+    of ``restore.split``, denoises them by the single jump (when the method learns a smoothed density,
+    ``sigma0``) and by ``restore.denoise_steps`` Langevin steps from the noisy image on the energy of
+    the method's last chain (temperature linear from restore.denoise_t_start to 0, the chain's step
+    size, then the jump if sample.denoise), and writes ``<workdir>/denoise/``. Returns the report;
+    ``source`` and ``step`` as in ``inpaint_to_workdir``."""
     r, s = cfg.restore, cfg.sample
     source = restoration_source(cfg) if source is None else source
     x_true = np.asarray(source.get(np.arange(r.n)), np.float32)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 5)
     noisy = np.asarray(add_noise(jax.random.fold_in(key, 0), x_true, float(r.noise_sigma)))
     temps = np.asarray(denoise_temperatures(r.denoise_t_start, r.denoise_steps))
-    res = denoise_batches(jax.tree_util.Partial(apply_fn, params), noisy, jax.random.fold_in(key, 1),
-                          sigma0=cfg.loss.sigma0, temperatures=temps, step_size=s.step_size,
-                          final_jump=s.denoise, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+    chain = sampler.stages[-1]
+    step_size = float(np.mean(chain.step_sizes))
+    jump = bool(s.denoise and sigma0 is not None)
+    res = denoise_batches(chain.energy, noisy, jax.random.fold_in(key, 1),
+                          sigma0=sigma0 or 0.0, temperatures=temps, step_size=step_size,
+                          final_jump=jump, batch_size=r.batch_size, chunk_size=s.chunk_steps,
                           progress=progress)
-    per, mean = _psnr_block({"corrupted": (noisy, x_true), "jump": (res.jump, x_true),
-                             "langevin": (res.langevin, x_true)})
-    report = _header(cfg, source, "denoise", step, len(temps))
+    results = {"corrupted": (noisy, x_true), "langevin": (res.langevin, x_true)}
+    if sigma0 is not None:
+        results["jump"] = (res.jump, x_true)
+    per, mean = _psnr_block(results)
+    report = _header(cfg, source, "denoise", step, len(temps), step_size, jump, sigma0)
     report.update({"noise_sigma": float(r.noise_sigma), "denoise_t_start": float(r.denoise_t_start),
-                   "mean_psnr": mean, "psnr": per})
+                   "mean_psnr": mean, "improved_share": _improved(per), "psnr": per})
     if jax.process_index() == 0:
         out_dir = pathlib.Path(workdir) / "denoise"
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_outputs(out_dir, (noisy, res.jump, res.langevin, x_true), temps, res.energy,
-                       {"truth": x_true, "noisy": noisy, "jump": res.jump, "langevin": res.langevin}, report)
-        log.info("Denoised %d images (sigma %.3g): mean PSNR %.2f dB noisy, %.2f dB jump, %.2f dB Langevin; wrote %s",
-                 r.n, r.noise_sigma, mean["corrupted"], mean["jump"], mean["langevin"], out_dir)
+        columns = [("noisy", noisy)] + ([("jump", res.jump)] if sigma0 is not None else []) + \
+            [("Langevin", res.langevin), ("truth", x_true)]
+        arrays = {"truth": x_true, "noisy": noisy, "langevin": res.langevin}
+        if sigma0 is not None:
+            arrays["jump"] = res.jump
+        _write_outputs(out_dir, columns, temps, res.energy, arrays, report,
+                       title=f"denoising (sigma {r.noise_sigma:g}): " + ", ".join(
+                           f"{k} {v:.1f} dB" for k, v in mean.items()))
+        log.info("Denoised %d images (sigma %.3g): mean PSNR %s; better than the noisy input on %s; wrote %s",
+                 r.n, r.noise_sigma, ", ".join(f"{k} {v:.2f} dB" for k, v in mean.items()),
+                 ", ".join(f"{100 * v:.0f}% ({k})" for k, v in report["improved_share"].items()), out_dir)
     return report

@@ -1,20 +1,23 @@
-"""Sampling a trained energy to disk: annealed Langevin chains streamed in shards, resumable.
+"""Sampling a trained method to disk: its chains streamed in shards, resumable.
 
-Layer 3. :func:`sample_to_workdir` runs ``sample.n`` chains ``sample.batch_size`` at a time (split
-over every device of the mesh), ``sample.chunk_steps`` Langevin steps per compiled call, and writes
-under ``<workdir>/samples/``:
+Layer 3. A method describes its sampler as a :class:`~ebmjax.methods.base.Sampler` (a start, one or
+more chains, a finishing map); this module runs it for any method. :func:`sample_to_workdir` runs
+``sample.n`` chains ``sample.batch_size`` at a time (split over every device of the mesh),
+``sample.chunk_steps`` steps per compiled call, and writes under ``<workdir>/samples/``:
 
 - ``shards/shard_00000.npz``, ...: one file per batch of chains, written as soon as the batch
   finishes, so host and device memory hold one batch whatever ``sample.n`` is. Keys ``images``
-  (float32, NHWC, the data's range, after the denoising jump; all chains of the batch, the last
-  batch included) and ``energy`` (mean energy of the batch's chains at every step).
+  (float32, NHWC, the data's range, after the sampler's finishing map such as MDSM's denoising jump;
+  all chains of the batch, the last batch included) and ``energy`` (mean energy of the batch's chains
+  at every step of every stage).
 - ``shards/chains_00003.npz``: the in-flight batch's positions after its last finished chunk, with
-  the step count and its energy trace so far (deleted when the batch's shard is written).
-- ``shards/manifest.json``: what the shards depend on (sampling settings, chains per batch, data
-  shape, model and a fingerprint of the parameters).
+  the stage, the step count and its energy trace so far (deleted when the batch's shard is written).
+- ``shards/manifest.json``: what the shards depend on (the sampler's settings, chains per batch,
+  data shape, method and a fingerprint of the parameters).
 - ``samples.npz``: the first ``sample.n`` samples, key ``images``, when they fit in
   ``sample.merge_max_gb``; ``grid.png`` (``density.png`` for 2-D toys), ``energy_trace.png`` (the
-  paper's Fig. A7B, from batch 0) and ``summary.json`` (counts, range, throughput, peak memory).
+  MDSM paper's Fig. A7B, from batch 0) and ``summary.json`` (counts, range, throughput, peak memory,
+  and on bundled digits the digits classifier's quality figures).
 
 Resuming: rerunning the same command keeps finished shards and continues the in-flight batch from
 its saved chains. The result equals an uninterrupted run exactly: batch b's chains start from keys
@@ -25,16 +28,11 @@ processes the workdir must be on a filesystem they share (as for checkpoints); o
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-import hashlib
 import json
 import logging
 import math
-import os
 import pathlib
-import signal
 import time
 from typing import Any, Callable, Iterator
 
@@ -44,18 +42,13 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ebmjax import parallel, samplers, schedules, visualize
-from ebmjax.errors import ConfigError
+from ebmjax import io, parallel, samplers, visualize
+from ebmjax.errors import ConfigError, Interrupted
+from ebmjax.methods.base import Sampler
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
-
-
-def temperatures(sample_cfg: ml_collections.ConfigDict) -> jax.Array:
-    """The annealing schedule of ``sample_cfg``: one temperature per Langevin step, (K,) float32."""
-    s = sample_cfg
-    return schedules.annealing_schedule(s.schedule, t_max=s.t_max, n_hot=s.n_hot, n_anneal=s.n_anneal, n_cool=s.n_cool)
+MANIFEST_VERSION = 2
 
 
 def mean_energy(state: Any, info: Any) -> jax.Array:
@@ -98,41 +91,23 @@ class SamplePlan:
         return max(0, min(self.batch, self.n - b * self.batch))
 
 
-def make_plan(sample_cfg: ml_collections.ConfigDict, n: int, n_devices: int) -> SamplePlan:
-    """Batches of ``sample.batch_size`` chains (at most n), rounded up to whole chains per device."""
+def make_plan(batch_size: int, n: int, n_devices: int, steps: int) -> SamplePlan:
+    """Batches of ``batch_size`` chains (at most n), rounded up to whole chains per device."""
     if n < 1:
         raise ConfigError(f"sample.n must be >= 1 to sample, got {n}.")
-    batch = min(sample_cfg.batch_size, n)
+    batch = min(batch_size, n)
     batch = -(-batch // n_devices) * n_devices
-    return SamplePlan(n, batch, -(-n // batch), int(temperatures(sample_cfg).shape[0]))
+    return SamplePlan(n, batch, -(-n // batch), int(steps))
 
 
-def params_fingerprint(params: Any) -> str:
-    """A hash of the parameters' bytes, so shards from other parameters are never mixed in."""
-    h = hashlib.blake2b(digest_size=16)
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        # Parameters are replicated, so this process's first shard holds the whole array.
-        arr = np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
+def sampler_fingerprint(sampler: Sampler) -> str:
+    """A hash of every array the sampler closes over (its energies' parameters, ...)."""
+    return parallel.fingerprint([sampler.init, [(s.energy, s.enter) for s in sampler.stages], sampler.finish])
 
 
 # ---------------------------------------------------------------------------------------------
 # Shards on disk
 # ---------------------------------------------------------------------------------------------
-
-
-def _atomic_savez(path: pathlib.Path, **arrays: np.ndarray) -> None:
-    """np.savez to ``path`` through a temporary file and a rename, so an interrupted write never
-    leaves a truncated file that a resumed run would trust."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ShardStore:
@@ -157,7 +132,7 @@ class ShardStore:
                     p.unlink()
         if writer:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            io.write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True))
         if jax.process_count() > 1:
             # Every process must see the same finished shards, or they would run different batches
             # and wait for each other forever: nobody looks before the writer has cleaned up.
@@ -180,32 +155,29 @@ class ShardStore:
 
     def save_shard(self, b: int, images: np.ndarray, energy: np.ndarray) -> None:
         if self.writer:
-            _atomic_savez(self.shard_path(b), images=images.astype(np.float32), energy=energy.astype(np.float32))
+            io.savez_atomic(self.shard_path(b), images=images.astype(np.float32), energy=energy.astype(np.float32))
             self.chains_path(b).unlink(missing_ok=True)
 
-    def load_chains(self, b: int) -> tuple[int, np.ndarray, np.ndarray] | None:
-        """(steps done, positions, energy trace so far) of an interrupted batch, or None."""
+    def load_chains(self, b: int) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+        """(stage, steps done in it, positions, energy trace so far) of an interrupted batch, or None."""
         if not self.chains_path(b).exists():
             return None
         with np.load(self.chains_path(b)) as f:
-            return int(f["step"]), f["position"], f["energy"]
+            return int(f["stage"]), int(f["step"]), f["position"], f["energy"]
 
-    def save_chains(self, b: int, step: int, position: np.ndarray, energy: np.ndarray) -> None:
+    def save_chains(self, b: int, stage: int, step: int, position: np.ndarray, energy: np.ndarray) -> None:
         if self.writer:
-            _atomic_savez(self.chains_path(b), step=np.asarray(step), position=position,
-                          energy=energy.astype(np.float32))
+            io.savez_atomic(self.chains_path(b), stage=np.asarray(stage), step=np.asarray(step), position=position,
+                            energy=energy.astype(np.float32))
 
 
-def _manifest(cfg: ml_collections.ConfigDict, plan: SamplePlan, shape: tuple[int, ...], params: Any) -> dict[str, Any]:
-    s = cfg.sample
+def _manifest(cfg: ml_collections.ConfigDict, sampler: Sampler, plan: SamplePlan,
+              shape: tuple[int, ...]) -> dict[str, Any]:
     return {
         "version": MANIFEST_VERSION, "seed": cfg.seed, "shape": list(shape), "batch": plan.batch,
-        "steps": plan.steps,
-        "sample": {k: s[k] for k in ("schedule", "t_max", "n_hot", "n_anneal", "n_cool", "step_size",
-                                     "init_mean", "init_std", "denoise")},
-        "sigma0": cfg.loss.sigma0,
-        "model": json.loads(cfg.model.to_json_best_effort()),
-        "params": params_fingerprint(params),
+        "steps": plan.steps, "method": cfg.method.name,
+        "sampler": json.loads(json.dumps(dict(sampler.settings), default=str)),
+        "params": sampler_fingerprint(sampler),
     }
 
 
@@ -240,35 +212,45 @@ class _Progress:
         self.bar.close()
 
 
-@functools.lru_cache(maxsize=16)
-def _initial_chains(batch: int, shape: tuple[int, ...], mean: float, std: float, sharding) -> Callable:
-    """key -> mean + std * N(0, I) of shape (batch, *shape), created sharded over the mesh (so
-    several processes never hold a global array on one device). Cached: compiled once per run."""
-    return jax.jit(lambda k: mean + std * jax.random.normal(k, (batch, *shape), jnp.float32),
-                   out_shardings=sharding)
+@jax.jit
+def _apply(fn: jax.tree_util.Partial, x: jax.Array) -> jax.Array:
+    # A Partial is a pytree: one compilation per function and shapes, whatever its parameters.
+    return fn(x)
 
 
-# The energy is a Partial (a pytree of the parameters), so this compiles once per model and shapes.
-_denoise = jax.jit(samplers.denoise_jump)
+@jax.jit
+def _enter(fn: jax.tree_util.Partial, x: jax.Array, key: jax.Array) -> jax.Array:
+    return fn(x, key)
 
 
-def _batches(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, shape: tuple[int, ...],
-             plan: SamplePlan, key: jax.Array, mesh, store: ShardStore | None, progress: bool,
-             stats: dict[str, int] | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Runs the batches that ``store`` does not already hold; yields (b, images (batch, *shape),
+def _partial(fn: Callable) -> jax.tree_util.Partial:
+    return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
+
+
+def _stage_keys(bkey: jax.Array, i: int) -> tuple[jax.Array, jax.Array]:
+    """(chain key, enter key) of stage i of a batch; stage 0's chain key is fold_in(bkey, 1)."""
+    if i == 0:
+        return jax.random.fold_in(bkey, 1), jax.random.fold_in(bkey, 2)
+    return jax.random.fold_in(bkey, 10 + i), jax.random.fold_in(bkey, 20 + i)
+
+
+def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Array, mesh,
+             store: ShardStore | None, progress: bool, stats: dict[str, int] | None = None,
+             stop: io.StopSignal | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Runs the batches that ``store`` does not already hold; yields (b, samples (batch, ...),
     mean-energy trace (steps,)) as each finishes. Only the batch in flight is in memory.
-    ``stats["chain_steps_run"]`` counts the Langevin steps (of a whole batch) this call ran."""
-    s = cfg.sample
-    temps = temperatures(s)
-    # Replicated on the mesh, so chains sharded over it meet their parameters on every device.
-    params = parallel.put_replicated(params, mesh)
-    energy = jax.tree_util.Partial(apply_fn, params)
-    init = _initial_chains(plan.batch, shape, float(s.init_mean), float(s.init_std), parallel.batch_sharding(mesh))
+    ``stats["chain_steps_run"]`` counts the steps (of a whole batch) this call ran. A signal seen by
+    ``stop`` interrupts after the next chunk, once the chains in flight are saved."""
+    sharding = parallel.batch_sharding(mesh)
+    init = jax.jit(lambda k: sampler.init(k, plan.batch), out_shardings=sharding)
+    finish = _partial(sampler.finish)
+    lengths = [len(s.temperatures) for s in sampler.stages]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
 
     todo = [b for b in range(plan.n_batches) if store is None or not store.has_shard(b)]
     resumed = {b: store.load_chains(b) for b in todo} if store is not None else {}
     resumed = {b: r for b, r in resumed.items() if r is not None}
-    initial = (plan.n_batches - len(todo)) * plan.steps + sum(r[0] for r in resumed.values())
+    initial = (plan.n_batches - len(todo)) * plan.steps + sum(int(offsets[r[0]]) + r[1] for r in resumed.values())
     bar = _Progress(plan.n_batches * plan.steps, initial, progress)
     stats = {} if stats is None else stats
     stats["chain_steps_run"] = 0
@@ -276,26 +258,39 @@ def _batches(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, sh
         for b in todo:
             bkey = jax.random.fold_in(key, b)
             if b in resumed:
-                start, position, trace_so_far = resumed[b]
+                first_stage, start, position, trace_so_far = resumed[b]
                 x = parallel.put_batch(position, mesh)
-                log.info("Batch %d/%d resumes its chains at step %d.", b + 1, plan.n_batches, start)
+                log.info("Batch %d/%d resumes its chains at stage %d, step %d.", b + 1, plan.n_batches,
+                         first_stage, start)
             else:
-                start, trace_so_far, x = 0, np.zeros((0,), np.float32), init(jax.random.fold_in(bkey, 0))
-            traces, last = [trace_so_far], [start]
+                first_stage, start, trace_so_far = 0, 0, np.zeros((0,), np.float32)
+                x = init(jax.random.fold_in(bkey, 0))
+            traces = [trace_so_far]
+            for i in range(first_stage, len(sampler.stages)):
+                stage = sampler.stages[i]
+                chain_key, enter_key = _stage_keys(bkey, i)
+                if start == 0 and stage.enter is not None:
+                    x = _enter(_partial(stage.enter), x, enter_key)
+                last = [start]
 
-            def on_chunk(steps_done, state, chunk_trace, b=b, traces=traces, last=last):
-                bar.advance(steps_done - last[0])
-                stats["chain_steps_run"] += steps_done - last[0]
-                last[0] = steps_done
-                traces.append(np.asarray(chunk_trace.record))
-                if store is not None and steps_done < plan.steps:
-                    store.save_chains(b, steps_done, parallel.to_host(state.position), np.concatenate(traces))
+                def on_chunk(steps_done, state, chunk_trace, b=b, i=i, last=last):
+                    bar.advance(steps_done - last[0])
+                    stats["chain_steps_run"] += steps_done - last[0]
+                    last[0] = steps_done
+                    traces.append(np.asarray(chunk_trace.record))
+                    if store is not None and (steps_done < lengths[i] or i < len(lengths) - 1):
+                        at_end = steps_done == lengths[i]
+                        store.save_chains(b, i + 1 if at_end else i, 0 if at_end else steps_done,
+                                          parallel.to_host(state.position), np.concatenate(traces))
+                    if stop is not None and stop.received is not None:
+                        raise KeyboardInterrupt
 
-            state, _ = samplers.run_chain_chunked(
-                samplers.ula, energy, samplers.ula.init(x, energy), jax.random.fold_in(bkey, 1),
-                temperatures=temps, step_sizes=s.step_size, chunk_size=s.chunk_steps, start_step=start,
-                on_chunk=on_chunk, record=mean_energy)
-            x = _denoise(energy, state.position, cfg.loss.sigma0) if s.denoise else state.position
+                state, _ = samplers.run_chain_chunked(
+                    stage.kernel, _partial(stage.energy), stage.kernel.init(x, stage.energy), chain_key,
+                    temperatures=stage.temperatures, step_sizes=stage.step_sizes, chunk_size=chunk_steps,
+                    start_step=start, on_chunk=on_chunk, record=mean_energy)
+                x, start = state.position, 0
+            x = _apply(finish, x)
             eta = bar.eta_s()
             # Without a progress bar (batch jobs, --no-progress) the log carries the ETA instead.
             log.log(logging.DEBUG if progress else logging.INFO, "Batch %d/%d of %d chains done%s.", b + 1,
@@ -305,37 +300,18 @@ def _batches(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, sh
         bar.close()
 
 
-def annealed_samples(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, shape: tuple[int, ...],
-                     n: int, key: jax.Array, *, mesh=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` samples of ``shape`` in memory, nothing written: annealed Langevin from
-    init_mean + init_std * N(0, I), then the denoising jump if ``sample.denoise``.
-
-    Chains run ``sample.batch_size`` at a time, split over the mesh. Returns (samples (n, *shape)
-    float32, mean energy at every step of the first batch (K,)). The same ``key`` gives the same
-    samples as :func:`sample_to_workdir` with that key.
-    """
+def draw(sampler: Sampler, n: int, key: jax.Array, *, batch_size: int, chunk_steps: int = 100, mesh=None,
+         progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` samples in memory, nothing written: the sampler's chains, ``batch_size`` at a time, split
+    over the mesh. Returns (samples (n, ...) float32, mean energy at every step of the first batch
+    (K,)). The same ``key`` gives the same samples as :func:`sample_to_workdir` with that key."""
     mesh = mesh or parallel.make_mesh()
-    plan = make_plan(cfg.sample, n, mesh.devices.size)
+    plan = make_plan(batch_size, n, mesh.devices.size, sampler.steps)
     out, trace = [], None
-    for b, images, tr in _batches(cfg, apply_fn, params, tuple(shape), plan, key, mesh, None, progress):
+    for b, images, tr in _batches(sampler, chunk_steps, plan, key, mesh, None, progress):
         out.append(images[: plan.count(b)])
         trace = tr if trace is None else trace
     return np.concatenate(out), trace
-
-
-@contextlib.contextmanager
-def _term_as_interrupt():
-    """SIGTERM (a preempted or cancelled job) raises KeyboardInterrupt like Ctrl-C, so both stop the
-    run with a message saying how to resume; the chains were saved after the last finished chunk."""
-    try:
-        old = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def sampling_key(cfg: ml_collections.ConfigDict) -> jax.Array:
@@ -343,38 +319,45 @@ def sampling_key(cfg: ml_collections.ConfigDict) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 3)
 
 
-def sample_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, source: Any,
-                      workdir: str | pathlib.Path, *, progress: bool = True, mesh=None) -> dict[str, Any]:
-    """Draws ``sample.n`` samples into ``<workdir>/samples/`` (see the module docstring), resuming an
-    interrupted run; returns the summary that is also written to ``summary.json``."""
+def sample_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any,
+                      workdir: str | pathlib.Path, *, progress: bool = True, mesh=None,
+                      out_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
+    """Draws ``sample.n`` samples of ``sampler`` into ``<workdir>/samples/`` (or ``out_dir``; see the
+    module docstring), resuming an interrupted run; returns the summary written to ``summary.json``."""
     s = cfg.sample
-    out_dir = pathlib.Path(workdir) / "samples"
+    out_dir = pathlib.Path(workdir) / "samples" if out_dir is None else pathlib.Path(out_dir)
     writer = jax.process_index() == 0
     mesh = mesh or parallel.make_mesh()
     shape = tuple(source.shape)
-    plan = make_plan(s, s.n, mesh.devices.size)
+    plan = make_plan(s.batch_size, s.n, mesh.devices.size, sampler.steps)
     if s.merge_max_gb < 0:
         raise ConfigError(f"sample.merge_max_gb must be >= 0, got {s.merge_max_gb}.")
-    store = ShardStore(out_dir / "shards", _manifest(cfg, plan, shape, params), resume=s.resume, writer=writer)
+    store = ShardStore(out_dir / "shards", _manifest(cfg, sampler, plan, shape), resume=s.resume, writer=writer)
     reused = sum(store.has_shard(b) for b in range(plan.n_batches))
 
     t0, ran, stats = time.perf_counter(), 0, {}
     try:
-        with _term_as_interrupt():
-            for b, images, trace in _batches(cfg, apply_fn, params, shape, plan, sampling_key(cfg), mesh, store,
-                                             progress, stats):
+        with io.StopSignal() as stop:
+            for b, images, trace in _batches(sampler, s.chunk_steps, plan, sampling_key(cfg), mesh, store,
+                                             progress, stats, stop):
                 store.save_shard(b, images, trace)
                 ran += 1
     except KeyboardInterrupt:
-        from ebmjax.train.loop import Interrupted
-
         raise Interrupted(
             f"Sampling stopped after {reused + ran} of {plan.n_batches} batches; finished batches and the "
             f"chains in flight are saved in {store.directory}. Rerun the same command to resume.") from None
     seconds = time.perf_counter() - t0
     if not writer:
         return {}
+    return _write_results(cfg, sampler, source, store, plan, out_dir, shape,
+                          {"batches_reused": reused, "batches_run": ran, "seconds": seconds,
+                           "chain_steps_run": stats["chain_steps_run"], "n_devices": mesh.devices.size})
 
+
+def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any, store: ShardStore,
+                   plan: SamplePlan, out_dir: pathlib.Path, shape: tuple[int, ...], run: dict[str, Any]) -> dict:
+    """samples.npz (when it fits), the pictures and summary.json from the finished shards."""
+    s = cfg.sample
     merge = plan.n * math.prod(shape) * 4 <= s.merge_max_gb * 1e9
     merged, grid, lo, hi, energy_trace = [], [], math.inf, -math.inf, None
     for b in range(plan.n_batches):
@@ -383,43 +366,64 @@ def sample_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, params
         lo, hi = min(lo, float(images.min())), max(hi, float(images.max()))
         if energy_trace is None:
             energy_trace = shard["energy"]
-        if len(grid) < 256:
-            grid.extend(images[: 256 - len(grid)])
+        if len(grid) < visualize.GRID_IMAGES:
+            grid.extend(images[: visualize.GRID_IMAGES - len(grid)])
         if merge:
             merged.append(images)
     files = []
+    x = np.concatenate(merged) if merge else None
     if merge:
-        x = np.concatenate(merged)
-        with (out_dir / "samples.npz").open("wb") as f:
-            np.savez(f, images=x)
+        io.savez_atomic(out_dir / "samples.npz", images=x)
         files.append("samples.npz")
     else:
         (out_dir / "samples.npz").unlink(missing_ok=True)  # a stale file from a smaller run would mislead
-    visualize.save_energy_trace(np.asarray(temperatures(s)), energy_trace, out_dir / "energy_trace.png",
-                                labels=("mean energy of the chains (batch 0)",))
+    temps = np.concatenate([np.asarray(st.temperatures) for st in sampler.stages])
+    visualize.save_energy_trace(temps, energy_trace, out_dir / "energy_trace.png",
+                                labels=("mean energy of the chains (batch 0)",),
+                                stages=[(st.name, len(st.temperatures)) for st in sampler.stages])
     files.append("energy_trace.png")
     grid = np.stack(grid)
     if len(shape) == 1 and shape[0] == 2:
-        data = source.get(np.arange(min(len(source), 5000)))
-        energy = jax.jit(lambda p, pts: apply_fn(p, pts))
-        visualize.save_density_2d(lambda pts: energy(params, jnp.asarray(pts)), out_dir / "density.png",
-                                  samples=x if merge else grid, data=data, title=f"{cfg.data.name}: MDSM")
-        files.append("density.png")
+        from ebmjax.evaluation import toy
+
+        toy_report = toy.density_report(cfg, sampler, source, x if merge else grid, out_dir)
+        files.extend(toy_report.pop("files"))
     else:
-        visualize.save_image_grid(grid, out_dir / "grid.png")
+        toy_report = None
+        visualize.save_image_grid(grid, out_dir / "grid.png", title=f"{cfg.method.name} samples ({cfg.data.name})")
         files.append("grid.png")
 
     mem, mem_note = peak_device_memory()
-    img_steps = stats["chain_steps_run"] * plan.batch
+    img_steps = run["chain_steps_run"] * plan.batch
+    seconds = run["seconds"]
     summary = {
-        "n": plan.n, "shape": list(shape), "min": lo, "max": hi, "files": files,
+        "n": plan.n, "shape": list(shape), "method": cfg.method.name, "min": lo, "max": hi, "files": files,
         "shards": [store.shard_path(b).relative_to(out_dir).as_posix() for b in range(plan.n_batches)],
         "merged": merge, "batch_size": plan.batch, "n_batches": plan.n_batches, "chain_steps": plan.steps,
-        "batches_reused": reused, "batches_run": ran, "seconds": seconds,
+        "batches_reused": run["batches_reused"], "batches_run": run["batches_run"], "seconds": seconds,
         "img_steps_per_s": img_steps / seconds if img_steps and seconds > 0 else None,
-        "device": jax.devices()[0].device_kind, "n_devices": mesh.devices.size,
+        "device": jax.devices()[0].device_kind, "n_devices": run["n_devices"],
         "peak_memory_bytes": mem, "peak_memory_note": mem_note,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("Wrote %d samples to %s (%d batches run, %d reused)", plan.n, out_dir, ran, reused)
+    if toy_report is not None:
+        summary["density"] = toy_report
+    quality = _digits_quality(cfg, shape, x if merge else grid)
+    if quality is not None:
+        summary["quality"] = quality
+        log.info("Digits classifier on the samples: %.1f%% recognised with p >= %.2f; label entropy %.3f of the "
+                 "maximum.", 100 * quality["confident_share"], quality["threshold"], quality["label_entropy"])
+    io.write_json_atomic(out_dir / "summary.json", summary)
+    log.info("Wrote %d samples to %s (%d batches run, %d reused)", plan.n, out_dir, run["batches_run"],
+             run["batches_reused"])
     return summary
+
+
+def _digits_quality(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], images: np.ndarray) -> dict | None:
+    """The digits classifier's confident share and label entropy of ``images``, for 8x8 bundled digits."""
+    from ebmjax.evaluation import quality
+    from ebmjax.evaluation.classifier import IMAGE_SHAPE, load_digits_classifier
+
+    if cfg.data.name != "digits" or tuple(shape) != IMAGE_SHAPE:
+        return None
+    clf = load_digits_classifier(cfg.eval.classifier_seed)
+    return quality.summary(clf.probabilities(images), classifier=clf.describe())

@@ -1,4 +1,9 @@
-"""Pictures: image grids, 2-D densities, and energy traces along a sampling chain."""
+"""Pictures: image grids and titled panels a person reads at a glance, 2-D densities, energy traces.
+
+Small images (8x8 digits) are enlarged by pixel replication to at least ``MIN_PIXELS`` on a side;
+grids hold a modest number of images (``GRID_IMAGES``, ten per row) separated by thin grey lines;
+panels carry a title over every column.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +12,110 @@ import pathlib
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+
+GRID_IMAGES = 100  # images in a sample grid
+GRID_COLUMNS = 10
+MIN_PIXELS = 48  # small images are enlarged to at least this many pixels on a side
+SEPARATOR = 0.6  # grey level of the lines between images (between the digits' black and white)
+FONT_SIZE = 14
 
 
-def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1, scale: int | None = None) -> np.ndarray:
-    """Tiles NHWC images in [0, 1] (clipped; values outside are shown at the limits) into one
-    uint8 HxWxC picture. Small images are enlarged by pixel replication to >= 32 pixels."""
+def _scale_for(h: int, w: int) -> int:
+    return max(1, math.ceil(MIN_PIXELS / max(h, w)))
+
+
+def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2, scale: int | None = None) -> np.ndarray:
+    """Tiles NHWC images in [0, 1] (clipped; values outside are shown at the limits) into one uint8
+    HxWxC picture, ``ncol`` per row (default: a square), with ``pad``-pixel grey lines between them.
+    Small images are enlarged by pixel replication to at least ``MIN_PIXELS`` pixels (``scale``)."""
     images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
     if images.ndim != 4:
         raise ValueError(f"image_grid expects NHWC images, got shape {images.shape}")
     n, h, w, c = images.shape
-    if scale is None:
-        scale = max(1, math.ceil(32 / max(h, w)))
+    scale = _scale_for(h, w) if scale is None else scale
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     h, w = h * scale, w * scale
     ncol = ncol or max(1, int(math.ceil(math.sqrt(n))))
-    nrow = int(math.ceil(n / ncol))
-    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), np.float32)
+    nrow = max(1, int(math.ceil(n / ncol)))
+    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), SEPARATOR, np.float32)
     for i in range(n):
         r, q = divmod(i, ncol)
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = images[i]
     return (grid * 255.0 + 0.5).astype(np.uint8)
 
 
-def save_image_grid(images: np.ndarray, path: str | pathlib.Path, ncol: int | None = None) -> None:
-    grid = image_grid(images, ncol)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _to_pil(picture: np.ndarray) -> Image.Image:
+    return Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).convert("RGB")
+
+
+def with_title(picture: Image.Image, title: str) -> Image.Image:
+    """``picture`` under a white strip holding ``title`` (centred)."""
+    font = _font()
+    strip = FONT_SIZE + 10
+    out = Image.new("RGB", (max(picture.width, int(font.getlength(title)) + 10), picture.height + strip), "white")
+    out.paste(picture, (0, strip))
+    ImageDraw.Draw(out).text((out.width / 2, strip / 2), title, fill="black", font=font, anchor="mm")
+    return out
+
+
+def save_image_grid(images: np.ndarray, path: str | pathlib.Path, ncol: int | None = GRID_COLUMNS,
+                    title: str | None = None) -> None:
+    """Saves up to ``GRID_IMAGES`` images as a grid (``ncol`` per row), with an optional title."""
+    images = np.asarray(images)[:GRID_IMAGES]
+    picture = _to_pil(image_grid(images, ncol=min(ncol or GRID_COLUMNS, len(images))))
+    (with_title(picture, title) if title else picture).save(path)
+
+
+def save_panels(columns: Sequence[tuple[str, np.ndarray]], path: str | pathlib.Path, *, groups: int | None = None,
+                title: str | None = None) -> None:
+    """One row per image, one titled column per entry of ``columns`` [(title, images (n, H, W, C))].
+
+    Rows are split into ``groups`` side-by-side blocks (default: about square), each with the column
+    titles on top, separated by a white gap."""
+    n = len(columns[0][1])
+    h, w = np.asarray(columns[0][1]).shape[1:3]
+    groups = groups or max(1, round(math.sqrt(n * h / (len(columns) * w * 2))))
+    per = -(-n // groups)
+    font = _font()
+    head = FONT_SIZE + 10
+    blocks = []
+    for g in range(groups):
+        rows = slice(g * per, min(n, (g + 1) * per))
+        if rows.start >= n:
+            break
+        tiles = np.stack([np.asarray(imgs)[rows] for _, imgs in columns], axis=1)
+        block = _to_pil(image_grid(tiles.reshape((-1,) + tiles.shape[2:]), ncol=len(columns)))
+        tile_w = (block.width - 1) / len(columns)
+        # A column title wider than its tile would overlap its neighbour: widen the block if needed.
+        need = max(font.getlength(t) for t, _ in columns) + 8
+        stretch = max(1.0, need / tile_w)
+        width = int(block.width * stretch)
+        canvas = Image.new("RGB", (width, block.height + head), "white")
+        canvas.paste(block.resize((width, block.height), Image.Resampling.NEAREST) if stretch > 1 else block, (0, head))
+        draw = ImageDraw.Draw(canvas)
+        for j, (t, _) in enumerate(columns):
+            draw.text(((j + 0.5) * tile_w * stretch, head / 2), t, fill="black", font=font, anchor="mm")
+        blocks.append(canvas)
+    gap = 16
+    out = Image.new("RGB", (sum(b.width for b in blocks) + gap * (len(blocks) - 1), max(b.height for b in blocks)),
+                    "white")
+    x = 0
+    for b in blocks:
+        out.paste(b, (x, 0))
+        x += b.width + gap
+    (with_title(out, title) if title else out).save(path)
 
 
 def save_density_2d(energy_fn: Callable[[np.ndarray], np.ndarray], path: str | pathlib.Path, *,
-                    samples: np.ndarray | None = None, data: np.ndarray | None = None,
-                    lim: float = 4.0, resolution: int = 200, title: str = "") -> None:
-    """Learned density exp(-E) of a 2-D energy on a grid, normalised on the grid, beside the
-    data and the samples."""
+                    panels: Sequence[tuple[str, np.ndarray | None]], lim: float = 4.0, resolution: int = 200,
+                    title: str = "", footnote: str = "") -> None:
+    """The learned log-density -E of a 2-D energy on a grid (normalised on the grid, so every mode
+    shows however unequal their masses), beside point panels [(title, points (n, 2))]."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -48,35 +124,34 @@ def save_density_2d(energy_fn: Callable[[np.ndarray], np.ndarray], path: str | p
     xx, yy = np.meshgrid(g, g)
     pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
     e = np.asarray(energy_fn(pts), dtype=np.float64).reshape(resolution, resolution)
-    p = np.exp(-(e - e.min()))
-    p /= p.sum() * (g[1] - g[0]) ** 2
-    panels = [("learned density exp(-E)", None)]
-    if data is not None:
-        panels.append(("data", data))
-    if samples is not None:
-        panels.append(("samples", samples))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, (name, pts_) in zip(axes[0], panels):
-        if pts_ is None:
-            ax.imshow(p, extent=(-lim, lim, -lim, lim), origin="lower", cmap="viridis")
-        else:
-            ax.scatter(pts_[:, 0], pts_[:, 1], s=1, alpha=0.5)
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
-            ax.set_aspect("equal")
+    logp = -(e - e.min())
+    logp -= np.log(np.exp(logp).sum() * (g[1] - g[0]) ** 2)
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4 * (1 + len(panels)), 4.3), squeeze=False)
+    ax = axes[0][0]
+    im = ax.imshow(np.maximum(logp, logp.max() - 12.0), extent=(-lim, lim, -lim, lim), origin="lower", cmap="viridis")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title("learned log-density -E (+ const)")
+    for ax, (name, pts_) in zip(axes[0][1:], panels):
+        ax.scatter(pts_[:, 0], pts_[:, 1], s=1, alpha=0.4)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
         ax.set_title(name)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if footnote:
+        fig.text(0.5, 0.01, footnote, ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04 if footnote else 0, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def save_energy_trace(temperatures: np.ndarray, energies: np.ndarray, path: str | pathlib.Path,
-                      labels: Sequence[str] = ()) -> None:
-    """Energy of chains and temperature against the step of an annealed chain (MDSM Fig. A7B).
+                      labels: Sequence[str] = (), stages: Sequence[tuple[str, int]] = ()) -> None:
+    """Energy of chains and temperature against the step of a chain (MDSM Fig. A7B).
 
-    energies: (steps,) or (steps, chains)."""
+    energies: (steps,) or (steps, chains). stages: [(name, steps)] of a chain run in stages
+    (a different energy each), marked by vertical lines when there are several."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -89,6 +164,12 @@ def save_energy_trace(temperatures: np.ndarray, energies: np.ndarray, path: str 
         ax.plot(steps, energies[:, j], lw=0.8, label=labels[j] if j < len(labels) else None)
     ax.set_xlabel("Langevin step")
     ax.set_ylabel("energy")
+    if len(stages) > 1:
+        edge = 0
+        for name, n in stages:
+            ax.axvline(edge, color="grey", lw=0.6, ls=":")
+            ax.text(edge, 1.0, f" {name}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+            edge += n
     ax2 = ax.twinx()
     ax2.plot(steps, temperatures, color="k", ls="--", lw=1.0)
     ax2.set_ylabel("temperature (dashed)")

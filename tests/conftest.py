@@ -14,11 +14,11 @@ TRAINED_DIGITS_OVERRIDES = (("model.width", "8"), ("train.steps", "400"), ("trai
 
 @pytest.fixture(scope="session")
 def trained_digits(tmp_path_factory):
-    """(cfg, workdir, state, apply_fn, source) of an MDSM energy trained on digits for a few hundred steps."""
+    """(cfg, workdir, state, method, source) of an MDSM energy trained on digits for a few hundred steps."""
     from ebmjax.config import load_config
     from ebmjax.train import loop
 
     cfg = load_config(DIGITS_CONFIG, TRAINED_DIGITS_OVERRIDES)
     workdir = tmp_path_factory.mktemp("trained_digits")
-    state, apply_fn, source = loop.train(cfg, workdir, progress=False)
-    return cfg, workdir, state, apply_fn, source
+    state, method, source = loop.train(cfg, workdir, progress=False)
+    return cfg, workdir, state, method, source

@@ -169,10 +169,13 @@ def test_a_non_finite_gradient_skips_the_update_and_counts_it():
     from ebmjax.train.state import apply_if_finite, create
 
     opt = optax.adam(0.1)
-    state = create({"w": jnp.ones(3)}, opt)
-    good = apply_if_finite(state, jnp.float32(1.0), {"w": jnp.ones(3)}, opt)
+    state = create({"w": jnp.ones(3)}, opt, carry={"buffer": jnp.zeros(2)})
+    good = apply_if_finite(state, jnp.float32(1.0), {"w": jnp.ones(3)}, {"buffer": jnp.ones(2)}, opt)
     assert int(good.step) == 1 and int(good.skipped) == 0 and not np.allclose(good.params["w"], 1.0)
-    for loss, grad in ((jnp.float32(np.nan), jnp.ones(3)), (jnp.float32(1.0), jnp.array([1.0, np.inf, 0.0]))):
-        bad = apply_if_finite(good, loss, {"w": grad}, opt)
+    assert np.allclose(good.carry["buffer"], 1.0)  # the method's new carried state is taken with the update
+    for loss, grad, carry in ((jnp.float32(np.nan), jnp.ones(3), jnp.full(2, 2.0)),
+                              (jnp.float32(1.0), jnp.array([1.0, np.inf, 0.0]), jnp.full(2, 2.0)),
+                              (jnp.float32(1.0), jnp.ones(3), jnp.array([2.0, np.nan]))):
+        bad = apply_if_finite(good, loss, {"w": grad}, {"buffer": carry}, opt)
         assert int(bad.step) == 2 and int(bad.skipped) == 1
-        assert bitwise_equal((bad.params, bad.opt_state), (good.params, good.opt_state))
+        assert bitwise_equal((bad.params, bad.opt_state, bad.carry), (good.params, good.opt_state, good.carry))

@@ -61,12 +61,13 @@ def test_toy_density_learns_the_modes(tmp_path):
     from ebmjax.train import loop
 
     cfg = load_config(TOY, [("train.steps", "1500"), ("sample.n", "0")])
-    state, apply_fn, _ = loop.load_trained(cfg, wd)
+    state, method, _ = loop.load_trained(cfg, wd)
+    energy = method.energy(state.params)
     modes = toy2d.eight_gaussians_centers()
     between = 2.0 * np.stack([np.cos(np.arange(8) * np.pi / 4 + np.pi / 8), np.sin(np.arange(8) * np.pi / 4 + np.pi / 8)], 1)
-    e_modes = np.asarray(apply_fn(state.params, modes.astype(np.float32)))
-    e_between = np.asarray(apply_fn(state.params, between.astype(np.float32)))
-    e_origin = float(apply_fn(state.params, np.zeros((1, 2), np.float32))[0])
+    e_modes = np.asarray(energy(modes.astype(np.float32)))
+    e_between = np.asarray(energy(between.astype(np.float32)))
+    e_origin = float(energy(np.zeros((1, 2), np.float32))[0])
     assert e_modes.max() < e_between.min()
     assert e_modes.max() < e_origin
 

@@ -132,8 +132,8 @@ def test_ais_bounds_on_the_trained_digits_energy(trained_digits):
     """On a learned energy the truth is unknown; what must hold: finite estimates, a working HMC,
     and forward (lower) below reverse (upper) for the mean-of-log estimators, whose gap is the
     sum of two KL divergences."""
-    cfg, workdir, state, apply_fn, source = trained_digits
-    energy = jax.tree_util.Partial(apply_fn, state.params)
+    cfg, workdir, state, method, source = trained_digits
+    energy = method.energy(state.params)
     kw = dict(n_steps=40, kernel=KERNEL, step_size=0.02, ref_step_size=0.5, chunk_size=20)
     fwd = ais.ais_log_partition(energy, jax.random.PRNGKey(0), shape=source.shape, n_chains=8, **kw)
     x = source.get(np.arange(8))
@@ -142,7 +142,7 @@ def test_ais_bounds_on_the_trained_digits_energy(trained_digits):
         assert np.all(np.isfinite(np.asarray(r.log_weights)))
         assert 0.2 < float(jnp.mean(r.acceptance_rate)) <= 1.0
     assert float(fwd.log_z_mean_log) < float(rev.log_z_mean_log)
-    e = np.asarray(apply_fn(state.params, jnp.asarray(x)))
+    e = np.asarray(energy(jnp.asarray(x)))
     d = math.prod(source.shape)
     lo = ais.nll_bits_per_dim(e, float(fwd.log_z_mean_log), d)
     hi = ais.nll_bits_per_dim(e, float(rev.log_z_mean_log), d)

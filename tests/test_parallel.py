@@ -91,7 +91,7 @@ out = {"devices": jax.device_count(), "rows": str(parallel.local_rows(parallel.m
 states, losses = {}, {}
 for n in (1, 8):
     mesh = parallel.make_mesh(jax.devices()[:n])
-    state, apply_fn, source = loop.train(cfg, f"{workdir}/d{n}", progress=False, mesh=mesh)
+    state, method, source = loop.train(cfg, f"{workdir}/d{n}", progress=False, mesh=mesh)
     states[n] = jax.tree.map(np.asarray, state)
     losses[n] = json.loads(open(f"{workdir}/d{n}/metrics.jsonl").readline())["loss"]
 out["step"] = int(states[8].step)
@@ -104,8 +104,8 @@ samples = {}
 for n in (1, 8):
     mesh = parallel.make_mesh(jax.devices()[:n])
     params = parallel.put_replicated(states[1].params, mesh)
-    samples[n], _ = sampling.annealed_samples(cfg, apply_fn, params, source.shape, 8, jax.random.PRNGKey(3),
-                                              mesh=mesh, progress=False)
+    samples[n], _ = sampling.draw(method.sampler(params, ()), 8, jax.random.PRNGKey(3), batch_size=8,
+                                  chunk_steps=cfg.sample.chunk_steps, mesh=mesh, progress=False)
 out["sample_diff"] = max_abs_diff(samples[1], samples[8])
 out["sample_shape"] = list(samples[8].shape)
 err = io.StringIO()

@@ -271,14 +271,14 @@ def test_inpainting_digits_keeps_known_pixels_and_restores_the_centre(cli_runs):
 def test_inpainting_random_pixels_beats_the_mid_grey_fill(trained_digits):
     """With half the pixels missing at random the context is rich: the restored pixels beat even
     the mid-grey fill (0.5, the report's "corrupted"), the harder baseline a centre box does not."""
-    cfg, _, state, apply_fn, _ = trained_digits
+    cfg, _, state, method, _ = trained_digits
     from ebmjax import data, schedules
 
     x = np.asarray(data.load_source(cfg.data, "test").get(np.arange(16)), np.float32)
     m = np.asarray(restore.random_pixel_mask(jax.random.PRNGKey(10), x.shape, 0.5))
     temps = schedules.annealing_schedule("exp", t_max=10.0, n_hot=0, n_anneal=50, n_cool=50)
-    res = restore.inpaint_batches(jax.tree_util.Partial(apply_fn, state.params), x, m, jax.random.PRNGKey(0),
-                                  temperatures=temps, step_size=0.02, sigma0=cfg.loss.sigma0, chunk_size=50,
+    res = restore.inpaint_batches(method.energy(state.params), x, m, jax.random.PRNGKey(0),
+                                  temperatures=temps, step_size=0.02, sigma0=cfg.mdsm.sigma0, chunk_size=50,
                                   progress=False)
     known = np.broadcast_to(m < 0.5, x.shape)
     np.testing.assert_array_equal(res.restored[known], x[known])

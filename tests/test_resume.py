@@ -21,7 +21,7 @@ def test_checkpoints_are_asynchronous_and_keep_the_newest(tmp_path):
     ckpts = Checkpoints(tmp_path, load_config(DIGITS), keep=2)
 
     def state(step):  # 64 MB of parameters: writing them takes long enough to watch
-        return TrainState(jnp.int32(step), {"w": jnp.full((4096, 4096), float(step))}, (), jnp.int32(0))
+        return TrainState(jnp.int32(step), {"w": jnp.full((4096, 4096), float(step))}, (), (), (), jnp.int32(0))
 
     ckpts.save(state(1))
     # save() has returned, the arrays are copied to host memory and are being written in the background:

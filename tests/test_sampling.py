@@ -17,7 +17,8 @@ import pytest
 
 from ebmjax import sampling, samplers
 from ebmjax.config import load_config
-from ebmjax.train.loop import Interrupted
+from ebmjax.errors import Interrupted
+from ebmjax.methods import mdsm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "mdsm_digits.py")
@@ -33,6 +34,20 @@ class Source:
     shape = SHAPE
 
 
+def sampler(cfg, params=PARAMS):
+    """MDSM's annealed sampler (with the denoising jump) on the Gaussian energy."""
+    return mdsm.annealed_sampler(jax.tree_util.Partial(gaussian_apply, params), SHAPE, cfg.sample, cfg.mdsm.sigma0)
+
+
+def write(cfg, workdir, params=PARAMS):
+    return sampling.sample_to_workdir(cfg, sampler(cfg, params), Source(), workdir, progress=False)
+
+
+def draw(cfg, n, key, params=PARAMS):
+    return sampling.draw(sampler(cfg, params), n, key, batch_size=cfg.sample.batch_size,
+                         chunk_steps=cfg.sample.chunk_steps, progress=False)
+
+
 def config(**sample):
     overrides = {"n": 10, "batch_size": 4, "n_hot": 4, "n_anneal": 12, "n_cool": 4, "chunk_steps": 4,
                  "step_size": 0.1, **sample}
@@ -45,7 +60,7 @@ def images(workdir):
 
 def test_streams_shards_and_merges_what_annealed_samples_returns(tmp_path):
     cfg = config()
-    summary = sampling.sample_to_workdir(cfg, gaussian_apply, PARAMS, Source(), tmp_path, progress=False)
+    summary = write(cfg, tmp_path)
     out = tmp_path / "samples"
     # 10 samples in batches of 4: three shards, each holding a whole batch of chains.
     shards = sorted((out / "shards").glob("shard_*.npz"))
@@ -57,8 +72,7 @@ def test_streams_shards_and_merges_what_annealed_samples_returns(tmp_path):
     x = images(tmp_path)
     assert x.shape == (10, *SHAPE) and x.dtype == np.float32
     # Same key, same samples, whether streamed to disk or returned in memory.
-    ref, trace = sampling.annealed_samples(cfg, gaussian_apply, PARAMS, SHAPE, 10, sampling.sampling_key(cfg),
-                                           progress=False)
+    ref, trace = draw(cfg, 10, sampling.sampling_key(cfg))
     np.testing.assert_array_equal(x, ref)
     with np.load(shards[0]) as f:
         np.testing.assert_allclose(f["energy"], trace)
@@ -77,12 +91,11 @@ def test_samples_have_the_exact_law_of_ula_on_a_gaussian():
     with a = 1 - eps^2 / 2, so the variance follows v' = a^2 v + eps^2 T exactly from v0 = init_std^2;
     the denoising jump then scales x - mu by 1 - sigma0^2. The samples must have that variance."""
     cfg = config(n=256, batch_size=128, step_size=0.5)
-    x, trace = sampling.annealed_samples(cfg, gaussian_apply, PARAMS, SHAPE, 256, jax.random.PRNGKey(0),
-                                         progress=False)
+    x, trace = draw(cfg, 256, jax.random.PRNGKey(0))
     eps, a, v = 0.5, 1 - 0.5**2 / 2, cfg.sample.init_std**2
-    for t in np.asarray(sampling.temperatures(cfg.sample), np.float64):
+    for t in np.asarray(mdsm.annealing_temperatures(cfg.sample), np.float64):
         v = a**2 * v + eps**2 * t
-    v *= (1 - cfg.loss.sigma0**2) ** 2
+    v *= (1 - cfg.mdsm.sigma0**2) ** 2
     d = (np.asarray(x, np.float64) - 0.5).ravel()  # 4096 independent coordinates, mean mu = init_mean
     assert abs(d.mean()) < 4 * np.sqrt(v / d.size)
     assert abs(d.var() - v) < 4 * v * np.sqrt(2 / d.size)
@@ -112,20 +125,20 @@ def interrupt_after(monkeypatch, batch_index, chunks):
 
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     cfg = config()
-    sampling.sample_to_workdir(cfg, gaussian_apply, PARAMS, Source(), tmp_path / "ref", progress=False)
+    write(cfg, tmp_path / "ref")
 
     wd = tmp_path / "run"
     with monkeypatch.context() as m:
         interrupt_after(m, batch_index=1, chunks=2)
         with pytest.raises(Interrupted, match="after 1 of 3 batches.*Rerun the same command"):
-            sampling.sample_to_workdir(cfg, gaussian_apply, PARAMS, Source(), wd, progress=False)
+            write(cfg, wd)
     shard_dir = wd / "samples" / "shards"
     assert [p.name for p in sorted(shard_dir.glob("*.npz"))] == ["chains_00001.npz", "shard_00000.npz"]
     with np.load(shard_dir / "chains_00001.npz") as f:
         assert int(f["step"]) == 8 and f["energy"].shape == (8,)
     first = (shard_dir / "shard_00000.npz").stat().st_mtime_ns
 
-    summary = sampling.sample_to_workdir(cfg, gaussian_apply, PARAMS, Source(), wd, progress=False)
+    summary = write(cfg, wd)
     assert summary["batches_reused"] == 1 and summary["batches_run"] == 2
     assert (shard_dir / "shard_00000.npz").stat().st_mtime_ns == first  # finished shard not redone
     assert not list(shard_dir.glob("chains_*"))
@@ -138,35 +151,32 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
 
 
 def test_more_samples_reuse_finished_shards(tmp_path):
-    sampling.sample_to_workdir(config(n=8), gaussian_apply, PARAMS, Source(), tmp_path, progress=False)
-    summary = sampling.sample_to_workdir(config(n=10), gaussian_apply, PARAMS, Source(), tmp_path, progress=False)
+    write(config(n=8), tmp_path)
+    summary = write(config(n=10), tmp_path)
     assert summary["batches_reused"] == 2 and summary["batches_run"] == 1
     ref = tmp_path / "ref"
-    sampling.sample_to_workdir(config(n=10), gaussian_apply, PARAMS, Source(), ref, progress=False)
+    write(config(n=10), ref)
     np.testing.assert_array_equal(images(tmp_path), images(ref))
 
 
 def test_other_settings_or_parameters_discard_old_shards(tmp_path, caplog):
-    sampling.sample_to_workdir(config(), gaussian_apply, PARAMS, Source(), tmp_path, progress=False)
+    write(config(), tmp_path)
     other = {"mu": PARAMS["mu"] + 1.0}
     with caplog.at_level("WARNING"):
-        summary = sampling.sample_to_workdir(config(), gaussian_apply, other, Source(), tmp_path, progress=False)
+        summary = write(config(), tmp_path, other)
     assert summary["batches_reused"] == 0 and "Discarding 3 sample shards" in caplog.text
     fresh = tmp_path / "fresh"
-    sampling.sample_to_workdir(config(), gaussian_apply, other, Source(), fresh, progress=False)
+    write(config(), fresh, other)
     np.testing.assert_array_equal(images(tmp_path), images(fresh))  # nothing of the old parameters left
-    summary = sampling.sample_to_workdir(config(step_size=0.05), gaussian_apply, other, Source(), tmp_path,
-                                         progress=False)
+    summary = write(config(step_size=0.05), tmp_path, other)
     assert summary["batches_reused"] == 0
-    summary = sampling.sample_to_workdir(config(step_size=0.05, resume=False), gaussian_apply, other, Source(),
-                                         tmp_path, progress=False)
+    summary = write(config(step_size=0.05, resume=False), tmp_path, other)
     assert summary["batches_reused"] == 0
 
 
 def test_too_large_to_merge_keeps_only_shards(tmp_path):
-    sampling.sample_to_workdir(config(), gaussian_apply, PARAMS, Source(), tmp_path, progress=False)
-    summary = sampling.sample_to_workdir(config(merge_max_gb=0.0), gaussian_apply, PARAMS, Source(), tmp_path,
-                                         progress=False)
+    write(config(), tmp_path)
+    summary = write(config(merge_max_gb=0.0), tmp_path)
     assert summary["merged"] is False and "samples.npz" not in summary["files"]
     assert not (tmp_path / "samples" / "samples.npz").exists()  # no stale merged file either
     assert len(summary["shards"]) == 3 and (tmp_path / "samples" / "grid.png").exists()
@@ -187,7 +197,7 @@ def spy(kernel, energy, state, *args, **kwargs):
     seen.append(len(state.position.sharding.device_set))
     return original(kernel, energy, state, *args, **kwargs)
 samplers.run_chain_chunked = spy
-sampling.sample_to_workdir(cfg, t.gaussian_apply, t.PARAMS, t.Source(), sys.argv[1], progress=False)
+t.write(cfg, sys.argv[1])
 assert seen == [4], seen  # one batch of 8 chains, two on each of the 4 devices
 """
 
@@ -200,6 +210,5 @@ def test_chains_are_split_over_devices(tmp_path):
                            str(pathlib.Path(__file__).parent)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sampling.sample_to_workdir(config(batch_size=8, n=8), gaussian_apply, PARAMS, Source(), tmp_path / "one",
-                               progress=False)
+    write(config(batch_size=8, n=8), tmp_path / "one")
     np.testing.assert_allclose(images(tmp_path / "multi"), images(tmp_path / "one"), rtol=1e-5, atol=1e-5)

@@ -228,6 +228,32 @@ def log_density(name: str, points: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
+def assign_modes(name: str, points: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """The mode (component label, as in :func:`sample_with_labels`) each point belongs to, and the
+    number of modes; None for toys without modes (swiss_roll).
+
+    eight_gaussians: the nearest centre; rings: the nearest ring radius; checkerboard: the black
+    square holding the point, -1 outside every black square; two_moons: the nearer moon curve.
+    """
+    _check_name(name)
+    x = np.asarray(points, dtype=np.float64)
+    if name == "eight_gaussians":
+        d = ((x[:, None, :] - eight_gaussians_centers()[None]) ** 2).sum(-1)
+        return d.argmin(axis=1), 8
+    if name == "rings":
+        r = np.linalg.norm(x, axis=1)
+        return np.abs(r[:, None] - np.asarray(RINGS_RADII)[None]).argmin(axis=1), len(RINGS_RADII)
+    if name == "checkerboard":
+        corners = checkerboard_black_squares()
+        inside = ((x[:, None, :] >= corners[None]) & (x[:, None, :] < corners[None] + 1.0)).all(-1)
+        return np.where(inside.any(1), inside.argmax(1), -1), len(corners)
+    if name == "two_moons":
+        t = np.linspace(0.0, np.pi, 256)
+        d = [np.min(((x[:, None, :] - _two_moons_curve(t, m)[None]) ** 2).sum(-1), axis=1) for m in (0, 1)]
+        return np.argmin(np.stack(d, axis=1), axis=1), 2
+    return None
+
+
 class ToySource(ArraySource):
     """``ImageSource`` over a fixed draw of ``size`` points of toy ``toy_name``.
 

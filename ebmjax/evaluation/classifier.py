@@ -86,6 +86,9 @@ class DigitsClassifier:
         self.test_accuracy = float(test_accuracy)
         self._apply = jax.jit(DigitsNet().apply)
 
+    def describe(self) -> str:
+        return f"ebmjax digits classifier (seed {self.seed}, test accuracy {self.test_accuracy:.4f})"
+
     def logits_and_features(self, images: np.ndarray, batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
         """(logits (n, 10), features (n, 64)) as float64 numpy arrays."""
         x = _check_images(images)

@@ -95,19 +95,9 @@ def mode_histogram(counts: np.ndarray, path: str | pathlib.Path, title: str) -> 
     plt.close(fig)
 
 
-def image_rows(images: np.ndarray, ncol: int, path: str | pathlib.Path) -> None:
-    """NHWC images in [0, 1] as a grid with ``ncol`` columns."""
-    visualize.save_image_grid(images, path, ncol=ncol)
-
-
 def neighbours_picture(queries: np.ndarray, neighbour_images: np.ndarray, path: str | pathlib.Path) -> None:
-    """One row per query: the query, a white gap, then its k neighbours.
+    """One row per query: the sample, then its k nearest training images, nearest first.
     queries (n, H, W, C), neighbour_images (n, k, H, W, C), all in [0, 1]."""
-    from PIL import Image
-
-    n, k = neighbour_images.shape[:2]
-    left = visualize.image_grid(queries, ncol=1)
-    right = visualize.image_grid(neighbour_images.reshape(n * k, *neighbour_images.shape[2:]), ncol=k)
-    gap = np.full((left.shape[0], max(4, left.shape[1] // 8), left.shape[2]), 255, np.uint8)
-    grid = np.concatenate([left, gap, right], axis=1)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    k = neighbour_images.shape[1]
+    columns = [("sample", queries)] + [(f"train #{j + 1}", neighbour_images[:, j]) for j in range(k)]
+    visualize.save_panels(columns, path, groups=1, title="samples and their nearest training images (L2)")

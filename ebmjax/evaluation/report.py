@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ebmjax import data, samplers
+from ebmjax import data, io, samplers, visualize
 from ebmjax.data.source import TFDS_NAMES
 from ebmjax.errors import ConfigError, DataError
 from ebmjax.evaluation import ais, coverage, metrics, neighbours, ood, plots
@@ -123,18 +123,15 @@ def _test_source(cfg: ml_collections.ConfigDict, train: Any) -> tuple[Any, str]:
         return train, "train"
 
 
-def _fingerprint(params: Any, cfg: ml_collections.ConfigDict, n: int) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"sample": cfg.sample.to_dict(), "sigma0": cfg.loss.sigma0, "seed": cfg.seed, "n": n},
-                        sort_keys=True, default=str).encode())
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        arr = np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
+def _fingerprint(sampler: Any, cfg: ml_collections.ConfigDict, n: int) -> str:
+    """What cached samples depend on: the sampler's settings and parameters, the seed and the count."""
+    from ebmjax import sampling
+
+    settings = json.dumps({"sampler": dict(sampler.settings), "seed": cfg.seed, "n": n}, sort_keys=True, default=str)
+    return hashlib.blake2b((settings + sampling.sampler_fingerprint(sampler)).encode(), digest_size=16).hexdigest()
 
 
-def _samples(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, shape: tuple[int, ...],
+def _samples(cfg: ml_collections.ConfigDict, sampler: Any, shape: tuple[int, ...],
              out_dir: pathlib.Path, progress: bool) -> tuple[np.ndarray, str]:
     """(samples (n, *shape), where they came from)."""
     e = cfg.eval
@@ -151,7 +148,7 @@ def _samples(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, sh
             raise DataError(f"{path} holds images of shape {x.shape[1:]}, the model takes {shape}.")
         return x[:e.n_samples], str(path)
     cache = out_dir / "samples.npz"
-    fp = _fingerprint(params, cfg, e.n_samples)
+    fp = _fingerprint(sampler, cfg, e.n_samples)
     if cache.is_file():
         with np.load(cache) as f:
             if "fingerprint" in f.files and str(f["fingerprint"]) == fp:
@@ -160,12 +157,11 @@ def _samples(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, sh
     from ebmjax import sampling
 
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 10)
-    x, _ = sampling.annealed_samples(cfg, apply_fn, params, shape, e.n_samples, key, progress=progress)
+    x, _ = sampling.draw(sampler, e.n_samples, key, batch_size=cfg.sample.batch_size,
+                         chunk_steps=cfg.sample.chunk_steps, progress=progress)
     x = np.asarray(x, np.float32)
     if jax.process_index() == 0:
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=x, fingerprint=np.asarray(fp))
-        tmp.replace(cache)
+        io.savez_atomic(cache, images=x, fingerprint=np.asarray(fp))
     return x, f"drawn with the sample.* settings (cached in {cache.name})"
 
 
@@ -177,10 +173,11 @@ def _samples(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, sh
 class _Context:
     """What every section needs, computed once."""
 
-    def __init__(self, cfg, apply_fn, params, source, out_dir, progress):
+    def __init__(self, cfg, method, params, carry, source, out_dir, progress):
         self.cfg, self.e = cfg, cfg.eval
-        self.energy_fn = jax.tree_util.Partial(apply_fn, params)
-        self.apply_fn, self.params = apply_fn, params
+        self.method = method
+        self.energy_fn = method.energy(params)
+        self.sampler = method.sampler(params, carry)
         self.source = source
         self.shape = tuple(source.shape)
         self.out_dir = out_dir
@@ -345,10 +342,10 @@ def _ood(ctx: _Context) -> dict[str, Any]:
     e = ctx.e
     n_in = min(e.ood.n, len(ctx.x_test))
     x_in = ctx.x_test[:n_in]
-    sigma0 = float(ctx.cfg.loss.sigma0)
+    sigma0 = ctx.method.denoise_sigma
     noise_key = jax.random.fold_in(ctx.key, 13)
     variants = {"clean": lambda x, i: ctx.energies(x)}
-    if e.ood.noise:
+    if e.ood.noise and sigma0 is not None:
         variants[f"sigma0={sigma0:g} noise"] = lambda x, i: ood.noisy_energies(
             ctx.energy_fn, x, jax.random.fold_in(noise_key, i), sigma0, batch_size=e.batch_size)
     sets: dict[str, Any] = {}
@@ -463,11 +460,14 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def evaluate_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, params: Any, source: Any,
-                        workdir: str | pathlib.Path, *, progress: bool = True,
-                        step: int | None = None) -> dict[str, Any]:
-    """Runs ``eval.metrics`` on the energy ``apply_fn(params, x)`` trained on ``source``; writes
+def evaluate_to_workdir(cfg: ml_collections.ConfigDict, method: Any, state: Any, source: Any,
+                        workdir: str | pathlib.Path, *, progress: bool = True) -> dict[str, Any]:
+    """Runs ``eval.metrics`` on the method's energy and samples at the train state ``state`` (its
+    moving average of the parameters when kept), trained on ``source``; writes
     ``<workdir>/eval/report.json`` and the pictures (process 0) and returns the report."""
+    from ebmjax.train.state import inference_params
+
+    step = int(state.step)
     check_config(cfg)
     shape = tuple(source.shape)
     if len(shape) != 3:
@@ -476,17 +476,18 @@ def evaluate_to_workdir(cfg: ml_collections.ConfigDict, apply_fn: Callable, para
     out_dir = pathlib.Path(workdir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ctx = _Context(cfg, apply_fn, params, source, out_dir, progress)
-    report: dict[str, Any] = {"step": step, "data": cfg.data.name, "shape": list(shape),
+    ctx = _Context(cfg, method, inference_params(state), state.carry, source, out_dir, progress)
+    report: dict[str, Any] = {"step": step, "method": cfg.method.name, "data": cfg.data.name, "shape": list(shape),
                               "reference_split": ctx.test_split, "n_reference": len(ctx.x_test), "metrics": {},
                               "seconds": {}}
     if any(m in cfg.eval.metrics for m in NEEDS_SAMPLES):
         t = time.perf_counter()
-        ctx.samples, origin = _samples(cfg, apply_fn, params, shape, out_dir, progress)
+        ctx.samples, origin = _samples(cfg, ctx.sampler, shape, out_dir, progress)
         report["samples"] = {"n": len(ctx.samples), "from": origin, "min": float(ctx.samples.min()),
                              "max": float(ctx.samples.max())}
         report["seconds"]["samples"] = time.perf_counter() - t
-        plots.image_rows(ctx.samples[:64], 8, out_dir / "samples.png")
+        visualize.save_image_grid(ctx.samples, out_dir / "samples.png",
+                                  title=f"{cfg.method.name} samples ({cfg.data.name}, step {step})")
         ctx.files.append("samples.png")
     for name in METRICS:
         if name not in cfg.eval.metrics:

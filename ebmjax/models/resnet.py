@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from ebmjax.errors import ConfigError
+from ebmjax.models.conv import Conv
 
 Dtype = Any
 
@@ -72,20 +73,10 @@ def mean_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-def _conv(features: int, kernel: int, in_features: int, use_bias: bool, dtype: Dtype, name: str) -> nn.Conv:
-    fan_in = in_features * kernel * kernel
-    init = torch_uniform_init(fan_in)
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        padding="SAME",
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=init,
-        bias_init=init,
-        name=name,
-    )
+def _conv(features: int, kernel: int, in_features: int, use_bias: bool, dtype: Dtype, impl: str, name: str) -> Conv:
+    init = torch_uniform_init(in_features * kernel * kernel)
+    return Conv(features, (kernel, kernel), use_bias=use_bias, dtype=dtype, kernel_init=init, bias_init=init,
+                impl=impl, name=name)
 
 
 class ResBlock(nn.Module):
@@ -97,15 +88,16 @@ class ResBlock(nn.Module):
     features: int
     down: bool
     dtype: Dtype = jnp.float32
+    conv: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cin = x.shape[-1]
         shortcut_in = mean_pool_2x2(x) if self.down else x
-        shortcut = _conv(self.features, 1, cin, True, self.dtype, "conv_shortcut")(shortcut_in)
+        shortcut = _conv(self.features, 1, cin, True, self.dtype, self.conv, "conv_shortcut")(shortcut_in)
 
-        r = _conv(cin, 3, cin, False, self.dtype, "conv_1")(nn.elu(x))
-        r = _conv(self.features, 3, cin, True, self.dtype, "conv_2")(nn.elu(r))
+        r = _conv(cin, 3, cin, False, self.dtype, self.conv, "conv_1")(nn.elu(x))
+        r = _conv(self.features, 3, cin, True, self.dtype, self.conv, "conv_2")(nn.elu(r))
         if self.down:
             r = mean_pool_2x2(r)
         return shortcut + r
@@ -117,12 +109,15 @@ class MDSMResNet(nn.Module):
     H and W must be multiples of 8 (32x32 in the paper). ``dtype`` is the compute dtype of the
     convolutions; parameters are always float32, and energies are float32 for float32/bfloat16
     compute (float64 if ``dtype`` is float64 under jax_enable_x64, which tests use).
-    Use as ``energy_fn = lambda x: model.apply(params, x)``.
+    ``conv`` chooses how convolutions are computed (``ebmjax.models.conv``): "auto" (matrix products
+    on a CPU, XLA's convolution on GPU/TPU), "matmul" or "xla"; the parameters and the mathematics
+    are the same. Use as ``energy_fn = lambda x: model.apply(params, x)``.
     """
 
     blocks_per_stage: int = 2
     width: int = 128
     dtype: Dtype = jnp.float32
+    conv: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -146,12 +141,12 @@ class MDSMResNet(nn.Module):
             )
 
         x = x.astype(self.dtype)
-        x = _conv(self.width, 3, c, True, self.dtype, "conv1")(x)
+        x = _conv(self.width, 3, c, True, self.dtype, self.conv, "conv1")(x)
         features = self.width
         for name, down in block_names(self.blocks_per_stage):
             if down:
                 features *= 2
-            x = ResBlock(features, down, self.dtype, name=name)(x)
+            x = ResBlock(features, down, self.dtype, self.conv, name=name)(x)
 
         # The head is three dot products per image; running it in (at least) float32 costs nothing and
         # keeps the product of two linear forms (which can cancel) accurate when the trunk runs in bfloat16.

@@ -30,10 +30,10 @@ from ebmjax.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
-# Fields that define what the parameters mean; checkpoints from a run that differs in any of them
-# cannot be resumed by this run. (Shapes are checked too, against the checkpoint's own metadata.)
-IDENTITY_FIELDS = ("data.name", "data.pad", "data.image_size", "model.name", "model.width",
-                   "model.blocks_per_stage", "model.hidden")
+# Fields that define what the parameters mean, whatever the method (the method adds its own);
+# checkpoints from a run that differs in any of them cannot be resumed by this run. (Shapes are
+# checked too, against the checkpoint's own metadata.)
+IDENTITY_FIELDS = ("method.name", "data.name", "data.pad", "data.image_size")
 UNREADABLE_DIR = "checkpoints_unreadable"
 DIVERGED_DIR = "checkpoints_diverged"
 
@@ -65,9 +65,11 @@ class Checkpoints:
     nothing; :meth:`write_config` records this run's config once the state has been set up.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict, keep: int = 3):
+    def __init__(self, workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict, keep: int = 3,
+                 identity: tuple[str, ...] = IDENTITY_FIELDS):
         self.workdir = pathlib.Path(workdir).absolute()
         self.directory = self.workdir / "checkpoints"
+        self.identity = identity
         self._config = json.loads(cfg.to_json_best_effort())
         self._check_identity()
         options = ocp.CheckpointManagerOptions(
@@ -92,7 +94,7 @@ class Checkpoints:
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{path} cannot be read ({e}); restore it, or use a new --workdir.") from None
         diffs = [f"{f}: {_get(old, f)!r} in the workdir, {_get(self._config, f)!r} now"
-                 for f in IDENTITY_FIELDS if _get(old, f) != _get(self._config, f)]
+                 for f in self.identity if _get(old, f) != _get(self._config, f)]
         if diffs:
             raise CheckpointError(
                 f"The workdir {self.workdir} holds checkpoints of another experiment ("
@@ -200,7 +202,3 @@ class Checkpoints:
         self.manager.wait_until_finished()
         self.manager.close()
 
-
-def abstract(tree: Any) -> Any:
-    """Shape/dtype/sharding stand-ins for restoring without allocating twice."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

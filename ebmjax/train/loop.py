@@ -28,24 +28,17 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from ebmjax import data, models, parallel
-from ebmjax.errors import CheckpointError, ConfigError, DataError, EbmjaxError
-from ebmjax.train import mdsm
+from ebmjax import data, methods, parallel
+from ebmjax.errors import CheckpointError, ConfigError, DataError, Diverged, Interrupted
+from ebmjax.methods.base import Method
 from ebmjax.train import state as train_state
-from ebmjax.train.checkpoint import DIVERGED_DIR, Checkpoints, write_text_atomic
+from ebmjax.train import step as train_step
+from ebmjax.train.checkpoint import DIVERGED_DIR, IDENTITY_FIELDS, Checkpoints, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 # Calls whose stop / data flags may still be unread: the host runs this far ahead of the device.
 CONTROL_LAG = 4
-
-
-class Interrupted(EbmjaxError):
-    """SIGTERM or SIGINT arrived; a checkpoint was written and the run stopped cleanly."""
-
-
-class Diverged(EbmjaxError):
-    """Every update of a whole logging window was skipped for a non-finite loss or gradient."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,17 +89,16 @@ def nonfinite_examples(batch: np.ndarray, idx: np.ndarray) -> list[int]:
 # Compiled pieces.
 
 
-def make_train_call(cfg: ml_collections.ConfigDict, apply_fn: Callable,
-                    optimizer: optax.GradientTransformation) -> Callable:
+def make_train_call(cfg: ml_collections.ConfigDict, method: Method) -> Callable:
     """Returns ``call(state, batches, votes) -> (state, metrics, control)``: ``k`` steps in one call.
 
     ``batches`` (k, B, ...) are the batches of steps state.step .. state.step + k - 1; each step is
-    :func:`ebmjax.train.mdsm.make_train_step`'s, so k steps per call follow the same trajectory as k
+    :func:`ebmjax.train.step.make_train_step`'s, so k steps per call follow the same trajectory as k
     calls. ``metrics`` get a leading axis k and ``skipped_update`` (1 where the update was skipped).
     ``control`` holds two global flags every process sees at once: ``data_finite`` (no NaN or
     infinity in the batches) and ``stop`` (any process's entry of ``votes`` was set by a signal).
     """
-    multi = mdsm.make_multi_step(cfg, apply_fn, optimizer)  # unrolled: a scan is ~10x slower on CPU
+    multi = train_step.make_multi_step(method, int(cfg.train.steps_per_call), float(cfg.train.ema_decay))
 
     def call(state: train_state.TrainState, batches: jax.Array, votes: jax.Array):
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
@@ -117,14 +109,13 @@ def make_train_call(cfg: ml_collections.ConfigDict, apply_fn: Callable,
     return call
 
 
-def make_probe_call(cfg: ml_collections.ConfigDict, apply_fn: Callable) -> Callable:
-    """Returns ``probe(state, batches) -> {energy_data, energy_noise}`` on the last batch of a call,
-    with noise from ``fold_in(key, state.step)``."""
-    probe = mdsm.make_energy_probe(cfg, apply_fn)
+def make_probe_call(cfg: ml_collections.ConfigDict, method: Method) -> Callable:
+    """Returns ``probe(state, batches) -> {metric: scalar}``: the method's diagnostics on the last
+    batch of a call, with randomness from ``fold_in(key, state.step)``."""
 
     def call(state: train_state.TrainState, batches: jax.Array):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2), state.step)
-        return probe(state.params, batches[-1], key)
+        return method.probe(state.params, state.carry, batches[-1], key)
 
     return call
 
@@ -180,50 +171,61 @@ class _StopSignal:
 
 
 class Setup(NamedTuple):
-    """What :func:`setup` builds; the state is replicated on ``mesh``."""
+    """What :func:`setup` builds; the state is on ``mesh`` (parameters replicated, carry sharded)."""
 
     source: Any
-    model: Any
+    method: Method
     mesh: Mesh
-    optimizer: optax.GradientTransformation
     state: train_state.TrainState
     ckpts: Checkpoints
 
 
+def state_shardings(state: Any, method: Method, mesh: Mesh) -> Any:
+    """Shardings of a train state (or its shapes): everything replicated but the method's carried
+    state, which follows ``method.carry_specs`` (e.g. a replay buffer split over ``data``)."""
+    rep = parallel.replicated(mesh)
+    carry = jax.tree.map(lambda spec, leaf: jax.tree.map(lambda _: NamedSharding(mesh, spec), leaf),
+                         method.carry_specs, state.carry, is_leaf=lambda x: isinstance(x, P))
+    return state._replace(**{f: jax.tree.map(lambda _: rep, getattr(state, f))
+                             for f in state._fields if f != "carry"}, carry=carry)
+
+
 def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: str = "train", *,
           mesh: Mesh | None = None, write_config: bool = True) -> Setup:
-    """Builds what both training and sampling need: source, model, mesh, and the train state
-    (restored from the latest checkpoint in ``workdir`` when there is one), replicated on the mesh.
+    """Builds what both training and sampling need: source, method, mesh, and the train state
+    (restored from the latest checkpoint in ``workdir`` when there is one) on the mesh.
 
     Every check that can fail (data, model vs image shape, batch vs devices, the workdir's
     experiment, checkpoint shapes) runs before anything is written.
     """
     source = data.load_source(cfg.data, split)
-    model = models.build_model(cfg.model)
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
     if cfg.train.batch_size > len(source):
         raise DataError(f"train.batch_size = {cfg.train.batch_size} is larger than the dataset "
                         f"{cfg.data.name!r} ({len(source)} examples); lower it.")
-    optimizer = train_state.make_optimizer(cfg.train)
     shape = tuple(source.shape)
+    method = methods.build(cfg, shape)
 
     def init():
         # An "rbg" key compiles the many uniform initialisers several times faster than threefry on CPU.
         key = jax.random.key(cfg.seed, impl="rbg")
-        return train_state.create(models.init_params(model, key, shape), optimizer)
+        params = method.init_params(key)
+        carry = method.init_carry(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7))
+        return train_state.create(params, method.optimizer, carry, ema=cfg.train.ema_decay > 0)
 
-    # out_shardings: the state is created replicated on every device, in every process, at once.
-    init_fn = jax.jit(init, out_shardings=parallel.replicated(mesh))
     try:
-        shapes = jax.eval_shape(init_fn)  # traces the model on the data's shape without computing
+        shapes = jax.eval_shape(init)  # traces the networks on the data's shape without computing
     except ConfigError as e:
         raise ConfigError(
             f"Dataset {cfg.data.name!r} gives examples of shape {shape} (after data.pad={cfg.data.pad}, "
-            f"data.image_size={cfg.data.image_size}), which model {cfg.model.name!r} cannot take: {e}") from None
-    abstract = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)), shapes)
-    ckpts = Checkpoints(workdir, cfg, keep=cfg.train.keep_checkpoints)
+            f"data.image_size={cfg.data.image_size}), which method {method.name!r} cannot take: {e}") from None
+    shardings = state_shardings(shapes, method, mesh)
+    # out_shardings: the state is created on the mesh, in every process, at once.
+    init_fn = jax.jit(init, out_shardings=shardings)
+    abstract = jax.tree.map(lambda s_, sh: jax.ShapeDtypeStruct(s_.shape, s_.dtype, sharding=sh), shapes, shardings)
+    identity = (*IDENTITY_FIELDS, *method.identity)
+    ckpts = Checkpoints(workdir, cfg, keep=cfg.train.keep_checkpoints, identity=identity)
     try:
         state = ckpts.restore(abstract)
     except BaseException:
@@ -233,7 +235,7 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
         state = init_fn()
     if write_config:
         ckpts.write_config()
-    return Setup(source, model, mesh, optimizer, state, ckpts)
+    return Setup(source, method, mesh, state, ckpts)
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -241,20 +243,35 @@ def _next_multiple(step: int, every: int) -> int:
 
 
 def _summarise(host: list[dict], state, skipped_before: int, seconds: float) -> dict[str, Any]:
-    loss = np.concatenate([m["loss"] for m in host]) if host else np.array([np.nan])
-    grad_norm = np.concatenate([m["grad_norm"] for m in host]) if host else np.array([np.nan])
-    n = len(loss) if host else 0
-    skipped_total = int(state.skipped)
+    """The log line of a window: the mean of every metric the step reported (NaN-skipping), the
+    number of steps it averages, the speed and the skip counts."""
+    n = sum(len(np.atleast_1d(m["loss"])) for m in host)
+    record: dict[str, Any] = {"step": int(state.step)}
+    names = [k for k in (host[0] if host else {}) if k != "skipped_update"]
     with np.errstate(all="ignore"):
-        return {
-            "step": int(state.step),
-            "loss": float(np.nanmean(loss)) if np.isfinite(loss).any() else float("nan"),
-            "grad_norm": float(np.nanmean(grad_norm)) if np.isfinite(grad_norm).any() else float("nan"),
-            "window_steps": n,  # steps averaged: fewer than log_every right after a mid-window resume
-            "steps_per_s": n / max(seconds, 1e-9),
-            "skipped": skipped_total,
-            "skipped_in_window": skipped_total - skipped_before,
-        }
+        for name in names:
+            v = np.concatenate([np.atleast_1d(np.asarray(m[name], np.float64)) for m in host])
+            record[name] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    skipped_total = int(state.skipped)
+    record.update({
+        "window_steps": n,  # steps averaged: fewer than log_every right after a mid-window resume
+        "steps_per_s": n / max(seconds, 1e-9),
+        "skipped": skipped_total,
+        "skipped_in_window": skipped_total - skipped_before,
+    })
+    return record
+
+
+def check_steps(cfg: ml_collections.ConfigDict, state: train_state.TrainState, ckpts: Checkpoints) -> None:
+    """ConfigError when the workdir's checkpoint is already past ``train.steps``: the user asked for
+    a shorter run than the one recorded, and training it again would silently do nothing."""
+    done = int(state.step)
+    if done > cfg.train.steps:
+        raise ConfigError(
+            f"The workdir's latest checkpoint ({ckpts.directory}) is at step {done}, past "
+            f"train.steps={cfg.train.steps}: there is nothing to train. Use --mode sample (or another mode) "
+            f"to use it, raise --config.train.steps above {done} to train further, or pass a new --workdir "
+            "for a shorter run.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,15 +279,17 @@ def _summarise(host: list[dict], state, skipped_before: int, seconds: float) -> 
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, progress: bool = True, *,
-          mesh: Mesh | None = None) -> tuple[train_state.TrainState, Callable, Any]:
-    """Trains to ``cfg.train.steps``, resuming from the workdir; returns (state, apply_fn, source).
+          mesh: Mesh | None = None) -> tuple[train_state.TrainState, Method, Any]:
+    """Trains to ``cfg.train.steps``, resuming from the workdir; returns (state, method, source).
 
     ``mesh`` (default: every device of every process) is where the batch is split.
     """
     workdir = pathlib.Path(workdir).absolute()
-    source, model, mesh, optimizer, state, ckpts = setup(cfg, workdir, mesh=mesh)
+    source, method, mesh, state, ckpts = setup(cfg, workdir, mesh=mesh, write_config=False)
     try:
-        return _Trainer(cfg, workdir, source, model, mesh, optimizer, ckpts).run(state, progress), model.apply, source
+        check_steps(cfg, state, ckpts)
+        ckpts.write_config()
+        return _Trainer(cfg, workdir, source, method, mesh, ckpts).run(state, progress), method, source
     finally:
         ckpts.close()
 
@@ -278,19 +297,19 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, progress:
 class _Trainer:
     """One training run; the state of the host side of the loop lives here."""
 
-    def __init__(self, cfg, workdir, source, model, mesh, optimizer, ckpts):
+    def __init__(self, cfg, workdir, source, method, mesh, ckpts):
         t = cfg.train
-        self.cfg, self.t, self.source, self.mesh, self.ckpts = cfg, t, source, mesh, ckpts
-        self.k = int(t.get("steps_per_call", 1) or 1)
+        self.cfg, self.t, self.source, self.mesh, self.ckpts, self.method = cfg, t, source, mesh, ckpts, method
+        self.k = int(t.steps_per_call)
         if self.k < 1:
             raise ConfigError(f"train.steps_per_call must be >= 1, got {self.k}.")
         self.rows = parallel.local_rows(mesh, t.batch_size)
         # Stacked batches (k, B, ...): steps whole on every device, the batch axis split over `data`.
         self.batches_sharding = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
-        # donate_argnums=0: the old state's buffers are reused for the new one (half the memory).
-        self.call = jax.jit(make_train_call(cfg, model.apply, optimizer), donate_argnums=0,
-                            out_shardings=parallel.replicated(mesh))
-        self.probe = jax.jit(make_probe_call(cfg, model.apply), out_shardings=parallel.replicated(mesh))
+        self.shardings = None  # the state's, known once a state is seen (see run)
+        self.call_fn = make_train_call(cfg, method)
+        rep = parallel.replicated(mesh)
+        self.probe = jax.jit(make_probe_call(cfg, method), out_shardings=rep)
         # Both possible vote arrays, built once: a signal changes which one the next call gets.
         self.votes = {flag: parallel.process_votes(flag, mesh) for flag in (False, True)}
         self.writer = MetricsWriter(workdir)
@@ -352,8 +371,22 @@ class _Trainer:
             f"gradient and were skipped (since step {start}). {last}{moved} Lower train.lr (or check the "
             "data), then rerun the same command.")
 
+    def _compile(self, state: train_state.TrainState) -> None:
+        rep = parallel.replicated(self.mesh)
+        shardings = state_shardings(state, self.method, self.mesh)
+        # donate_argnums=0: the old state's buffers are reused for the new one (half the memory).
+        self.call = jax.jit(self.call_fn, donate_argnums=0, out_shardings=(shardings, rep, rep))
+
+    def _log_line(self, record: dict[str, Any]) -> str:
+        keys = ["loss", *(k for k in record if k != "loss")]
+        shown = ", ".join(f"{k} {record[k]:.4g}" for k in keys
+                          if k not in ("step", "window_steps", "skipped", "skipped_in_window")
+                          and isinstance(record[k], float))
+        return f"step {record['step']}/{self.t.steps}: {shown}; skipped {record['skipped']}"
+
     def run(self, state: train_state.TrainState, progress: bool) -> train_state.TrainState:
         t, ckpts = self.t, self.ckpts
+        self._compile(state)
         start = int(state.step)
         if start:
             log.info("Resuming from the checkpoint at step %d in %s", start, ckpts.directory)
@@ -392,11 +425,16 @@ class _Trainer:
                         host = jax.device_get(window)
                         self._track_skips(host, window_start)
                         record = _summarise(host, state, skipped_before, time.perf_counter() - tick)
-                        record.update({k: float(v) for k, v in self.probe(state, batches).items()})
-                        record["lr"] = float(train_state.lr_schedule(t)(step))
+                        probed = {k: float(v) for k, v in self.probe(state, batches).items()}
+                        record.update(probed)
+                        rates = self.method.learning_rates
+                        record.update({"lr" if len(rates) == 1 else f"lr/{name}": float(sched(step))
+                                       for name, sched in rates.items()})
                         self.writer.write(record)
-                        bar.set_postfix(loss=f"{record['loss']:.4g}", E_data=f"{record['energy_data']:.3g}",
-                                        E_noise=f"{record['energy_noise']:.3g}")
+                        # What the method reports, not names the loop knows: the loss and its diagnostics.
+                        bar.set_postfix({k: f"{record[k]:.4g}" for k in ["loss", *list(probed)[:3]]})
+                        if not show and parallel.is_main_process():
+                            log.info("%s", self._log_line(record))
                         if record["skipped_in_window"] == step - window_start:
                             raise self._diverged(step - window_start, step)
                         window, window_start = [], step
@@ -431,12 +469,12 @@ class _Trainer:
 
 
 def load_trained(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, mesh: Mesh | None = None):
-    """(state, apply_fn, source) from the latest checkpoint in ``workdir``; an error if there is none."""
+    """(state, method, source) from the latest checkpoint in ``workdir``; an error if there is none."""
     workdir = pathlib.Path(workdir).absolute()
     if not (workdir / "checkpoints").is_dir():
         raise CheckpointError(f"No checkpoints in {workdir}: train first (--mode train) or pass the --workdir of a trained run.")
-    source, model, mesh, optimizer, state, ckpts = setup(cfg, workdir, mesh=mesh, write_config=False)
+    source, method, mesh, state, ckpts = setup(cfg, workdir, mesh=mesh, write_config=False)
     ckpts.close()
     if int(state.step) == 0:
         raise CheckpointError(f"No checkpoint in {workdir / 'checkpoints'}: train first (--mode train).")
-    return state, model.apply, source
+    return state, method, source

@@ -1,8 +1,14 @@
-"""The train state: one PyTree updated by optax and saved by Orbax."""
+"""The train state: one PyTree updated by optax and saved by Orbax, whatever the method.
+
+``params`` is a dict by network name (``{"energy": variables}`` for MDSM), ``opt_state`` one
+optimiser state over that dict (each network with its own transformation, see :func:`per_network`),
+``carry`` the method's carried state (a replay buffer; ``()`` when none), and ``ema`` an exponential
+moving average of ``params`` (``()`` when ``train.ema_decay`` is 0).
+"""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,39 +18,82 @@ import optax
 
 class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: number of updates applied
-    params: Any
+    params: Any  # {network name: variables}
     opt_state: Any
+    carry: Any  # the method's carried state; () when none
+    ema: Any  # moving average of params; () when off
     skipped: jax.Array  # int32 scalar: updates skipped because the loss or a gradient was not finite
 
 
 def lr_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
-    """Cosine decay from ``lr`` to ``lr_end`` over ``steps`` (the original's recipe)."""
+    """Cosine decay from ``lr`` to ``lr_end`` over ``steps`` (the MDSM original's recipe)."""
     return optax.cosine_decay_schedule(train_cfg.lr, train_cfg.steps, alpha=train_cfg.lr_end / train_cfg.lr)
 
 
-def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam (betas and eps from the config) on :func:`lr_schedule`."""
-    return optax.adam(lr_schedule(train_cfg), b1=train_cfg.b1, b2=train_cfg.b2, eps=train_cfg.eps)
+def adam(opt_cfg: Any, steps: int | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(Adam on the cosine schedule, the schedule) from a group with fields lr, lr_end, b1, b2, eps
+    (and steps, unless given)."""
+    steps = opt_cfg.steps if steps is None else steps
+    schedule = optax.cosine_decay_schedule(opt_cfg.lr, steps, alpha=opt_cfg.lr_end / opt_cfg.lr)
+    return optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps), schedule
 
 
-def create(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jnp.zeros((), jnp.int32))
+def per_network(transforms: Mapping[str, optax.GradientTransformation]) -> optax.GradientTransformation:
+    """One transformation over a params dict {network name: tree}: each network gets its own."""
+    names = tuple(transforms)
+
+    def labels(params):
+        if set(params) != set(names):
+            raise ValueError(f"params hold networks {sorted(params)}, the optimiser expects {sorted(names)}")
+        return {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()}
+
+    return optax.multi_transform(dict(transforms), labels)
 
 
-def apply_if_finite(state: TrainState, loss: jax.Array, grads: Any,
-                    optimizer: optax.GradientTransformation) -> TrainState:
-    """Applies the update unless the loss or any gradient is non-finite; then only ``skipped`` grows.
+def create(params: Any, optimizer: optax.GradientTransformation, carry: Any = (), ema: bool = False) -> TrainState:
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), carry,
+                      jax.tree.map(jnp.copy, params) if ema else (), jnp.zeros((), jnp.int32))
 
-    Skipping keeps one bad batch (or an overflow in low precision) from poisoning the parameters
-    and Adam's moments; the loop stops the run if skips persist.
+
+def inference_params(state: TrainState) -> Any:
+    """The parameters sampling, restoration and evaluation use: the moving average when kept."""
+    return state.ema if jax.tree.leaves(state.ema) else state.params
+
+
+def ema_rate(decay: float, step: jax.Array) -> jax.Array:
+    """The averaging weight of the old average after ``step`` updates: min(decay, (1 + t) / (10 + t)),
+    so the first updates are not dominated by the initial parameters."""
+    t = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def all_finite(*trees: Any) -> jax.Array:
+    leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)]
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) if leaves else jnp.asarray(True)
+
+
+def apply_if_finite(state: TrainState, loss: jax.Array, grads: Any, carry: Any,
+                    optimizer: optax.GradientTransformation, ema_decay: float = 0.0) -> TrainState:
+    """Applies the update (and takes the new carry) unless the loss, a gradient or the carry is
+    non-finite; then only ``skipped`` grows.
+
+    Skipping keeps one bad batch (or an overflow in low precision) from poisoning the parameters,
+    Adam's moments and a replay buffer; the loop stops the run if skips persist.
     """
-    finite = jnp.isfinite(loss) & jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    finite = jnp.isfinite(loss) & all_finite(grads, carry)
     updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    params = jax.tree.map(keep, new_params, state.params)
+    ema = state.ema
+    if jax.tree.leaves(ema):
+        rate = ema_rate(ema_decay, state.step)
+        ema = jax.tree.map(lambda e, p: jnp.where(finite, rate * e + (1.0 - rate) * p, e), ema, params)
     return TrainState(
         step=state.step + 1,
-        params=jax.tree.map(keep, new_params, state.params),
+        params=params,
         opt_state=jax.tree.map(keep, new_opt, state.opt_state),
+        carry=jax.tree.map(keep, carry, state.carry),
+        ema=ema,
         skipped=state.skipped + (1 - finite.astype(jnp.int32)),
     )

@@ -1,0 +1,94 @@
+"""What a training method is: a small record of pure factories that the shared loop, sampling,
+restoration and evaluation use without asking which method they run.
+
+A method owns named networks (``params`` is a dict by network name, each entry a Flax variables
+dict), one optimiser over that dict (each network with its own settings), an optional carried
+state (replay buffer, persistent chains; ``()`` when none), a loss whose gradient the shared step
+applies, the energy that restoration and evaluation use, and its own sampler for ``--mode sample``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import numpy as np
+import optax
+
+from ebmjax.samplers.kernels import EnergyFn, Kernel
+
+Params = dict[str, Any]
+# loss(params, carry, batch, key, step) -> (scalar, (new carry, {metric: scalar}))
+LossFn = Callable[[Params, Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
+
+
+class Stage(NamedTuple):
+    """One chain of a sampler: ``len(temperatures)`` steps of ``kernel`` on ``energy``.
+
+    ``energy`` is a ``jax.tree_util.Partial`` over parameters (so compiled chunks are reused for
+    new parameters of the same shapes). ``enter(x, key)`` maps the previous stage's end (or the
+    sampler's start) to this stage's start, e.g. an up-sampling; None keeps it. ``temperatures``
+    and ``step_sizes`` (K,) use the kernels' convention (``ebmjax.samplers.kernels``).
+    """
+
+    name: str
+    energy: EnergyFn
+    kernel: Kernel
+    temperatures: np.ndarray
+    step_sizes: np.ndarray
+    enter: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+
+
+class Sampler(NamedTuple):
+    """A method's sampler: ``init(key, n) -> x0``, the stages run in order, ``finish(x) -> samples``.
+
+    ``init``, ``enter`` and ``finish`` must be jittable; ``finish`` is applied batch by batch to
+    the last stage's end (e.g. MDSM's denoising jump). ``settings`` (JSON-able) describes the
+    sampler for the shard manifest: samples drawn with other settings are never mixed in.
+    """
+
+    init: Callable[[jax.Array, int], jax.Array]
+    stages: tuple[Stage, ...]
+    finish: Callable[[jax.Array], jax.Array]
+    settings: Mapping[str, Any]
+
+    @property
+    def steps(self) -> int:
+        return int(sum(len(s.temperatures) for s in self.stages))
+
+
+class Method(NamedTuple):
+    """The pure factories of one training method (see the module docstring).
+
+    name: ``method.name``.
+    networks: {name: Flax module}.
+    init_params(key) -> {name: variables}.
+    optimizer: one optax transformation over the params dict.
+    learning_rates: {network name: optax schedule}, for the logs.
+    init_carry(key) -> carried state (a pytree of arrays; ``()`` when none).
+    carry_specs: pytree prefix of ``PartitionSpec`` for the carry (leading axis on ``data`` for a
+        buffer; ``()`` when none).
+    loss: see ``LossFn``; its gradient with respect to ``params`` is applied by the shared step.
+        Samples from chains inside it must carry no gradient into the parameters.
+    probe(params, carry, batch, key) -> {metric: scalar}: diagnostics for the log at each window.
+    energy(params) -> energy_fn (a Partial): the energy used by restoration and evaluation.
+    sampler(params, carry) -> Sampler: the chains of ``--mode sample``.
+    denoise_sigma: the noise level of the single-step denoising jump x - s^2 dE/dx where the
+        method learns a smoothed density (MDSM's sigma0), else None.
+    identity: config fields whose values define what the parameters mean; checkpoints written
+        with other values cannot be resumed.
+    """
+
+    name: str
+    networks: Mapping[str, Any]
+    init_params: Callable[[jax.Array], Params]
+    optimizer: optax.GradientTransformation
+    learning_rates: Mapping[str, optax.Schedule]
+    init_carry: Callable[[jax.Array], Any]
+    carry_specs: Any
+    loss: LossFn
+    probe: Callable[[Params, Any, jax.Array, jax.Array], dict[str, jax.Array]]
+    energy: Callable[[Params], EnergyFn]
+    sampler: Callable[[Params, Any], Sampler]
+    denoise_sigma: float | None
+    identity: tuple[str, ...]

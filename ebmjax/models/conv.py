@@ -1,0 +1,123 @@
+"""Stride-1 "same" convolutions computed as matrix products, for CPUs.
+
+XLA's CPU backend runs ``lax.conv_general_dilated`` (and the transposed convolutions of its
+gradients) far below the speed of its matrix multiply: on the digits demo's network a Langevin step
+ran 5x slower than the PyTorch original. The same mathematics written as matrix products runs
+near the machine's peak, so on a CPU :class:`Conv` computes
+
+- a 1x1 kernel as one product over channels;
+- a map of at most ``TOEPLITZ_MAX_AREA`` pixels (the 2x2 and 1x1 maps at the end of the MDSM nets)
+  as one product with the convolution's full (H W C_in, H W C_out) matrix, built from the kernel
+  block by block: only taps that fall inside the map are computed (on a 1x1 map a 3x3
+  kernel has one useful tap of nine);
+- anything larger by im2col: the k x k shifted copies of the zero-padded input side by side on the
+  channel axis, times the kernel reshaped to (k k C_in, C_out).
+
+Elsewhere (GPU, TPU) it calls ``lax.conv_general_dilated``, which cuDNN and the TPU compiler run
+well. Every path computes the same sums in a different order (results agree to float rounding), and
+the parameters are ``nn.Conv``'s: ``kernel`` (kh, kw, C_in, C_out) and ``bias`` (C_out,), so
+checkpoints and the PyTorch import do not depend on the path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ebmjax.errors import ConfigError
+
+Dtype = Any
+
+IMPLS = ("auto", "matmul", "xla")
+TOEPLITZ_MAX_AREA = 4
+
+
+def conv_matrix(kernel: jax.Array, h: int, w: int) -> jax.Array:
+    """The (h w C_in, h w C_out) matrix of a stride-1 'same' convolution on an h x w map, rows and
+    columns in NHWC order: ``x.reshape(B, -1) @ M`` equals the convolution of x flattened.
+
+    Block (input pixel, output pixel) is the kernel tap that links them, or zero; the blocks are
+    picked by static indexing, so the matrix and its gradient cost copies, not products."""
+    kh, kw, cin, cout = kernel.shape
+    if h == w == 1:
+        return kernel[(kh - 1) // 2, (kw - 1) // 2]
+    zero = jnp.zeros((cin, cout), kernel.dtype)
+    rows = []
+    for ii, ij in itertools.product(range(h), range(w)):
+        blocks = []
+        for oi, oj in itertools.product(range(h), range(w)):
+            di, dj = ii - oi + (kh - 1) // 2, ij - oj + (kw - 1) // 2
+            blocks.append(kernel[di, dj] if 0 <= di < kh and 0 <= dj < kw else zero)
+        rows.append(jnp.stack(blocks, axis=1))  # (C_in, h w, C_out)
+    return jnp.stack(rows).reshape(h * w * cin, h * w * cout)
+
+
+def _im2col(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """(B, H, W, kh kw C): the kernel's shifted windows of the zero-padded x, tap-major."""
+    _, h, w, _ = x.shape
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    xp = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
+    return jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
+
+
+def conv_same_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'same' convolution of NHWC ``x`` with an HWIO ``kernel`` by matrix products."""
+    b, h, w, cin = x.shape
+    kh, kw, _, cout = kernel.shape
+    if kh == kw == 1:
+        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(b, h, w, cout)
+    if h * w <= TOEPLITZ_MAX_AREA:
+        return (x.reshape(b, h * w * cin) @ conv_matrix(kernel, h, w)).reshape(b, h, w, cout)
+    cols = _im2col(x, kh, kw)
+    return (cols.reshape(b * h * w, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)).reshape(b, h, w, cout)
+
+
+def conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'same' convolution by ``lax.conv_general_dilated`` (what ``nn.Conv`` runs)."""
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def resolve_impl(impl: str) -> str:
+    """'matmul' or 'xla' for ``impl``; 'auto' picks 'matmul' on a CPU backend, 'xla' elsewhere."""
+    if impl not in IMPLS:
+        raise ConfigError(f"conv implementation must be one of {', '.join(IMPLS)}, got {impl!r}.")
+    if impl == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
+    """Stride-1 'same' convolution, NHWC input, HWIO kernel, by the path ``impl`` names."""
+    fn: Callable = conv_same_matmul if resolve_impl(impl) == "matmul" else conv_same_xla
+    return fn(x, kernel)
+
+
+class Conv(nn.Module):
+    """A stride-1 'same' convolution with ``nn.Conv``'s parameters (``kernel`` HWIO, ``bias``).
+
+    ``kernel_init``/``bias_init`` as in ``nn.Conv``; parameters are float32, the computation runs in
+    ``dtype``. ``impl``: "auto" (matrix products on a CPU, XLA's convolution elsewhere), "matmul" or
+    "xla". (B, H, W, C_in) -> (B, H, W, features).
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
+        y = conv_same(x.astype(self.dtype), kernel.astype(self.dtype), self.impl)
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y

@@ -1,0 +1,91 @@
+"""The shared training step: k steps per call equal k single steps, non-finite updates are skipped,
+the moving average of the parameters follows its formula, and each network gets its own optimiser."""
+
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ebmjax import methods
+from ebmjax.config import load_config
+from ebmjax.errors import ConfigError
+from ebmjax.train import state as train_state
+from ebmjax.train import step as train_step
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TOY = str(ROOT / "configs" / "mdsm_toy2d.py")
+DIGITS = str(ROOT / "configs" / "mdsm_digits.py")
+
+
+def toy_method(**overrides):
+    ov = {"model.hidden": "(16,16)", "train.batch_size": "8", **overrides}
+    cfg = load_config(TOY, list(ov.items()))
+    return cfg, methods.build(cfg, (2,))
+
+
+def fresh_state(method, ema=False):
+    return train_state.create(method.init_params(jax.random.PRNGKey(0)), method.optimizer, (), ema=ema)
+
+
+def test_multi_step_equals_single_steps():
+    cfg, method = toy_method()
+    state = fresh_state(method)
+    batches = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 2))
+    key = jax.random.PRNGKey(2)
+    multi, metrics = jax.jit(train_step.make_multi_step(method, 3))(state, batches, key)
+    step = jax.jit(train_step.make_train_step(method))
+    single = state
+    for i in range(3):
+        single, m = step(single, batches[i], key)
+        np.testing.assert_allclose(metrics["loss"][i], m["loss"], rtol=1e-5)
+    assert int(multi.step) == 3 and metrics["loss"].shape == (3,)
+    np.testing.assert_array_equal(metrics["skipped_update"], [0, 0, 0])
+    # A non-finite batch skips its own update only, and says so.
+    bad = batches.at[1, 0, 0].set(jnp.nan)
+    after, metrics = jax.jit(train_step.make_multi_step(method, 3))(multi, bad, key)
+    np.testing.assert_array_equal(metrics["skipped_update"], [0, 1, 0])
+    assert int(after.step) == 6 and int(after.skipped) == 1
+    chex.assert_trees_all_close(multi.params, single.params, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_steps_per_call_is_a_config_error():
+    _, method = toy_method()
+    with pytest.raises(ConfigError, match="steps_per_call"):
+        train_step.make_multi_step(method, 0)
+
+
+def test_moving_average_follows_its_formula():
+    """ema_t = r_t ema_{t-1} + (1 - r_t) params_t with r_t = min(decay, (1 + t) / (10 + t)), t the
+    number of updates before this one; a skipped update leaves it untouched."""
+    cfg, method = toy_method()
+    decay = 0.9
+    state = fresh_state(method, ema=True)
+    chex.assert_trees_all_equal(state.ema, state.params)
+    step = jax.jit(train_step.make_train_step(method, decay))
+    batches = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 2))
+    want = jax.tree.map(np.asarray, state.params)
+    for t in range(4):
+        state, _ = step(state, batches[t], jax.random.PRNGKey(3))
+        r = min(decay, (1 + t) / (10 + t))
+        want = jax.tree.map(lambda e, p: r * e + (1 - r) * np.asarray(p), want, state.params)
+    chex.assert_trees_all_close(state.ema, want, rtol=1e-6, atol=1e-7)
+    assert train_state.inference_params(state) is state.ema
+    skipped, _ = step(state, batches[0].at[0, 0].set(jnp.inf), jax.random.PRNGKey(3))
+    chex.assert_trees_all_equal(skipped.ema, state.ema)
+    assert train_state.inference_params(fresh_state(method)) is not None  # no average kept: the params
+
+
+def test_each_network_gets_its_own_optimiser():
+    """Two networks in one params dict: SGD with lr 1 on one, lr 0 on the other."""
+    opt = train_state.per_network({"a": optax.sgd(1.0), "b": optax.sgd(0.0)})
+    params = {"a": {"w": jnp.ones(3)}, "b": {"w": jnp.ones(2)}}
+    grads = {"a": {"w": jnp.full(3, 0.5)}, "b": {"w": jnp.full(2, 0.5)}}
+    updates, _ = opt.update(grads, opt.init(params), params)
+    new = optax.apply_updates(params, updates)
+    chex.assert_trees_all_close(new, {"a": {"w": jnp.full(3, 0.5)}, "b": {"w": jnp.ones(2)}})
+    with pytest.raises(ValueError, match="networks"):
+        opt.init({"a": {"w": jnp.ones(3)}})
