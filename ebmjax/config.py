@@ -71,6 +71,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.sample.batch_size = 1024  # chains run at once
     c.sample.schedule = "exp"  # exp | lin (ebmjax.schedules.annealing_schedule)
     c.sample.t_max = 100.0
+    c.sample.t_min = 1.0  # the annealing ends here before cooling to 0 (paper: 1; < 1 favours the most likely images)
     c.sample.n_hot = 500
     c.sample.n_anneal = 2000
     c.sample.n_cool = 200

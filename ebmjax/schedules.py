@@ -3,7 +3,9 @@
 The MDSM paper's default (Fig. A7B) has three parts: ``n_hot`` steps at ``t_max``; ``n_anneal``
 steps cooling from ``t_max`` to 1, exponentially ("exp") or linearly ("lin"); ``n_cool`` steps
 going linearly from 1 to 0, the last of which is plain gradient descent. With sigma0 = 0.1, T = 100
-injects noise of size sqrt(T) * sigma0 = 1, enough to move between modes.
+injects noise of size sqrt(T) * sigma0 = 1, enough to move between modes. ``t_min`` < 1 continues
+the annealing below T = 1 (sampling exp(-E / T) for T < 1 favours the model's most likely images),
+and the cooling then starts from t_min.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ def annealing_schedule(
     n_hot: int = 500,
     n_anneal: int = 2000,
     n_cool: int = 200,
+    t_min: float = 1.0,
 ) -> jax.Array:
     """Temperatures of each step, shape (n_hot + n_anneal + n_cool,), float32.
 
-    "exp": T_k = t_max * exp(-k ln(t_max) / n_anneal) for k = 0..n_anneal-1.
-    "lin": T_k = linspace(t_max, 1, n_anneal).
+    "exp": T_k = t_max * exp(-k ln(t_max / t_min) / n_anneal) for k = 0..n_anneal-1.
+    "lin": T_k = linspace(t_max, t_min, n_anneal). The cooling part is linspace(t_min, 0, n_cool).
     """
     if kind not in KINDS:
         raise ConfigError(f"annealing_schedule: kind must be one of {KINDS}, got {kind!r}.")
@@ -37,12 +40,12 @@ def annealing_schedule(
             "annealing_schedule: step counts must be >= 0 and not all zero, got "
             f"n_hot={n_hot}, n_anneal={n_anneal}, n_cool={n_cool}."
         )
-    if t_max < 1.0:
-        raise ConfigError(f"annealing_schedule: t_max must be >= 1 (it anneals down to 1), got {t_max}.")
+    if not 0.0 < t_min <= t_max:
+        raise ConfigError(f"annealing_schedule: need 0 < t_min <= t_max, got t_min={t_min}, t_max={t_max}.")
     hot = np.full(n_hot, t_max)
     if kind == "exp":
-        anneal = t_max * np.exp(-np.arange(n_anneal) * np.log(t_max) / max(n_anneal, 1))
+        anneal = t_max * np.exp(-np.arange(n_anneal) * np.log(t_max / t_min) / max(n_anneal, 1))
     else:
-        anneal = np.linspace(t_max, 1.0, n_anneal)
-    cool = np.linspace(1.0, 0.0, n_cool)
+        anneal = np.linspace(t_max, t_min, n_anneal)
+    cool = np.linspace(t_min, 0.0, n_cool)
     return jnp.asarray(np.concatenate([hot, anneal, cool]), dtype=jnp.float32)

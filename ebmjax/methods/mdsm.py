@@ -32,7 +32,7 @@ def annealing_temperatures(sample_cfg: ml_collections.ConfigDict) -> np.ndarray:
     """The annealing schedule of ``sample.*``: one temperature per Langevin step, (K,) float32."""
     s = sample_cfg
     return np.asarray(schedules.annealing_schedule(s.schedule, t_max=s.t_max, n_hot=s.n_hot,
-                                                   n_anneal=s.n_anneal, n_cool=s.n_cool))
+                                                   n_anneal=s.n_anneal, n_cool=s.n_cool, t_min=s.t_min))
 
 
 def gaussian_init(shape: tuple[int, ...], mean: float, std: float):
@@ -55,7 +55,7 @@ def annealed_sampler(energy: Any, example_shape: tuple[int, ...], sample_cfg: ml
     finish = (jax.tree_util.Partial(samplers.denoise_jump, energy, sigma0=float(sigma0)) if s.denoise
               else jax.tree_util.Partial(_identity))
     settings = {"kind": "annealed langevin", "sigma0": float(sigma0),
-                **{k: s[k] for k in ("schedule", "t_max", "n_hot", "n_anneal", "n_cool", "step_size",
+                **{k: s[k] for k in ("schedule", "t_max", "t_min", "n_hot", "n_anneal", "n_cool", "step_size",
                                      "init_mean", "init_std", "denoise")}}
     return Sampler(gaussian_init(tuple(example_shape), float(s.init_mean), float(s.init_std)),
                    (Stage("anneal", energy, samplers.ula, temps, steps),), finish, settings)
