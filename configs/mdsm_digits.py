@@ -29,6 +29,9 @@ def get_config():
     c.eval.ais.n_betas = 1000
     c.eval.ais.n_chains = 64
     c.eval.ais.n_data = 64
-    c.eval.ais.step_size = 0.02  # acceptance stayed 0.8-0.98 at this step on the digits model
+    # HMC with 5 leapfrog steps of 0.03 costs half the model evaluations of the paper's 10 steps of
+    # 0.02; on a trained digits model both kept acceptance ~0.9 and gave bounds 2.4-0.7 nats apart.
+    c.eval.ais.n_leapfrog = 5
+    c.eval.ais.step_size = 0.03
     c.eval.ais.chunk = 250
     return c

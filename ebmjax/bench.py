@@ -40,6 +40,7 @@ import numpy as np
 
 from ebmjax.errors import ConfigError, DataError, EbmjaxError
 from ebmjax.models.conv import Conv
+from ebmjax.parallel import compiled_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -231,18 +232,6 @@ def cpu_peak_tflops(dtype: str) -> tuple[float | None, str]:
     if dtype != "float32" and gflops is not None:
         note += f" (float32 peak; {dtype} compared with it)"
     return (None if gflops is None else gflops / 1e3), note
-
-
-def compiled_memory_bytes(compiled: Any) -> int | None:
-    """XLA's estimate of the device memory one call of a compiled function needs, per device:
-    arguments + outputs + temporaries - donated (aliased) buffers; None if not available."""
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # not every backend implements it
-        return None
-    if m is None:
-        return None
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
 # ---------------------------------------------------------------------------------------------

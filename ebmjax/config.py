@@ -4,8 +4,12 @@ A config file is a Python file with ``get_config() -> ml_collections.ConfigDict`
 ``configs/``). Config files start from :func:`defaults` and override a few fields, so every field
 that exists is documented here. ``method.name`` picks the training method; each method reads its
 own group (``mdsm``, ...) and the shared ones (``data``, ``model``, ``train``, ``sample``, ...).
-Overrides come as ``--config.a.b=value``. A key that does not exist, in a config file or on the
-command line, or a value of the wrong type, is a :class:`~ebmjax.errors.ConfigError`.
+Overrides come as ``--config.a.b=value``: numbers (``1e-3``, ``nan`` and ``inf`` are read as
+numbers and then refused where they cannot work), ``true``/``false``, ``none``, text as is, and
+tuples either as a Python literal (``--config.eval.metrics='("fid", "ood")'``) or as a comma list
+(``--config.eval.metrics=fid,ood``; a single word ``fid`` is the 1-tuple ``("fid",)``). A key that
+does not exist, in a config file or on the command line, a value of the wrong type, or a number out
+of its range (:func:`validate`) is a :class:`~ebmjax.errors.ConfigError` that says what to use.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import json
+import math
 import pathlib
 from typing import Any, Iterable
 
@@ -27,7 +33,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # all randomness (init, data order, noise, sampling) derives from it and the step
 
     c.method = ml_collections.ConfigDict()
-    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm
+    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | celeb_a | toy:<name>
@@ -38,9 +44,11 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.toy_size = 20000  # points drawn once for 2-D toy densities
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "mdsm_resnet"  # mdsm_resnet | mlp
-    c.model.width = 128  # d: channels of the stem; stages have d, 2d, 4d, 8d
-    c.model.blocks_per_stage = 2  # same-width blocks per stage: 2 = Res18, 1 = Res12
+    c.model.name = "mdsm_resnet"  # the energy network (ebmjax.models): mdsm_resnet | convnet | mlp | gaussian
+    c.model.width = 128  # mdsm_resnet: d, channels of the stem; stages have d, 2d, 4d, 8d
+    c.model.blocks_per_stage = 2  # mdsm_resnet: same-width blocks per stage: 2 = Res18, 1 = Res12
+    c.model.widths = (32, 64, 128)  # convnet: channels of each stage (two 3x3 convs, then a 2x2 mean pool)
+    c.model.activation = "swish"  # convnet: swish | lrelu
     c.model.hidden = (128, 128)  # mlp only
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     c.model.conv = "auto"  # how convolutions are computed: auto (matrix products on CPU, XLA's convolution on GPU/TPU) | matmul | xla
@@ -51,6 +59,26 @@ def defaults() -> ml_collections.ConfigDict:
     c.mdsm.sigma_low = 0.05  # noise levels, fixed per batch position
     c.mdsm.sigma_high = 1.2
     c.mdsm.spacing = "linear"  # linear | geometric
+
+    # Maximum-likelihood training with Langevin chains in every step (ebmjax.methods.ml): short-run
+    # chains from noise (Nijkamp et al.), from the data (contrastive divergence) or persistent chains
+    # in a replay buffer (IGEBM, JEM). Langevin as the ML literature writes it:
+    # x <- clamp(x - step_size * clip(dE/dx, grad_clip) + noise * z) (ebmjax.samplers.decoupled).
+    c.ml = ml_collections.ConfigDict()
+    c.ml.init = "noise"  # noise | data | buffer: where every training step's chains start
+    c.ml.noise_init = "uniform"  # uniform (over the data's range) | gaussian: fresh chain starts
+    c.ml.steps = 40  # Langevin steps per training step
+    c.ml.step_size = 1.0  # step on the energy's gradient
+    c.ml.noise = 0.005  # std of the noise added every step
+    c.ml.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry to +-grad_clip (IGEBM: 0.01); None: no clipping
+    c.ml.clamp = True  # clamp the chains to the data's range after every step
+    c.ml.data_noise = 0.0  # std of Gaussian noise added to the data (short-run, JEM: 0.03 on [-1, 1])
+    c.ml.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 in the loss (IGEBM: 1.0)
+    c.ml.buffer_size = 10_000  # buffer: chain ends kept (IGEBM, JEM: 10,000); split over the devices
+    c.ml.reinit_prob = 0.05  # buffer: share of chains restarted from fresh noise each step (IGEBM, JEM: 5%)
+    c.ml.sample_steps = 200  # --mode sample: Langevin steps of the same kind per chain
+    c.ml.sample_from = "noise"  # --mode sample starts at: noise | buffer (ml.init = buffer only)
+    c.ml.energy_bound = 1e4  # stop the run when |mean energy| of data or samples exceeds this (divergence)
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300_000
@@ -63,6 +91,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.log_every = 100  # steps between metric lines
     c.train.checkpoint_every = 5000
     c.train.keep_checkpoints = 3
+    c.train.keep_best = 0  # also keep the k best checkpoints by eval.select_by, each scored on eval.scan_samples samples when saved (0: only the newest keep_checkpoints)
     c.train.steps_per_call = 1  # training steps per compiled call (train.step.make_multi_step); compile time grows with it
     c.train.ema_decay = 0.0  # 0: off; e.g. 0.999: keep an exponential moving average of the parameters, which sampling, restoration and evaluation then use
 
@@ -81,6 +110,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.sample.denoise = True  # finish with the single-step denoising jump x - mdsm.sigma0^2 dE/dx
     c.sample.chunk_steps = 100  # Langevin steps per compiled call (progress and resume granularity)
     c.sample.resume = True  # keep finished shards (and the in-flight chains) of an interrupted run
+    # Samples are reproducible: the same checkpoint, sample.* settings and seed give the same images.
+    # None: the key derives from `seed`, and samples go to <workdir>/samples/. An integer N >= 0: another
+    # key (each N its own), and samples go to <workdir>/samples_seed<N>/, so fresh samples never
+    # overwrite earlier ones.
+    c.sample.seed = ml_collections.config_dict.placeholder(int)
+    c.sample.checkpoint = "latest"  # latest | best (eval/best_checkpoint.json, from --mode eval with eval.checkpoints=all) | a step number: the checkpoint sample, inpaint, denoise and eval use
     c.sample.merge_max_gb = 8.0  # also write one samples.npz when all samples fit in this many GB
 
     # --mode inpaint / denoise (ebmjax.restore). Inpainting anneals with the sample.* schedule, step
@@ -94,13 +129,14 @@ def defaults() -> ml_collections.ConfigDict:
     c.restore.mask_fraction = 0.5  # random: fraction of pixels to restore, in (0, 1)
     c.restore.half_side = "bottom"  # half: the half to restore: top | bottom | left | right
     c.restore.fill = 0.5  # value the corrupted image shows (and is scored with) in the missing pixels
+    c.restore.n_chains = 8  # inpaint: chains per image; the restored image is their mean (the posterior-mean estimate, best in squared error)
     c.restore.clamp_noise = 0.1  # std of the noise on known pixels at T = 1 (the paper's sigma0; keep = mdsm.sigma0)
     c.restore.noise_sigma = 0.2  # denoise: std of the Gaussian noise added to images in [0, 1]
-    # Denoising Langevin starts at the noisy image and must not forget it: few steps, cold. Each step
-    # removes about eps^2 / (2 sigma0^2) = 2% of the noise (eps 0.02, sigma0 0.1), so 50 steps remove
-    # ~60%; T falls linearly from denoise_t_start to 0 so the chain ends in gradient descent.
-    c.restore.denoise_steps = 50  # denoise: Langevin steps started from the noisy image
-    c.restore.denoise_t_start = 0.05  # denoise: first temperature of the chain (linear down to 0)
+    # Denoising Langevin starts at the noisy image y and runs on the posterior energy
+    # E(x) + |x - y|^2 / (2 noise_sigma^2), so it keeps what y says; T falls linearly from
+    # denoise_t_start to 0, so the chain ends near the posterior's mode.
+    c.restore.denoise_steps = 100  # denoise: Langevin steps started from the noisy image
+    c.restore.denoise_t_start = 0.01  # denoise: first temperature of the chain (linear down to 0)
 
     # Multi-host runs (ebmjax.parallel.initialize_distributed; launch/ has ready-made scripts).
     c.dist = ml_collections.ConfigDict()
@@ -112,6 +148,9 @@ def defaults() -> ml_collections.ConfigDict:
     # --mode eval (ebmjax.evaluation.report): <workdir>/eval/report.json and pictures. Defaults follow
     # the paper (50k samples, AIS with 10,000 betas and 10 leapfrog steps); shrink them for CPU runs.
     c.eval = ml_collections.ConfigDict()
+    c.eval.checkpoints = "latest"  # latest | all: first score every saved checkpoint (eval/quality_vs_step.png, eval/best_checkpoint.json), then evaluate the best
+    c.eval.scan_samples = 500  # samples drawn from each checkpoint when checkpoints are scored (the original: 1000)
+    c.eval.select_by = "fid"  # fid (lowest) | confident_share (highest, digits): what "best" means
     c.eval.metrics = ("fid", "ais", "ood", "neighbours", "coverage")  # any subset; fid = FID, KID and IS with every feature net that applies
     c.eval.n_samples = 50_000  # model samples for fid / neighbours / coverage (paper: 50k for CIFAR-10 IS/FID, 8000 for stacked-MNIST modes)
     c.eval.samples_file = ml_collections.config_dict.placeholder(str)  # .npz with key "images" to evaluate instead; None: draw n_samples with sample.* (cached in eval/samples.npz)
@@ -210,27 +249,80 @@ def check_schema(cfg: ml_collections.ConfigDict, *, where: str = "the config",
             raise ConfigError(f"{where} makes {dotted!r} a group, but it is a single value (default {default!r}).")
 
 
-def _parse_value(text: str, current: Any, key: str) -> Any:
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text", tuple: "a tuple"}
+
+
+def _literal(text: str) -> Any:
+    """``text`` as a Python literal, or the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def _tuple_examples(key: str, example: tuple) -> str:
+    plain = ",".join(str(x) for x in example)
+    literal = "(" + ", ".join(json.dumps(x) if isinstance(x, str) else repr(x) for x in example) + \
+        ("," if len(example) == 1 else "") + ")"
+    return f"--config.{key}={plain} or --config.{key}='{literal}'"
+
+
+def _parse_tuple(text: str, current: tuple | None, key: str) -> tuple:
+    """A tuple from ``a,b``, a single ``a`` (the 1-tuple), or a literal such as ``("a", "b")``; its
+    items must have the type of the current value's items."""
+    value = _literal(text)
+    if isinstance(value, (tuple, list)):
+        items = list(value)
+    elif value is not text and not isinstance(value, (dict, set)):
+        items = [value]  # 128 or "fid" (quoted): a 1-tuple
+    else:  # words: fid / fid,ood / (fid, ood)
+        inner = text.strip()
+        if inner[:1] + inner[-1:] in ("()", "[]"):
+            inner = inner[1:-1]
+        items = [_literal(p.strip()) for p in inner.split(",") if p.strip()]
+    kinds = {type(x) for x in (current or ())}
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind is float:
+            items = [float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in items]
+        bad = [x for x in items if not isinstance(x, kind) or (kind is int and isinstance(x, bool))]
+        if bad:
+            raise ConfigError(f"--config.{key}={text}: expected a tuple of {kind.__name__}, e.g. "
+                              f"{_tuple_examples(key, tuple(current))}.")
+    return tuple(items)
+
+
+def _parse_value(text: str, current: Any, key: str, kind: type | None = None) -> Any:
+    """The value of ``--config.<key>=<text>`` for a field whose value is ``current`` (of type ``kind``,
+    which a placeholder such as ``sample.seed = None`` declares)."""
+    kind = type(current) if current is not None else kind
     if text.lower() in ("none", "null"):
         return None
-    if isinstance(current, bool):
+    if kind is bool:
         if text.lower() in ("true", "1", "yes"):
             return True
         if text.lower() in ("false", "0", "no"):
             return False
         raise ConfigError(f"--config.{key}={text}: expected true or false.")
-    if isinstance(current, str):
+    if kind is str:
         return text
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(current, tuple) and isinstance(value, (list, int)):
-        value = tuple(value) if isinstance(value, list) else (value,)
-    if current is not None and not isinstance(value, type(current)):
-        raise ConfigError(f"--config.{key}={text}: expected a value of type {type(current).__name__}.")
+    if kind is tuple:
+        return _parse_tuple(text, current, key)
+    value = _literal(text)
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(text)  # nan, inf: numbers, refused (or not) by validate with a reason
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1e5 steps
+    if kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        example = f" e.g. --config.{key}={current}" if current is not None else ""
+        raise ConfigError(f"--config.{key}={text}: expected a value of type {kind.__name__} "
+                          f"({_TYPE_NAMES.get(kind, kind.__name__)}),{example}.".replace(",.", "."))
     return value
 
 
@@ -255,7 +347,13 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
     current = node[last]
     if isinstance(current, ml_collections.ConfigDict):
         raise ConfigError(f"--config.{key} is a group of fields; set one of: {', '.join(sorted(current.keys()))}.")
-    value = _parse_value(text, current, key)
+    kind = None
+    if current is None:  # a placeholder (e.g. sample.seed) declares its type; get_ref does not change it
+        try:
+            kind = node.get_ref(last).get_type()
+        except (ValueError, AttributeError):  # a plain None: any type
+            kind = None
+    value = _parse_value(text, current, key, kind)
     try:
         node[last] = value
     except (TypeError, ValueError) as e:
@@ -271,8 +369,81 @@ def load_config(path: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_coll
     return cfg
 
 
+# Number fields and the values that work for them: (dotted name, what it is, rule). Rules: "> 0" and
+# ">= 0" (finite), "[0, 1)", "(0, 1)", "finite", ">= 0 or inf". Fields of a method's own group join here.
+NUMBER_RULES = (
+    ("train.lr", "the learning rate", "> 0"),
+    ("train.lr_end", "the learning rate at the end of the decay", ">= 0"),
+    ("train.b1", "Adam's first-moment decay", "[0, 1)"),
+    ("train.b2", "Adam's second-moment decay", "[0, 1)"),
+    ("train.eps", "Adam's epsilon", "> 0"),
+    ("train.ema_decay", "the decay of the parameters' moving average (0 = off)", "[0, 1)"),
+    ("ml.step_size", "the Langevin step on the energy's gradient", "> 0"),
+    ("ml.noise", "the Langevin noise", ">= 0"),
+    ("ml.grad_clip", "the clip of the chains' gradients", "> 0"),
+    ("ml.data_noise", "the noise added to the data", ">= 0"),
+    ("ml.energy_l2", "the weight of the energy penalty", ">= 0"),
+    ("ml.reinit_prob", "the share of chains restarted from noise", "[0, 1)"),
+    ("ml.energy_bound", "the energy magnitude at which the run stops", "> 0"),
+    ("mdsm.sigma0", "the width of the smoothing kernel", "> 0"),
+    ("mdsm.sigma_low", "the smallest noise level", "> 0"),
+    ("mdsm.sigma_high", "the largest noise level", "> 0"),
+    ("sample.t_max", "the temperature the chains start at", "> 0"),
+    ("sample.t_min", "the temperature the annealing ends at", "> 0"),
+    ("sample.step_size", "the Langevin step size", "> 0"),
+    ("sample.init_mean", "the mean of the chains' start", "finite"),
+    ("sample.init_std", "the spread of the chains' start", ">= 0"),
+    ("sample.merge_max_gb", "the size up to which samples.npz is written", ">= 0 or inf"),
+    ("restore.box_fraction", "the side of the inpainting box over the image side", "(0, 1)"),
+    ("restore.mask_fraction", "the share of pixels to restore", "(0, 1)"),
+    ("restore.fill", "the value shown in the missing pixels", "finite"),
+    ("restore.clamp_noise", "the noise on known pixels", ">= 0"),
+    ("restore.noise_sigma", "the noise added for --mode denoise", ">= 0"),
+    ("restore.denoise_t_start", "the first temperature of denoising Langevin", ">= 0"),
+    ("eval.ais.beta_min", "the first nonzero AIS beta", "(0, 1)"),
+    ("eval.ais.step_size", "the AIS leapfrog step at beta 1", "> 0"),
+    ("eval.ais.ref_step_size", "the AIS leapfrog step at beta 0", "> 0"),
+    ("eval.ais.ref_std", "the spread of the AIS reference", "> 0"),
+    ("eval.ais.ref_mean", "the mean of the AIS reference", "finite"),
+    ("eval.ais.temperature", "the temperature of the AIS target", "> 0"),
+    ("eval.ais.pixel_scale", "the pixel range of the bits/dim", "> 0"),
+)
+_RULE_TEXT = {"> 0": "a finite number > 0", ">= 0": "a finite number >= 0", "[0, 1)": "a number in [0, 1)",
+              "(0, 1)": "a number strictly between 0 and 1", "finite": "a finite number", ">= 0 or inf": "a number >= 0"}
+
+
+def _obeys(value: float, rule: str) -> bool:
+    if math.isnan(value):
+        return False
+    return {"> 0": lambda v: math.isfinite(v) and v > 0, ">= 0": lambda v: math.isfinite(v) and v >= 0,
+            "[0, 1)": lambda v: 0 <= v < 1, "(0, 1)": lambda v: 0 < v < 1, "finite": math.isfinite,
+            ">= 0 or inf": lambda v: v >= 0}[rule](value)
+
+
+def _lookup(cfg: ml_collections.ConfigDict, dotted: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _numbers(cfg: ml_collections.ConfigDict, prefix: str = "") -> Iterable[tuple[str, float]]:
+    """(dotted name, value) of every float field, tuples' items included."""
+    for key in cfg.keys():
+        value = cfg[key]
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, float):
+            yield f"{prefix}{key}", value
+        elif isinstance(value, tuple):
+            yield from ((f"{prefix}{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, float))
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
-    """Checks values that would otherwise fail deep inside a run."""
+    """Checks values that would otherwise fail deep inside a run, or quietly produce nonsense (a NaN
+    learning rate trains nothing): counts, the numbers of ``NUMBER_RULES``, and no NaN anywhere."""
     t, s = cfg.train, cfg.sample
     for name, value in (("train.steps", t.steps), ("train.batch_size", t.batch_size),
                         ("train.log_every", t.log_every), ("train.checkpoint_every", t.checkpoint_every),
@@ -282,7 +453,30 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{name} must be >= 1, got {value}.")
     if s.n < 0:
         raise ConfigError(f"sample.n must be >= 0, got {s.n}.")
-    if t.lr <= 0 or t.lr_end < 0:
-        raise ConfigError(f"train.lr must be > 0 and train.lr_end >= 0, got {t.lr} and {t.lr_end}.")
-    if s.step_size <= 0:
-        raise ConfigError(f"sample.step_size must be > 0, got {s.step_size}.")
+    for name in ("sample.n_hot", "sample.n_anneal", "sample.n_cool"):
+        found, value = _lookup(cfg, name)
+        if found and value is not None and value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}.")
+    seed = s.get("seed")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise ConfigError(f"sample.seed must be None (samples from the run's seed, in <workdir>/samples/) or an "
+                          f"integer in [0, 2**32), got {seed}.")
+    defaults_ = defaults()
+    for name, what, rule in NUMBER_RULES:
+        found, value = _lookup(cfg, name)
+        if not found or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not _obeys(float(value), rule):
+            known, default = _lookup(defaults_, name)
+            hint = f" (the default is {default})" if known and default is not None else ""
+            raise ConfigError(f"{name} must be {_RULE_TEXT[rule]} (it is {what}); got {value}. Set another value "
+                              f"with --config.{name}=VALUE or in the config file{hint}.")
+    for name, value in _numbers(cfg):
+        if math.isnan(value):
+            raise ConfigError(f"{name} is nan; it must be a number. Set it with --config.{name.split('[')[0]}=VALUE "
+                              "or in the config file.")
+    for low, high, what in (("mdsm.sigma_low", "mdsm.sigma_high", "noise levels"),
+                            ("sample.t_min", "sample.t_max", "annealing temperatures")):
+        (f_low, v_low), (f_high, v_high) = _lookup(cfg, low), _lookup(cfg, high)
+        if f_low and f_high and v_low is not None and v_high is not None and v_low > v_high:
+            raise ConfigError(f"{low} = {v_low} is above {high} = {v_high}; the {what} need {low} <= {high}.")

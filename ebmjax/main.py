@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pathlib
 import sys
 
-from ebmjax.errors import EbmjaxError, Interrupted
+from ebmjax.errors import ConfigError, EbmjaxError, Interrupted
 
 
 def _train(cfg, workdir: pathlib.Path, progress: bool) -> None:
@@ -29,7 +30,11 @@ def _train(cfg, workdir: pathlib.Path, progress: bool) -> None:
     state, method, source = loop.train(cfg, workdir, progress=progress)
     if cfg.sample.n:
         sampler = method.sampler(inference_params(state), state.carry)
-        sampling.sample_to_workdir(cfg, sampler, source, workdir, progress=progress)
+        try:
+            sampling.sample_to_workdir(cfg, sampler, source, workdir, progress=progress)
+        except ConfigError as e:  # e.g. a batch of chains too large for memory: training itself is safe
+            raise ConfigError(f"Training finished (checkpoints in {workdir / 'checkpoints'}), but sampling did "
+                              f"not start: {e} Then sample with --mode sample.") from None
 
 
 def _sample(cfg, workdir: pathlib.Path, progress: bool) -> None:
@@ -74,6 +79,24 @@ MODES = {
     "denoise": _restore("denoise"),
     "eval": _eval,
 }
+
+
+def check_workdir(workdir: pathlib.Path) -> None:
+    """ConfigError, before anything is written, when ``workdir`` cannot be the run's directory: it is
+    a file, it lies under a file, or the directory it would be made in is not writable."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file, not a directory. Pass a directory (it is created if "
+                          "it does not exist), e.g. --workdir runs/<name>.")
+    for parent in workdir.absolute().parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise ConfigError(f"--workdir {workdir} cannot be created: {parent} is a file, not a directory. Pass "
+                              "a directory path, e.g. --workdir runs/<name>.")
+        break
+    existing = workdir if workdir.exists() else next(p for p in workdir.absolute().parents if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir}: {existing} is not writable. Pass a directory you can write to.")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
@@ -122,11 +145,12 @@ def run(argv: list[str]) -> int:
 
     try:
         cfg = load_config(args.config, overrides)
+        workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
+        check_workdir(workdir)
         from ebmjax import parallel
 
         # Multi-host: must run before anything touches devices (see configs' dist.* fields).
         parallel.initialize_distributed(cfg.get("dist"))
-        workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
         MODES[args.mode](cfg, workdir, not args.no_progress)
     except Interrupted as e:
         print(f"ebmjax: {e}", file=sys.stderr)

@@ -280,3 +280,15 @@ def check_replicas_agree(tree: Any, what: str = "parameters") -> str:
         raise RuntimeError(f"The {what} differ between process 0 and processes {differ}.")
     log.info("All %d processes hold identical %s (fingerprint %s).", jax.process_count(), what, mine)
     return mine
+
+
+def compiled_memory_bytes(compiled: Any) -> int | None:
+    """XLA's estimate of the device memory one call of a compiled function needs, per device:
+    arguments + outputs + temporaries - donated (aliased) buffers; None if not available."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if m is None:
+        return None
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)

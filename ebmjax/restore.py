@@ -27,7 +27,6 @@ Images are NHWC in [0, 1].
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import pathlib
@@ -231,8 +230,9 @@ class InpaintResult(NamedTuple):
 
 
 class DenoiseResult(NamedTuple):
-    """jump: (B, ...) x_noisy - sigma0^2 dE/dx (single-step denoising). langevin: (B, ...) the end
-    of Langevin started from x_noisy (then the jump, if asked). energy: (K, B) along that chain."""
+    """jump: (B, ...) x_noisy - sigma0^2 dE/dx (single-step denoising), or None. langevin: (B, ...)
+    the end of Langevin started from x_noisy (then the jump, if asked). energy: (K, B) the chain's
+    energy (the posterior energy when the chain runs on it)."""
 
     jump: Any
     langevin: Any
@@ -299,25 +299,40 @@ def inpaint(energy_fn: EnergyFn, x_true: ArrayLike, mask: ArrayLike, key: jax.Ar
     return InpaintResult(restored, chain, trace.record.energy)
 
 
-def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: ArrayLike, temperatures: Any,
-            step_size: ArrayLike, final_jump: bool = True, chunk_size: int | None = None,
-            on_chunk: Callable | None = None) -> DenoiseResult:
+def _posterior_energy(energy_fn: EnergyFn, y: jax.Array, noise_sigma: jax.Array, x: jax.Array) -> jax.Array:
+    """E(x) + |x - y|^2 / (2 s^2): the energy of p(x | y) for y = x + N(0, s^2 I)."""
+    return energy_fn(x) + 0.5 * jnp.sum(((x - y) / noise_sigma).reshape(x.shape[0], -1) ** 2, axis=1)
+
+
+def posterior_energy(energy_fn: EnergyFn, y: ArrayLike, noise_sigma: ArrayLike) -> jax.tree_util.Partial:
+    """The energy of the posterior of clean images given noisy ones y (B, ...) with Gaussian noise of
+    std ``noise_sigma``: E(x) + |x - y|^2 / (2 noise_sigma^2), as a Partial (parameters stay arguments)."""
+    return jax.tree_util.Partial(_posterior_energy, _as_partial(energy_fn), jnp.asarray(y), jnp.asarray(noise_sigma))
+
+
+def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: ArrayLike | None,
+            temperatures: Any, step_size: ArrayLike, noise_sigma: ArrayLike | None = None, final_jump: bool = False,
+            chunk_size: int | None = None, on_chunk: Callable | None = None) -> DenoiseResult:
     """Denoise x_noisy (B, ...) two ways.
 
     jump: the single-step denoising x - sigma0^2 dE/dx (Tweedie's posterior mean for a model of
-    data smoothed by N(0, sigma0^2)). langevin: ULA started from x_noisy itself (as CF-EBM does),
-    one step per entry of ``temperatures`` (K,), then the jump if ``final_jump``, the same ending
-    as unconditional sampling. Use low temperatures: a hot chain forgets the input.
-    ``chunk_size``/``on_chunk`` as in ``inpaint``; the key drives the chain.
+    data smoothed by N(0, sigma0^2)); None when ``sigma0`` is None (a method without a smoothed
+    density). langevin: ULA started from x_noisy itself, one step per entry of ``temperatures``
+    (K,), on the posterior energy E(x) + |x - y|^2 / (2 noise_sigma^2) when ``noise_sigma`` is
+    given (the chain then keeps what the noisy image says; with temperatures falling to 0 it ends
+    near the posterior mode), on E alone otherwise (as CF-EBM does: use few, cold steps, or the
+    chain forgets the input); then the jump if ``final_jump``. ``chunk_size``/``on_chunk`` as in
+    ``inpaint``; the key drives the chain.
     """
     x_noisy = jnp.asarray(x_noisy)
     energy = _as_partial(energy_fn)
     every = jnp.ones((), bool)
-    jump = _jump_where(energy, x_noisy, x_noisy, every, jnp.asarray(sigma0))
-    state, trace = _run(samplers.ula, energy_fn, samplers.ula.init(x_noisy, energy_fn), key, temperatures,
+    jump = None if sigma0 is None else _jump_where(energy, x_noisy, x_noisy, every, jnp.asarray(sigma0))
+    chain_energy = energy if noise_sigma is None else posterior_energy(energy, x_noisy, noise_sigma)
+    state, trace = _run(samplers.ula, chain_energy, samplers.ula.init(x_noisy, chain_energy), key, temperatures,
                         step_size, chunk_size, on_chunk)
     x = state.position
-    if final_jump:
+    if final_jump and sigma0 is not None:
         x = _jump_where(energy, x, x, every, jnp.asarray(sigma0))
     return DenoiseResult(jump, x, trace.record.energy)
 
@@ -398,17 +413,20 @@ def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, k
                          n_steps=len(temperatures), progress=progress, desc="inpaint", batch_axes=(0, 0, 1))
 
 
-def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *, sigma0: float,
-                    temperatures: Any, step_size: float, final_jump: bool = True, batch_size: int = 256,
-                    chunk_size: int = 100, mesh: Any = None, progress: bool = True) -> DenoiseResult:
-    """``denoise`` over n images (n, H, W, C) in batches sharded over ``mesh``; numpy results."""
+def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *, sigma0: float | None,
+                    temperatures: Any, step_size: float, noise_sigma: float | None = None, final_jump: bool = False,
+                    batch_size: int = 256, chunk_size: int = 100, mesh: Any = None,
+                    progress: bool = True) -> DenoiseResult:
+    """``denoise`` over n images (n, H, W, C) in batches sharded over ``mesh``; numpy results (the
+    jump is a zero array when ``sigma0`` is None)."""
     x_noisy = np.asarray(x_noisy, np.float32)
     temperatures = jnp.asarray(temperatures)
     mesh = mesh or parallel.make_mesh()
 
     def run_one(x, k, tick):
-        return denoise(energy_fn, x, k, sigma0=sigma0, temperatures=temperatures, step_size=step_size,
-                       final_jump=final_jump, chunk_size=chunk_size, on_chunk=tick)
+        res = denoise(energy_fn, x, k, sigma0=sigma0, temperatures=temperatures, step_size=step_size,
+                      noise_sigma=noise_sigma, final_jump=final_jump, chunk_size=chunk_size, on_chunk=tick)
+        return res if res.jump is not None else res._replace(jump=jnp.zeros_like(res.langevin))
 
     return _over_batches(run_one, (x_noisy,), key, batch_size=batch_size, mesh=mesh,
                          n_steps=len(temperatures), progress=progress, desc="denoise", batch_axes=(0, 0, 1))
@@ -510,9 +528,10 @@ def inpaint_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
                        sigma0: float | None, source: Any = None, progress: bool = True,
                        step: int | None = None) -> dict:
     """``--mode inpaint``: masks the first ``restore.n`` images of ``restore.split`` with
-    ``restore.mask``, restores them with the last chain of the method's ``sampler`` (for MDSM the
-    annealed Langevin of ``sample.*``) from sample.init_mean + sample.init_std N(0, 1), then the
-    denoising jump on free pixels if ``sigma0`` is given and ``sample.denoise``, and writes
+    ``restore.mask``, restores them with ``restore.n_chains`` runs per image of the last chain of the
+    method's ``sampler`` (for MDSM the annealed Langevin of ``sample.*``, started from
+    sample.init_mean + sample.init_std N(0, 1), then the denoising jump on free pixels if ``sigma0``
+    is given and ``sample.denoise``), reports their mean (the posterior-mean estimate) and writes
     ``<workdir>/inpaint/``. Returns the report. The corrupted images show (and are scored with)
     ``restore.fill`` in the missing pixels. ``source``: the images (default
     ``restoration_source(cfg)``); ``step``: the checkpoint's step, for the report."""
@@ -526,26 +545,34 @@ def inpaint_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
     chain = sampler.stages[-1]
     temps = np.asarray(chain.temperatures)
     jump = bool(s.denoise and sigma0 is not None)
-    res = inpaint_batches(chain.energy, x_true, mask, jax.random.fold_in(key, 1),
-                          temperatures=temps, step_size=np.asarray(chain.step_sizes), clamp_noise=r.clamp_noise,
-                          sigma0=sigma0 or 0.0, init_mean=s.init_mean, init_std=s.init_std,
-                          final_jump=jump, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+    k = int(r.n_chains)
+    # k chains per image; their mean estimates the posterior mean, the best guess in squared error.
+    res = inpaint_batches(chain.energy, np.tile(x_true, (k, 1, 1, 1)), np.tile(mask, (k, 1, 1, 1)),
+                          jax.random.fold_in(key, 1), temperatures=temps, step_size=np.asarray(chain.step_sizes),
+                          clamp_noise=r.clamp_noise, sigma0=sigma0 or 0.0, init_mean=s.init_mean,
+                          init_std=s.init_std, final_jump=jump, batch_size=r.batch_size, chunk_size=s.chunk_steps,
                           progress=progress)
-    pairs = {"corrupted": (corrupted, x_true), "restored": (res.restored, x_true)}
+    chains = res.restored.reshape((k,) + x_true.shape)
+    sample, restored = chains[0], chains.mean(axis=0)
+    res = res._replace(restored=restored, chain=res.chain.reshape((k,) + x_true.shape)[0],
+                       energy=res.energy[:, :len(x_true)])
+    pairs = {"corrupted": (corrupted, x_true), "one_chain": (sample, x_true), "restored": (restored, x_true)}
     per, mean = _psnr_block(pairs)
     per_free, mean_free = _psnr_block(pairs, mask)
     report = _header(cfg, source, "inpaint", step, len(temps), float(np.mean(chain.step_sizes)), jump, sigma0)
     report.update({"mask": r.mask, "box_fraction": float(r.box_fraction), "mask_fraction": float(r.mask_fraction),
                    "half_side": r.half_side, "fill": float(r.fill), "clamp_noise": float(r.clamp_noise),
+                   "n_chains": k, "restored": f"mean of {k} chains per image (one_chain: the first alone)",
                    "free_pixels_per_image": _per_image(mask.reshape(len(mask), -1).sum(axis=1)),
                    "mean_psnr": mean, "mean_psnr_free": mean_free, "improved_share": _improved(per),
                    "psnr": per, "psnr_free": per_free})
     if jax.process_index() == 0:
         out_dir = pathlib.Path(workdir) / "inpaint"
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_outputs(out_dir, (("corrupted", corrupted), ("restored", res.restored), ("truth", x_true)), temps,
-                       res.energy, {"truth": x_true, "corrupted": corrupted, "restored": res.restored,
-                                    "chain": res.chain, "mask": mask}, report,
+        _write_outputs(out_dir, (("corrupted", corrupted), ("one chain", sample), (f"mean of {k}", restored),
+                                 ("truth", x_true)), temps,
+                       res.energy, {"truth": x_true, "corrupted": corrupted, "restored": restored,
+                                    "one_chain": sample, "chain": res.chain, "mask": mask}, report,
                        title=f"inpainting ({r.mask} mask): {mean['corrupted']:.1f} -> {mean['restored']:.1f} dB")
         log.info("Inpainted %d images (%s mask): mean PSNR %.2f dB corrupted, %.2f dB restored (better than the "
                  "corrupted input on %.0f%% of images); wrote %s", r.n, r.mask, mean["corrupted"], mean["restored"],
@@ -558,10 +585,10 @@ def denoise_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
                        step: int | None = None) -> dict:
     """``--mode denoise``: adds N(0, restore.noise_sigma^2) noise to the first ``restore.n`` images
     of ``restore.split``, denoises them by the single jump (when the method learns a smoothed density,
-    ``sigma0``) and by ``restore.denoise_steps`` Langevin steps from the noisy image on the energy of
-    the method's last chain (temperature linear from restore.denoise_t_start to 0, the chain's step
-    size, then the jump if sample.denoise), and writes ``<workdir>/denoise/``. Returns the report;
-    ``source`` and ``step`` as in ``inpaint_to_workdir``."""
+    ``sigma0``) and by ``restore.denoise_steps`` Langevin steps from the noisy image on the posterior
+    energy E(x) + |x - y|^2 / (2 restore.noise_sigma^2), E the energy of the method's last chain
+    (temperature linear from restore.denoise_t_start to 0, the chain's step size), and writes
+    ``<workdir>/denoise/``. Returns the report; ``source`` and ``step`` as in ``inpaint_to_workdir``."""
     r, s = cfg.restore, cfg.sample
     source = restoration_source(cfg) if source is None else source
     x_true = np.asarray(source.get(np.arange(r.n)), np.float32)
@@ -570,16 +597,15 @@ def denoise_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
     temps = np.asarray(denoise_temperatures(r.denoise_t_start, r.denoise_steps))
     chain = sampler.stages[-1]
     step_size = float(np.mean(chain.step_sizes))
-    jump = bool(s.denoise and sigma0 is not None)
     res = denoise_batches(chain.energy, noisy, jax.random.fold_in(key, 1),
-                          sigma0=sigma0 or 0.0, temperatures=temps, step_size=step_size,
-                          final_jump=jump, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+                          sigma0=sigma0, temperatures=temps, step_size=step_size, noise_sigma=float(r.noise_sigma),
+                          final_jump=False, batch_size=r.batch_size, chunk_size=s.chunk_steps,
                           progress=progress)
     results = {"corrupted": (noisy, x_true), "langevin": (res.langevin, x_true)}
     if sigma0 is not None:
         results["jump"] = (res.jump, x_true)
     per, mean = _psnr_block(results)
-    report = _header(cfg, source, "denoise", step, len(temps), step_size, jump, sigma0)
+    report = _header(cfg, source, "denoise", step, len(temps), step_size, False, sigma0)
     report.update({"noise_sigma": float(r.noise_sigma), "denoise_t_start": float(r.denoise_t_start),
                    "mean_psnr": mean, "improved_share": _improved(per), "psnr": per})
     if jax.process_index() == 0:

@@ -3,36 +3,50 @@
 Layer 3. A method describes its sampler as a :class:`~ebmjax.methods.base.Sampler` (a start, one or
 more chains, a finishing map); this module runs it for any method. :func:`sample_to_workdir` runs
 ``sample.n`` chains ``sample.batch_size`` at a time (split over every device of the mesh),
-``sample.chunk_steps`` steps per compiled call, and writes under ``<workdir>/samples/``:
+``sample.chunk_steps`` steps per compiled call, and writes under ``<workdir>/samples/`` (or
+``<workdir>/samples_seed<N>/`` with ``sample.seed = N``, see :func:`samples_dir`):
 
-- ``shards/shard_00000.npz``, ...: one file per batch of chains, written as soon as the batch
+- ``shards/<key>/``: the shards of one sampling setup, ``<key>`` a short hash of its manifest (the
+  sampler's settings, chains per batch, data shape, method, seeds and a fingerprint of the
+  parameters), which ``shards/<key>/manifest.json`` holds.
+- ``shards/<key>/shard_00000.npz``, ...: one file per batch of chains, written as soon as the batch
   finishes, so host and device memory hold one batch whatever ``sample.n`` is. Keys ``images``
   (float32, NHWC, the data's range, after the sampler's finishing map such as MDSM's denoising jump;
   all chains of the batch, the last batch included) and ``energy`` (mean energy of the batch's chains
   at every step of every stage).
-- ``shards/chains_00003.npz``: the in-flight batch's positions after its last finished chunk, with
-  the stage, the step count and its energy trace so far (deleted when the batch's shard is written).
-- ``shards/manifest.json``: what the shards depend on (the sampler's settings, chains per batch,
-  data shape, method and a fingerprint of the parameters).
+- ``shards/<key>/chains_00003.npz``: the in-flight batch's positions after its last finished chunk,
+  with the stage, the step count and its energy trace so far (deleted when the batch's shard is
+  written).
 - ``samples.npz``: the first ``sample.n`` samples, key ``images``, when they fit in
   ``sample.merge_max_gb``; ``grid.png`` (``density.png`` for 2-D toys), ``energy_trace.png`` (the
   MDSM paper's Fig. A7B, from batch 0) and ``summary.json`` (counts, range, throughput, peak memory,
   and on bundled digits the digits classifier's quality figures).
 
+Before anything is written, one batch of chains is compiled (not run) and XLA's memory estimate is
+compared with the memory available (:func:`check_memory`); a batch that cannot fit is a ConfigError
+that names the largest ``sample.batch_size`` that does.
+
 Resuming: rerunning the same command keeps finished shards and continues the in-flight batch from
 its saved chains. The result equals an uninterrupted run exactly: batch b's chains start from keys
 ``fold_in(key, b)`` and step i of a chain uses ``fold_in(chain_key, i)`` however it is chunked.
-Shards drawn with other settings or other parameters are discarded, with a warning. With several
-processes the workdir must be on a filesystem they share (as for checkpoints); only process 0 writes.
+Shards of other settings or other parameters (other ``shards/<key>/``) are left alone until this run
+has written all its shards and the merged results, and only then removed, with a warning: a run that
+dies on the way loses nothing, and resumes in its own ``<key>/``. With several processes the workdir
+must be on a filesystem they share (as for checkpoints); only process 0 writes.
+
+Samples are reproducible: the same checkpoint, settings and seeds give the same images (see
+:func:`sampling_key`); ``sample.seed`` draws other ones, into their own folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import pathlib
+import shutil
 import time
 from typing import Any, Callable, Iterator
 
@@ -48,7 +62,10 @@ from ebmjax.methods.base import Sampler
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
+# The share of the free memory that one batch of chains may take (XLA's estimate is not exact, and the
+# host needs some memory of its own).
+MEMORY_SHARE = 0.9
 
 
 def mean_energy(state: Any, info: Any) -> jax.Array:
@@ -110,35 +127,77 @@ def sampler_fingerprint(sampler: Sampler) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class ShardStore:
-    """The ``shards/`` directory of a sampling run: finished batches and the in-flight one.
+def manifest_key(manifest: dict[str, Any]) -> str:
+    """The name of a manifest's shard directory: a short hash of the manifest."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:12]
 
-    ``manifest`` says what the shards depend on; a directory written with another manifest is
-    emptied (or always, when ``resume`` is False). Only ``writer`` processes write.
+
+class ShardStore:
+    """The shards of one sampling setup, in ``<root>/<key>/`` (``key``: :func:`manifest_key`): its
+    finished batches and the in-flight one.
+
+    Other entries of ``root`` (other settings or parameters, or the flat layout of older versions)
+    are kept until :meth:`discard_stale`, which the caller runs once this run's results are written.
+    With ``resume`` False the finished shards are not reused: each is drawn again and replaced by its
+    new version when that is written. Only ``writer`` processes write.
     """
 
-    def __init__(self, directory: str | pathlib.Path, manifest: dict[str, Any], *, resume: bool = True,
+    # What an older ebmjax wrote straight into shards/ (one manifest at a time).
+    FLAT_PATTERNS = ("shard_*.npz", "chains_*.npz", "manifest.json")
+
+    def __init__(self, root: str | pathlib.Path, manifest: dict[str, Any], *, resume: bool = True,
                  writer: bool = True):
-        self.directory = pathlib.Path(directory)
+        self.root = pathlib.Path(root)
+        self.directory = self.root / manifest_key(manifest)
         self.writer = writer
+        self.written: set[int] = set()
         path = self.directory / "manifest.json"
-        old = json.loads(path.read_text()) if path.exists() else None
-        stale = sorted(self.directory.glob("shard_*.npz")) + sorted(self.directory.glob("chains_*.npz"))
-        if stale and (not resume or old != manifest):
-            why = "sample.resume is false" if not resume else "they were drawn with other settings or parameters"
-            log.warning("Discarding %d sample shards in %s: %s.", len(stale), self.directory, why)
-            if writer:
-                for p in stale:
-                    p.unlink()
+        try:
+            old = json.loads(path.read_text()) if path.exists() else None
+        except (OSError, ValueError):
+            old = "unreadable"
+        self.resume = resume and old in (None, manifest)
+        finished = sorted(self.directory.glob("shard_*.npz"))
+        if finished and not self.resume:
+            why = "sample.resume is false" if not resume else "their manifest differs"
+            log.warning("%s: the %d finished sample shards in %s are drawn again; each is replaced when its new "
+                        "version is written.", why, len(finished), self.directory)
+        stale = self.stale()
+        if stale:
+            log.info("Sample shards of other settings or parameters in %s are kept until this run's samples "
+                     "are written.", self.root)
         if writer:
             self.directory.mkdir(parents=True, exist_ok=True)
             io.write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True))
         if jax.process_count() > 1:
             # Every process must see the same finished shards, or they would run different batches
-            # and wait for each other forever: nobody looks before the writer has cleaned up.
+            # and wait for each other forever: nobody looks before the writer has set up.
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("ebmjax sample shards")
+
+    def stale(self) -> list[pathlib.Path]:
+        """Entries of ``root`` that belong to other manifests: their directories and flat files."""
+        if not self.root.is_dir():
+            return []
+        dirs = [p for p in self.root.iterdir() if p.is_dir() and p != self.directory
+                and (p / "manifest.json").exists()]
+        flat = [p for pattern in self.FLAT_PATTERNS for p in self.root.glob(pattern) if p.is_file()]
+        return sorted(dirs) + sorted(flat)
+
+    def discard_stale(self) -> None:
+        """Removes the shards of other manifests (call once this run's results are safely written)."""
+        stale = self.stale()
+        if not (stale and self.writer):
+            return
+        n = sum(len(list(p.glob("shard_*.npz"))) if p.is_dir() else p.name.startswith("shard_") for p in stale)
+        log.warning("Discarding %d sample shards in %s: they were drawn with other settings or parameters, and "
+                    "this run's samples are now written.", n, self.root)
+        for p in stale:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
 
     def shard_path(self, b: int) -> pathlib.Path:
         return self.directory / f"shard_{b:05d}.npz"
@@ -147,7 +206,7 @@ class ShardStore:
         return self.directory / f"chains_{b:05d}.npz"
 
     def has_shard(self, b: int) -> bool:
-        return self.shard_path(b).exists()
+        return b in self.written or (self.resume and self.shard_path(b).exists())
 
     def load_shard(self, b: int) -> dict[str, np.ndarray]:
         with np.load(self.shard_path(b)) as f:
@@ -157,10 +216,11 @@ class ShardStore:
         if self.writer:
             io.savez_atomic(self.shard_path(b), images=images.astype(np.float32), energy=energy.astype(np.float32))
             self.chains_path(b).unlink(missing_ok=True)
+        self.written.add(b)
 
     def load_chains(self, b: int) -> tuple[int, int, np.ndarray, np.ndarray] | None:
         """(stage, steps done in it, positions, energy trace so far) of an interrupted batch, or None."""
-        if not self.chains_path(b).exists():
+        if not (self.resume and self.chains_path(b).exists()):
             return None
         with np.load(self.chains_path(b)) as f:
             return int(f["stage"]), int(f["step"]), f["position"], f["energy"]
@@ -174,7 +234,8 @@ class ShardStore:
 def _manifest(cfg: ml_collections.ConfigDict, sampler: Sampler, plan: SamplePlan,
               shape: tuple[int, ...]) -> dict[str, Any]:
     return {
-        "version": MANIFEST_VERSION, "seed": cfg.seed, "shape": list(shape), "batch": plan.batch,
+        "version": MANIFEST_VERSION, "seed": cfg.seed, "sample_seed": cfg.sample.get("seed"),
+        "shape": list(shape), "batch": plan.batch,
         "steps": plan.steps, "method": cfg.method.name,
         "sampler": json.loads(json.dumps(dict(sampler.settings), default=str)),
         "params": sampler_fingerprint(sampler),
@@ -242,7 +303,12 @@ def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Arra
     ``stats["chain_steps_run"]`` counts the steps (of a whole batch) this call ran. A signal seen by
     ``stop`` interrupts after the next chunk, once the chains in flight are saved."""
     sharding = parallel.batch_sharding(mesh)
-    init = jax.jit(lambda k: sampler.init(k, plan.batch), out_shardings=sharding)
+    # The start is an argument, not a constant: a replay buffer it draws from is not compiled in.
+    init_fn = _partial(sampler.init)
+    init_jit = jax.jit(lambda f, k: f(k, plan.batch), out_shardings=sharding)
+
+    def init(k):
+        return init_jit(init_fn, k)
     finish = _partial(sampler.finish)
     lengths = [len(s.temperatures) for s in sampler.stages]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
@@ -303,10 +369,11 @@ def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Arra
 def draw(sampler: Sampler, n: int, key: jax.Array, *, batch_size: int, chunk_steps: int = 100, mesh=None,
          progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``n`` samples in memory, nothing written: the sampler's chains, ``batch_size`` at a time, split
-    over the mesh. Returns (samples (n, ...) float32, mean energy at every step of the first batch
+    over the mesh (a batch too large for the memory is a ConfigError, see :func:`check_memory`). Returns (samples (n, ...) float32, mean energy at every step of the first batch
     (K,)). The same ``key`` gives the same samples as :func:`sample_to_workdir` with that key."""
     mesh = mesh or parallel.make_mesh()
     plan = make_plan(batch_size, n, mesh.devices.size, sampler.steps)
+    check_memory(sampler, plan, chunk_steps, mesh)
     out, trace = [], None
     for b, images, tr in _batches(sampler, chunk_steps, plan, key, mesh, None, progress):
         out.append(images[: plan.count(b)])
@@ -315,23 +382,204 @@ def draw(sampler: Sampler, n: int, key: jax.Array, *, batch_size: int, chunk_ste
 
 
 def sampling_key(cfg: ml_collections.ConfigDict) -> jax.Array:
-    """The key of ``--mode sample``: derived from the seed, distinct from training's keys."""
-    return jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 3)
+    """The key of ``--mode sample``: derived from ``seed``, distinct from training's keys; with
+    ``sample.seed = N``, a different key for every N (and none equal to the default one)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 3)
+    sample_seed = cfg.sample.get("seed")
+    return key if sample_seed is None else jax.random.fold_in(key, int(sample_seed))
+
+
+def samples_dir(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> pathlib.Path:
+    """Where ``--mode sample`` writes: ``<workdir>/samples/``, or ``<workdir>/samples_seed<N>/`` with
+    ``sample.seed = N``, so that fresh samples never overwrite earlier ones."""
+    sample_seed = cfg.sample.get("seed")
+    return pathlib.Path(workdir) / ("samples" if sample_seed is None else f"samples_seed{int(sample_seed)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------
+
+
+def _cgroup_free_bytes() -> int | None:
+    """Memory left under this process's cgroup limit (containers, batch jobs), or None without one."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = pathlib.Path(limit_file).read_text().strip()
+            usage = int(pathlib.Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # "max" or a huge number: no limit
+            return max(0, int(limit) - usage)
+    return None
+
+
+def host_available_bytes() -> int | None:
+    """The host memory a new allocation can take: MemAvailable (Linux), or psutil's estimate, capped
+    by a cgroup limit; None where neither is known."""
+    free = None
+    try:
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            import psutil  # optional: macOS and other systems without /proc
+
+            free = int(psutil.virtual_memory().available)
+        except Exception:
+            free = None
+    cgroup = _cgroup_free_bytes()
+    if cgroup is not None:
+        free = cgroup if free is None else min(free, cgroup)
+    return free
+
+
+def available_memory_bytes(mesh) -> tuple[int | None, str]:
+    """(free bytes, what they are) for one batch of chains on ``mesh``: the host's available memory on
+    CPUs (all CPU devices share it), else the least free memory (``bytes_limit - bytes_in_use``) of
+    this process's devices; None where the backend does not say. With several processes, the least
+    over all of them, so that every process decides alike."""
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    if local[0].platform == "cpu":
+        free, where = host_available_bytes(), "host memory"
+    else:
+        frees = []
+        for d in local:
+            try:
+                stats = d.memory_stats()
+            except Exception:  # some backends raise instead of returning None
+                stats = None
+            if not stats or "bytes_limit" not in stats:
+                frees = []
+                break
+            frees.append(int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+        free, where = (min(frees) if frees else None), f"{local[0].platform.upper()} memory per device"
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        every = np.asarray(multihost_utils.process_allgather(np.asarray(-1 if free is None else free, np.int64)))
+        free = None if (every < 0).any() else int(every.min())
+    return free, where
+
+
+def _array_bytes_per_device(tree: Any) -> int:
+    """Bytes of the jax arrays in ``tree`` that each device already holds (parameters)."""
+    seen, total = set(), 0
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and id(leaf) not in seen and leaf.addressable_shards:
+            seen.add(id(leaf))
+            total += leaf.addressable_shards[0].data.nbytes
+    return total
+
+
+def batch_memory_bytes(sampler: Sampler, batch: int, chunk_steps: int, mesh) -> int | None:
+    """XLA's estimate of the memory per device that a batch of ``batch`` chains needs: the largest of
+    one compiled chunk of each stage and the finishing map, less the parameters already in memory.
+    Compiles (with the shapes and shardings sampling uses, so sampling reuses the compilation) and
+    runs nothing, so a batch far too large for the machine costs no memory; None if XLA gives no
+    estimate."""
+    from ebmjax.samplers import driver
+
+    sharding, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+
+    def spec(a):
+        on = sharding if a.ndim and a.shape[0] == batch else rep
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on)
+
+    key = jax.random.PRNGKey(0)
+    estimates = []
+    x = jax.eval_shape(lambda k: sampler.init(k, batch), key)
+    for stage in sampler.stages:
+        energy = _partial(stage.energy)
+        if stage.enter is not None:
+            x = jax.eval_shape(_partial(stage.enter), x, key)
+        state = jax.tree.map(spec, jax.eval_shape(stage.kernel.init, x, energy))
+        t, h = driver._check_schedule(stage.temperatures, stage.step_sizes)
+        n = min(chunk_steps, t.shape[0])
+        t, h = driver._pad(t, chunk_steps)[:chunk_steps], driver._pad(h, chunk_steps)[:chunk_steps]
+        compiled = driver._run_chunk.lower(stage.kernel, None, energy, state, key, t, h, jnp.asarray(0, jnp.int32),
+                                           jnp.asarray(n, jnp.int32), 0, mean_energy).compile()
+        estimates.append(parallel.compiled_memory_bytes(compiled))
+    estimates.append(parallel.compiled_memory_bytes(_apply.lower(_partial(sampler.finish), spec(x)).compile()))
+    if any(e is None for e in estimates):
+        return None
+    resident = _array_bytes_per_device([[(st.energy, st.enter) for st in sampler.stages], sampler.finish])
+    return max(0, max(estimates) - resident)
+
+
+def check_memory(sampler: Sampler, plan: SamplePlan, chunk_steps: int, mesh, *,
+                 available: tuple[int | None, str] | None = None) -> None:
+    """ConfigError, before anything is written, when a batch of ``plan.batch`` chains needs more
+    memory than is free (see :func:`batch_memory_bytes`); the message names the largest
+    ``sample.batch_size`` that fits, found by scaling linearly and checking. ``available``: (bytes,
+    what), default :func:`available_memory_bytes`."""
+    free, where = available_memory_bytes(mesh) if available is None else available
+    n_dev = mesh.devices.size
+    # On CPUs every device's share comes out of the same host memory.
+    per = sum(d.process_index == jax.process_index() for d in mesh.devices.flat) if where == "host memory" else 1
+    try:
+        need = batch_memory_bytes(sampler, plan.batch, chunk_steps, mesh)
+    except Exception as e:  # an estimate is a courtesy: never let it stop a run that may well fit
+        log.info("No memory estimate for sampling (%s: %s); memory not checked.", type(e).__name__, e)
+        return
+    if free is None or need is None:
+        log.debug("Memory not checked: %s.", "no estimate from XLA" if need is None else f"{where} unknown")
+        return
+    budget = MEMORY_SHARE * free
+    if need * per <= budget:
+        return
+    # The largest batch that fits: linear from the first estimate, then a line through two estimates.
+    points = [(plan.batch, need * per)]
+    best = 0
+    for _ in range(4):
+        if len(points) == 1:
+            b = int(plan.batch * budget / points[0][1])
+        else:
+            (b0, m0), (b1, m1) = points[-2], points[-1]
+            slope = (m0 - m1) / (b0 - b1) if b0 != b1 else m1 / max(b1, 1)
+            b = int(b1 + (budget - m1) / slope) if slope > 0 else b1
+        b = min(b, plan.batch - n_dev) // n_dev * n_dev
+        if b < n_dev or any(b == p[0] for p in points):
+            break
+        m = batch_memory_bytes(sampler, b, chunk_steps, mesh)
+        if m is None:
+            break
+        points.append((b, m * per))
+        if m * per <= budget:
+            best = max(best, b)
+            if budget - m * per < 0.05 * budget:
+                break
+    s_text = f"{plan.batch} chains at once (min(sample.batch_size, sample.n), rounded to whole chains per device)"
+    head = (f"Sampling {s_text} needs about {need * per / 1e9:.1f} GB of {where} (XLA's estimate for one compiled "
+            f"chunk of the chains), but {free / 1e9:.1f} GB are free. Nothing was written.")
+    if best:
+        raise ConfigError(f"{head} Lower --config.sample.batch_size to {best} or less; sample.n can stay, the "
+                          "chains then run in more batches.")
+    raise ConfigError(f"{head} Even {n_dev} chain(s) would not fit: sample with a smaller model, or on a machine "
+                      "with more memory.")
 
 
 def sample_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any,
                       workdir: str | pathlib.Path, *, progress: bool = True, mesh=None,
                       out_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
-    """Draws ``sample.n`` samples of ``sampler`` into ``<workdir>/samples/`` (or ``out_dir``; see the
-    module docstring), resuming an interrupted run; returns the summary written to ``summary.json``."""
+    """Draws ``sample.n`` samples of ``sampler`` into :func:`samples_dir` (or ``out_dir``; see the
+    module docstring), resuming an interrupted run; returns the summary written to ``summary.json``.
+    A batch of chains too large for the memory is a ConfigError before anything is written."""
     s = cfg.sample
-    out_dir = pathlib.Path(workdir) / "samples" if out_dir is None else pathlib.Path(out_dir)
+    out_dir = samples_dir(cfg, workdir) if out_dir is None else pathlib.Path(out_dir)
     writer = jax.process_index() == 0
     mesh = mesh or parallel.make_mesh()
     shape = tuple(source.shape)
     plan = make_plan(s.batch_size, s.n, mesh.devices.size, sampler.steps)
     if s.merge_max_gb < 0:
         raise ConfigError(f"sample.merge_max_gb must be >= 0, got {s.merge_max_gb}.")
+    check_memory(sampler, plan, s.chunk_steps, mesh)
     store = ShardStore(out_dir / "shards", _manifest(cfg, sampler, plan, shape), resume=s.resume, writer=writer)
     reused = sum(store.has_shard(b) for b in range(plan.n_batches))
 
@@ -346,12 +594,33 @@ def sample_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, source: 
         raise Interrupted(
             f"Sampling stopped after {reused + ran} of {plan.n_batches} batches; finished batches and the "
             f"chains in flight are saved in {store.directory}. Rerun the same command to resume.") from None
+    except Exception as e:  # XLA's estimate was too low after all: say what to do, keep what is done
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        smaller = max(mesh.devices.size, plan.batch // 2 // mesh.devices.size * mesh.devices.size)
+        raise ConfigError(
+            f"Sampling ran out of memory with {plan.batch} chains at once ({str(e).splitlines()[0][:200]}). "
+            f"Finished batches are kept in {store.directory}. Rerun with a smaller --config.sample.batch_size, "
+            f"e.g. {smaller}.") from None
     seconds = time.perf_counter() - t0
     if not writer:
         return {}
-    return _write_results(cfg, sampler, source, store, plan, out_dir, shape,
-                          {"batches_reused": reused, "batches_run": ran, "seconds": seconds,
-                           "chain_steps_run": stats["chain_steps_run"], "n_devices": mesh.devices.size})
+    summary = _write_results(cfg, sampler, source, store, plan, out_dir, shape,
+                             {"batches_reused": reused, "batches_run": ran, "seconds": seconds,
+                              "chain_steps_run": stats["chain_steps_run"], "n_devices": mesh.devices.size})
+    store.discard_stale()  # only now: the new shards and results are on disk
+    return summary
+
+
+def reproducibility_note(cfg: ml_collections.ConfigDict) -> str:
+    """What the log says after sampling: the samples are reproducible, and how to draw new ones."""
+    sample_seed = cfg.sample.get("seed")
+    if sample_seed is None:
+        return ("These samples are reproducible: the same checkpoint, settings and seed give the same images. To "
+                "draw new ones without overwriting these, pass --config.sample.seed=N (any N >= 0); they go to "
+                "samples_seedN/ beside samples/.")
+    return (f"These samples are reproducible: the same checkpoint, settings and sample.seed={sample_seed} give the "
+            "same images. Another --config.sample.seed draws new ones into its own folder.")
 
 
 def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any, store: ShardStore,
@@ -402,6 +671,7 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         "merged": merge, "batch_size": plan.batch, "n_batches": plan.n_batches, "chain_steps": plan.steps,
         "batches_reused": run["batches_reused"], "batches_run": run["batches_run"], "seconds": seconds,
         "img_steps_per_s": img_steps / seconds if img_steps and seconds > 0 else None,
+        "seed": cfg.seed, "sample_seed": cfg.sample.get("seed"),
         "device": jax.devices()[0].device_kind, "n_devices": run["n_devices"],
         "peak_memory_bytes": mem, "peak_memory_note": mem_note,
     }
@@ -413,8 +683,8 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         log.info("Digits classifier on the samples: %.1f%% recognised with p >= %.2f; label entropy %.3f of the "
                  "maximum.", 100 * quality["confident_share"], quality["threshold"], quality["label_entropy"])
     io.write_json_atomic(out_dir / "summary.json", summary)
-    log.info("Wrote %d samples to %s (%d batches run, %d reused)", plan.n, out_dir, run["batches_run"],
-             run["batches_reused"])
+    log.info("Wrote %d samples to %s (%d batches run, %d reused). %s", plan.n, out_dir, run["batches_run"],
+             run["batches_reused"], reproducibility_note(cfg))
     return summary
 
 

@@ -178,3 +178,36 @@ def save_energy_trace(temperatures: np.ndarray, energies: np.ndarray, path: str 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_curves(records: Sequence[dict], path: str | pathlib.Path, title: str = "") -> None:
+    """Training curves from the lines of ``metrics.jsonl``: one panel per metric the method
+    reported (loss, gradient norm, energies, ...) against the step. Bookkeeping fields (window
+    sizes, skip counts, speed) are left out; learning rates share one panel."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    skip = {"step", "window_steps", "skipped", "skipped_in_window", "steps_per_s"}
+    names = [k for k in records[0] if k not in skip and not k.startswith("lr")
+             and isinstance(records[0][k], (int, float))]
+    lrs = [k for k in records[0] if k.startswith("lr")]
+    panels = names + (["lr"] if lrs else [])
+    ncol = min(4, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3 * nrow), squeeze=False)
+    steps = np.array([r["step"] for r in records])
+    for ax, name in zip(axes.ravel(), panels):
+        for key in (lrs if name == "lr" else [name]):
+            ax.plot(steps, [r.get(key, np.nan) for r in records], lw=1.2, label=key if name == "lr" else None)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        if name == "lr" and len(lrs) > 1:
+            ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

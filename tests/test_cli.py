@@ -1,12 +1,13 @@
 """End to end through the command line: training, resume, sampling, and clear errors."""
 
+import hashlib
 import json
+import logging
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from ebmjax import main
 
@@ -26,7 +27,7 @@ def metrics(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_digits_train_resume_sample(tmp_path):
+def test_digits_train_resume_sample(tmp_path, caplog):
     wd = tmp_path / "run"
     assert main.run(["--config", DIGITS, "--workdir", str(wd), "--config.train.steps=80", *TINY]) == 0
     rec = metrics(wd)
@@ -44,10 +45,30 @@ def test_digits_train_resume_sample(tmp_path):
     assert main.run(["--config", DIGITS, "--workdir", str(wd), "--config.train.steps=100", *TINY]) == 0
     assert [r["step"] for r in metrics(wd)] == [20, 40, 60, 80, 100]
 
-    # Sampling alone reloads the latest checkpoint.
+    # Sampling alone reloads the latest checkpoint, and says that the samples are reproducible.
     (wd / "samples" / "samples.npz").unlink()
-    assert main.run(["--config", DIGITS, "--workdir", str(wd), "--mode", "sample", "--config.train.steps=100", *TINY]) == 0
-    assert np.load(wd / "samples" / "samples.npz")["images"].shape == (6, 8, 8, 1)
+    with caplog.at_level(logging.INFO):
+        assert main.run(["--config", DIGITS, "--workdir", str(wd), "--mode", "sample", "--config.train.steps=100",
+                         *TINY]) == 0
+    images = np.load(wd / "samples" / "samples.npz")["images"]
+    assert images.shape == (6, 8, 8, 1)
+    assert "These samples are reproducible" in caplog.text and "--config.sample.seed=N" in caplog.text
+
+    # Even with sample.resume=false the same command gives the same images (issue 11, case 8) ...
+    def files(d):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.rglob("*") if p.is_file()}
+
+    assert main.run(["--config", DIGITS, "--workdir", str(wd), "--mode", "sample", "--config.train.steps=100",
+                     *TINY, "--config.sample.resume=false"]) == 0
+    np.testing.assert_array_equal(np.load(wd / "samples" / "samples.npz")["images"], images)
+    before = files(wd / "samples")
+    # ... and sample.seed draws new ones into their own folder, leaving the earlier ones alone.
+    assert main.run(["--config", DIGITS, "--workdir", str(wd), "--mode", "sample", "--config.train.steps=100",
+                     *TINY, "--config.sample.seed=7"]) == 0
+    fresh = np.load(wd / "samples_seed7" / "samples.npz")["images"]
+    assert fresh.shape == images.shape and not np.allclose(fresh, images)
+    assert (wd / "samples_seed7" / "grid.png").exists()
+    assert files(wd / "samples") == before
 
 
 def test_toy_density_learns_the_modes(tmp_path):
@@ -82,9 +103,31 @@ def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
 
 def test_bad_value_and_missing_config_file(tmp_path, capsys):
     assert main.run(["--config", DIGITS, "--workdir", str(tmp_path), "--config.train.steps=many"]) == 2
-    assert "expected a value of type int" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "expected a value of type int" in err and "e.g. --config.train.steps=1500" in err
     assert main.run(["--config", str(tmp_path / "nope.py")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_learning_rate_of_nan_is_refused_with_the_reason(tmp_path, capsys):
+    """Issue 11, case 5: nan parses as a number, and the message says what a learning rate must be."""
+    assert main.run(["--config", DIGITS, "--workdir", str(tmp_path), "--config.train.lr=nan"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("ebmjax: error: train.lr must be a finite number > 0 (it is the learning rate); got nan. Set another "
+                   "value with --config.train.lr=VALUE or in the config file (the default is 5e-05).\n")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bare_word_is_a_one_tuple(tmp_path, capsys):
+    """Issue 11, case 5: --config.eval.metrics=fid is ("fid",); it reaches the check of metric names."""
+    from ebmjax.config import load_config
+
+    assert load_config(DIGITS, [("eval.metrics", "fid")]).eval.metrics == ("fid",)
+    assert main.run(["--config", DIGITS, "--workdir", str(tmp_path), "--mode", "eval",
+                     "--config.eval.metrics=fid,ood,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown eval.metrics ['nope']" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
 
 
 def test_missing_dataset_says_how_to_prepare_it(tmp_path):

@@ -366,7 +366,7 @@ def test_mlp_linear_energy_has_constant_score():
 
 def test_build_model_and_counts():
     cfg = ml_collections.ConfigDict(
-        {"name": "mdsm_resnet", "width": 4, "blocks_per_stage": 1, "hidden": (8,), "dtype": "float32"}
+        {"name": "mdsm_resnet", "width": 4, "blocks_per_stage": 1, "hidden": (8,), "dtype": "float32", "conv": "auto"}
     )
     model = build_model(cfg)
     assert isinstance(model, MDSMResNet) and (model.width, model.blocks_per_stage) == (4, 1)
@@ -380,7 +380,7 @@ def test_build_model_and_counts():
     assert count_params(params) == (2 * 8 + 8) + (8 + 1)
 
     cfg.name = "unet"
-    with pytest.raises(ConfigError, match="mdsm_resnet, mlp"):
+    with pytest.raises(ConfigError, match="mdsm_resnet, convnet, mlp, gaussian"):
         build_model(cfg)
     cfg.name = "mlp"
     cfg.dtype = "float16"

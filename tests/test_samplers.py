@@ -211,7 +211,8 @@ def test_vmapped_single_examples_match_batched_energy():
     x = jax.random.normal(jax.random.key(8), (6, 8, 8, 1))
     single = jax.vmap(lambda xi: energy(xi[None])[0])(x)
     np.testing.assert_allclose(single, energy(x), rtol=1e-5, atol=1e-5)
-    # MALA evaluates proposals per example (vmapped); its cached values must be the batched ones.
+    # MALA's cached energies and gradients (of accepted and rejected chains alike) must be those of
+    # the positions, as one batched evaluation gives them.
     run = jax.jit(lambda key: S.run_chain(
         S.mala, energy, S.mala.init(x, energy), key, temperatures=jnp.ones(5), step_sizes=0.3
     ))

@@ -1,12 +1,17 @@
-"""Sampling to disk: streamed shards, the merged file, exact resumption, and stale shards.
+"""Sampling to disk: streamed shards, the merged file, exact resumption, stale shards (kept until
+their replacement is written), the memory check, and sample.seed.
 
 The energy is a Gaussian, E(x) = |x - mu|^2 / 2, so chains compile in a second and the samples'
 law is known.
 """
 
+import hashlib
 import json
+import logging
 import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
 
@@ -17,7 +22,7 @@ import pytest
 
 from ebmjax import sampling, samplers
 from ebmjax.config import load_config
-from ebmjax.errors import Interrupted
+from ebmjax.errors import ConfigError, Interrupted
 from ebmjax.methods import mdsm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -54,8 +59,21 @@ def config(**sample):
     return load_config(DIGITS, [(f"sample.{k}", str(v)) for k, v in overrides.items()])
 
 
-def images(workdir):
-    return np.load(workdir / "samples" / "samples.npz")["images"]
+def images(workdir, folder="samples"):
+    return np.load(workdir / folder / "samples.npz")["images"]
+
+
+def shard_dirs(workdir, folder="samples"):
+    """The shard directories (shards/<key>/, one per sampling setup) of a workdir's samples."""
+    root = workdir / folder / "shards"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def shard_dir(workdir, folder="samples"):
+    """The one shard directory of a workdir's samples."""
+    dirs = shard_dirs(workdir, folder)
+    assert len(dirs) == 1, dirs
+    return dirs[0]
 
 
 def test_streams_shards_and_merges_what_annealed_samples_returns(tmp_path):
@@ -63,12 +81,13 @@ def test_streams_shards_and_merges_what_annealed_samples_returns(tmp_path):
     summary = write(cfg, tmp_path)
     out = tmp_path / "samples"
     # 10 samples in batches of 4: three shards, each holding a whole batch of chains.
-    shards = sorted((out / "shards").glob("shard_*.npz"))
+    shards = sorted(shard_dir(tmp_path).glob("shard_*.npz"))
     assert [p.name for p in shards] == ["shard_00000.npz", "shard_00001.npz", "shard_00002.npz"]
     for p in shards:
         with np.load(p) as f:
             assert f["images"].shape == (4, *SHAPE) and f["energy"].shape == (20,)
-    assert not list((out / "shards").glob("chains_*"))  # no in-flight state once a batch is done
+    assert not list(shard_dir(tmp_path).glob("chains_*"))  # no in-flight state once a batch is done
+    assert json.loads((shard_dir(tmp_path) / "manifest.json").read_text())["batch"] == 4
     x = images(tmp_path)
     assert x.shape == (10, *SHAPE) and x.dtype == np.float32
     # Same key, same samples, whether streamed to disk or returned in memory.
@@ -132,22 +151,55 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
         interrupt_after(m, batch_index=1, chunks=2)
         with pytest.raises(Interrupted, match="after 1 of 3 batches.*Rerun the same command"):
             write(cfg, wd)
-    shard_dir = wd / "samples" / "shards"
-    assert [p.name for p in sorted(shard_dir.glob("*.npz"))] == ["chains_00001.npz", "shard_00000.npz"]
-    with np.load(shard_dir / "chains_00001.npz") as f:
+    shards = shard_dir(wd)
+    assert [p.name for p in sorted(shards.glob("*.npz"))] == ["chains_00001.npz", "shard_00000.npz"]
+    with np.load(shards / "chains_00001.npz") as f:
         assert int(f["step"]) == 8 and f["energy"].shape == (8,)
-    first = (shard_dir / "shard_00000.npz").stat().st_mtime_ns
+    first = (shards / "shard_00000.npz").stat().st_mtime_ns
 
     summary = write(cfg, wd)
     assert summary["batches_reused"] == 1 and summary["batches_run"] == 2
-    assert (shard_dir / "shard_00000.npz").stat().st_mtime_ns == first  # finished shard not redone
-    assert not list(shard_dir.glob("chains_*"))
+    assert (shards / "shard_00000.npz").stat().st_mtime_ns == first  # finished shard not redone
+    assert not list(shards.glob("chains_*"))
     # Bit for bit what an uninterrupted run draws, energy trace of the resumed batch included.
     np.testing.assert_array_equal(images(wd), images(tmp_path / "ref"))
+    assert shard_dir(tmp_path / "ref").name == shards.name  # same settings, same shard directory
     for b in range(3):
-        with np.load(shard_dir / f"shard_{b:05d}.npz") as f, \
-                np.load(tmp_path / "ref" / "samples" / "shards" / f"shard_{b:05d}.npz") as g:
+        with np.load(shards / f"shard_{b:05d}.npz") as f, \
+                np.load(shard_dir(tmp_path / "ref") / f"shard_{b:05d}.npz") as g:
             np.testing.assert_array_equal(f["energy"], g["energy"])
+
+
+def test_sigterm_stops_sampling_where_its_work_is_saved(tmp_path, monkeypatch):
+    """SIGTERM (a cluster's time limit, a pre-emption) during sampling becomes a flag (io.StopSignal):
+    the run stops after the chunk in flight, once its chains are saved, and the rerun resumes exactly."""
+    cfg = config()
+    write(cfg, tmp_path / "ref")
+    original = samplers.run_chain_chunked
+    calls = {"n": 0}
+
+    def wrapped(*args, on_chunk=None, **kwargs):
+        this = calls["n"]
+        calls["n"] += 1
+
+        def cb(steps_done, state, trace):
+            if this == 1 and steps_done == 4:
+                signal.raise_signal(signal.SIGTERM)
+            on_chunk(steps_done, state, trace)
+
+        return original(*args, on_chunk=cb, **kwargs)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as m:
+        m.setattr(samplers, "run_chain_chunked", wrapped)
+        with pytest.raises(Interrupted, match="after 1 of 3 batches.*Rerun the same command to resume"):
+            write(cfg, tmp_path / "run")
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    with np.load(shard_dir(tmp_path / "run") / "chains_00001.npz") as f:
+        assert int(f["step"]) == 4  # the chunk in flight finished and was saved
+    summary = write(cfg, tmp_path / "run")
+    assert summary["batches_reused"] == 1
+    np.testing.assert_array_equal(images(tmp_path / "run"), images(tmp_path / "ref"))
 
 
 def test_more_samples_reuse_finished_shards(tmp_path):
@@ -161,17 +213,54 @@ def test_more_samples_reuse_finished_shards(tmp_path):
 
 def test_other_settings_or_parameters_discard_old_shards(tmp_path, caplog):
     write(config(), tmp_path)
+    old_dir = shard_dir(tmp_path)
     other = {"mu": PARAMS["mu"] + 1.0}
     with caplog.at_level("WARNING"):
         summary = write(config(), tmp_path, other)
     assert summary["batches_reused"] == 0 and "Discarding 3 sample shards" in caplog.text
+    assert not old_dir.exists() and shard_dir(tmp_path) != old_dir  # only the new setup's shards are left
     fresh = tmp_path / "fresh"
     write(config(), fresh, other)
     np.testing.assert_array_equal(images(tmp_path), images(fresh))  # nothing of the old parameters left
     summary = write(config(step_size=0.05), tmp_path, other)
     assert summary["batches_reused"] == 0
     summary = write(config(step_size=0.05, resume=False), tmp_path, other)
-    assert summary["batches_reused"] == 0
+    assert summary["batches_reused"] == 0 and summary["batches_run"] == 3
+
+
+def test_finished_samples_survive_until_their_replacement_is_written(tmp_path, monkeypatch, caplog):
+    """A run with new parameters that dies half way (here: interrupted) deletes nothing of the old
+    run's results; rerun, it resumes in its own shard directory and only then drops the old one."""
+    write(config(), tmp_path)
+    old_dir = shard_dir(tmp_path)
+    before = {p: p.read_bytes() for p in sorted((tmp_path / "samples").rglob("*")) if p.is_file()}
+    other = {"mu": PARAMS["mu"] + 1.0}
+    with monkeypatch.context() as m:
+        interrupt_after(m, batch_index=1, chunks=2)
+        with pytest.raises(Interrupted):
+            write(config(), tmp_path, other)
+    for p, data in before.items():  # old shards, samples.npz, grid, summary: all there, unchanged
+        assert p.read_bytes() == data, p
+    new_dir = next(d for d in shard_dirs(tmp_path) if d != old_dir)
+    assert [p.name for p in sorted(new_dir.glob("*.npz"))] == ["chains_00001.npz", "shard_00000.npz"]
+
+    with caplog.at_level("INFO"):
+        summary = write(config(), tmp_path, other)
+    assert summary["batches_reused"] == 1 and summary["batches_run"] == 2  # resumed in its own directory
+    assert shard_dirs(tmp_path) == [new_dir] and "Discarding 3 sample shards" in caplog.text
+    write(config(), tmp_path / "ref", other)
+    np.testing.assert_array_equal(images(tmp_path), images(tmp_path / "ref"))
+
+
+def test_shards_of_the_flat_layout_are_kept_until_new_ones_are_written(tmp_path):
+    """Older versions wrote shards straight into samples/shards/: they count as another setup's."""
+    flat = tmp_path / "samples" / "shards"
+    flat.mkdir(parents=True)
+    np.savez(flat / "shard_00000.npz", images=np.zeros((4, *SHAPE), np.float32), energy=np.zeros(20, np.float32))
+    (flat / "manifest.json").write_text("{}")
+    write(config(), tmp_path)
+    assert not (flat / "shard_00000.npz").exists() and not (flat / "manifest.json").exists()
+    assert len(list(shard_dir(tmp_path).glob("shard_*.npz"))) == 3
 
 
 def test_too_large_to_merge_keeps_only_shards(tmp_path):
@@ -180,6 +269,63 @@ def test_too_large_to_merge_keeps_only_shards(tmp_path):
     assert summary["merged"] is False and "samples.npz" not in summary["files"]
     assert not (tmp_path / "samples" / "samples.npz").exists()  # no stale merged file either
     assert len(summary["shards"]) == 3 and (tmp_path / "samples" / "grid.png").exists()
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_batch_too_large_for_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """The issue's command: sample.n=3000000 with sample.batch_size=100000000. The check compiles one
+    chunk for the batch (cheap) instead of running it, and names a batch size that fits."""
+    write(config(), tmp_path)
+    before = snapshot(tmp_path)
+    cfg = config(n=3_000_000, batch_size=100_000_000)
+    mesh = sampling.parallel.make_mesh()
+    plan = sampling.make_plan(cfg.sample.batch_size, cfg.sample.n, mesh.devices.size, sampler(cfg).steps)
+    need = sampling.batch_memory_bytes(sampler(cfg), plan.batch, cfg.sample.chunk_steps, mesh)
+    small = sampling.batch_memory_bytes(sampler(cfg), 1000, cfg.sample.chunk_steps, mesh)
+    assert need > 1000 * small  # 3,000,000 chains need far more than 1000 (roughly linear)
+    free = need // 10  # the same verdict whatever machine runs the test
+    monkeypatch.setattr(sampling, "available_memory_bytes", lambda mesh: (free, "host memory"))
+    with pytest.raises(ConfigError) as e:
+        write(cfg, tmp_path)
+    msg = str(e.value)
+    assert f"needs about {need / 1e9:.1f} GB of host memory" in msg and f"{free / 1e9:.1f} GB are free" in msg
+    assert "Nothing was written" in msg
+    best = int(re.search(r"--config\.sample\.batch_size to (\d+) or less", msg).group(1))
+    # It fits, and is close to the largest that does: 10% more does not.
+    assert sampling.batch_memory_bytes(sampler(cfg), best, 4, mesh) <= sampling.MEMORY_SHARE * free
+    assert sampling.batch_memory_bytes(sampler(cfg), int(best * 1.1), 4, mesh) > sampling.MEMORY_SHARE * free
+    assert 0.05 * plan.batch < best < 0.1 * plan.batch
+    assert snapshot(tmp_path) == before  # the earlier samples and shards are untouched
+    # With that batch size the check passes.
+    sampling.check_memory(sampler(cfg), sampling.make_plan(best, cfg.sample.n, mesh.devices.size, 20), 4, mesh)
+
+
+def test_the_memory_check_is_skipped_where_memory_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.setattr(sampling, "available_memory_bytes", lambda mesh: (None, "TPU memory per device"))
+    assert write(config(), tmp_path)["n"] == 10
+    assert sampling.host_available_bytes() > 0  # this machine does say
+
+
+def test_sample_seed_draws_fresh_samples_into_their_own_folder(tmp_path, caplog):
+    """Sampling is reproducible: the same settings give the same images, and the log says so. With
+    sample.seed = N the images are new, and go to samples_seed<N>/ without touching samples/."""
+    with caplog.at_level(logging.INFO):
+        write(config(), tmp_path)
+    assert "These samples are reproducible" in caplog.text and "--config.sample.seed=N" in caplog.text
+    before = snapshot(tmp_path / "samples")
+    write(config(seed=1), tmp_path)
+    write(config(seed=2), tmp_path)
+    assert snapshot(tmp_path / "samples") == before
+    x, x1, x2 = images(tmp_path), images(tmp_path, "samples_seed1"), images(tmp_path, "samples_seed2")
+    assert not np.allclose(x, x1) and not np.allclose(x1, x2) and not np.allclose(x, x2)
+    write(config(seed=1), tmp_path / "again")  # reproducible too
+    np.testing.assert_array_equal(images(tmp_path / "again", "samples_seed1"), x1)
+    summary = json.loads((tmp_path / "samples_seed1" / "summary.json").read_text())
+    assert summary["sample_seed"] == 1 and summary["seed"] == 0
 
 
 MULTI_DEVICE_SCRIPT = """

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from ebmjax import io
 from ebmjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -174,9 +175,7 @@ def load_digits_classifier(seed: int = 0, *, directory: str | os.PathLike | None
     flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(clf.params).items()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, test_accuracy=np.float64(clf.test_accuracy), **flat)
-        tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+        io.savez_atomic(path, test_accuracy=np.float64(clf.test_accuracy), **flat)  # readers never see half a file
     except OSError as e:
         log.warning("Could not cache the digits classifier in %s (%s); it will be retrained next time.", path, e)
     return clf

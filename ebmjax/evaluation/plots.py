@@ -101,3 +101,25 @@ def neighbours_picture(queries: np.ndarray, neighbour_images: np.ndarray, path: 
     k = neighbour_images.shape[1]
     columns = [("sample", queries)] + [(f"train #{j + 1}", neighbour_images[:, j]) for j in range(k)]
     visualize.save_panels(columns, path, groups=1, title="samples and their nearest training images (L2)")
+
+
+def quality_vs_step(scores: list[dict], path: str | pathlib.Path, *, best_step: int | None = None,
+                    title: str = "") -> None:
+    """One panel per score (FID, confident share, label entropy, ...) against the checkpoint's step,
+    the chosen checkpoint marked."""
+    plt = _plt()
+    names = [k for k in scores[0] if k != "step"]
+    steps = np.array([s["step"] for s in scores])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.plot(steps, [s[name] for s in scores], "o-", lw=1.2, ms=4)
+        if best_step is not None:
+            ax.axvline(best_step, color="k", ls=":", lw=1.0, label=f"chosen: step {best_step}")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("training step")
+        ax.set_title(name.replace("_", " "))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

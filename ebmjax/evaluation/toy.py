@@ -1,8 +1,9 @@
 """What a model learned of a 2-D toy density, shown truthfully: ``density.png`` and mode shares.
 
 The picture puts the learned log-density (every mode visible, however unequal the masses) beside the
-data, the method's samples (for MDSM annealed down to T = 0, so they sit on the modes' centres) and
-samples at T = 1 (the same chains, never colder than T = 1: the density the model defines). For toys
+data, the method's samples (for MDSM annealed down to T = 0 and then denoised by the jump, so they
+sit near the modes' centres) and chains at T = 1 without the finishing jump (the same chains, never
+colder than T = 1: the density exp(-E) the model defines, for MDSM the data smoothed by sigma0). For toys
 with modes (eight_gaussians, rings, checkerboard, two_moons) it reports the share of points in each
 mode for the data, both kinds of samples and the learned density itself (its mass over each mode's
 region on a grid): unequal learned masses are measured, not guessed from a picture.
@@ -58,9 +59,15 @@ def learned_mode_masses(energy_fn, toy_name: str, lim: float = GRID_LIM, resolut
 
 
 def at_least_temperature(sampler: Sampler, floor: float = 1.0) -> Sampler:
-    """The same chains with every temperature raised to at least ``floor`` (no cooling below it)."""
+    """The same chains with every temperature raised to at least ``floor`` (no cooling below it) and
+    no finishing map (e.g. no denoising jump): samples of the density exp(-E / floor) itself."""
     stages = tuple(s._replace(temperatures=np.maximum(np.asarray(s.temperatures), floor)) for s in sampler.stages)
-    return sampler._replace(stages=stages, settings={**sampler.settings, "temperature_floor": floor})
+    return sampler._replace(stages=stages, finish=jax.tree_util.Partial(_identity),
+                            settings={**sampler.settings, "temperature_floor": floor, "finish": "none"})
+
+
+def _identity(x):
+    return x
 
 
 def density_report(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any, samples: np.ndarray,
@@ -97,8 +104,8 @@ def density_report(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
                         len(masses), toy_name, ratio, masses)
     visualize.save_density_2d(
         energy_fn, out_dir / "density.png",
-        panels=[("data", data[:MAX_POINTS]), ("samples (the method's sampler)", samples),
-                ("samples at T = 1", warm)],
+        panels=[("data", data[:MAX_POINTS]), ("the method's samples", samples),
+                ("chains at T = 1, no final map", warm)],
         lim=GRID_LIM, resolution=GRID_RESOLUTION, title=f"{cfg.data.name}: {cfg.method.name}", footnote=footnote)
     report["files"] = ["density.png"]
     return report

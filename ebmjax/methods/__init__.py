@@ -12,11 +12,13 @@ from typing import Callable
 import ml_collections
 
 from ebmjax.errors import ConfigError
-from ebmjax.methods import mdsm
+from ebmjax.methods import mdsm, ml
 from ebmjax.methods.base import Method, Params, Sampler, Stage
 
-BUILDERS: dict[str, Callable[[ml_collections.ConfigDict, tuple[int, ...]], Method]] = {
+# builder(cfg, example_shape, value_range) -> Method
+BUILDERS: dict[str, Callable[..., Method]] = {
     "mdsm": mdsm.build,
+    "ml": ml.build,
 }
 
 __all__ = ["BUILDERS", "Method", "Params", "Sampler", "Stage", "build", "names"]
@@ -26,10 +28,12 @@ def names() -> tuple[str, ...]:
     return tuple(BUILDERS)
 
 
-def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...]) -> Method:
-    """The method ``cfg.method.name`` for examples of ``example_shape``."""
+def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
+          value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
+    """The method ``cfg.method.name`` for examples of ``example_shape`` whose values lie in
+    ``value_range`` (the data source's; (0, 1) for images)."""
     name = cfg.method.name
     if name not in BUILDERS:
         raise ConfigError(f"Unknown method.name {name!r}; choose one of {', '.join(BUILDERS)} "
                           "(--config.method.name=...).")
-    return BUILDERS[name](cfg, tuple(int(d) for d in example_shape))
+    return BUILDERS[name](cfg, tuple(int(d) for d in example_shape), tuple(float(v) for v in value_range))

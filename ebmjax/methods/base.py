@@ -75,6 +75,9 @@ class Method(NamedTuple):
     sampler(params, carry) -> Sampler: the chains of ``--mode sample``.
     denoise_sigma: the noise level of the single-step denoising jump x - s^2 dE/dx where the
         method learns a smoothed density (MDSM's sigma0), else None.
+    bounds: {metric: (bound, config field)}: an update whose metric exceeds the bound in magnitude
+        is treated as diverged (skipped, and a window of them stops the run), e.g. the runaway
+        energies of maximum-likelihood training.
     identity: config fields whose values define what the parameters mean; checkpoints written
         with other values cannot be resumed.
     """
@@ -91,4 +94,5 @@ class Method(NamedTuple):
     energy: Callable[[Params], EnergyFn]
     sampler: Callable[[Params, Any], Sampler]
     denoise_sigma: float | None
+    bounds: Mapping[str, tuple[float, str]]
     identity: tuple[str, ...]

@@ -61,8 +61,11 @@ def annealed_sampler(energy: Any, example_shape: tuple[int, ...], sample_cfg: ml
                    (Stage("anneal", energy, samplers.ula, temps, steps),), finish, settings)
 
 
-def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...]) -> Method:
-    """The MDSM method for examples of ``example_shape`` (e.g. (8, 8, 1))."""
+def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
+          value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
+    """The MDSM method for examples of ``example_shape`` (e.g. (8, 8, 1)); the data's
+    ``value_range`` plays no part (chains start from sample.init_mean + sample.init_std N(0, I))."""
+    del value_range
     model = models.build_model(cfg.model)
     tx, lr = train_state.adam(cfg.train)
     optimizer = train_state.per_network({NETWORK: tx})
@@ -95,8 +98,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...]) -> Met
     return Method(
         name="mdsm", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,
         learning_rates={NETWORK: lr}, init_carry=lambda key: (), carry_specs=(), loss=loss, probe=probe,
-        energy=energy, sampler=sampler, denoise_sigma=sigma0,
-        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden"))
+        energy=energy, sampler=sampler, denoise_sigma=sigma0, bounds={},
+        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths"))
 
 
 def _identity(x: Any) -> Any:

@@ -2,7 +2,8 @@
 
 - :class:`MDSMResNet` (``res18``, ``res12``): the MDSM paper's image energy ResNet, NHWC input.
 - :func:`load_torch_mdsm` / :func:`to_torch_state_dict`: PyTorch MDSM checkpoints in and out.
-- :class:`MLPEnergy`: small smooth MLP for toy data.
+- :class:`ConvEnergy`: a plain conv net with a linear read-out, for maximum-likelihood EBMs.
+- :class:`MLPEnergy`: small smooth MLP for toy data; :class:`GaussianEnergy`: a learned Gaussian.
 - :func:`build_model`, :func:`init_params`, :func:`count_params`: config-driven construction.
 """
 
@@ -20,9 +21,12 @@ import jax.numpy as jnp
 from ebmjax.errors import ConfigError
 from ebmjax.models.resnet import MDSMResNet, res12, res18
 from ebmjax.models.torch_import import load_torch_mdsm, to_torch_state_dict
-from ebmjax.models.toy import MLPEnergy
+from ebmjax.models.convnet import ConvEnergy
+from ebmjax.models.toy import GaussianEnergy, MLPEnergy
 
 __all__ = [
+    "ConvEnergy",
+    "GaussianEnergy",
     "MDSMResNet",
     "MLPEnergy",
     "build_model",
@@ -34,7 +38,7 @@ __all__ = [
     "to_torch_state_dict",
 ]
 
-MODEL_NAMES = ("mdsm_resnet", "mlp")
+MODEL_NAMES = ("mdsm_resnet", "convnet", "mlp", "gaussian")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -52,8 +56,9 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def build_model(model_config: Any) -> nn.Module:
-    """Module from a config (ConfigDict or mapping) with fields ``name``, ``width``,
-    ``blocks_per_stage``, ``hidden`` (mlp only) and ``dtype`` ('float32' or 'bfloat16')."""
+    """Module from a config (ConfigDict or mapping) with fields ``name``, ``dtype`` ('float32' or
+    'bfloat16'), ``conv`` (how convolutions are computed) and the chosen network's own: ``width``
+    and ``blocks_per_stage`` (mdsm_resnet), ``widths`` and ``activation`` (convnet), ``hidden`` (mlp)."""
     name = _field(model_config, "name")
     if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}.")
@@ -61,10 +66,19 @@ def build_model(model_config: Any) -> nn.Module:
     if dtype_name not in _DTYPES:
         raise ConfigError(f"model.dtype must be one of {', '.join(_DTYPES)}, got {dtype_name!r}.")
     dtype = _DTYPES[dtype_name]
+    conv = _field(model_config, "conv")
     if name == "mdsm_resnet":
         width = _positive_int(_field(model_config, "width"), "width")
         blocks = _positive_int(_field(model_config, "blocks_per_stage"), "blocks_per_stage", minimum=0)
-        return MDSMResNet(blocks_per_stage=blocks, width=width, dtype=dtype)
+        return MDSMResNet(blocks_per_stage=blocks, width=width, dtype=dtype, conv=conv)
+    if name == "convnet":
+        widths = _field(model_config, "widths")
+        if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
+            raise ConfigError(f"model.widths must be a tuple of channel counts such as (32, 64, 128), got {widths!r}.")
+        widths = tuple(_positive_int(w, "widths[i]") for w in widths)
+        return ConvEnergy(widths=widths, activation=_field(model_config, "activation"), dtype=dtype, conv=conv)
+    if name == "gaussian":
+        return GaussianEnergy()
     hidden = _field(model_config, "hidden")
     if isinstance(hidden, int) or not isinstance(hidden, Sequence):
         raise ConfigError(f"model.hidden must be a tuple of layer widths such as (128, 128), got {hidden!r}.")

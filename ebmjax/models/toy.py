@@ -32,3 +32,16 @@ class MLPEnergy(nn.Module):
         init = torch_uniform_init(h.shape[-1])
         e = nn.Dense(1, dtype=jnp.float32, kernel_init=init, bias_init=init, name="out")(h.astype(jnp.float32))
         return e[:, 0]
+
+
+class GaussianEnergy(nn.Module):
+    """E(x) = |x - mu|^2 / (2 sigma^2) with a learned mean ``mu`` (the example's shape) and a learned
+    ``log_sigma`` (a scalar): a model whose maximum-likelihood optimum is known (the data's mean and
+    per-coordinate standard deviation), for tests and teaching. Inputs (B, ...) -> (B,)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mu = self.param("mu", nn.initializers.zeros_init(), x.shape[1:], jnp.float32)
+        log_sigma = self.param("log_sigma", nn.initializers.zeros_init(), (), jnp.float32)
+        d = (x.astype(jnp.float32) - mu).reshape(x.shape[0], -1)
+        return 0.5 * jnp.sum(d**2, axis=1) * jnp.exp(-2.0 * log_sigma)

@@ -1,11 +1,14 @@
 """Samplers (layer 1): kernels, one scan driver, conditioning, and the paper's Langevin helpers.
 
-Kernels (``ula``, ``mala``, ``hmc(n)``, ``clamped(kernel)``) are BlackJAX-style init/step pairs
-over a batch of independent chains; ``run_chain`` scans any of them over a schedule of
+Kernels (``ula``, ``langevin_kernel(grad_clip, bounds)``, ``mala``, ``hmc(n)``, ``clamped(kernel)``)
+are BlackJAX-style init/step pairs over a batch of independent chains (``decoupled(step, noise)``
+maps the maximum-likelihood literature's Langevin settings onto them); the replay buffer of
+persistent chains is ``buffer_init`` / ``buffer_draw`` / ``buffer_update``; ``run_chain`` scans any of them over a schedule of
 temperatures and step sizes, ``run_chain_chunked`` does the same in resumable jitted chunks.
 Everything takes an ``energy_fn(x) -> (B,)`` and arrays; nothing here imports Flax, configs or I/O.
 """
 
+from ebmjax.samplers.buffer import buffer_draw, buffer_init, buffer_update
 from ebmjax.samplers.conditioning import ClampedState, clamped, sum_energies, tempered
 from ebmjax.samplers.driver import Trace, run_chain, run_chain_chunked
 from ebmjax.samplers.kernels import (
@@ -15,8 +18,10 @@ from ebmjax.samplers.kernels import (
     MCMCState,
     ULAInfo,
     ULAState,
+    decoupled,
     energy_and_grad,
     hmc,
+    langevin_kernel,
     mala,
     ula,
 )
@@ -32,11 +37,16 @@ __all__ = [
     "ULAInfo",
     "ULAState",
     "annealed_langevin",
+    "buffer_draw",
+    "buffer_init",
+    "buffer_update",
     "clamped",
+    "decoupled",
     "denoise_jump",
     "energy_and_grad",
     "hmc",
     "langevin",
+    "langevin_kernel",
     "mala",
     "run_chain",
     "run_chain_chunked",

@@ -24,8 +24,9 @@ Every Info holds ``energy`` (B,): the energy at the position the step started fr
 gradient was taken), so ULA needs no extra evaluation to report it; MALA/HMC also report
 ``acceptance_rate`` and ``is_accepted`` (B,), and keep the current energy in ``state.energy``.
 
-``energy_fn`` must treat batch rows independently (no batch statistics): MALA and HMC evaluate
-proposals one example at a time, ``energy_fn(xi[None])`` under vmap, as BlackJAX kernels want.
+``energy_fn`` must treat batch rows independently (no batch statistics): the kernels evaluate it
+on the whole batch of proposals at once (one matrix product per layer, not one per chain) and take
+a separate Metropolis decision for each row.
 
 Nothing here is jitted and nothing uses a collective, so the kernels run unchanged inside a user's
 ``jit``, ``vmap`` or on a batch sharded over devices.
@@ -36,8 +37,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, NamedTuple
 
-import blackjax.mcmc.hmc as bj_hmc
-import blackjax.mcmc.mala as bj_mala
 import jax
 import jax.numpy as jnp
 
@@ -57,6 +56,8 @@ __all__ = [
     "mala",
     "hmc",
     "energy_and_grad",
+    "decoupled",
+    "langevin_kernel",
 ]
 
 
@@ -159,7 +160,7 @@ def per_chain(value: ArrayLike, x: jax.Array, name: str) -> jax.Array:
 
 
 def chain_vector(value: ArrayLike, batch: int, name: str, dtype: Any) -> jax.Array:
-    """A scalar or (B,) value as a (B,) array, for vmapping over chains."""
+    """A scalar or (B,) value as a (B,) array: one value per chain."""
     v = jnp.asarray(value, dtype=dtype)
     if v.ndim == 0:
         return jnp.broadcast_to(v, (batch,))
@@ -168,17 +169,6 @@ def chain_vector(value: ArrayLike, batch: int, name: str, dtype: Any) -> jax.Arr
     raise ConfigError(
         f"{name} must be a scalar or hold one value per chain, shape ({batch},); got shape {v.shape}."
     )
-
-
-def _example_logdensity(energy_fn: EnergyFn, temperature: jax.Array) -> Callable:
-    """log p_T of ONE example (shape x.shape[1:]), for BlackJAX kernels vmapped over the batch."""
-
-    def logdensity(xi: jax.Array) -> jax.Array:
-        e = energy_fn(xi[None])
-        _check_energy(e, 1)
-        return -e[0] / temperature
-
-    return logdensity
 
 
 def _float_dtype(x: jax.Array) -> Any:
@@ -219,8 +209,50 @@ ula = Kernel(_ula_init, _ula_step)
 """Unadjusted Langevin (the paper's eq. 8). Biased at finite step size; T only scales the noise."""
 
 
+def decoupled(step: ArrayLike, noise: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """(eps, T) of the kernels' convention for Langevin written as the maximum-likelihood literature
+    writes it, x' = x - step * dE/dx + noise * z: eps = sqrt(2 step), T = noise^2 / (2 step).
+    Works on scalars and schedules (arrays) alike."""
+    step, noise = jnp.asarray(step, jnp.float32), jnp.asarray(noise, jnp.float32)
+    return jnp.sqrt(2.0 * step), noise**2 / (2.0 * step)
+
+
+@functools.cache
+def langevin_kernel(grad_clip: float | None = None, bounds: tuple[float, float] | None = None) -> Kernel:
+    """ULA with the two safeguards of maximum-likelihood EBM recipes (IGEBM, JEM):
+
+    x' = clip_bounds(x - (eps^2 / 2) clip(dE/dx, -grad_clip, grad_clip) + eps sqrt(T) z).
+
+    ``grad_clip``: each gradient entry clipped to [-grad_clip, grad_clip] (None: not clipped);
+    ``bounds``: (low, high) the positions are clamped to after every step, the data's range (None:
+    not clamped). With neither it is exactly :data:`ula`. Use :func:`decoupled` to set (step, noise).
+    The same arguments give the same Kernel object, so compiled chains are reused.
+    """
+    if grad_clip is not None and not grad_clip > 0:
+        raise ConfigError(f"langevin_kernel: grad_clip must be > 0 or None, got {grad_clip!r}.")
+    if bounds is not None and not (len(bounds) == 2 and bounds[0] < bounds[1]):
+        raise ConfigError(f"langevin_kernel: bounds must be (low, high) with low < high, got {bounds!r}.")
+    if grad_clip is None and bounds is None:
+        return ula
+
+    def step(key, state, energy_fn, step_size, temperature):
+        x = state.position
+        e, g = energy_and_grad(energy_fn, x)
+        if grad_clip is not None:
+            g = jnp.clip(g, -grad_clip, grad_clip)
+        eps = per_chain(step_size, x, "step_size")
+        t = per_chain(temperature, x, "temperature")
+        z = jax.random.normal(key, x.shape, _float_dtype(x))
+        new = x - 0.5 * eps**2 * g + eps * jnp.sqrt(t) * z
+        if bounds is not None:
+            new = jnp.clip(new, bounds[0], bounds[1])
+        return ULAState(new.astype(x.dtype)), ULAInfo(e)
+
+    return Kernel(_ula_init, step)
+
+
 # ---------------------------------------------------------------------------------------------
-# MALA and HMC: BlackJAX kernels vmapped over chains
+# MALA and HMC: batched proposals, one Metropolis test per chain
 # ---------------------------------------------------------------------------------------------
 
 
@@ -231,21 +263,24 @@ def _mcmc_init(position: jax.Array, energy_fn: EnergyFn) -> MCMCState:
     return MCMCState(position, e, g)
 
 
-def _accept_cached(
-    state: MCMCState,
-    position: jax.Array,
-    logdensity: jax.Array,
-    logdensity_grad: jax.Array,
-    is_accepted: jax.Array,
-    t: jax.Array,
-) -> MCMCState:
-    """Back from log p_T to (E, dE/dx); a rejected chain keeps its cached values bit for bit."""
+def _rows(a: jax.Array) -> jax.Array:
+    """Per-example sums: (B, ...) -> (B,)."""
+    return jnp.sum(a.reshape(a.shape[0], -1), axis=1)
+
+
+def _accept(key: jax.Array, log_ratio: jax.Array, state: MCMCState, position: jax.Array, energy: jax.Array,
+            grad: jax.Array) -> tuple[MCMCState, jax.Array, jax.Array]:
+    """Per-chain Metropolis test: (new state, acceptance probability (B,), accepted (B,)). A rejected
+    chain keeps its position, energy and gradient bit for bit; a NaN ratio is a rejection."""
+    log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+    prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+    accepted = jax.random.uniform(key, prob.shape, prob.dtype) < prob
     x = state.position
-    t_b = t.reshape((-1,) + (1,) * (x.ndim - 1))
-    acc_b = is_accepted.reshape(t_b.shape)
-    energy = jnp.where(is_accepted, -logdensity * t, state.energy).astype(state.energy.dtype)
-    grad = jnp.where(acc_b, -logdensity_grad * t_b, state.grad).astype(state.grad.dtype)
-    return MCMCState(position.astype(x.dtype), energy, grad)
+    acc_b = accepted.reshape((-1,) + (1,) * (x.ndim - 1))
+    new = MCMCState(jnp.where(acc_b, position.astype(x.dtype), x),
+                    jnp.where(accepted, energy.astype(state.energy.dtype), state.energy),
+                    jnp.where(acc_b, grad.astype(state.grad.dtype), state.grad))
+    return new, prob, accepted
 
 
 def _mala_step(
@@ -255,36 +290,38 @@ def _mala_step(
     step_size: ArrayLike,
     temperature: ArrayLike,
 ) -> tuple[MCMCState, MALAInfo]:
-    """One MALA step per chain: the ULA proposal plus a per-chain Metropolis-Hastings test on p_T."""
+    """One MALA step per chain: the ULA proposal plus a per-chain Metropolis-Hastings test on p_T.
+
+    Proposal x' = x - (eps^2/2) dE/dx + eps sqrt(T) z; the test accepts with probability
+    min(1, p_T(x') q(x | x') / (p_T(x) q(x' | x))), q the proposal's Gaussian of variance eps^2 T.
+    The energy is evaluated once per step, on the whole batch.
+    """
     x = state.position
     batch, dtype = x.shape[0], _float_dtype(x)
     eps = chain_vector(step_size, batch, "step_size", dtype)
     t = chain_vector(temperature, batch, "temperature", dtype)
-    # BlackJAX's MALA moves x + h grad log p + sqrt(2h) z; with log p = -E/T, h = eps^2 T / 2
-    # reproduces the ULA proposal above exactly.
-    h = 0.5 * eps**2 * t
-    kernel = bj_mala.build_kernel()
+    eps_b, t_b = per_chain(eps, x, "step_size"), per_chain(t, x, "temperature")
+    k_prop, k_acc = jax.random.split(key)
+    z = jax.random.normal(k_prop, x.shape, dtype)
+    xf, g = x.astype(dtype), state.grad.astype(dtype)
+    proposal = xf - 0.5 * eps_b**2 * g + eps_b * jnp.sqrt(t_b) * z
+    e_new, g_new = energy_and_grad(energy_fn, proposal.astype(x.dtype))
+    e_new, g_new = e_new.astype(dtype), g_new.astype(dtype)
 
-    def one(k, xi, ei, gi, ti, hi):
-        bj_state = bj_mala.MALAState(xi, -ei / ti, -gi / ti)
-        new, info = kernel(k, bj_state, _example_logdensity(energy_fn, ti), hi)
-        return new.position, new.logdensity, new.logdensity_grad, info.acceptance_rate, info.is_accepted
+    def log_q(to, frm, grad_frm):  # log q(to | frm) up to a constant shared by both directions
+        return -_rows((to - frm + 0.5 * eps_b**2 * grad_frm) ** 2) / (2.0 * eps**2 * t)
 
-    # The Metropolis test runs in at least float32 whatever the storage dtype of the position.
-    pos, ld, ldg, acc, is_acc = jax.vmap(one)(
-        jax.random.split(key, batch), x.astype(dtype), state.energy.astype(dtype),
-        state.grad.astype(dtype), t, h,
-    )
-    new_state = _accept_cached(state, pos, ld, ldg, is_acc, t)
-    return new_state, MALAInfo(state.energy, acc, is_acc)
+    log_ratio = (state.energy.astype(dtype) - e_new) / t + log_q(xf, proposal, g_new) - log_q(proposal, xf, g)
+    new_state, prob, accepted = _accept(k_acc, log_ratio, state, proposal, e_new, g_new)
+    return new_state, MALAInfo(state.energy, prob, accepted)
 
 
 mala = Kernel(_mcmc_init, _mala_step)
-"""Metropolis-adjusted Langevin (BlackJAX's ``mala``), per-chain accept/reject, exact for p_T."""
+"""Metropolis-adjusted Langevin: the ULA proposal, per-chain accept/reject, exact for p_T."""
 
 
 def _flat_inverse_mass(inverse_mass_matrix: jax.Array | None, x: jax.Array) -> jax.Array:
-    """The inverse mass as BlackJAX wants it: (D,) diagonal or (D, D) dense over a flat example."""
+    """The inverse mass over a flat example: (D,) diagonal or (D, D) dense."""
     d = 1
     for n in x.shape[1:]:
         d *= n
@@ -308,8 +345,6 @@ def _make_hmc(
     inverse_mass_matrix: jax.Array | None,
     divergence_threshold: float,
 ) -> Kernel:
-    bj_kernel = bj_hmc.build_kernel(divergence_threshold=divergence_threshold)
-
     def step(
         key: jax.Array,
         state: MCMCState,
@@ -317,34 +352,50 @@ def _make_hmc(
         step_size: ArrayLike,
         temperature: ArrayLike,
     ) -> tuple[MCMCState, HMCInfo]:
-        """One HMC move per chain: leapfrog step eps*sqrt(T) on p_T, then a Metropolis test."""
+        """One HMC move per chain: leapfrog step eps*sqrt(T) on p_T, then a Metropolis test.
+
+        Momenta p ~ N(0, M) with M the inverse of ``inverse_mass_matrix``; the Hamiltonian is
+        E(x)/T + p^T M^-1 p / 2. Every leapfrog step evaluates the energy once on the whole batch.
+        """
         x = state.position
         batch, dtype = x.shape[0], _float_dtype(x)
         eps = chain_vector(step_size, batch, "step_size", dtype)
         t = chain_vector(temperature, batch, "temperature", dtype)
-        delta = eps * jnp.sqrt(t)
+        delta = (eps * jnp.sqrt(t)).reshape((-1,) + (1,) * (x.ndim - 1))
+        t_b = t.reshape(delta.shape)
         inv_mass = _flat_inverse_mass(inverse_mass_matrix, x)
+        flat = lambda a: a.reshape(batch, -1)  # noqa: E731
+        if inv_mass.ndim == 1:
+            apply_inv = lambda p: (flat(p) * inv_mass).reshape(x.shape)  # noqa: E731
+            sample_p = lambda z: (flat(z) / jnp.sqrt(inv_mass)).reshape(x.shape)  # noqa: E731
+        else:
+            chol_mass = jnp.linalg.cholesky(jnp.linalg.inv(inv_mass))
+            apply_inv = lambda p: (flat(p) @ inv_mass.T).reshape(x.shape)  # noqa: E731
+            sample_p = lambda z: (flat(z) @ chol_mass.T).reshape(x.shape)  # noqa: E731
 
-        def one(k, xi, ei, gi, ti, di):
-            bj_state = bj_hmc.HMCState(xi, -ei / ti, -gi / ti)
-            new, info = bj_kernel(
-                k, bj_state, _example_logdensity(energy_fn, ti), di, inv_mass, num_integration_steps
-            )
-            return (
-                new.position,
-                new.logdensity,
-                new.logdensity_grad,
-                info.acceptance_rate,
-                info.is_accepted,
-                info.is_divergent,
-            )
+        def kinetic(p):
+            return 0.5 * _rows(p * apply_inv(p))
 
-        pos, ld, ldg, acc, is_acc, div = jax.vmap(one)(
-            jax.random.split(key, batch), x.astype(dtype), state.energy.astype(dtype),
-            state.grad.astype(dtype), t, delta,
-        )
-        new_state = _accept_cached(state, pos, ld, ldg, is_acc, t)
-        return new_state, HMCInfo(state.energy, acc, is_acc, div)
+        k_prop, k_acc = jax.random.split(key)
+        p0 = sample_p(jax.random.normal(k_prop, x.shape, dtype))
+        xf, g0 = x.astype(dtype), state.grad.astype(dtype)
+        p = p0 - 0.5 * delta * g0 / t_b
+
+        def leap(i, carry):
+            y, p, _, _ = carry
+            y = y + delta * apply_inv(p)
+            e, g = energy_and_grad(energy_fn, y.astype(x.dtype))
+            e, g = e.astype(dtype), g.astype(dtype)
+            last = i == num_integration_steps - 1
+            p = p - jnp.where(last, 0.5, 1.0) * delta * g / t_b
+            return y, p, e, g
+
+        y, p, e_new, g_new = jax.lax.fori_loop(
+            0, num_integration_steps, leap, (xf, p, jnp.zeros((batch,), dtype), jnp.zeros_like(xf)))
+        energy_error = (e_new - state.energy.astype(dtype)) / t + kinetic(p) - kinetic(p0)
+        divergent = ~(energy_error <= divergence_threshold)
+        new_state, prob, accepted = _accept(k_acc, -energy_error, state, y, e_new, g_new)
+        return new_state, HMCInfo(state.energy, prob, accepted, divergent)
 
     return Kernel(_mcmc_init, step)
 
@@ -362,7 +413,7 @@ def hmc(
     inverse_mass_matrix: jax.Array | None = None,
     divergence_threshold: float = 1000.0,
 ) -> Kernel:
-    """HMC kernel (BlackJAX's ``hmc``) with a static number of leapfrog steps.
+    """HMC kernel with a static number of leapfrog steps and one Metropolis test per chain.
 
     The leapfrog step is ``step_size * sqrt(T)`` on p_T (see the module docstring), so with
     ``num_integration_steps=1`` and unit mass this is MALA. ``inverse_mass_matrix``: None (unit),

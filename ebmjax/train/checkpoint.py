@@ -9,22 +9,29 @@ Saving is asynchronous (Orbax copies the arrays to host memory, then writes in a
 while training goes on) and keeps the newest ``train.keep_checkpoints``. Every process calls
 ``save`` and ``restore`` (Orbax writes each process's part); only process 0 writes ``config.json``
 and moves directories.
+
+Opening and reading checkpoints runs under :func:`quiet_orbax`: a damaged checkpoint makes Orbax,
+TensorStore and asyncio print thousands of lines (errors, and a traceback for every read still in
+flight when the first one failed), which would bury the one warning that says what happened.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-import os
 import pathlib
 import shutil
-from typing import Any
+import sys
+import warnings
+from typing import Any, Iterator
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from ebmjax import parallel
+from ebmjax import io, parallel
 from ebmjax.errors import CheckpointError
 from ebmjax.train.state import TrainState
 
@@ -36,6 +43,10 @@ log = logging.getLogger(__name__)
 IDENTITY_FIELDS = ("method.name", "data.name", "data.pad", "data.image_size")
 UNREADABLE_DIR = "checkpoints_unreadable"
 DIVERGED_DIR = "checkpoints_diverged"
+# Loggers silenced while a checkpoint is opened or read (Orbax logs through absl).
+NOISY_LOGGERS = ("absl", "orbax", "asyncio", "tensorstore")
+# The longest quiet_orbax waits for reads left in flight by a failed restore.
+DRAIN_TIMEOUT_S = 300.0
 
 
 def _get(cfg: dict, dotted: str):
@@ -51,11 +62,105 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
 
 
-def write_text_atomic(path: pathlib.Path, text: str) -> None:
-    """Writes ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class _LoopsClosedLater(asyncio.AbstractEventLoopPolicy):
+    """The current event-loop policy, except that the loops it makes close only in :meth:`drain`.
+
+    Orbax reads a checkpoint's arrays as tasks on a fresh event loop and closes that loop as soon as
+    one read fails, while TensorStore's reads of the other arrays are still in flight. Each of those
+    reads later reports its end to the closed loop, which raises, and TensorStore prints the traceback
+    (hundreds of them, seconds after the failure for a large checkpoint). Kept open, the loop takes
+    the reports; :meth:`drain` then runs it until every task left on it has ended (their errors
+    retrieved, so asyncio does not log them either) and closes it.
+    """
+
+    def __init__(self, base: asyncio.AbstractEventLoopPolicy):
+        self.base = base
+        self.closed_later: list[tuple[asyncio.AbstractEventLoop, Any]] = []
+
+    def get_event_loop(self):
+        return self.base.get_event_loop()
+
+    def set_event_loop(self, loop):
+        self.base.set_event_loop(loop)
+
+    def new_event_loop(self):
+        loop = self.base.new_event_loop()
+        close = loop.close
+        loop.close = lambda: self.closed_later.append((loop, close))  # type: ignore[method-assign]
+        return loop
+
+    def get_child_watcher(self):  # Python < 3.14 asks policies for these
+        return self.base.get_child_watcher()
+
+    def set_child_watcher(self, watcher):
+        return self.base.set_child_watcher(watcher)
+
+    def drain(self, timeout: float) -> None:
+        for loop, close in self.closed_later:
+            try:
+                tasks = asyncio.all_tasks(loop)
+                if tasks:
+                    loop.run_until_complete(asyncio.wait(tasks, timeout=timeout))
+                    late = [t for t in tasks if not t.done()]
+                    for t in late:
+                        t.cancel()
+                    if late:
+                        loop.run_until_complete(asyncio.wait(late, timeout=5.0))
+                    for t in tasks:
+                        if t.done() and not t.cancelled():
+                            t.exception()  # retrieved: no "Task exception was never retrieved"
+            except Exception as e:  # cleaning up must not hide the outcome of the restore
+                log.debug("Draining an Orbax event loop failed: %r", e)
+            finally:
+                close()
+        self.closed_later.clear()
+
+
+@contextlib.contextmanager
+def quiet_orbax(drain_timeout: float = DRAIN_TIMEOUT_S) -> Iterator[None]:
+    """Silences Orbax, TensorStore and asyncio while a checkpoint is opened or read, and lets reads
+    that a failure left in flight end quietly before returning (see :class:`_LoopsClosedLater`).
+
+    Inside: the loggers of ``NOISY_LOGGERS`` are off, "Exception ignored" messages are dropped, and
+    event loops made by asyncio stay open until their tasks end. Everything is put back on exit; an
+    exception raised inside propagates unchanged, for the caller to report in its own words.
+    """
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    hook = sys.unraisablehook
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # event-loop policies are deprecated in 3.14
+        base = asyncio.get_event_loop_policy()
+        policy = _LoopsClosedLater(base)
+        asyncio.set_event_loop_policy(policy)
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop_policy(base)
+        try:
+            policy.drain(drain_timeout)
+        finally:
+            sys.unraisablehook = hook
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _reason(e: BaseException, limit: int = 240) -> str:
+    """What went wrong, in one line: the first line of the innermost exception that ``e`` was raised
+    from (Orbax wraps TensorStore's precise error in a vaguer one), without TensorStore's spec dump."""
+    seen = {id(e)}
+    while e.__cause__ is not None and id(e.__cause__) not in seen:
+        e = e.__cause__
+        seen.add(id(e))
+    text = str(e).splitlines()[0] if str(e) else ""
+    text = text.split(" [tensorstore_spec=")[0]
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class Checkpoints:
@@ -79,8 +184,9 @@ class Checkpoints:
             # Removes the *.orbax-checkpoint-tmp directories of saves cut short by a kill.
             cleanup_tmp_directories=True)
         # The handler is named up front so that metadata (shapes) can be read before any restore.
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_handlers=ocp.StandardCheckpointHandler())
+        with quiet_orbax():  # it reads every checkpoint's metadata, and logs errors for damaged ones
+            self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                                 item_handlers=ocp.StandardCheckpointHandler())
 
     def _has_checkpoints(self) -> bool:
         return self.directory.is_dir() and any(p.name.isdigit() for p in self.directory.iterdir())
@@ -105,7 +211,7 @@ class Checkpoints:
         """Records this run's config as ``<workdir>/config.json`` (process 0 only)."""
         if parallel.is_main_process():
             self.workdir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.workdir / "config.json", json.dumps(self._config, indent=2))
+            io.write_text_atomic(self.workdir / "config.json", json.dumps(self._config, indent=2))
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -140,43 +246,43 @@ class Checkpoints:
 
         ``abstract_state`` gives shapes, dtypes and shardings (arrays are restored straight onto the
         mesh). Parameters of other shapes are a CheckpointError. A checkpoint that cannot be read
-        (e.g. cut short on disk) is reported, moved to ``checkpoints_unreadable/`` and the previous one
-        is tried, so a corrupt latest checkpoint costs the steps since the one before, not the run.
+        (e.g. cut short on disk) is moved to ``checkpoints_unreadable/`` and the previous one is
+        tried, so a corrupt latest checkpoint costs the steps since the one before, not the run; one
+        warning says so (Orbax's own errors are silenced, see :func:`quiet_orbax`).
         """
         target = abstract_state._asdict()
-        unreadable: list[int] = []
+        unreadable: list[tuple[int, str]] = []
         restored = None
         for step in reversed(self.steps()):
             try:
-                metadata = self.manager.item_metadata(step)
-                saved_params = metadata.tree["params"]
+                with quiet_orbax():
+                    saved_params = self.manager.item_metadata(step).tree["params"]
             except Exception as e:  # Orbax raises many types for damaged files
-                self._report_unreadable(step, e)
-                unreadable.append(step)
+                unreadable.append((step, _reason(e)))
                 continue
             self._check_shapes(step, saved_params, abstract_state)
             try:
-                restored = TrainState(**self.manager.restore(step, args=ocp.args.StandardRestore(target)))
+                with quiet_orbax():
+                    restored = TrainState(**self.manager.restore(step, args=ocp.args.StandardRestore(target)))
             except Exception as e:  # Orbax raises many types for damaged files
-                self._report_unreadable(step, e)
-                unreadable.append(step)
+                unreadable.append((step, _reason(e)))
                 continue
             break
         if unreadable:
-            moved = self.move_aside(unreadable, UNREADABLE_DIR)
-            if restored is not None:
-                log.warning("Resuming from the checkpoint at step %d instead; the unreadable checkpoint(s) %s "
-                            "were moved to %s.", int(restored.step), unreadable, moved)
-            else:
+            steps = [s for s, _ in unreadable]
+            moved = self.move_aside(steps, UNREADABLE_DIR)
+            which = (f"Checkpoint at step {steps[0]}" if len(steps) == 1 else
+                     f"Checkpoints at steps {', '.join(map(str, steps))}")
+            why = (unreadable[0][1] if len(steps) == 1 else
+                   "; ".join(f"step {s}: {reason}" for s, reason in unreadable))
+            if restored is None:
                 raise CheckpointError(
-                    f"No checkpoint in {self.directory} can be read (steps {unreadable}, now moved to {moved}). "
+                    f"No checkpoint in {self.directory} can be read ({why}); they were moved to {moved}. "
                     "Rerun the same command to start afresh, or point --workdir elsewhere.")
+            log.warning("%s in %s cannot be read (%s). Moved to %s (kept, not deleted); resuming from the "
+                        "checkpoint at step %d instead: training redoes the steps after it, with the same result.",
+                        which, self.directory, why, moved, int(restored.step))
         return restored
-
-    def _report_unreadable(self, step: int, e: Exception) -> None:
-        first = str(e).splitlines()[0] if str(e) else ""
-        log.warning("Checkpoint at step %d in %s cannot be read (%s: %s); falling back to the one before.",
-                    step, self.directory, type(e).__name__, first[:300])
 
     def move_aside(self, steps: list[int], folder: str) -> pathlib.Path:
         """Moves the checkpoints of ``steps`` to ``<workdir>/<folder>/`` (nothing is deleted) and makes
@@ -194,7 +300,8 @@ class Checkpoints:
                     dst, n = target / f"{step}.{n}", n + 1
                 shutil.move(str(src), str(dst))
         parallel.barrier(f"ebmjax_move_aside_{folder}_{'_'.join(map(str, steps))}")
-        self.manager.reload()
+        with quiet_orbax():
+            self.manager.reload()
         return target
 
     def close(self) -> None:

@@ -6,7 +6,8 @@ permutation seeded by (seed, e), flips of step s are seeded by (seed, s), and th
 stopped, and the global batch of a step is the same whatever the number of devices or processes.
 
 Reliability: SIGTERM / SIGINT save a checkpoint and stop (every process stops at the same step);
-updates with a non-finite loss or gradient are skipped and counted, and a whole logging window of
+updates with a non-finite loss or gradient (or a metric past the method's bound, e.g. runaway
+energies) are skipped and counted, and a whole logging window of
 them stops the run naming the last good checkpoint; non-finite data stops the run with a DataError.
 """
 
@@ -16,7 +17,6 @@ import functools
 import json
 import logging
 import pathlib
-import signal
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -24,16 +24,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from ebmjax import data, methods, parallel
+from ebmjax import data, io, methods, parallel
 from ebmjax.errors import CheckpointError, ConfigError, DataError, Diverged, Interrupted
 from ebmjax.methods.base import Method
 from ebmjax.train import state as train_state
 from ebmjax.train import step as train_step
-from ebmjax.train.checkpoint import DIVERGED_DIR, IDENTITY_FIELDS, Checkpoints, write_text_atomic
+from ebmjax.train.checkpoint import DIVERGED_DIR, IDENTITY_FIELDS, Checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -139,35 +138,12 @@ class MetricsWriter:
         lines = self.path.read_text().splitlines()
         keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
         if len(keep) != len(lines):
-            write_text_atomic(self.path, "".join(line + "\n" for line in keep))
+            io.write_text_atomic(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-
-
-class _StopSignal:
-    """Turns SIGTERM / SIGINT into a flag the loop checks between steps, so it can checkpoint."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 class Setup(NamedTuple):
@@ -184,8 +160,18 @@ def state_shardings(state: Any, method: Method, mesh: Mesh) -> Any:
     """Shardings of a train state (or its shapes): everything replicated but the method's carried
     state, which follows ``method.carry_specs`` (e.g. a replay buffer split over ``data``)."""
     rep = parallel.replicated(mesh)
-    carry = jax.tree.map(lambda spec, leaf: jax.tree.map(lambda _: NamedSharding(mesh, spec), leaf),
-                         method.carry_specs, state.carry, is_leaf=lambda x: isinstance(x, P))
+
+    def shard(spec, leaf):
+        def one(x):
+            if len(spec) and spec[0] == parallel.DATA_AXIS and x.shape[0] % mesh.devices.size:
+                raise ConfigError(
+                    f"The method's carried state (e.g. its replay buffer) has {x.shape[0]} rows, which cannot be "
+                    f"split over the {mesh.devices.size} devices; make its size (e.g. ml.buffer_size) a multiple "
+                    f"of {mesh.devices.size}.")
+            return NamedSharding(mesh, spec)
+        return jax.tree.map(one, leaf)
+
+    carry = jax.tree.map(shard, method.carry_specs, state.carry, is_leaf=lambda x: isinstance(x, P))
     return state._replace(**{f: jax.tree.map(lambda _: rep, getattr(state, f))
                              for f in state._fields if f != "carry"}, carry=carry)
 
@@ -205,7 +191,7 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
         raise DataError(f"train.batch_size = {cfg.train.batch_size} is larger than the dataset "
                         f"{cfg.data.name!r} ({len(source)} examples); lower it.")
     shape = tuple(source.shape)
-    method = methods.build(cfg, shape)
+    method = methods.build(cfg, shape, tuple(source.value_range))
 
     def init():
         # An "rbg" key compiles the many uniform initialisers several times faster than threefry on CPU.
@@ -289,9 +275,26 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, progress:
     try:
         check_steps(cfg, state, ckpts)
         ckpts.write_config()
-        return _Trainer(cfg, workdir, source, method, mesh, ckpts).run(state, progress), method, source
+        trainer = _Trainer(cfg, workdir, source, method, mesh, ckpts)
+        try:
+            state = trainer.run(state, progress)
+        finally:  # also after an interruption or divergence: the curves show what happened
+            write_curves(workdir, f"{cfg.method.name} on {cfg.data.name}")
+        return state, method, source
     finally:
         ckpts.close()
+
+
+def write_curves(workdir: pathlib.Path, title: str) -> None:
+    """``curves.png`` from ``metrics.jsonl`` (process 0; nothing when no line was logged yet)."""
+    path = workdir / "metrics.jsonl"
+    if not parallel.is_main_process() or not path.exists():
+        return
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if records:
+        from ebmjax import visualize
+
+        visualize.save_curves(records, workdir / "curves.png", title=title)
 
 
 class _Trainer:
@@ -366,10 +369,12 @@ class _Trainer:
         last = (f"The last good checkpoint is step {good} in {self.ckpts.directory}; rerunning resumes from it."
                 if good is not None else
                 "There is no good checkpoint (the run diverged before its first one); rerunning starts afresh.")
+        bounds = sorted({field for _, field in self.method.bounds.values()})
+        beyond = f", or {' / '.join(bounds)} exceeded" if bounds else ""
         return Diverged(
             f"Training diverged: all {window_len} updates before step {done} had a non-finite loss or "
-            f"gradient and were skipped (since step {start}). {last}{moved} Lower train.lr (or check the "
-            "data), then rerun the same command.")
+            f"gradient{beyond}, and were skipped (since step {start}). {last}{moved} Lower train.lr (or check "
+            "the data), then rerun the same command.")
 
     def _compile(self, state: train_state.TrainState) -> None:
         rep = parallel.replicated(self.mesh)
@@ -398,7 +403,7 @@ class _Trainer:
         pending: list = []
         step, quiet = start, False
         try:
-            with _StopSignal() as stop:
+            with io.StopSignal() as stop:
                 while step < t.steps:
                     # Calls end at multiples of k, log_every and checkpoint_every: boundaries that depend
                     # on the step alone, so a resumed run makes the same calls as an unbroken one.

@@ -24,14 +24,20 @@ def make_train_step(method: Method, ema_decay: float = 0.0) -> Callable:
     """Returns ``step(state, batch, key) -> (state, metrics)``.
 
     ``metrics``: ``loss``, ``grad_norm`` (over all networks; ``grad_norm/<name>`` per network when
-    there are several), and whatever the method's loss reports.
+    there are several), and whatever the method's loss reports. An update whose loss, gradient or
+    new carry is non-finite, or whose metric exceeds ``method.bounds``, is skipped.
     """
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
         (loss, (carry, metrics)), grads = grad_fn(state.params, state.carry, batch,
                                                   jax.random.fold_in(key, state.step), state.step)
-        new_state = apply_if_finite(state, loss, grads, carry, method.optimizer, ema_decay)
+        # A metric beyond the method's bound (e.g. runaway energies) counts as a diverged update.
+        within = jnp.asarray(True)
+        for name, (bound, _) in method.bounds.items():
+            within = within & (jnp.abs(metrics[name]) <= bound)
+        new_state = apply_if_finite(state, jnp.where(within, loss, jnp.nan), grads, carry, method.optimizer,
+                                    ema_decay)
         out = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
         if len(grads) > 1:
             out.update({f"grad_norm/{name}": optax.tree.norm(g) for name, g in grads.items()})

@@ -1,0 +1,169 @@
+"""Maximum-likelihood EBMs trained with Langevin chains inside the training step (seed 000 §III.C-D;
+Nijkamp et al.'s short-run EBM; Hinton's contrastive divergence; IGEBM and JEM's persistent chains).
+
+One network, ``energy`` (``model.*``). Every training step starts ``train.batch_size`` chains,
+runs ``ml.steps`` Langevin steps x <- clamp(x - step * clip(dE/dx) + noise * z) on the current
+energy (the parameters held constant), and takes :func:`ebmjax.losses.ml_loss` between the data
+(plus ``ml.data_noise``) and the chains' ends, which carry no gradient. ``ml.init`` says where the
+chains start:
+
+- ``noise``: fresh noise every step (short-run, Nijkamp et al.);
+- ``data``: the batch itself (contrastive divergence, Hinton);
+- ``buffer``: a replay buffer of past chain ends, each drawn row replaced by fresh noise with
+  probability ``ml.reinit_prob`` (persistent chains, IGEBM / JEM). The buffer is the method's
+  carried state: checkpointed with the parameters and split over the devices.
+
+``--mode sample`` runs ``ml.sample_steps`` steps of the same Langevin from fresh noise (or, with
+``ml.sample_from = "buffer"``, from rows of the buffer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from ebmjax import losses, models, parallel, samplers
+from ebmjax.errors import ConfigError
+from ebmjax.methods.base import Method, Sampler, Stage
+from ebmjax.train import state as train_state
+
+NETWORK = "energy"
+INITS = ("noise", "data", "buffer")
+NOISE_INITS = ("uniform", "gaussian")
+
+
+def check_config(m: ml_collections.ConfigDict) -> None:
+    """ConfigError for settings of the ``ml`` group that cannot work."""
+    if m.init not in INITS:
+        raise ConfigError(f"ml.init must be one of {', '.join(INITS)}, got {m.init!r}.")
+    if m.noise_init not in NOISE_INITS:
+        raise ConfigError(f"ml.noise_init must be one of {', '.join(NOISE_INITS)}, got {m.noise_init!r}.")
+    if m.sample_from not in ("noise", "buffer") or (m.sample_from == "buffer" and m.init != "buffer"):
+        raise ConfigError(f"ml.sample_from must be 'noise', or 'buffer' when ml.init is 'buffer'; got {m.sample_from!r} "
+                          f"with ml.init={m.init!r}.")
+    for name in ("steps", "sample_steps", "buffer_size"):
+        if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < 1:
+            raise ConfigError(f"ml.{name} must be an integer >= 1, got {m[name]!r}.")
+    for name in ("step_size", "noise", "data_noise", "energy_l2", "reinit_prob"):
+        if not (np.isfinite(m[name]) and m[name] >= 0):
+            raise ConfigError(f"ml.{name} must be a finite number >= 0, got {m[name]!r}.")
+    if m.step_size == 0:
+        raise ConfigError("ml.step_size must be > 0.")
+    if m.reinit_prob > 1:
+        raise ConfigError(f"ml.reinit_prob is a probability, got {m.reinit_prob}.")
+    if m.grad_clip is not None and not m.grad_clip > 0:
+        raise ConfigError(f"ml.grad_clip must be > 0 or None, got {m.grad_clip!r}.")
+
+
+def noise_init(kind: str, shape: tuple[int, ...], value_range: tuple[float, float]):
+    """``init(key, n)``: fresh chain starts, uniform over the data's range or N(mid, (half width)^2)."""
+    lo, hi = value_range
+
+    def init(key: jax.Array, n: int) -> jax.Array:
+        if kind == "uniform":
+            return jax.random.uniform(key, (n, *shape), jnp.float32, lo, hi)
+        return 0.5 * (lo + hi) + 0.5 * (hi - lo) * jax.random.normal(key, (n, *shape), jnp.float32)
+
+    return init
+
+
+def _buffer_rows(buffer: jax.Array, key: jax.Array, n: int) -> jax.Array:
+    return buffer[jax.random.randint(key, (n,), 0, buffer.shape[0])]
+
+
+def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
+          value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
+    """The maximum-likelihood method for examples of ``example_shape`` in ``value_range``."""
+    m = cfg.ml
+    check_config(m)
+    model = models.build_model(cfg.model)
+    tx, lr = train_state.adam(cfg.train)
+    optimizer = train_state.per_network({NETWORK: tx})
+    shape = tuple(example_shape)
+    kernel = samplers.langevin_kernel(m.grad_clip, tuple(value_range) if m.clamp else None)
+    eps, temp = samplers.decoupled(m.step_size, m.noise)
+    fresh = noise_init(m.noise_init, shape, value_range)
+
+    def energy(params):
+        return jax.tree_util.Partial(model.apply, params[NETWORK])
+
+    def init_params(key):
+        return {NETWORK: models.init_params(model, key, shape)}
+
+    def init_carry(key):
+        if m.init != "buffer":
+            return ()
+        return {"buffer": samplers.buffer_init(fresh(key, int(m.buffer_size)))}
+
+    def chains(e, x0, key, n_steps):
+        state, trace = samplers.run_chain(kernel, e, kernel.init(x0), key, temperatures=jnp.full((n_steps,), temp),
+                                          step_sizes=eps)
+        return state.position
+
+    def loss(params, carry, batch_x, key, step):
+        del step
+        k_data, k_fresh, k_draw, k_chain = jax.random.split(key, 4)
+        x_data = batch_x + m.data_noise * jax.random.normal(k_data, batch_x.shape, batch_x.dtype)
+        # The chains run on the energy with its parameters held constant: no gradient through them.
+        e_const = energy(jax.lax.stop_gradient(params))
+        metrics = {}
+        if m.init == "buffer":
+            x0, idx, reinit = samplers.buffer_draw(k_draw, carry["buffer"], batch_x.shape[0], reinit_prob=m.reinit_prob,
+                                                   fresh=fresh(k_fresh, batch_x.shape[0]))
+            metrics["fresh_share"] = jnp.mean(reinit.astype(jnp.float32))
+        elif m.init == "data":
+            x0 = batch_x
+        else:
+            x0 = fresh(k_fresh, batch_x.shape[0])
+        x_model = jax.lax.stop_gradient(chains(e_const, x0, k_chain, int(m.steps)))
+        e = energy(params)
+        value = losses.ml_loss(e, x_data, x_model, energy_l2=m.energy_l2)
+        e_data, e_model = jnp.mean(e(x_data)), jnp.mean(e(x_model))
+        # How far the chains' last gradient step moves a pixel (RMS), what practitioners watch.
+        _, g = samplers.energy_and_grad(e_const, x_model)
+        if m.grad_clip is not None:
+            g = jnp.clip(g, -m.grad_clip, m.grad_clip)
+        metrics.update({"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data,
+                        "grad_step_rms": m.step_size * jnp.sqrt(jnp.mean(g**2))})
+        if m.init == "buffer":
+            carry = {"buffer": samplers.buffer_update(carry["buffer"], idx, x_model)}
+        return value, (carry, metrics)
+
+    def probe(params, carry, batch_x, key):
+        # The energy of the data and of fresh noise, on the same scale as the loss's metrics.
+        del carry
+        e = energy(params)
+        return {"energy_noise": jnp.mean(e(fresh(key, batch_x.shape[0])))}
+
+    def sampler(params, carry):
+        e = energy(params)
+        k = int(m.sample_steps)
+        if m.sample_from == "buffer":
+            init = jax.tree_util.Partial(_buffer_rows, carry["buffer"])
+        else:
+            init = fresh
+        settings = {"kind": "langevin", "init": m.sample_from, "noise_init": m.noise_init, "steps": k,
+                    "step": float(m.step_size), "noise": float(m.noise), "grad_clip": m.grad_clip,
+                    "clamp": bool(m.clamp)}
+        return Sampler(init, (Stage("langevin", e, kernel, np.full(k, float(temp), np.float32),
+                                    np.full(k, float(eps), np.float32)),),
+                       jax.tree_util.Partial(_identity), settings)
+
+    carry_specs = {"buffer": P(parallel.DATA_AXIS)} if m.init == "buffer" else ()
+    return Method(
+        name="ml", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,
+        learning_rates={NETWORK: lr}, init_carry=init_carry, carry_specs=carry_specs, loss=loss, probe=probe,
+        energy=energy, sampler=sampler, denoise_sigma=None,
+        bounds={"energy_data": (float(m.energy_bound), "ml.energy_bound"),
+                "energy_model": (float(m.energy_bound), "ml.energy_bound")},
+        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
+                  "ml.init", "ml.buffer_size"))
+
+
+def _identity(x: Any) -> Any:
+    return x

@@ -1,0 +1,58 @@
+"""A plain convolutional energy for maximum-likelihood EBMs (short-run, persistent chains).
+
+The maximum-likelihood recipes that work in practice (Nijkamp et al.'s short-run EBM, IGEBM, JEM)
+use small conv nets with smooth or leaky activations and a linear read-out, not MDSM's quadratic
+head. Layout, for ``widths`` (c1, c2, ...)::
+
+    per stage s: conv3x3 -> act -> conv3x3 -> act -> 2x2 mean pool     (c_s channels)
+    head:        flatten -> dense -> 1                                    E(x)
+
+Activations: "swish" (x sigmoid(x), smooth, as IGEBM/JEM-style nets) or "lrelu" (LeakyReLU 0.2, as
+the short-run code). Convolutions are :class:`ebmjax.models.conv.Conv` (fast on CPUs), initialised
+as PyTorch does. Images NHWC whose sides are divisible by 2^len(widths) -> energies (B,).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ebmjax.errors import ConfigError
+from ebmjax.models.conv import Conv
+from ebmjax.models.resnet import mean_pool_2x2, torch_uniform_init
+
+ACTIVATIONS = {"swish": nn.swish, "lrelu": lambda x: nn.leaky_relu(x, 0.2)}
+
+
+class ConvEnergy(nn.Module):
+    """Conv net energy: (B, H, W, C) -> (B,) float32, p(x) ∝ exp(-E(x))."""
+
+    widths: tuple[int, ...] = (32, 64, 128)
+    activation: str = "swish"
+    dtype: Any = jnp.float32
+    conv: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}.")
+        if x.ndim != 4:
+            raise ConfigError(f"ConvEnergy takes NHWC images (B, H, W, C); got shape {x.shape}.")
+        factor = 2 ** len(self.widths)
+        if x.shape[1] % factor or x.shape[2] % factor:
+            raise ConfigError(f"ConvEnergy halves the image size {len(self.widths)} times, so height and width must "
+                              f"be multiples of {factor}; got {x.shape[1]}x{x.shape[2]}.")
+        act = ACTIVATIONS[self.activation]
+        h = x.astype(self.dtype)
+        for i, c in enumerate(self.widths):
+            for j in range(2):
+                init = torch_uniform_init(h.shape[-1] * 9)
+                h = act(Conv(c, (3, 3), dtype=self.dtype, kernel_init=init, bias_init=init, impl=self.conv,
+                             name=f"conv{i}_{j}")(h))
+            h = mean_pool_2x2(h)
+        h = h.reshape(h.shape[0], -1).astype(jnp.promote_types(self.dtype, jnp.float32))
+        init = torch_uniform_init(h.shape[-1])
+        return nn.Dense(1, dtype=h.dtype, kernel_init=init, bias_init=init, name="out")(h)[:, 0]

@@ -1,0 +1,114 @@
+"""Config files and --config overrides: the schema, the value syntax, and the ranges of numbers
+(issue 11, cases 2 and 5). No JAX work: these run in milliseconds."""
+
+import math
+import pathlib
+
+import pytest
+
+from ebmjax import config
+from ebmjax.config import ConfigError, load_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DIGITS = str(ROOT / "configs" / "mdsm_digits.py")
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (ROOT / "configs").glob("*.py")))
+def test_every_shipped_config_passes_the_checks(path):
+    cfg = load_config(path)
+    config.check_schema(cfg)
+    assert cfg.sample.seed is None
+
+
+@pytest.mark.parametrize("text,value", [
+    ("fid", ("fid",)), ("fid,ood", ("fid", "ood")), ("fid, ood,", ("fid", "ood")), ('("fid",)', ("fid",)),
+    ('["fid", "ais"]', ("fid", "ais")), ("(fid, ood)", ("fid", "ood")), ('"fid"', ("fid",)),
+])
+def test_tuples_of_words(text, value):
+    assert load_config(DIGITS, [("eval.metrics", text)]).eval.metrics == value
+
+
+@pytest.mark.parametrize("text,value", [("64", (64,)), ("64,32", (64, 32)), ("(64, 32)", (64, 32)), ("[8]", (8,))])
+def test_tuples_of_ints(text, value):
+    assert load_config(DIGITS, [("model.hidden", text)]).model.hidden == value
+
+
+def test_a_tuple_of_the_wrong_items_shows_the_syntax_that_works():
+    with pytest.raises(ConfigError) as e:
+        load_config(DIGITS, [("model.hidden", "wide,deep")])
+    assert str(e.value) == ("--config.model.hidden=wide,deep: expected a tuple of int, e.g. "
+                            "--config.model.hidden=128,128 or --config.model.hidden='(128, 128)'.")
+
+
+@pytest.mark.parametrize("key,text,value", [
+    ("train.lr", "1e-3", 1e-3), ("train.lr", "2", 2.0), ("train.steps", "1e4", 10_000),
+    ("sample.seed", "3", 3), ("sample.seed", "none", None), ("sample.merge_max_gb", "inf", math.inf),
+    ("data.image_size", "32", 32), ("sample.denoise", "false", False),
+])
+def test_values(key, text, value):
+    group, field = key.split(".")
+    assert load_config(DIGITS, [(key, text)])[group][field] == value
+
+
+@pytest.mark.parametrize("key,text,says", [
+    ("train.lr", "nan", "train.lr must be a finite number > 0 (it is the learning rate); got nan"),
+    ("train.lr", "inf", "must be a finite number > 0 (it is the learning rate); got inf"),
+    ("train.lr", "0", "got 0.0"),
+    ("train.lr_end", "-1e-6", "train.lr_end must be a finite number >= 0 (it is the learning rate at the end of the decay)"),
+    ("train.b1", "1.5", "train.b1 must be a number in [0, 1) (it is Adam's first-moment decay)"),
+    ("train.eps", "0", "train.eps must be a finite number > 0 (it is Adam's epsilon)"),
+    ("train.ema_decay", "1", "train.ema_decay"),
+    ("mdsm.sigma0", "nan", "mdsm.sigma0 must be a finite number > 0 (it is the width of the smoothing kernel)"),
+    ("mdsm.sigma_high", "-3", "mdsm.sigma_high must be a finite number > 0 (it is the largest noise level)"),
+    ("sample.step_size", "0", "sample.step_size must be a finite number > 0 (it is the Langevin step size); got 0.0"),
+    ("sample.t_max", "inf", "sample.t_max"),
+    ("sample.init_mean", "nan", "sample.init_mean"),
+    ("sample.merge_max_gb", "-1", "sample.merge_max_gb"),
+    ("restore.mask_fraction", "0", "strictly between 0 and 1"),
+    ("eval.ais.step_size", "nan", "eval.ais.step_size"),
+    ("eval.ais.ref_step_size", "-0.5", "eval.ais.ref_step_size"),
+    ("sample.n_anneal", "-5", "sample.n_anneal must be >= 0"),
+    ("sample.seed", "-1", "sample.seed must be None"),
+    ("sample.seed", "4294967296", "[0, 2**32)"),
+    ("sample.seed", "abc", "--config.sample.seed=abc: expected a value of type int"),
+    ("train.steps", "2.5", "expected a value of type int (a whole number), e.g. --config.train.steps=1500"),
+    ("train.lr", "fast", "--config.train.lr=fast: expected a value of type float (a number)"),
+])
+def test_numbers_out_of_range_say_what_works(key, text, says):
+    with pytest.raises(ConfigError) as e:
+        load_config(DIGITS, [(key, text)])
+    assert says in str(e.value)
+
+
+def test_a_nan_anywhere_is_refused(tmp_path):
+    """A NaN set in a config file is caught like one on the command line, and fields without a rule
+    of their own (a new method's group) cannot be nan either."""
+    path = tmp_path / "c.py"
+    path.write_text("from ebmjax.config import defaults\n\ndef get_config():\n    c = defaults()\n"
+                    "    c.train.lr = float('nan')\n    return c\n")
+    with pytest.raises(ConfigError, match=r"train.lr must be a finite number > 0 \(it is the learning rate\); got nan"):
+        load_config(str(path))
+    cfg = load_config(DIGITS)
+    cfg.mdsm.new_weight = float("nan")
+    with pytest.raises(ConfigError, match=r"mdsm.new_weight is nan; it must be a number"):
+        config.validate(cfg)
+    cfg.mdsm.new_weight = 1.0
+    config.validate(cfg)
+    cfg.mdsm.new_levels = (0.5, float("nan"))
+    with pytest.raises(ConfigError, match=r"mdsm.new_levels\[1\] is nan"):
+        config.validate(cfg)
+
+
+@pytest.mark.parametrize("line,says", [
+    ("c.trian = 3", ["'trian', which is not a config field", 'Did you mean "train"']),
+    ("c.model.widht = 4", ["'model.widht'", 'Did you mean "model.width"', "Fields there: activation, blocks_per_stage"]),
+    ("c.model = 4", ["could not", "model"]),
+])
+def test_typos_in_a_config_file_are_refused(tmp_path, line, says):
+    text = pathlib.Path(DIGITS).read_text().replace("    return c\n", f"    {line}\n    return c\n")
+    path = tmp_path / "typo.py"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    for fragment in says:
+        assert fragment.lower() in str(e.value).lower(), str(e.value)
