@@ -55,9 +55,14 @@ def _restore(which: str):
 
         images = restore.restoration_source(cfg)  # bad settings fail before the checkpoint is read
         state, method, _ = loop.load_trained(cfg, workdir)
-        run = restore.inpaint_to_workdir if which == "inpaint" else restore.denoise_to_workdir
-        run(cfg, method.sampler(inference_params(state), state.carry), workdir, sigma0=method.denoise_sigma,
-            source=images, progress=progress, step=int(state.step))
+        sampler = method.sampler(inference_params(state), state.carry)
+        if which == "inpaint":
+            restore.inpaint_to_workdir(cfg, sampler, workdir, sigma0=method.denoise_sigma, source=images,
+                                       progress=progress, step=int(state.step))
+        else:
+            restore.denoise_to_workdir(cfg, sampler, workdir, sigma0=method.denoise_sigma,
+                                       model_temperature=method.temperature, source=images, progress=progress,
+                                       step=int(state.step))
 
     return mode
 

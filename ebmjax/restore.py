@@ -263,17 +263,19 @@ def _run(kernel: samplers.Kernel, energy_fn: EnergyFn, state: Any, key: jax.Arra
 def inpaint(energy_fn: EnergyFn, x_true: ArrayLike, mask: ArrayLike, key: jax.Array, *, temperatures: Any,
             step_size: ArrayLike, clamp_noise: ArrayLike = 0.1, sigma0: ArrayLike = 0.1,
             init_mean: float = 0.5, init_std: float = 1.0, final_jump: bool = True,
+            kernel: samplers.Kernel = samplers.ula, start: Callable | None = None,
             chunk_size: int | None = None, on_chunk: Callable | None = None) -> InpaintResult:
     """Fill the free entries (mask >= 0.5) of x_true (B, H, W, C) by annealed Langevin.
 
-    Free entries start from the unconditional sampler's start distribution,
-    init_mean + init_std * N(0, 1) (the paper's 0.5 + N(0, 1)): the annealing then treats the
-    hole exactly as unconditional sampling treats a whole image, and the start carries no trace
-    of the fill value used for display. Known entries are clamped with the paper's convention
-    (``samplers.clamped(ula)``: evaluated with noise of std clamp_noise * T^(1/4), never moved).
-    The chain runs one ULA step per entry of ``temperatures`` (K,) with step ``step_size``
-    (eps), then, if ``final_jump``, the denoising jump x - sigma0^2 dE/dx is applied to the free
-    entries only, so known entries come back exactly equal to x_true.
+    Free entries start from the unconditional sampler's start distribution: ``start(key, B)``
+    (a method's ``Sampler.init``) or, by default, init_mean + init_std * N(0, 1) (the paper's
+    0.5 + N(0, 1)): the chain then treats the hole exactly as unconditional sampling treats a whole
+    image, and the start carries no trace of the fill value used for display. Known entries are
+    clamped with the paper's convention (``samplers.clamped(kernel)``: evaluated with noise of std
+    clamp_noise * T^(1/4), never moved). The chain runs one step of ``kernel`` (ULA by default; a
+    method's own, e.g. with clipping and clamping) per entry of ``temperatures`` (K,) with step
+    ``step_size`` (eps), then, if ``final_jump``, the denoising jump x - sigma0^2 dE/dx is applied to
+    the free entries only, so known entries come back exactly equal to x_true.
 
     mask broadcasts against x_true ((H, W, 1), (B, H, W, 1), ...). Randomness: fold_in(key, 0)
     draws the start, fold_in(key, 1) drives the chain. With ``chunk_size`` the chain runs as
@@ -287,9 +289,12 @@ def inpaint(energy_fn: EnergyFn, x_true: ArrayLike, mask: ArrayLike, key: jax.Ar
     except ValueError:
         raise ConfigError(f"inpaint: mask of shape {m.shape} does not broadcast against images of shape "
                           f"{x_true.shape}.") from None
-    z = jax.random.normal(jax.random.fold_in(key, 0), x_true.shape, x_true.dtype)
-    x0 = jnp.where(free, init_mean + init_std * z, x_true).astype(x_true.dtype)
-    kernel = samplers.clamped(samplers.ula)
+    if start is None:
+        fill = init_mean + init_std * jax.random.normal(jax.random.fold_in(key, 0), x_true.shape, x_true.dtype)
+    else:
+        fill = jnp.asarray(start(jax.random.fold_in(key, 0), x_true.shape[0])).reshape(x_true.shape)
+    x0 = jnp.where(free, fill, x_true).astype(x_true.dtype)
+    kernel = samplers.clamped(kernel)
     state = kernel.init(x0, energy_fn, free, clamp_noise)
     state, trace = _run(kernel, energy_fn, state, jax.random.fold_in(key, 1), temperatures, step_size,
                         chunk_size, on_chunk)
@@ -299,19 +304,25 @@ def inpaint(energy_fn: EnergyFn, x_true: ArrayLike, mask: ArrayLike, key: jax.Ar
     return InpaintResult(restored, chain, trace.record.energy)
 
 
-def _posterior_energy(energy_fn: EnergyFn, y: jax.Array, noise_sigma: jax.Array, x: jax.Array) -> jax.Array:
-    """E(x) + |x - y|^2 / (2 s^2): the energy of p(x | y) for y = x + N(0, s^2 I)."""
-    return energy_fn(x) + 0.5 * jnp.sum(((x - y) / noise_sigma).reshape(x.shape[0], -1) ** 2, axis=1)
+def _posterior_energy(energy_fn: EnergyFn, y: jax.Array, noise_sigma: jax.Array, model_temperature: jax.Array,
+                      x: jax.Array) -> jax.Array:
+    """E(x) + T_m |x - y|^2 / (2 s^2): T_m times the energy of p(x | y) for y = x + N(0, s^2 I)."""
+    d2 = jnp.sum(((x - y) / noise_sigma).reshape(x.shape[0], -1) ** 2, axis=1)
+    return energy_fn(x) + 0.5 * model_temperature * d2
 
 
-def posterior_energy(energy_fn: EnergyFn, y: ArrayLike, noise_sigma: ArrayLike) -> jax.tree_util.Partial:
+def posterior_energy(energy_fn: EnergyFn, y: ArrayLike, noise_sigma: ArrayLike,
+                     model_temperature: ArrayLike = 1.0) -> jax.tree_util.Partial:
     """The energy of the posterior of clean images given noisy ones y (B, ...) with Gaussian noise of
-    std ``noise_sigma``: E(x) + |x - y|^2 / (2 noise_sigma^2), as a Partial (parameters stay arguments)."""
-    return jax.tree_util.Partial(_posterior_energy, _as_partial(energy_fn), jnp.asarray(y), jnp.asarray(noise_sigma))
+    std ``noise_sigma``, for a model density exp(-E / T_m): E(x) + T_m |x - y|^2 / (2 noise_sigma^2)
+    (the posterior is exp(-that / T_m)), as a Partial (parameters stay arguments)."""
+    return jax.tree_util.Partial(_posterior_energy, _as_partial(energy_fn), jnp.asarray(y), jnp.asarray(noise_sigma),
+                                 jnp.asarray(model_temperature))
 
 
 def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: ArrayLike | None,
-            temperatures: Any, step_size: ArrayLike, noise_sigma: ArrayLike | None = None, final_jump: bool = False,
+            temperatures: Any, step_size: ArrayLike, noise_sigma: ArrayLike | None = None,
+            model_temperature: ArrayLike = 1.0, final_jump: bool = False,
             chunk_size: int | None = None, on_chunk: Callable | None = None) -> DenoiseResult:
     """Denoise x_noisy (B, ...) two ways.
 
@@ -319,8 +330,9 @@ def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: 
     data smoothed by N(0, sigma0^2)); None when ``sigma0`` is None (a method without a smoothed
     density). langevin: ULA started from x_noisy itself, one step per entry of ``temperatures``
     (K,), on the posterior energy E(x) + |x - y|^2 / (2 noise_sigma^2) when ``noise_sigma`` is
-    given (the chain then keeps what the noisy image says; with temperatures falling to 0 it ends
-    near the posterior mode), on E alone otherwise (as CF-EBM does: use few, cold steps, or the
+    given, T_m = ``model_temperature`` the temperature of the model's density exp(-E / T_m) (the
+    chain then keeps what the noisy image says; with temperatures falling to 0 it ends near the
+    posterior mode), on E alone otherwise (as CF-EBM does: use few, cold steps, or the
     chain forgets the input); then the jump if ``final_jump``. ``chunk_size``/``on_chunk`` as in
     ``inpaint``; the key drives the chain.
     """
@@ -328,7 +340,8 @@ def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: 
     energy = _as_partial(energy_fn)
     every = jnp.ones((), bool)
     jump = None if sigma0 is None else _jump_where(energy, x_noisy, x_noisy, every, jnp.asarray(sigma0))
-    chain_energy = energy if noise_sigma is None else posterior_energy(energy, x_noisy, noise_sigma)
+    chain_energy = energy if noise_sigma is None else posterior_energy(energy, x_noisy, noise_sigma,
+                                                                        model_temperature)
     state, trace = _run(samplers.ula, chain_energy, samplers.ula.init(x_noisy, chain_energy), key, temperatures,
                         step_size, chunk_size, on_chunk)
     x = state.position
@@ -392,6 +405,7 @@ def _over_batches(run_one: Callable, inputs: Sequence[np.ndarray], key: jax.Arra
 def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, key: jax.Array, *,
                     temperatures: Any, step_size: float, clamp_noise: float = 0.1, sigma0: float = 0.1,
                     init_mean: float = 0.5, init_std: float = 1.0, final_jump: bool = True,
+                    kernel: samplers.Kernel = samplers.ula, start: Callable | None = None,
                     batch_size: int = 256, chunk_size: int = 100, mesh: Any = None,
                     progress: bool = True) -> InpaintResult:
     """``inpaint`` over n images (n, H, W, C) in batches sharded over ``mesh`` (default: all
@@ -407,14 +421,15 @@ def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, k
     def run_one(x, m, k, tick):
         return inpaint(energy_fn, x, m, k, temperatures=temperatures, step_size=step_size,
                        clamp_noise=clamp_noise, sigma0=sigma0, init_mean=init_mean, init_std=init_std,
-                       final_jump=final_jump, chunk_size=chunk_size, on_chunk=tick)
+                       final_jump=final_jump, kernel=kernel, start=start, chunk_size=chunk_size, on_chunk=tick)
 
     return _over_batches(run_one, (x_true, mask), key, batch_size=batch_size, mesh=mesh,
                          n_steps=len(temperatures), progress=progress, desc="inpaint", batch_axes=(0, 0, 1))
 
 
 def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *, sigma0: float | None,
-                    temperatures: Any, step_size: float, noise_sigma: float | None = None, final_jump: bool = False,
+                    temperatures: Any, step_size: float, noise_sigma: float | None = None,
+                    model_temperature: float = 1.0, final_jump: bool = False,
                     batch_size: int = 256, chunk_size: int = 100, mesh: Any = None,
                     progress: bool = True) -> DenoiseResult:
     """``denoise`` over n images (n, H, W, C) in batches sharded over ``mesh``; numpy results (the
@@ -425,7 +440,8 @@ def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *,
 
     def run_one(x, k, tick):
         res = denoise(energy_fn, x, k, sigma0=sigma0, temperatures=temperatures, step_size=step_size,
-                      noise_sigma=noise_sigma, final_jump=final_jump, chunk_size=chunk_size, on_chunk=tick)
+                      noise_sigma=noise_sigma, model_temperature=model_temperature, final_jump=final_jump,
+                      chunk_size=chunk_size, on_chunk=tick)
         return res if res.jump is not None else res._replace(jump=jnp.zeros_like(res.langevin))
 
     return _over_batches(run_one, (x_noisy,), key, batch_size=batch_size, mesh=mesh,
@@ -549,8 +565,8 @@ def inpaint_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
     # k chains per image; their mean estimates the posterior mean, the best guess in squared error.
     res = inpaint_batches(chain.energy, np.tile(x_true, (k, 1, 1, 1)), np.tile(mask, (k, 1, 1, 1)),
                           jax.random.fold_in(key, 1), temperatures=temps, step_size=np.asarray(chain.step_sizes),
-                          clamp_noise=r.clamp_noise, sigma0=sigma0 or 0.0, init_mean=s.init_mean,
-                          init_std=s.init_std, final_jump=jump, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+                          clamp_noise=r.clamp_noise, sigma0=sigma0 or 0.0, final_jump=jump, kernel=chain.kernel,
+                          start=sampler.init, batch_size=r.batch_size, chunk_size=s.chunk_steps,
                           progress=progress)
     chains = res.restored.reshape((k,) + x_true.shape)
     sample, restored = chains[0], chains.mean(axis=0)
@@ -581,8 +597,8 @@ def inpaint_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
 
 
 def denoise_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir: str | pathlib.Path, *,
-                       sigma0: float | None, source: Any = None, progress: bool = True,
-                       step: int | None = None) -> dict:
+                       sigma0: float | None, model_temperature: float = 1.0, source: Any = None,
+                       progress: bool = True, step: int | None = None) -> dict:
     """``--mode denoise``: adds N(0, restore.noise_sigma^2) noise to the first ``restore.n`` images
     of ``restore.split``, denoises them by the single jump (when the method learns a smoothed density,
     ``sigma0``) and by ``restore.denoise_steps`` Langevin steps from the noisy image on the posterior
@@ -594,12 +610,13 @@ def denoise_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
     x_true = np.asarray(source.get(np.arange(r.n)), np.float32)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 5)
     noisy = np.asarray(add_noise(jax.random.fold_in(key, 0), x_true, float(r.noise_sigma)))
-    temps = np.asarray(denoise_temperatures(r.denoise_t_start, r.denoise_steps))
+    # The model's density is exp(-E / T_m): the chain's temperatures are in units of T_m.
+    temps = np.asarray(denoise_temperatures(r.denoise_t_start, r.denoise_steps)) * model_temperature
     chain = sampler.stages[-1]
     step_size = float(np.mean(chain.step_sizes))
     res = denoise_batches(chain.energy, noisy, jax.random.fold_in(key, 1),
                           sigma0=sigma0, temperatures=temps, step_size=step_size, noise_sigma=float(r.noise_sigma),
-                          final_jump=False, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+                          model_temperature=model_temperature, final_jump=False, batch_size=r.batch_size, chunk_size=s.chunk_steps,
                           progress=progress)
     results = {"corrupted": (noisy, x_true), "langevin": (res.langevin, x_true)}
     if sigma0 is not None:

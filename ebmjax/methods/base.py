@@ -75,6 +75,9 @@ class Method(NamedTuple):
     sampler(params, carry) -> Sampler: the chains of ``--mode sample``.
     denoise_sigma: the noise level of the single-step denoising jump x - s^2 dE/dx where the
         method learns a smoothed density (MDSM's sigma0), else None.
+    temperature: T such that exp(-E / T) is the density the method's chains sample (1 for MDSM;
+        noise^2 / (2 step) for maximum-likelihood Langevin written as step and noise); restoration
+        weighs the data's likelihood against the energy with it.
     bounds: {metric: (bound, config field)}: an update whose metric exceeds the bound in magnitude
         is treated as diverged (skipped, and a window of them stops the run), e.g. the runaway
         energies of maximum-likelihood training.
@@ -94,5 +97,6 @@ class Method(NamedTuple):
     energy: Callable[[Params], EnergyFn]
     sampler: Callable[[Params, Any], Sampler]
     denoise_sigma: float | None
+    temperature: float
     bounds: Mapping[str, tuple[float, str]]
     identity: tuple[str, ...]

@@ -158,7 +158,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     return Method(
         name="ml", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,
         learning_rates={NETWORK: lr}, init_carry=init_carry, carry_specs=carry_specs, loss=loss, probe=probe,
-        energy=energy, sampler=sampler, denoise_sigma=None,
+        energy=energy, sampler=sampler, denoise_sigma=None, temperature=float(temp),
         bounds={"energy_data": (float(m.energy_bound), "ml.energy_bound"),
                 "energy_model": (float(m.energy_bound), "ml.energy_bound")},
         identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
