@@ -42,7 +42,7 @@ def _sample(cfg, workdir: pathlib.Path, progress: bool) -> None:
     from ebmjax.train import loop
     from ebmjax.train.state import inference_params
 
-    state, method, source = loop.load_trained(cfg, workdir)
+    state, method, source = loop.load_trained(cfg, workdir, step=loop.checkpoint_step(cfg, workdir))
     sampling.sample_to_workdir(cfg, method.sampler(inference_params(state), state.carry), source, workdir,
                                progress=progress)
 
@@ -54,7 +54,7 @@ def _restore(which: str):
         from ebmjax.train.state import inference_params
 
         images = restore.restoration_source(cfg)  # bad settings fail before the checkpoint is read
-        state, method, _ = loop.load_trained(cfg, workdir)
+        state, method, _ = loop.load_trained(cfg, workdir, step=loop.checkpoint_step(cfg, workdir))
         sampler = method.sampler(inference_params(state), state.carry)
         if which == "inpaint":
             restore.inpaint_to_workdir(cfg, sampler, workdir, sigma0=method.denoise_sigma, source=images,
@@ -72,7 +72,12 @@ def _eval(cfg, workdir: pathlib.Path, progress: bool) -> None:
     from ebmjax.train import loop
 
     report.check_config(cfg)  # a bad metric or OOD set name fails before the checkpoint is read
-    state, method, source = loop.load_trained(cfg, workdir)
+    if cfg.eval.checkpoints == "all":  # score every checkpoint, then evaluate the best one
+        best = report.scan_checkpoints(cfg, workdir, progress=progress)
+        step = int(best["best_step"])
+    else:
+        step = loop.checkpoint_step(cfg, workdir)
+    state, method, source = loop.load_trained(cfg, workdir, step=step)
     report.evaluate_to_workdir(cfg, method, state, source, workdir, progress=progress)
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ebmjax import data, io, parallel, samplers, visualize
-from ebmjax.data.source import TOY_PREFIX
+from ebmjax.data.registry import TOY_PREFIX
 from ebmjax.errors import ConfigError, DataError
 from ebmjax.methods.base import Sampler
 from ebmjax.samplers.kernels import ArrayLike, EnergyFn

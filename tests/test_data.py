@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -16,6 +17,8 @@ import tensorflow_datasets as tfds
 from ebmjax import data
 from ebmjax.data import toy2d
 from ebmjax.errors import ConfigError, DataError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def data_config(**overrides) -> ml_collections.ConfigDict:
@@ -161,18 +164,25 @@ def test_celeba_crop_window_and_resize():
     assert data.prepare_image(moved, crop=140, image_size=32)[0, :, 0].max() < 200 / 255 - 0.01
 
 
-def test_random_flip():
-    rng_images = np.random.default_rng(0)
-    images = rng_images.random((64, 4, 5, 3)).astype(np.float32)
-    before = images.copy()
-    out = data.random_flip(images, np.random.default_rng(123))
-    expected_flip = np.random.default_rng(123).random(64) < 0.5
-    np.testing.assert_array_equal(images, before)
-    for i in range(64):
-        np.testing.assert_array_equal(out[i], images[i, :, ::-1] if expected_flip[i] else images[i])
-    assert 20 < expected_flip.sum() < 44
-    with pytest.raises(ValueError):
-        data.random_flip(images[0], np.random.default_rng(0))
+def test_training_batches_flip_the_same_images_whatever_rows_a_process_loads():
+    """data.random_flip: image i of step s's global batch is mirrored iff
+    default_rng([seed, s, 1]).random(B)[i] < 0.5; a process loading rows 8..15 sees exactly those rows
+    of the global batch, flips included."""
+    from ebmjax.config import load_config
+    from ebmjax.train import loop
+
+    cfg = load_config(str(ROOT / "configs" / "mdsm_digits.py"), [("data.random_flip", "true"),
+                                                                  ("train.batch_size", "16")])
+    src = data.load_source(cfg.data, "train")
+    batch, idx = loop.training_batch(src, cfg, 5)
+    plain = src.get(idx)
+    flip = np.random.default_rng([cfg.seed, 5, 1]).random(16) < 0.5
+    assert 0 < flip.sum() < 16
+    for i in range(16):
+        np.testing.assert_array_equal(batch[i], plain[i, :, ::-1] if flip[i] else plain[i])
+    part, part_idx = loop.training_batch(src, cfg, 5, slice(8, 16))
+    np.testing.assert_array_equal(part, batch[8:16])
+    np.testing.assert_array_equal(part_idx, idx[8:16])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -97,8 +97,9 @@ def test_eval_cli_writes_the_report(trained_digits, classifier):
     a = m["ais"]
     assert np.isfinite(a["log_z_lower"]) and np.isfinite(a["log_z_upper"])
     assert a["dim"] == 64
-    # With 20 betas the mean-of-log estimators are far apart, forward below reverse.
-    assert a["log_z_lower_mean_log"] < a["log_z_upper_mean_log"]
+    # With 20 betas the mean-of-log estimators (the reported bounds) are far apart, forward below reverse.
+    assert a["log_z_lower"] < a["log_z_upper"] and a["brackets"] is True
+    assert a["summary"].startswith("log Z in [")
     # bits/dim on [0, 255] is the [0, 1] figure plus log2(255), for both bounds.
     assert a["bits_per_dim_255_lower"] == pytest.approx(a["bits_per_dim_01_lower"] + np.log2(255))
     assert a["bits_per_dim_255_upper"] == pytest.approx(a["bits_per_dim_01_upper"] + np.log2(255))
@@ -108,12 +109,15 @@ def test_eval_cli_writes_the_report(trained_digits, classifier):
     # The fixture's promise: its energy prefers digits over noise by a wide margin.
     assert sets["uniform"]["auroc"] > 0.95 and sets["uniform"]["auroc_noisy"] > 0.95
     assert sets["faces"]["n"] == 100
-    assert 0.0 <= m["ood"]["train_vs_test_auroc"] <= 1.0
+    # A small energy trained briefly has not memorised its training images: their energies and the
+    # test images' are alike (AUROC near 0.5, against 1.0 for uniform noise).
+    assert abs(m["ood"]["train_vs_test_auroc"] - 0.5) < 0.15
 
     nb = m["neighbours"]
     assert nb["k"] == 10 and nb["n_shown"] == 16 and nb["sample_to_train_nn_distance_mean"] > 0
     cov = m["coverage"]
-    assert cov["n_modes"] == 10 and 1 <= cov["modes_covered"] <= 10
+    # 64 samples of a model of all ten digits: most classes appear (uniform sampling would cover ~9.99).
+    assert cov["n_modes"] == 10 and cov["modes_covered"] >= 7
     assert cov["reference"]["modes_covered"] == 10
 
     # One metric alone; an unprepared tfds set is skipped with its reason, the rest still runs.

@@ -11,23 +11,24 @@ Names: "digits" (scikit-learn, bundled), tfds "mnist", "fashion_mnist", "cifar10
 
 from ebmjax.data import toy2d
 from ebmjax.data.bundled import digits_source, digits_split_indices, lfw_faces
+from ebmjax.data.registry import BUNDLED_NAMES, TFDS_NAMES, TOY_PREFIX, data_names, load_source
 from ebmjax.data.source import (
     IMAGE_RANGE,
     ArraySource,
     ImageSource,
     as_indices,
     center_crop,
-    data_names,
-    load_source,
     prepare_image,
     prepare_images,
-    random_flip,
     resize_image,
 )
 from ebmjax.data.tfds_source import TfdsSource, load_tfds_source, resolve_data_dir
 from ebmjax.data.toy2d import ToySource
 
 __all__ = [
+    "BUNDLED_NAMES",
+    "TFDS_NAMES",
+    "TOY_PREFIX",
     "IMAGE_RANGE",
     "ArraySource",
     "ImageSource",
@@ -43,7 +44,6 @@ __all__ = [
     "load_tfds_source",
     "prepare_image",
     "prepare_images",
-    "random_flip",
     "resize_image",
     "resolve_data_dir",
     "toy2d",

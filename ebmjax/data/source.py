@@ -1,4 +1,4 @@
-"""The data interface: random-access sources of examples, shared image transforms, and dispatch.
+"""The data interface: random-access sources of examples and the shared image transforms.
 
 The training loop draws its own permutations from (seed, epoch) and asks a source for the examples
 at given indices, so every source here is deterministic and random-access: ``src.get(idx)`` returns
@@ -12,18 +12,14 @@ gives 36x36.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ebmjax.errors import ConfigError
 
 IMAGE_RANGE: tuple[float, float] = (0.0, 1.0)
 
-BUNDLED_NAMES: tuple[str, ...] = ("digits",)
-TFDS_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
-TOY_PREFIX = "toy:"
 
 
 @runtime_checkable
@@ -167,81 +163,3 @@ def prepare_images(images: np.ndarray, crop: int | None = None, image_size: int 
                    pad: int = 0) -> np.ndarray:
     """``prepare_image`` over a batch: (N, H, W, C) -> (N, S + 2 pad, S + 2 pad, C) float32 in [0, 1]."""
     return np.stack([prepare_image(im, crop, image_size, pad) for im in images]).astype(np.float32, copy=False)
-
-
-def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mirrors each NHWC image left-right with probability 1/2 (image i is flipped iff
-    ``rng.random(n)[i] < 0.5``, one draw per batch). Returns a new array; the input is unchanged."""
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"random_flip expects an NHWC batch (4 dims), got shape {images.shape}")
-    flip = rng.random(len(images)) < 0.5
-    out = images.copy()
-    out[flip] = images[flip, :, ::-1, :]
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Dispatch from the config.
-
-
-def data_names() -> tuple[str, ...]:
-    """Every value ``data.name`` accepts."""
-    from ebmjax.data import toy2d
-
-    return BUNDLED_NAMES + TFDS_NAMES + tuple(TOY_PREFIX + t for t in toy2d.TOY_NAMES)
-
-
-def _field(cfg: Any, key: str, default: Any) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
-def _int_field(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"data.{field} must be an integer >= {minimum}, got {value!r}; "
-                          f"set --config.data.{field}=<int>.")
-    return int(value)
-
-
-def load_source(data_config: Any, split: str) -> ImageSource:
-    """The source named by ``data_config.name`` for ``split``.
-
-    Args:
-      data_config: ConfigDict (or mapping) with ``name``; ``data_dir`` (tfds root, None: $TFDS_DATA_DIR
-        or ~/tensorflow_datasets); ``pad`` (int >= 0, zeros each side); ``image_size`` (int or None:
-        square resize); ``toy_size`` (points of a 2-D toy). pad and image_size apply to image data
-        only; toys ignore them.
-      split: "train" / "test" ("all" for digits; any tfds split string such as "validation" for tfds).
-
-    Raises:
-      ConfigError: unknown name or invalid field. DataError: a tfds dataset that is not prepared.
-    """
-    name = _field(data_config, "name", None)
-    if not isinstance(name, str) or name not in data_names():
-        raise ConfigError(f"Unknown data.name {name!r}. Valid names: {', '.join(data_names())}. "
-                          "Set --config.data.name to one of them.")
-    if not isinstance(split, str):
-        raise ConfigError(f"split must be a string such as 'train' or 'test', got {split!r}")
-
-    if name.startswith(TOY_PREFIX):
-        from ebmjax.data import toy2d
-
-        size = _int_field(_field(data_config, "toy_size", 20000), "toy_size", 1)
-        return toy2d.ToySource(name[len(TOY_PREFIX):], size, split)
-
-    pad = _int_field(_field(data_config, "pad", 0), "pad", 0)
-    image_size = _field(data_config, "image_size", None)
-    if image_size is not None:
-        image_size = _int_field(image_size, "image_size", 1)
-
-    if name in BUNDLED_NAMES:
-        from ebmjax.data import bundled
-
-        return bundled.digits_source(split, pad=pad, image_size=image_size)
-
-    from ebmjax.data import tfds_source
-
-    return tfds_source.load_tfds_source(name, split, data_dir=_field(data_config, "data_dir", None),
-                                        pad=pad, image_size=image_size)

@@ -109,6 +109,8 @@ def quality_vs_step(scores: list[dict], path: str | pathlib.Path, *, best_step: 
     the chosen checkpoint marked."""
     plt = _plt()
     names = [k for k in scores[0] if k != "step"]
+    titles = {"fid": "FID (lower is better)", "confident_share": "share recognised with p >= 0.9",
+              "label_entropy": "label entropy (fraction of log 10)"}
     steps = np.array([s["step"] for s in scores])
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -117,7 +119,7 @@ def quality_vs_step(scores: list[dict], path: str | pathlib.Path, *, best_step: 
             ax.axvline(best_step, color="k", ls=":", lw=1.0, label=f"chosen: step {best_step}")
             ax.legend(fontsize=8)
         ax.set_xlabel("training step")
-        ax.set_title(name.replace("_", " "))
+        ax.set_title(titles.get(name, name.replace("_", " ")))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -40,7 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ebmjax import data, io, samplers, visualize
-from ebmjax.data.source import TFDS_NAMES
+from ebmjax.data.registry import TFDS_NAMES
 from ebmjax.errors import ConfigError, DataError
 from ebmjax.evaluation import ais, coverage, metrics, neighbours, ood, plots
 from ebmjax.evaluation.classifier import load_digits_classifier
@@ -76,8 +76,14 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
     if bad:
         raise ConfigError(f"Unknown eval.metrics {bad}; choose from {', '.join(METRICS)}, "
                           f"e.g. --config.eval.metrics='(\"fid\", \"ood\")'.")
+    if e.checkpoints not in ("latest", "all"):
+        raise ConfigError(f"eval.checkpoints must be latest or all, got {e.checkpoints!r}.")
+    from ebmjax.evaluation.scan import SELECT_BY
+
+    if e.select_by not in SELECT_BY:
+        raise ConfigError(f"eval.select_by must be one of {', '.join(SELECT_BY)}, got {e.select_by!r}.")
     for name in ("n_samples", "n_data", "batch_size", "kid_subsets", "kid_subset_size", "is_splits",
-                 "neighbours_k", "neighbours_n", "neighbours_summary", "neighbours_train"):
+                 "neighbours_k", "neighbours_n", "neighbours_summary", "neighbours_train", "scan_samples"):
         if e[name] < 1:
             raise ConfigError(f"eval.{name} must be >= 1, got {e[name]}.")
     a = e.ais
@@ -472,6 +478,35 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return x
+
+
+def scan_checkpoints(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                     progress: bool = True) -> dict[str, Any]:
+    """Scores every checkpoint in ``workdir`` (``ebmjax.evaluation.scan``) and returns the scan's report
+    (``best_step`` among it), also written to ``eval/best_checkpoint.json``."""
+    from ebmjax.evaluation import scan
+    from ebmjax.train import loop
+    from ebmjax.train.checkpoint import Checkpoints
+    from ebmjax.train.state import inference_params
+
+    workdir = pathlib.Path(workdir).absolute()
+    if not (workdir / "checkpoints").is_dir():
+        raise ConfigError(f"No checkpoints in {workdir}: train first, or pass the --workdir of a trained run.")
+    ckpts = Checkpoints(workdir, cfg)
+    try:
+        steps = ckpts.steps()
+    finally:
+        ckpts.close()
+    if not steps:
+        raise ConfigError(f"No checkpoint in {workdir / 'checkpoints'} to score: train first.")
+
+    def load(step):
+        state, method, _ = loop.load_trained(cfg, workdir, step=step)
+        return method.sampler(inference_params(state), state.carry), step
+
+    test, _ = _test_source(cfg, data.load_source(cfg.data, "train"))
+    x_test = test.get(np.arange(min(len(test), cfg.eval.n_data)))
+    return scan.scan_to_workdir(cfg, workdir, load, steps, x_test, progress=progress)
 
 
 def evaluate_to_workdir(cfg: ml_collections.ConfigDict, method: Any, state: Any, source: Any,

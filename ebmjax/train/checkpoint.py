@@ -170,7 +170,7 @@ class Checkpoints:
     nothing; :meth:`write_config` records this run's config once the state has been set up.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict, keep: int = 3,
+    def __init__(self, workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict, keep: int | None = 3,
                  identity: tuple[str, ...] = IDENTITY_FIELDS):
         self.workdir = pathlib.Path(workdir).absolute()
         self.directory = self.workdir / "checkpoints"
@@ -241,8 +241,8 @@ class Checkpoints:
             + "; ".join(diffs[:3]) + more + ". The data (image size or channels) or the model differs from "
             "the run that wrote it. Use a new --workdir, or the config and data that wrote them.")
 
-    def restore(self, abstract_state: TrainState) -> TrainState | None:
-        """The newest readable checkpoint, or None if there is none.
+    def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState | None:
+        """The newest readable checkpoint (or the one at ``step``), or None if there is none.
 
         ``abstract_state`` gives shapes, dtypes and shardings (arrays are restored straight onto the
         mesh). Parameters of other shapes are a CheckpointError. A checkpoint that cannot be read
@@ -251,6 +251,8 @@ class Checkpoints:
         warning says so (Orbax's own errors are silenced, see :func:`quiet_orbax`).
         """
         target = abstract_state._asdict()
+        if step is not None:
+            return self._restore_step(step, abstract_state, target)
         unreadable: list[tuple[int, str]] = []
         restored = None
         for step in reversed(self.steps()):
@@ -283,6 +285,36 @@ class Checkpoints:
                         "checkpoint at step %d instead: training redoes the steps after it, with the same result.",
                         which, self.directory, why, moved, int(restored.step))
         return restored
+
+    def _restore_step(self, step: int, abstract_state: TrainState, target: dict) -> TrainState:
+        """The checkpoint at ``step`` exactly (a CheckpointError if it is missing or unreadable; it is
+        left where it is: the user asked for this one)."""
+        if step not in self.steps():
+            raise CheckpointError(f"No checkpoint at step {step} in {self.directory}; the saved steps are "
+                                  f"{self.steps() or 'none'}. Pick one of them (--config.sample.checkpoint=STEP).")
+        try:
+            with quiet_orbax():
+                saved_params = self.manager.item_metadata(step).tree["params"]
+        except Exception as e:  # Orbax raises many types for damaged files
+            raise CheckpointError(f"The checkpoint at step {step} in {self.directory} cannot be read "
+                                  f"({_reason(e)}); pick another step.") from None
+        self._check_shapes(step, saved_params, abstract_state)
+        try:
+            with quiet_orbax():
+                return TrainState(**self.manager.restore(step, args=ocp.args.StandardRestore(target)))
+        except Exception as e:  # Orbax raises many types for damaged files
+            raise CheckpointError(f"The checkpoint at step {step} in {self.directory} cannot be read "
+                                  f"({_reason(e)}); pick another step.") from None
+
+    def retain(self, keep: set[int]) -> list[int]:
+        """Deletes every checkpoint whose step is not in ``keep`` (for a manager built with
+        ``keep=None``, which then keeps what its owner chooses); returns the deleted steps."""
+        gone = [s for s in self.steps() if s not in keep]
+        if gone:
+            self.manager.wait_until_finished()
+            for s in gone:
+                self.manager.delete(s)
+        return gone
 
     def move_aside(self, steps: list[int], folder: str) -> pathlib.Path:
         """Moves the checkpoints of ``steps`` to ``<workdir>/<folder>/`` (nothing is deleted) and makes

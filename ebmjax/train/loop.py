@@ -67,7 +67,7 @@ def training_batch(source, cfg: ml_collections.ConfigDict, step: int,
 
     Deterministic in (seed, step): the rows a process loads are the same rows of the same global
     batch whatever the number of processes, and flips are drawn for the whole global batch (image
-    i is mirrored iff ``default_rng([seed, step, 1]).random(B)[i] < 0.5``, as ``data.random_flip``).
+    i is mirrored iff ``default_rng([seed, step, 1]).random(B)[i] < 0.5``, when ``data.random_flip``).
     """
     all_idx = batch_indices(cfg.seed, step, len(source), cfg.train.batch_size)
     idx = all_idx[rows]
@@ -177,9 +177,9 @@ def state_shardings(state: Any, method: Method, mesh: Mesh) -> Any:
 
 
 def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: str = "train", *,
-          mesh: Mesh | None = None, write_config: bool = True) -> Setup:
+          mesh: Mesh | None = None, write_config: bool = True, step: int | None = None) -> Setup:
     """Builds what both training and sampling need: source, method, mesh, and the train state
-    (restored from the latest checkpoint in ``workdir`` when there is one) on the mesh.
+    (restored from the latest checkpoint in ``workdir`` when there is one, or from ``step``) on the mesh.
 
     Every check that can fail (data, model vs image shape, batch vs devices, the workdir's
     experiment, checkpoint shapes) runs before anything is written.
@@ -211,9 +211,11 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
     init_fn = jax.jit(init, out_shardings=shardings)
     abstract = jax.tree.map(lambda s_, sh: jax.ShapeDtypeStruct(s_.shape, s_.dtype, sharding=sh), shapes, shardings)
     identity = (*IDENTITY_FIELDS, *method.identity)
-    ckpts = Checkpoints(workdir, cfg, keep=cfg.train.keep_checkpoints, identity=identity)
+    # With train.keep_best the loop chooses what to keep (BestKeeper); otherwise Orbax keeps the newest.
+    keep = None if cfg.train.keep_best else cfg.train.keep_checkpoints
+    ckpts = Checkpoints(workdir, cfg, keep=keep, identity=identity)
     try:
-        state = ckpts.restore(abstract)
+        state = ckpts.restore(abstract, step)
     except BaseException:
         ckpts.close()
         raise
@@ -297,6 +299,55 @@ def write_curves(workdir: pathlib.Path, title: str) -> None:
         visualize.save_curves(records, workdir / "curves.png", title=title)
 
 
+class BestKeeper:
+    """``train.keep_best``: scores every checkpoint when it is saved (``eval.scan_samples`` samples,
+    ``eval.select_by``; see ``ebmjax.evaluation.scan``) and keeps the newest ``train.keep_checkpoints``
+    plus the ``train.keep_best`` best, deleting the rest. Scores live in
+    ``<workdir>/checkpoint_scores.json``, so a resumed run knows the old ones."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, workdir: pathlib.Path, source: Any, method: Method,
+                 ckpts: Checkpoints, mesh: Mesh):
+        from ebmjax.evaluation import scan
+
+        self.cfg, self.method, self.ckpts, self.mesh = cfg, method, ckpts, mesh
+        test = source
+        try:
+            test = data.load_source(cfg.data, "test")
+        except (ConfigError, DataError):
+            pass
+        self.scorer = scan.Scorer(cfg, test.get(np.arange(min(len(test), cfg.eval.n_data))))
+        self.path = workdir / "checkpoint_scores.json"
+        scores = json.loads(self.path.read_text()) if self.path.exists() else {}
+        # Only checkpoints still on disk count (a resumed run may have rolled back past some).
+        self.scores = {int(k): v for k, v in scores.items() if int(k) in set(ckpts.steps())}
+
+    def after_save(self, state: train_state.TrainState) -> None:
+        from ebmjax import sampling
+        from ebmjax.evaluation import scan
+
+        step = int(state.step)
+        sampler = self.method.sampler(train_state.inference_params(state), state.carry)
+        x, _ = sampling.draw(sampler, int(self.cfg.eval.scan_samples),
+                             jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), 15),
+                             batch_size=self.cfg.sample.batch_size, chunk_steps=self.cfg.sample.chunk_steps,
+                             mesh=self.mesh, progress=False)
+        self.scores[step] = {"step": step, **self.scorer(x)}
+        steps = sorted(self.scores)
+        newest = set(self.ckpts.steps()[-self.cfg.train.keep_checkpoints:])
+        ranked = sorted((self.scores[s] for s in steps), key=lambda r: (
+            (1 if scan.SELECT_BY[self.cfg.eval.select_by] else -1) * r[self.cfg.eval.select_by], -r["step"]))
+        best = {r["step"] for r in ranked[: self.cfg.train.keep_best]}
+        gone = self.ckpts.retain(newest | best)
+        for s in gone:
+            self.scores.pop(s, None)
+        if parallel.is_main_process():
+            io.write_json_atomic(self.path, {str(k): v for k, v in sorted(self.scores.items())})
+        log.info("Checkpoint %d scored %s; keeping steps %s (newest %d and best %d by %s).", step,
+                 ", ".join(f"{k} {v:.4g}" for k, v in self.scores[step].items() if k != "step"),
+                 sorted(newest | best), self.cfg.train.keep_checkpoints, self.cfg.train.keep_best,
+                 self.cfg.eval.select_by)
+
+
 class _Trainer:
     """One training run; the state of the host side of the loop lives here."""
 
@@ -316,6 +367,7 @@ class _Trainer:
         # Both possible vote arrays, built once: a signal changes which one the next call gets.
         self.votes = {flag: parallel.process_votes(flag, mesh) for flag in (False, True)}
         self.writer = MetricsWriter(workdir)
+        self.keeper = BestKeeper(cfg, workdir, source, method, ckpts, mesh) if t.keep_best else None
         self.streak_start: int | None = None  # first step of the current run of skipped updates
 
     def _batches(self, step: int, n: int) -> tuple[jax.Array, list[int]]:
@@ -456,6 +508,8 @@ class _Trainer:
                         # could push the last good checkpoint out of the keep-N window.
                         if not int(np.asarray(metrics["skipped_update"])[-1]):
                             ckpts.save(state)
+                            if self.keeper is not None:
+                                self.keeper.after_save(state)
                             quiet = False
                         elif not quiet:
                             log.warning("Not saving checkpoints while updates are skipped for a non-finite loss "
@@ -473,12 +527,34 @@ class _Trainer:
         return state
 
 
-def load_trained(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, mesh: Mesh | None = None):
-    """(state, method, source) from the latest checkpoint in ``workdir``; an error if there is none."""
+def checkpoint_step(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> int | None:
+    """The step ``sample.checkpoint`` names: None for "latest", the step of
+    ``eval/best_checkpoint.json`` for "best", or the number given."""
+    which = str(cfg.sample.checkpoint).strip()
+    if which == "latest":
+        return None
+    if which == "best":
+        from ebmjax.evaluation import scan
+
+        best = scan.read_best(workdir)
+        if best is None:
+            raise CheckpointError(
+                f"sample.checkpoint=best needs {pathlib.Path(workdir) / 'eval' / scan.BEST_FILE}: score the "
+                "checkpoints first with --mode eval --config.eval.checkpoints=all.")
+        return int(best["best_step"])
+    if which.isdigit():
+        return int(which)
+    raise ConfigError(f"sample.checkpoint must be latest, best or a step number, got {which!r}.")
+
+
+def load_trained(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, mesh: Mesh | None = None,
+                 step: int | None = None):
+    """(state, method, source) from the latest checkpoint in ``workdir`` (or the one at ``step``);
+    an error if there is none."""
     workdir = pathlib.Path(workdir).absolute()
     if not (workdir / "checkpoints").is_dir():
         raise CheckpointError(f"No checkpoints in {workdir}: train first (--mode train) or pass the --workdir of a trained run.")
-    source, method, mesh, state, ckpts = setup(cfg, workdir, mesh=mesh, write_config=False)
+    source, method, mesh, state, ckpts = setup(cfg, workdir, mesh=mesh, write_config=False, step=step)
     ckpts.close()
     if int(state.step) == 0:
         raise CheckpointError(f"No checkpoint in {workdir / 'checkpoints'}: train first (--mode train).")

@@ -1,0 +1,81 @@
+"""Which dataset a config names: the registry of ``data.name`` values and :func:`load_source`.
+
+The sources themselves (``bundled``, ``tfds_source``, ``toy2d``) build on ``ebmjax.data.source``;
+this module is the only one that knows them all, so no source imports another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ebmjax.data.source import ImageSource
+from ebmjax.errors import ConfigError
+
+BUNDLED_NAMES: tuple[str, ...] = ("digits",)
+TFDS_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
+TOY_PREFIX = "toy:"
+
+
+def data_names() -> tuple[str, ...]:
+    """Every value ``data.name`` accepts."""
+    from ebmjax.data import toy2d
+
+    return BUNDLED_NAMES + TFDS_NAMES + tuple(TOY_PREFIX + t for t in toy2d.TOY_NAMES)
+
+
+def _field(cfg: Any, key: str, default: Any) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def _int_field(value: Any, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"data.{field} must be an integer >= {minimum}, got {value!r}; "
+                          f"set --config.data.{field}=<int>.")
+    return int(value)
+
+
+def load_source(data_config: Any, split: str) -> ImageSource:
+    """The source named by ``data_config.name`` for ``split``.
+
+    Args:
+      data_config: ConfigDict (or mapping) with ``name``; ``data_dir`` (tfds root, None: $TFDS_DATA_DIR
+        or ~/tensorflow_datasets); ``pad`` (int >= 0, zeros each side); ``image_size`` (int or None:
+        square resize); ``toy_size`` (points of a 2-D toy). pad and image_size apply to image data
+        only; toys ignore them.
+      split: "train" / "test" ("all" for digits; any tfds split string such as "validation" for tfds).
+
+    Raises:
+      ConfigError: unknown name or invalid field. DataError: a tfds dataset that is not prepared.
+    """
+    name = _field(data_config, "name", None)
+    if not isinstance(name, str) or name not in data_names():
+        raise ConfigError(f"Unknown data.name {name!r}. Valid names: {', '.join(data_names())}. "
+                          "Set --config.data.name to one of them.")
+    if not isinstance(split, str):
+        raise ConfigError(f"split must be a string such as 'train' or 'test', got {split!r}")
+
+    if name.startswith(TOY_PREFIX):
+        from ebmjax.data import toy2d
+
+        size = _int_field(_field(data_config, "toy_size", 20000), "toy_size", 1)
+        return toy2d.ToySource(name[len(TOY_PREFIX):], size, split)
+
+    pad = _int_field(_field(data_config, "pad", 0), "pad", 0)
+    image_size = _field(data_config, "image_size", None)
+    if image_size is not None:
+        image_size = _int_field(image_size, "image_size", 1)
+
+    if name in BUNDLED_NAMES:
+        from ebmjax.data import bundled
+
+        return bundled.digits_source(split, pad=pad, image_size=image_size)
+
+    from ebmjax.data import tfds_source
+
+    return tfds_source.load_tfds_source(name, split, data_dir=_field(data_config, "data_dir", None),
+                                        pad=pad, image_size=image_size)
