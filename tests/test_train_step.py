@@ -89,3 +89,41 @@ def test_each_network_gets_its_own_optimiser():
     chex.assert_trees_all_close(new, {"a": {"w": jnp.full(3, 0.5)}, "b": {"w": jnp.ones(2)}})
     with pytest.raises(ValueError, match="networks"):
         opt.init({"a": {"w": jnp.ones(3)}})
+
+
+def two_network_method(boundary=2):
+    """A method of two quadratic 'networks' whose second learns only from step ``boundary`` on, and
+    whose loss depends on the phase (the scale of the first network's target)."""
+
+    def loss(params, carry, batch, key, step, phase):
+        target = 1.0 if phase == 0 else 2.0
+        value = jnp.sum((params["a"]["w"] - target) ** 2) + jnp.sum((params["b"]["w"] - 3.0) ** 2)
+        return value, (carry, {"target": jnp.asarray(target)})
+
+    opt = train_state.per_network({"a": optax.sgd(0.25), "b": optax.adam(0.1)})
+    base = dict(name="two", networks=("a", "b"), init_params=lambda key: {"a": {"w": jnp.zeros(2)},
+                                                                          "b": {"w": jnp.zeros(2)}},
+                optimizer=opt, learning_rates={}, init_carry=lambda key: (), carry_specs=(), loss=loss,
+                probe=None, energy=None, sampler=None, denoise_sigma=0.0, temperature=1.0, bounds={},
+                identity=())
+    return methods.Method(**base, phase=lambda step: int(step >= boundary), phase_boundaries=(boundary,),
+                          frozen=lambda phase: {"b"} if phase == 0 else set())
+
+
+def test_frozen_networks_keep_parameters_and_optimiser_state():
+    method = two_network_method()
+    state = train_state.create(method.init_params(jax.random.PRNGKey(0)), method.optimizer, ())
+    batch, key = jnp.zeros((1, 1)), jax.random.PRNGKey(0)
+    first = jax.jit(train_step.make_train_step(method, phase=0))
+    s1, m = first(state, batch, key)
+    # Network a moves by SGD toward the phase-0 target (w <- w - 0.25 * 2 (w - 1) = 0.5); b is frozen.
+    np.testing.assert_allclose(s1.params["a"]["w"], [0.5, 0.5])
+    chex.assert_trees_all_equal(s1.params["b"], state.params["b"])
+    chex.assert_trees_all_equal(s1.opt_state.inner_states["b"], state.opt_state.inner_states["b"])
+    assert float(m["target"]) == 1.0
+    second = jax.jit(train_step.make_train_step(method, phase=1))
+    s2, m = second(s1, batch, key)
+    # Phase 1: a's target is 2 (0.5 - 0.25 * 2 (0.5 - 2) = 1.25), and b's first Adam step is lr * sign.
+    np.testing.assert_allclose(s2.params["a"]["w"], [1.25, 1.25])
+    np.testing.assert_allclose(s2.params["b"]["w"], [0.1, 0.1], rtol=1e-5)
+    assert float(m["target"]) == 2.0

@@ -18,6 +18,22 @@ import optax
 from ebmjax.samplers.kernels import EnergyFn, Kernel
 
 Params = dict[str, Any]
+
+
+def phase_of(method: "Method", step: int) -> Any:
+    """The static phase of ``step`` (None for methods with one phase)."""
+    return None if method.phase is None else method.phase(int(step))
+
+
+def with_phase(fn: Callable, method: "Method", phase: Any) -> Callable:
+    """``fn`` (the method's loss or probe) with ``phase`` bound when the method has phases."""
+    if method.phase is None:
+        return fn
+
+    def bound(*args):
+        return fn(*args, phase=phase)
+
+    return bound
 # loss(params, carry, batch, key, step) -> (scalar, (new carry, {metric: scalar}))
 LossFn = Callable[[Params, Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
 
@@ -83,6 +99,14 @@ class Method(NamedTuple):
         energies of maximum-likelihood training.
     identity: config fields whose values define what the parameters mean; checkpoints written
         with other values cannot be resumed.
+
+    Methods whose computation changes during training (coarse-to-fine growth) also give:
+    phase(step) -> a hashable description of step ``step``'s computation (e.g. the resolution
+        stage), static under jit: ``loss`` and ``probe`` then take it as the keyword ``phase``, and
+        the loop compiles one call per phase and never lets a call cross ``phase_boundaries``;
+    phase_boundaries: the sorted steps at which the phase changes;
+    frozen(phase) -> names of networks that do not learn in that phase (their parameters and
+        optimiser state are kept as they are, whatever their gradient).
     """
 
     name: str
@@ -100,3 +124,6 @@ class Method(NamedTuple):
     temperature: float
     bounds: Mapping[str, tuple[float, str]]
     identity: tuple[str, ...]
+    phase: Callable[[int], Any] | None = None
+    phase_boundaries: tuple[int, ...] = ()
+    frozen: Callable[[Any], frozenset[str]] | None = None

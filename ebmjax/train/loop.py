@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ebmjax import data, io, methods, parallel
 from ebmjax.errors import CheckpointError, ConfigError, DataError, Diverged, Interrupted
-from ebmjax.methods.base import Method
+from ebmjax.methods.base import Method, phase_of, with_phase
 from ebmjax.train import state as train_state
 from ebmjax.train import step as train_step
 from ebmjax.train.checkpoint import DIVERGED_DIR, IDENTITY_FIELDS, Checkpoints
@@ -88,8 +88,9 @@ def nonfinite_examples(batch: np.ndarray, idx: np.ndarray) -> list[int]:
 # Compiled pieces.
 
 
-def make_train_call(cfg: ml_collections.ConfigDict, method: Method) -> Callable:
-    """Returns ``call(state, batches, votes) -> (state, metrics, control)``: ``k`` steps in one call.
+def make_train_call(cfg: ml_collections.ConfigDict, method: Method, phase: Any = None) -> Callable:
+    """Returns ``call(state, batches, votes) -> (state, metrics, control)``: ``k`` steps in one call,
+    all of the method's ``phase`` (see ``Method.phase``).
 
     ``batches`` (k, B, ...) are the batches of steps state.step .. state.step + k - 1; each step is
     :func:`ebmjax.train.step.make_train_step`'s, so k steps per call follow the same trajectory as k
@@ -97,7 +98,7 @@ def make_train_call(cfg: ml_collections.ConfigDict, method: Method) -> Callable:
     ``control`` holds two global flags every process sees at once: ``data_finite`` (no NaN or
     infinity in the batches) and ``stop`` (any process's entry of ``votes`` was set by a signal).
     """
-    multi = train_step.make_multi_step(method, int(cfg.train.steps_per_call), float(cfg.train.ema_decay))
+    multi = train_step.make_multi_step(method, int(cfg.train.steps_per_call), float(cfg.train.ema_decay), phase)
 
     def call(state: train_state.TrainState, batches: jax.Array, votes: jax.Array):
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
@@ -108,13 +109,14 @@ def make_train_call(cfg: ml_collections.ConfigDict, method: Method) -> Callable:
     return call
 
 
-def make_probe_call(cfg: ml_collections.ConfigDict, method: Method) -> Callable:
-    """Returns ``probe(state, batches) -> {metric: scalar}``: the method's diagnostics on the last
-    batch of a call, with randomness from ``fold_in(key, state.step)``."""
+def make_probe_call(cfg: ml_collections.ConfigDict, method: Method, phase: Any = None) -> Callable:
+    """Returns ``probe(state, batches) -> {metric: scalar}``: the method's diagnostics (for ``phase``)
+    on the last batch of a call, with randomness from ``fold_in(key, state.step)``."""
+    probe = with_phase(method.probe, method, phase)
 
     def call(state: train_state.TrainState, batches: jax.Array):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2), state.step)
-        return method.probe(state.params, state.carry, batches[-1], key)
+        return probe(state.params, state.carry, batches[-1], key)
 
     return call
 
@@ -360,10 +362,8 @@ class _Trainer:
         self.rows = parallel.local_rows(mesh, t.batch_size)
         # Stacked batches (k, B, ...): steps whole on every device, the batch axis split over `data`.
         self.batches_sharding = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
-        self.shardings = None  # the state's, known once a state is seen (see run)
-        self.call_fn = make_train_call(cfg, method)
-        rep = parallel.replicated(mesh)
-        self.probe = jax.jit(make_probe_call(cfg, method), out_shardings=rep)
+        self.calls: dict[Any, Callable] = {}  # one compiled call (and probe) per phase of the method
+        self.probes: dict[Any, Callable] = {}
         # Both possible vote arrays, built once: a signal changes which one the next call gets.
         self.votes = {flag: parallel.process_votes(flag, mesh) for flag in (False, True)}
         self.writer = MetricsWriter(workdir)
@@ -429,10 +429,22 @@ class _Trainer:
             "the data), then rerun the same command.")
 
     def _compile(self, state: train_state.TrainState) -> None:
-        rep = parallel.replicated(self.mesh)
-        shardings = state_shardings(state, self.method, self.mesh)
-        # donate_argnums=0: the old state's buffers are reused for the new one (half the memory).
-        self.call = jax.jit(self.call_fn, donate_argnums=0, out_shardings=(shardings, rep, rep))
+        self.shardings = state_shardings(state, self.method, self.mesh)
+
+    def _call(self, step: int) -> tuple[Callable, Callable]:
+        """The compiled call and probe for the phase of ``step``."""
+        phase = phase_of(self.method, step)
+        if phase not in self.calls:
+            rep = parallel.replicated(self.mesh)
+            # donate_argnums=0: the old state's buffers are reused for the new one (half the memory).
+            self.calls[phase] = jax.jit(make_train_call(self.cfg, self.method, phase), donate_argnums=0,
+                                        out_shardings=(self.shardings, rep, rep))
+            self.probes[phase] = jax.jit(make_probe_call(self.cfg, self.method, phase), out_shardings=rep)
+        return self.calls[phase], self.probes[phase]
+
+    def _next_boundary(self, step: int) -> int:
+        """The first phase boundary after ``step`` (calls never cross one), or train.steps."""
+        return next((b for b in self.method.phase_boundaries if b > step), self.t.steps)
 
     def _log_line(self, record: dict[str, Any]) -> str:
         keys = ["loss", *(k for k in record if k != "loss")]
@@ -460,10 +472,11 @@ class _Trainer:
                     # Calls end at multiples of k, log_every and checkpoint_every: boundaries that depend
                     # on the step alone, so a resumed run makes the same calls as an unbroken one.
                     end = min(_next_multiple(step, self.k), _next_multiple(step, t.log_every),
-                              _next_multiple(step, t.checkpoint_every), t.steps)
+                              _next_multiple(step, t.checkpoint_every), self._next_boundary(step), t.steps)
                     batches, bad = self._batches(step, end - step)
                     votes = self.votes[stop.received is not None]
-                    state, metrics, control = self.call(state, batches, votes)
+                    call, probe = self._call(step)
+                    state, metrics, control = call(state, batches, votes)
                     window.append(metrics)
                     bar.update(end - step)
                     first, step = step, end
@@ -482,7 +495,7 @@ class _Trainer:
                         host = jax.device_get(window)
                         self._track_skips(host, window_start)
                         record = _summarise(host, state, skipped_before, time.perf_counter() - tick)
-                        probed = {k: float(v) for k, v in self.probe(state, batches).items()}
+                        probed = {k: float(v) for k, v in probe(state, batches).items()}
                         record.update(probed)
                         rates = self.method.learning_rates
                         record.update({"lr" if len(rates) == 1 else f"lr/{name}": float(sched(step))

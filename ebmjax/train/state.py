@@ -73,9 +73,11 @@ def all_finite(*trees: Any) -> jax.Array:
 
 
 def apply_if_finite(state: TrainState, loss: jax.Array, grads: Any, carry: Any,
-                    optimizer: optax.GradientTransformation, ema_decay: float = 0.0) -> TrainState:
+                    optimizer: optax.GradientTransformation, ema_decay: float = 0.0,
+                    frozen: frozenset[str] = frozenset()) -> TrainState:
     """Applies the update (and takes the new carry) unless the loss, a gradient or the carry is
-    non-finite; then only ``skipped`` grows.
+    non-finite; then only ``skipped`` grows. Networks named in ``frozen`` keep their parameters and
+    their optimiser state (a zero gradient alone would still move them through Adam's momentum).
 
     Skipping keeps one bad batch (or an overflow in low precision) from poisoning the parameters,
     Adam's moments and a replay buffer; the loop stops the run if skips persist.
@@ -83,6 +85,11 @@ def apply_if_finite(state: TrainState, loss: jax.Array, grads: Any, carry: Any,
     finite = jnp.isfinite(loss) & all_finite(grads, carry)
     updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
+    if frozen:
+        new_params = {k: (state.params[k] if k in frozen else v) for k, v in new_params.items()}
+        inner = {k: (state.opt_state.inner_states[k] if k in frozen else v)
+                 for k, v in new_opt.inner_states.items()}
+        new_opt = new_opt._replace(inner_states=inner)
     keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
     params = jax.tree.map(keep, new_params, state.params)
     ema = state.ema

@@ -9,25 +9,27 @@ one would.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from ebmjax.errors import ConfigError
-from ebmjax.methods.base import Method
+from ebmjax.methods.base import Method, with_phase
 from ebmjax.train.state import TrainState, apply_if_finite
 
 
-def make_train_step(method: Method, ema_decay: float = 0.0) -> Callable:
-    """Returns ``step(state, batch, key) -> (state, metrics)``.
+def make_train_step(method: Method, ema_decay: float = 0.0, phase: Any = None) -> Callable:
+    """Returns ``step(state, batch, key) -> (state, metrics)`` (for steps of ``phase``, when the
+    method has phases; see ``Method.phase``).
 
     ``metrics``: ``loss``, ``grad_norm`` (over all networks; ``grad_norm/<name>`` per network when
     there are several), and whatever the method's loss reports. An update whose loss, gradient or
     new carry is non-finite, or whose metric exceeds ``method.bounds``, is skipped.
     """
-    grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+    grad_fn = jax.value_and_grad(with_phase(method.loss, method, phase), has_aux=True)
+    frozen = frozenset() if method.frozen is None else frozenset(method.frozen(phase))
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
         (loss, (carry, metrics)), grads = grad_fn(state.params, state.carry, batch,
@@ -37,7 +39,7 @@ def make_train_step(method: Method, ema_decay: float = 0.0) -> Callable:
         for name, (bound, _) in method.bounds.items():
             within = within & (jnp.abs(metrics[name]) <= bound)
         new_state = apply_if_finite(state, jnp.where(within, loss, jnp.nan), grads, carry, method.optimizer,
-                                    ema_decay)
+                                    ema_decay, frozen)
         out = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
         if len(grads) > 1:
             out.update({f"grad_norm/{name}": optax.tree.norm(g) for name, g in grads.items()})
@@ -46,7 +48,7 @@ def make_train_step(method: Method, ema_decay: float = 0.0) -> Callable:
     return step
 
 
-def make_multi_step(method: Method, steps_per_call: int, ema_decay: float = 0.0) -> Callable:
+def make_multi_step(method: Method, steps_per_call: int, ema_decay: float = 0.0, phase: Any = None) -> Callable:
     """Returns ``multi(state, batches, key) -> (state, metrics)``: ``k`` training steps in one call.
 
     ``batches`` has shape (k, B, ...), the batches of steps state.step .. state.step + k - 1 in
@@ -64,7 +66,7 @@ def make_multi_step(method: Method, steps_per_call: int, ema_decay: float = 0.0)
     """
     if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
         raise ConfigError(f"train.steps_per_call must be an integer >= 1, got {steps_per_call!r}.")
-    step = make_train_step(method, ema_decay)
+    step = make_train_step(method, ema_decay, phase)
 
     def multi(state: TrainState, batches: jax.Array, key: jax.Array):
         if batches.ndim < 2:
