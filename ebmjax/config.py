@@ -33,7 +33,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # all randomness (init, data order, noise, sampling) derives from it and the step
 
     c.method = ml_collections.ConfigDict()
-    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml
+    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml | multigrid
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | celeb_a | toy:<name>
@@ -80,11 +80,35 @@ def defaults() -> ml_collections.ConfigDict:
     c.ml.sample_from = "noise"  # --mode sample starts at: noise | buffer (ml.init = buffer only)
     c.ml.energy_bound = 1e4  # stop the run when |mean energy| of data or samples exceeds this (divergence)
 
+    # Multigrid maximum likelihood (ebmjax.methods.multigrid; Gao et al. CVPR 2018, seed 000 §IV): one
+    # energy per grid (GridEnergy, networks "energy_<side>"), the coarsest grid the block average of
+    # the data, every finer grid's chain started from the up-sampled sample of the grid before. Langevin
+    # as in ml: x <- clamp(x - step_size * clip(dE/dx) + noise * z). Per-grid settings are tuples with
+    # one entry (shared by every learned grid) or one per learned grid (grids[1:]). Gao's code: 90 steps
+    # (paper 30) of x += (d^2/2) df/dx with d = 0.3 on [0, 255] pixels, no noise (the paper adds it).
+    c.multigrid = ml_collections.ConfigDict()
+    c.multigrid.grids = (1, 4, 16, 64)  # grid sides, coarse to fine; the last is the image side (Gao: 1, 4, 16, 64)
+    c.multigrid.widths = (96, 128, 256)  # channels of every grid's conv layers (Gao's 4x4 net: 96, 128, 256)
+    c.multigrid.kernel = 3  # conv kernel side (Gao: 5 for the strided first layer, 3 after)
+    c.multigrid.order = "sequential"  # sequential (as the original: grid k starts from grid k-1's sample) | joint (every grid starts from the up-sampled data of the grid before; chains independent)
+    c.multigrid.steps = (30,)  # Langevin steps per training step, per learned grid or shared
+    c.multigrid.step_size = (1.0,)  # step on the energy's gradient, per learned grid or shared
+    c.multigrid.noise = (0.0,)  # std of the Langevin noise, per learned grid or shared (0: off, as Gao's code)
+    c.multigrid.sample_steps = ()  # --mode sample: steps per learned grid or shared; (): as multigrid.steps
+    c.multigrid.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry of the chains; None: no clipping
+    c.multigrid.clamp = True  # clamp the chains to the data's range after every step (Gao: [0, 255])
+    c.multigrid.ref_sigma = ml_collections.config_dict.placeholder(float)  # None: no reference; else add |x|^2 / (2 ref_sigma^2) to every grid's energy (seed 000 eq. 1)
+    c.multigrid.data_noise = 0.0  # std of Gaussian noise added to each grid's data
+    c.multigrid.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 in each grid's loss
+    c.multigrid.coarse_buffer = 1024  # coarsest-grid block averages of past training batches kept (in the carry) as --mode sample's starts
+    c.multigrid.energy_bound = 1e4  # stop the run when |mean energy| of data or samples on any grid exceeds this
+
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300_000
     c.train.batch_size = 128  # global batch, split over all devices
     c.train.lr = 5e-5
     c.train.lr_end = 1e-6  # cosine decay from lr to lr_end over train.steps
+    c.train.warmup_steps = 0  # linear warm-up from 0 to lr over the first warmup_steps, then the cosine decay (0: none, as the paper; a run shorter than the warm-up only ramps up)
     c.train.b1 = 0.9
     c.train.b2 = 0.95
     c.train.eps = 1e-8
@@ -385,6 +409,11 @@ NUMBER_RULES = (
     ("ml.energy_l2", "the weight of the energy penalty", ">= 0"),
     ("ml.reinit_prob", "the share of chains restarted from noise", "[0, 1)"),
     ("ml.energy_bound", "the energy magnitude at which the run stops", "> 0"),
+    ("multigrid.grad_clip", "the clip of the chains' gradients", "> 0"),
+    ("multigrid.ref_sigma", "the width of the Gaussian reference", "> 0"),
+    ("multigrid.data_noise", "the noise added to the data", ">= 0"),
+    ("multigrid.energy_l2", "the weight of the energy penalty", ">= 0"),
+    ("multigrid.energy_bound", "the energy magnitude at which the run stops", "> 0"),
     ("mdsm.sigma0", "the width of the smoothing kernel", "> 0"),
     ("mdsm.sigma_low", "the smallest noise level", "> 0"),
     ("mdsm.sigma_high", "the largest noise level", "> 0"),
@@ -453,6 +482,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{name} must be >= 1, got {value}.")
     if s.n < 0:
         raise ConfigError(f"sample.n must be >= 0, got {s.n}.")
+    if t.get("warmup_steps", 0) < 0:
+        raise ConfigError(f"train.warmup_steps must be >= 0 (0: no warm-up), got {t.warmup_steps}.")
     for name in ("sample.n_hot", "sample.n_anneal", "sample.n_cool"):
         found, value = _lookup(cfg, name)
         if found and value is not None and value < 0:

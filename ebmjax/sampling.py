@@ -19,7 +19,8 @@ more chains, a finishing map); this module runs it for any method. :func:`sample
   written).
 - ``samples.npz``: the first ``sample.n`` samples, key ``images``, when they fit in
   ``sample.merge_max_gb``; ``grid.png`` (``density.png`` for 2-D toys), ``energy_trace.png`` (the
-  MDSM paper's Fig. A7B, from batch 0) and ``summary.json`` (counts, range, throughput, peak memory,
+  MDSM paper's Fig. A7B, from batch 0), the sampler's own pictures if it has any
+  (``Sampler.pictures``, e.g. multigrid's ``grids.png``) and ``summary.json`` (counts, range, throughput, peak memory,
   and on bundled digits the digits classifier's quality figures).
 
 Before anything is written, one batch of chains is compiled (not run) and XLA's memory estimate is
@@ -661,6 +662,8 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         toy_report = None
         visualize.save_image_grid(grid, out_dir / "grid.png", title=f"{cfg.method.name} samples ({cfg.data.name})")
         files.append("grid.png")
+    if sampler.pictures is not None:  # the method's own pictures (a key no batch of chains uses)
+        files.extend(sampler.pictures(out_dir, jax.random.fold_in(sampling_key(cfg), 2**32 - 1)))
 
     mem, mem_note = peak_device_memory()
     img_steps = run["chain_steps_run"] * plan.batch

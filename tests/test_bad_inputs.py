@@ -76,7 +76,10 @@ def assert_one_message(err: str, fragments) -> str:
 # here: every row then also runs against a copy of its workdir, so its carried state (replay buffers,
 # persistent chains, growing networks: all part of its checkpoints) meets the same bar. Rows that
 # only make sense for some methods name them in ``Mistake.methods``.
-RUNS = {"mdsm": ()}
+RUNS = {"mdsm": (),
+        # Maximum likelihood with a replay buffer (its carried state) and samples drawn from it.
+        "ml": ("--config.method.name=ml", "--config.ml.init=buffer", "--config.ml.buffer_size=64",
+               "--config.ml.steps=4", "--config.ml.sample_steps=6", "--config.ml.sample_from=buffer")}
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +186,7 @@ MISTAKES = [
     Mistake("t-min-above-t-max", ("--mode", "sample", "--config.sample.t_min=200"),
             says=("sample.t_min = 200.0 is above sample.t_max = 100.0",)),
     Mistake("int-given-a-word", ("--config.train.steps=many",),
-            says=("expected a value of type int", "e.g. --config.train.steps=1500")),
+            says=("expected a value of type int", "e.g. --config.train.steps=3000")),
     Mistake("tuple-of-the-wrong-items", ("--config.model.hidden=wide",),
             says=("expected a tuple of int", "--config.model.hidden=128,128 or --config.model.hidden='(128, 128)'")),
     Mistake("metric-misspelt-as-a-bare-word", ("--mode", "eval", "--config.eval.metrics=fdi"),
@@ -456,3 +459,34 @@ def test_a_non_finite_gradient_skips_the_update_and_counts_it():
         bad = apply_if_finite(good, loss, {"w": grad}, {"buffer": carry}, opt)
         assert int(bad.step) == 2 and int(bad.skipped) == 1
         assert bitwise_equal((bad.params, bad.opt_state, bad.carry), (good.params, good.opt_state, good.carry))
+
+
+@pytest.mark.slow  # three short training runs (~35 s on 2 cores)
+def test_runaway_energies_stop_the_run_at_ml_energy_bound(trained_runs, tmp_path, capsys):
+    """Maximum-likelihood divergence as users meet it: the energies run away while staying finite.
+    With lr 10 the first update (step 21) sends them far beyond ml.energy_bound = 100; every later
+    update is skipped, and a whole window of them stops the run with the last good checkpoint
+    named. Nothing here is NaN: the bound, not the finiteness check, stops it."""
+    trained = trained_runs("ml")
+    wd = copy_of(trained, tmp_path)
+    assert run(wd, *RUNS["ml"], "--config.train.steps=40", "--config.train.lr=10", "--config.ml.energy_bound=100",
+               "--config.train.checkpoint_every=1") == 2
+    assert_clear_error(capsys, "Training diverged", "or ml.energy_bound exceeded", "since step 21",
+                       "The last good checkpoint is step 20", "Checkpoints [21]")
+    records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["skipped"], r["skipped_in_window"]) for r in records[2:]] == [(30, 9, 9), (40, 19, 10)]
+    last = records[-1]
+    assert np.isfinite(last["loss"]) and np.isfinite(last["energy_data"]) and np.isfinite(last["energy_model"])
+    assert max(abs(last["energy_data"]), abs(last["energy_model"])) > 100
+    assert max(abs(records[1]["energy_data"]), abs(records[1]["energy_model"])) < 100  # the trained run was within
+    assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
+    assert (wd / "checkpoints_diverged" / "21").is_dir()
+    # The same run with the bound out of reach does not stop: the runaway energies stay finite.
+    wd2 = copy_of(trained, tmp_path / "unbounded")
+    assert run(wd2, *RUNS["ml"], "--config.train.steps=40", "--config.train.lr=10", "--config.ml.energy_bound=1e30") == 0
+    capsys.readouterr()
+    unbounded = [json.loads(line) for line in (wd2 / "metrics.jsonl").read_text().splitlines()][-1]
+    assert unbounded["skipped"] == 0 and abs(unbounded["energy_data"]) > 100
+    # What a rerun resumes from: the good state of step 20, buffer included, as trained.
+    args = TINY + list(RUNS["ml"]) + ["--config.train.steps=20"]
+    assert bitwise_equal(final_state(wd, args), final_state(trained, args))

@@ -71,7 +71,7 @@ def test_values(key, text, value):
     ("sample.seed", "-1", "sample.seed must be None"),
     ("sample.seed", "4294967296", "[0, 2**32)"),
     ("sample.seed", "abc", "--config.sample.seed=abc: expected a value of type int"),
-    ("train.steps", "2.5", "expected a value of type int (a whole number), e.g. --config.train.steps=1500"),
+    ("train.steps", "2.5", "expected a value of type int (a whole number), e.g. --config.train.steps=3000"),
     ("train.lr", "fast", "--config.train.lr=fast: expected a value of type float (a number)"),
 ])
 def test_numbers_out_of_range_say_what_works(key, text, says):

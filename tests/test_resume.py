@@ -4,6 +4,7 @@ SIGINT that ends with exactly the parameters, samples and metrics of a run never
 import json
 import signal
 import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -106,3 +107,78 @@ def test_killed_and_interrupted_run_ends_exactly_like_an_unbroken_one(tmp_path):
     partial = [x for x in a if x[3] != 10]
     assert len(partial) <= 2 and all(0 < x[3] < 10 for x in partial)
     assert [x for x in a if x[3] == 10] == [y for x, y in zip(a, b) if x[3] == 10]
+
+
+PCD_DIGITS = str(ROOT / "configs" / "pcd_digits.py")
+# pcd_digits shrunk: a small network, short chains, a buffer of 64 rows; 300 steps, checkpoints every 100.
+PCD_TINY = ["--config.model.widths=4,8", "--config.model.width=4", "--config.model.blocks_per_stage=0",
+            "--config.train.batch_size=16", "--config.train.steps=300", "--config.train.log_every=10",
+            "--config.train.checkpoint_every=100", "--config.train.keep_checkpoints=2", "--config.ml.steps=4",
+            "--config.ml.buffer_size=64", "--config.ml.sample_steps=6", "--config.sample.n=4",
+            "--config.sample.batch_size=4", "--config.sample.chunk_steps=3", "--no-progress"]
+
+
+def _pcd_state(workdir):
+    from scale_helpers import overrides
+
+    from ebmjax.train import loop
+
+    state, _, _ = loop.load_trained(load_config(PCD_DIGITS, overrides(PCD_TINY)), workdir)
+    return jax.tree.map(np.asarray, state)
+
+
+@pytest.mark.slow  # subprocess runs; runs in CI (the README's test command)
+def test_killed_persistent_chains_resume_exactly_buffer_included(tmp_path):
+    """configs/pcd_digits.py (shrunk) killed with SIGKILL after its first checkpoint and rerun ends
+    bitwise like a run never interrupted: parameters, Adam state and the replay buffer (every
+    training step reads rows of it and writes chain ends back), the samples drawn from the buffer,
+    and the logged losses."""
+    env = subprocess_env(tmp_path / "cache")
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+
+    def command(workdir):
+        return [sys.executable, "-m", "ebmjax.main", "--config", PCD_DIGITS, "--workdir", str(workdir), *PCD_TINY]
+
+    run = subprocess.Popen(command(broken), cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: checkpoint_steps(broken), 400, "the first checkpoint", [run])
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGKILL
+    killed_at = checkpoint_steps(broken)
+    assert killed_at and killed_at[-1] < 300, killed_at
+    assert not (broken / "samples").exists()
+    done = {}
+    for workdir in (broken, unbroken):
+        done[workdir] = subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True,
+                                       timeout=400, check=False)
+        assert done[workdir].returncode == 0, done[workdir].stderr
+    assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
+    a, b = _pcd_state(broken), _pcd_state(unbroken)
+    assert int(a.step) == int(b.step) == 300
+    assert a.carry["buffer"].shape == (64, 8, 8, 1)
+    # The buffer moved: chain ends were written into it (it is not the noise it started as).
+    assert not np.allclose(a.carry["buffer"], _initial_buffer())
+    assert np.array_equal(a.carry["buffer"], b.carry["buffer"])
+    assert bitwise_equal(a, b)
+    samples = [np.load(w / "samples" / "samples.npz")["images"] for w in (broken, unbroken)]
+    assert samples[0].shape == (4, 8, 8, 1) and np.array_equal(samples[0], samples[1])
+    la = {r["step"]: r["loss"] for r in map(json.loads, (broken / "metrics.jsonl").read_text().splitlines())
+          if r["window_steps"] == 10}
+    lb = {r["step"]: r["loss"] for r in map(json.loads, (unbroken / "metrics.jsonl").read_text().splitlines())}
+    assert sorted(lb) == sorted(la) == list(range(10, 301, 10))
+    assert all(la[s] == lb[s] for s in la)
+
+
+def _initial_buffer():
+    """The buffer a fresh pcd_digits (shrunk) run starts with (the key the training loop uses)."""
+    from scale_helpers import overrides
+
+    from ebmjax import methods
+
+    cfg = load_config(PCD_DIGITS, overrides(PCD_TINY))
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7)
+    return np.asarray(methods.build(cfg, (8, 8, 1)).init_carry(key)["buffer"])

@@ -127,3 +127,26 @@ def test_frozen_networks_keep_parameters_and_optimiser_state():
     np.testing.assert_allclose(s2.params["a"]["w"], [1.25, 1.25])
     np.testing.assert_allclose(s2.params["b"]["w"], [0.1, 0.1], rtol=1e-5)
     assert float(m["target"]) == 2.0
+
+
+def test_learning_rate_warms_up_linearly_then_follows_the_cosine():
+    cfg = load_config(DIGITS, [("train.steps", "1000"), ("train.lr", "2e-3"), ("train.lr_end", "1e-5"),
+                              ("train.warmup_steps", "0")])
+    _, plain = train_state.adam(cfg.train)
+    # No warm-up: the paper's cosine from lr to lr_end.
+    for t in (0, 250, 1000):
+        want = 1e-5 + (2e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * t / 1000))
+        np.testing.assert_allclose(float(plain(t)), want, rtol=1e-5)
+    cfg.train.warmup_steps = 100
+    _, warm = train_state.adam(cfg.train)
+    np.testing.assert_allclose([float(warm(t)) for t in (0, 50, 100)], [0.0, 1e-3, 2e-3], rtol=1e-5, atol=1e-12)
+    # After the warm-up, the cosine spans the remaining 900 steps.
+    want = 1e-5 + (2e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * 450 / 900))
+    np.testing.assert_allclose(float(warm(550)), want, rtol=1e-5)
+    np.testing.assert_allclose(float(warm(1000)), 1e-5, rtol=1e-5)
+    # A run shorter than its warm-up only ramps up.
+    cfg.train.steps, cfg.train.warmup_steps = 50, 100
+    _, short = train_state.adam(cfg.train)
+    np.testing.assert_allclose([float(short(t)) for t in (0, 25, 50)], [0.0, 5e-4, 1e-3], rtol=1e-5, atol=1e-12)
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        load_config(DIGITS, [("train.warmup_steps", "-1")])

@@ -12,13 +12,14 @@ from typing import Callable
 import ml_collections
 
 from ebmjax.errors import ConfigError
-from ebmjax.methods import mdsm, ml
+from ebmjax.methods import mdsm, ml, multigrid
 from ebmjax.methods.base import Method, Params, Sampler, Stage
 
 # builder(cfg, example_shape, value_range) -> Method
 BUILDERS: dict[str, Callable[..., Method]] = {
     "mdsm": mdsm.build,
     "ml": ml.build,
+    "multigrid": multigrid.build,
 }
 
 __all__ = ["BUILDERS", "Method", "Params", "Sampler", "Stage", "build", "names"]

@@ -61,12 +61,15 @@ class Sampler(NamedTuple):
     ``init``, ``enter`` and ``finish`` must be jittable; ``finish`` is applied batch by batch to
     the last stage's end (e.g. MDSM's denoising jump). ``settings`` (JSON-able) describes the
     sampler for the shard manifest: samples drawn with other settings are never mixed in.
+    ``pictures(out_dir, key) -> [file names]``, optional: method-specific pictures of the chains
+    written beside the samples once they are (e.g. multigrid's ``grids.png``, every stage's end).
     """
 
     init: Callable[[jax.Array, int], jax.Array]
     stages: tuple[Stage, ...]
     finish: Callable[[jax.Array], jax.Array]
     settings: Mapping[str, Any]
+    pictures: Callable[[Any, jax.Array], list[str]] | None = None
 
     @property
     def steps(self) -> int:

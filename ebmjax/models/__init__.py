@@ -3,6 +3,7 @@
 - :class:`MDSMResNet` (``res18``, ``res12``): the MDSM paper's image energy ResNet, NHWC input.
 - :func:`load_torch_mdsm` / :func:`to_torch_state_dict`: PyTorch MDSM checkpoints in and out.
 - :class:`ConvEnergy`: a plain conv net with a linear read-out, for maximum-likelihood EBMs.
+- :class:`GridEnergy`: the per-grid energy of the multigrid method (Gao et al.), any grid size.
 - :class:`MLPEnergy`: small smooth MLP for toy data; :class:`GaussianEnergy`: a learned Gaussian.
 - :func:`build_model`, :func:`init_params`, :func:`count_params`: config-driven construction.
 """
@@ -22,11 +23,13 @@ from ebmjax.errors import ConfigError
 from ebmjax.models.resnet import MDSMResNet, res12, res18
 from ebmjax.models.torch_import import load_torch_mdsm, to_torch_state_dict
 from ebmjax.models.convnet import ConvEnergy
+from ebmjax.models.multigrid import GridEnergy
 from ebmjax.models.toy import GaussianEnergy, MLPEnergy
 
 __all__ = [
     "ConvEnergy",
     "GaussianEnergy",
+    "GridEnergy",
     "MDSMResNet",
     "MLPEnergy",
     "build_model",

@@ -525,8 +525,10 @@ class _Trainer:
                                 self.keeper.after_save(state)
                             quiet = False
                         elif not quiet:
-                            log.warning("Not saving checkpoints while updates are skipped for a non-finite loss "
-                                        "or gradient (from step %d on).", step)
+                            fields = sorted({f for _, f in self.method.bounds.values()})
+                            beyond = f", or {' / '.join(fields)} exceeded" if fields else ""
+                            log.warning("Not saving checkpoints while updates are skipped for a non-finite loss, "
+                                        "gradient or carried state%s (from step %d on).", beyond, step)
                             quiet = True
                 # A signal after the last call was dispatched reached no vote; with one process it is
                 # still honoured here (with several, only a vote every process saw may stop them).

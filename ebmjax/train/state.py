@@ -32,9 +32,16 @@ def lr_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
 
 def adam(opt_cfg: Any, steps: int | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(Adam on the cosine schedule, the schedule) from a group with fields lr, lr_end, b1, b2, eps
-    (and steps, unless given)."""
+    (and steps, unless given; warmup_steps, if present: a linear warm-up from 0 to lr first, the
+    cosine decay then spanning the remaining steps; a run no longer than the warm-up only ramps up)."""
     steps = opt_cfg.steps if steps is None else steps
-    schedule = optax.cosine_decay_schedule(opt_cfg.lr, steps, alpha=opt_cfg.lr_end / opt_cfg.lr)
+    warmup = int(opt_cfg.get("warmup_steps", 0) or 0)
+    if warmup >= steps:
+        schedule = optax.linear_schedule(0.0, opt_cfg.lr, warmup)
+    elif warmup:
+        schedule = optax.warmup_cosine_decay_schedule(0.0, opt_cfg.lr, warmup, steps, end_value=opt_cfg.lr_end)
+    else:
+        schedule = optax.cosine_decay_schedule(opt_cfg.lr, steps, alpha=opt_cfg.lr_end / opt_cfg.lr)
     return optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps), schedule
 
 

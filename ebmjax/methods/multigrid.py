@@ -1,0 +1,313 @@
+"""Multigrid maximum likelihood (Gao, Lu, Zhou, Zhu, Wu, CVPR 2018; seed 000 §IV, without its
+generator): one energy per grid, each learned by maximum likelihood with short Langevin chains that
+start from the up-sampled sample of the grid below.
+
+Grids ``multigrid.grids`` = (s_0, s_1, ..., s_K) are image sides, coarse to fine (digits: 1, 2, 4,
+8; Gao: 1, 4, 16, 64); s_K is the image side. Grid s_k's image is the data block-averaged by
+H / s_k (:func:`ebmjax.ops.downsample`). Grid s_0 has no model: its "sample" is the block average
+of the data batch. Every finer grid k has its own network ``energy_<s_k>``
+(:class:`ebmjax.models.GridEnergy`, its own Adam on the same ``train.*`` settings) and, in every
+training step:
+
+1. starts chains from the up-sampled (pixel replication, :func:`ebmjax.ops.upsample`) sample of grid
+   k-1 (``order = "sequential"``, the original's cascade), or from the up-sampled *data* of grid k-1
+   (``order = "joint"``: every grid's chain is independent of the others');
+2. runs ``multigrid.steps[k]`` Langevin steps x <- clamp(x - step * clip(dE_k/dx) + noise * z) on
+   its energy with the parameters held constant;
+3. adds :func:`ebmjax.losses.ml_loss` between grid k's data and the chains' ends (no gradient).
+
+The loss is the sum over grids. Grid k's term touches only ``energy_<s_k>`` (its chain's samples
+carry no gradient), and each network has its own Adam, so one step on the sum is exactly the
+original's one Adam step per grid, one grid after the other. Gao's code updates grid k before
+running grid k+1's chain, but grid k+1's chain starts from grid k's chain ends, which the update of
+grid k does not change: the order of the updates does not matter.
+
+``--mode sample`` runs the cascade: it starts from coarsest-grid block averages of training batches
+(the carried state keeps the last ``multigrid.coarse_buffer`` of them, written by every training
+step, checkpointed with the parameters; the original starts from the current data batch, which a
+sampler without data cannot), then one stage per finer grid, each entered by up-sampling, with
+``multigrid.sample_steps`` (default: training's) steps. ``grids.png`` shows a few chains at the end
+of every grid, coarse to fine (seed 000 Fig. 1). Restoration and evaluation use the finest grid's
+energy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from ebmjax import losses, models, ops, parallel, samplers, visualize
+from ebmjax.errors import ConfigError
+from ebmjax.methods.base import Method, Sampler, Stage
+from ebmjax.train import state as train_state
+
+ORDERS = ("sequential", "joint")
+PICTURE = "grids.png"
+PICTURE_CHAINS = 12  # chains shown in grids.png
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def network_name(side: int) -> str:
+    return f"energy_{side}"
+
+
+def _positive_ints(value: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not value or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ConfigError(f"multigrid.{name} must be a non-empty tuple of integers >= 1, got {value!r}.")
+    return tuple(int(v) for v in value)
+
+
+def per_grid(value: Any, name: str, n: int, *, integer: bool = False, positive: bool = False) -> tuple:
+    """``multigrid.<name>`` as one value per learned grid: a 1-tuple is shared, else it needs n entries."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or len(value) not in (1, n):
+        raise ConfigError(f"multigrid.{name} must hold one value (shared by every grid) or one per learned grid "
+                          f"({n}: grids[1:]), got {value!r}.")
+    out = []
+    for v in value:
+        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0
+        bad = bad or (integer and (not isinstance(v, int) or v < 1)) or (positive and v <= 0)
+        if bad:
+            what = "integers >= 1" if integer else ("finite numbers > 0" if positive else "finite numbers >= 0")
+            raise ConfigError(f"multigrid.{name} must hold {what}, got {value!r}.")
+        out.append(int(v) if integer else float(v))
+    return tuple(out) * (n if len(out) == 1 else 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The grids of a run: sides (coarse to fine), down-sampling factors from the image, and the
+    per-learned-grid Langevin settings (each a tuple of len(sides) - 1)."""
+
+    sides: tuple[int, ...]
+    factors: tuple[int, ...]
+    steps: tuple[int, ...]
+    sample_steps: tuple[int, ...]
+    step_size: tuple[float, ...]
+    noise: tuple[float, ...]
+
+    @property
+    def learned(self) -> tuple[int, ...]:
+        return self.sides[1:]
+
+
+def plan(m: ml_collections.ConfigDict, example_shape: tuple[int, ...]) -> Plan:
+    """The grids of ``multigrid`` for images of ``example_shape`` (H, W, C); ConfigError if they do not fit."""
+    if len(example_shape) != 3:
+        raise ConfigError(f"method multigrid needs images (H, W, C); the data's examples have shape {example_shape}.")
+    h, w, _ = example_shape
+    sides = _positive_ints(m.grids, "grids")
+    if len(sides) < 2 or any(b <= a for a, b in zip(sides, sides[1:])):
+        raise ConfigError(f"multigrid.grids must be at least two increasing sides, coarse to fine, e.g. (1, 2, 4, 8); "
+                          f"got {m.grids!r}.")
+    if sides[-1] != h:
+        raise ConfigError(f"multigrid.grids must end at the image side {h} (the finest grid is the image); got "
+                          f"{m.grids!r}.")
+    for a, b in zip(sides, sides[1:]):
+        if b % a or h % a:
+            raise ConfigError(f"multigrid.grids: every side must divide the next and the image side {h} "
+                              f"(up-sampling repeats pixels); {a} -> {b} does not.")
+    factors = tuple(h // s for s in sides)
+    if any(w % f for f in factors):
+        raise ConfigError(f"multigrid.grids: the image width {w} must be divisible by every factor {factors} "
+                          f"(image side / grid side).")
+    n = len(sides) - 1
+    steps = per_grid(m.steps, "steps", n, integer=True)
+    sample_steps = per_grid(m.sample_steps, "sample_steps", n, integer=True) if len(m.sample_steps) else steps
+    return Plan(sides, factors, steps, sample_steps, per_grid(m.step_size, "step_size", n, positive=True),
+                per_grid(m.noise, "noise", n))
+
+
+def check_config(m: ml_collections.ConfigDict) -> None:
+    """ConfigError for settings of the ``multigrid`` group that cannot work (the grids are checked
+    against the images by :func:`plan`)."""
+    if m.order not in ORDERS:
+        raise ConfigError(f"multigrid.order must be one of {', '.join(ORDERS)}, got {m.order!r}.")
+    _positive_ints(m.widths, "widths")
+    for name in ("kernel", "coarse_buffer"):
+        if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < 1:
+            raise ConfigError(f"multigrid.{name} must be an integer >= 1, got {m[name]!r}.")
+    for name in ("data_noise", "energy_l2"):
+        if not (np.isfinite(m[name]) and m[name] >= 0):
+            raise ConfigError(f"multigrid.{name} must be a finite number >= 0, got {m[name]!r}.")
+    for name in ("grad_clip", "ref_sigma"):
+        if m[name] is not None and not (np.isfinite(m[name]) and m[name] > 0):
+            raise ConfigError(f"multigrid.{name} must be > 0 or None, got {m[name]!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Upsample:
+    """``enter(x, key)`` of a sampler stage: pixel replication by ``factor`` (hashable, so compiled
+    stages are reused)."""
+
+    factor: int
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        del key
+        return ops.upsample(x, self.factor)
+
+
+def _coarse_rows(coarse: jax.Array, key: jax.Array, n: int) -> jax.Array:
+    return coarse[jax.random.randint(key, (n,), 0, coarse.shape[0])]
+
+
+def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
+          value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
+    """The multigrid method for images of ``example_shape`` (H, W, C) in ``value_range``."""
+    m = cfg.multigrid
+    check_config(m)
+    pl = plan(m, tuple(example_shape))
+    h, w, c = example_shape
+    if cfg.model.dtype not in _DTYPES:
+        raise ConfigError(f"model.dtype must be one of {', '.join(_DTYPES)}, got {cfg.model.dtype!r}.")
+    names = tuple(network_name(s) for s in pl.learned)
+    nets = {name: models.GridEnergy(widths=tuple(m.widths), kernel=int(m.kernel), ref_sigma=m.ref_sigma,
+                                    dtype=_DTYPES[cfg.model.dtype], conv=cfg.model.conv) for name in names}
+    shapes = {name: (h // f, w // f, c) for name, f in zip(names, pl.factors[1:])}
+    coarse_shape = (h // pl.factors[0], w // pl.factors[0], c)
+    tx, lr = train_state.adam(cfg.train)
+    optimizer = train_state.per_network({name: tx for name in names})
+    kernel = samplers.langevin_kernel(m.grad_clip, tuple(value_range) if m.clamp else None)
+    decoupled = [samplers.decoupled(s, z) for s, z in zip(pl.step_size, pl.noise)]
+    eps = [float(e) for e, _ in decoupled]
+    temps = [float(t) for _, t in decoupled]
+    lo, hi = value_range
+
+    def grid_energy(params, k):
+        """The energy of learned grid k (0-based over grids[1:])."""
+        name = names[k]
+        return jax.tree_util.Partial(nets[name].apply, params[name])
+
+    def energy(params):
+        return grid_energy(params, len(names) - 1)
+
+    def init_params(key):
+        keys = jax.random.split(key, len(names))
+        return {name: models.init_params(nets[name], k, shapes[name]) for name, k in zip(names, keys)}
+
+    def init_carry(key):
+        del key  # filled with the first batch's block averages by the first training step
+        return {"coarse": jnp.zeros((int(m.coarse_buffer), *coarse_shape), jnp.float32)}
+
+    def chain(e, x0, key, k, n_steps):
+        state, _ = samplers.run_chain(kernel, e, kernel.init(x0), key, temperatures=jnp.full((n_steps,), temps[k]),
+                                      step_sizes=eps[k])
+        return state.position
+
+    def loss(params, carry, batch_x, key, step):
+        keys = jax.random.split(key, 2 * len(names))
+        frozen = jax.lax.stop_gradient(params)
+        data = [ops.downsample(batch_x, f) for f in pl.factors]
+        metrics, total, previous = {}, 0.0, data[0]
+        for k, side in enumerate(pl.learned):
+            ratio = pl.sides[k + 1] // pl.sides[k]
+            start = ops.upsample(previous if m.order == "sequential" else data[k], ratio)
+            # The chains run on grid k's energy with its parameters held constant: no gradient through them.
+            e_const = grid_energy(frozen, k)
+            x_model = jax.lax.stop_gradient(chain(e_const, start, keys[2 * k], k, pl.steps[k]))
+            x_data = data[k + 1] + m.data_noise * jax.random.normal(keys[2 * k + 1], data[k + 1].shape,
+                                                                    data[k + 1].dtype)
+            e = grid_energy(params, k)
+            total = total + losses.ml_loss(e, x_data, x_model, energy_l2=m.energy_l2)
+            e_data, e_model = jnp.mean(e(x_data)), jnp.mean(e(x_model))
+            _, g = samplers.energy_and_grad(e_const, x_model)
+            if m.grad_clip is not None:
+                g = jnp.clip(g, -m.grad_clip, m.grad_clip)
+            metrics.update({f"energy_data_{side}": e_data, f"energy_model_{side}": e_model,
+                            f"energy_gap_{side}": e_model - e_data,
+                            f"grad_step_rms_{side}": pl.step_size[k] * jnp.sqrt(jnp.mean(g**2)),
+                            # How far the chain moved its start (RMS per pixel): 0 = the chain did nothing.
+                            f"chain_move_{side}": jnp.sqrt(jnp.mean((x_model - start) ** 2))})
+            previous = x_model
+        # The coarsest grid's block averages of the data, kept as --mode sample's starts: a ring over
+        # the last coarse_buffer rows, the whole buffer filled (repeating the batch) at step 0.
+        coarse, n = carry["coarse"], carry["coarse"].shape[0]
+        b = batch_x.shape[0]
+        rows = data[0].astype(coarse.dtype)
+        coarse = jnp.where(step == 0, rows[jnp.arange(n) % b], coarse)
+        coarse = coarse.at[(step * b + jnp.arange(b)) % n].set(rows)
+        return total, ({"coarse": coarse}, metrics)
+
+    def probe(params, carry, batch_x, key):
+        # Each grid's energy of uniform noise, on the scale of the loss's metrics.
+        del carry
+        out = {}
+        for k, (side, f) in enumerate(zip(pl.learned, pl.factors[1:])):
+            shape = (batch_x.shape[0], h // f, w // f, c)
+            noise = jax.random.uniform(jax.random.fold_in(key, k), shape, jnp.float32, lo, hi)
+            out[f"energy_noise_{side}"] = jnp.mean(grid_energy(params, k)(noise))
+        return out
+
+    def sampler(params, carry):
+        stages = tuple(
+            Stage(f"grid {side}x{side}", grid_energy(params, k), kernel,
+                  np.full(pl.sample_steps[k], temps[k], np.float32), np.full(pl.sample_steps[k], eps[k], np.float32),
+                  Upsample(pl.sides[k + 1] // pl.sides[k]))
+            for k, side in enumerate(pl.learned))
+        settings = {"kind": "multigrid", "init": "coarse data block averages", "grids": list(pl.sides),
+                    "steps": list(pl.sample_steps), "step": list(pl.step_size), "noise": list(pl.noise),
+                    "grad_clip": m.grad_clip, "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma}
+        s = Sampler(jax.tree_util.Partial(_coarse_rows, carry["coarse"]), stages, jax.tree_util.Partial(_identity),
+                    settings)
+        return s._replace(pictures=lambda out_dir, key: grids_picture(s, pl, out_dir, key))
+
+    bounds = {}
+    for side in pl.learned:
+        for what in ("energy_data", "energy_model"):
+            bounds[f"{what}_{side}"] = (float(m.energy_bound), "multigrid.energy_bound")
+    return Method(
+        name="multigrid", networks=nets, init_params=init_params, optimizer=optimizer,
+        learning_rates={name: lr for name in names}, init_carry=init_carry, carry_specs={"coarse": P(parallel.DATA_AXIS)},
+        loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
+        # The density the finest grid's chains sample is exp(-E / T); chains without noise descend
+        # the energy (T = 0), for which restoration weighs the energy as T = 1.
+        temperature=temps[-1] if temps[-1] > 0 else 1.0, bounds=bounds,
+        identity=("multigrid.grids", "multigrid.widths", "multigrid.kernel", "multigrid.ref_sigma",
+                  "multigrid.coarse_buffer"))
+
+
+def stage_ends(sampler: Sampler, key: jax.Array, n: int) -> list[np.ndarray]:
+    """The sampler's start and the end of each of its stages for ``n`` chains (no finishing map)."""
+    k_init, k_run = jax.random.split(key)
+    x = jax.jit(sampler.init, static_argnums=1)(k_init, n)
+    ends = [np.asarray(x)]
+    for i, st in enumerate(sampler.stages):
+        k_enter, k_chain = jax.random.split(jax.random.fold_in(k_run, i))
+        if st.enter is not None:
+            x = st.enter(x, k_enter)
+        x = _run_stage(st.kernel, st.energy, x, k_chain, jnp.asarray(st.temperatures), jnp.asarray(st.step_sizes))
+        ends.append(np.asarray(x))
+    return ends
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_stage(kernel, energy, x, key, temperatures, step_sizes):
+    state, _ = samplers.run_chain(kernel, energy, kernel.init(x), key, temperatures=temperatures,
+                                  step_sizes=step_sizes)
+    return state.position
+
+
+def grids_picture(sampler: Sampler, pl: Plan, out_dir: str | pathlib.Path, key: jax.Array,
+                  n: int = PICTURE_CHAINS) -> list[str]:
+    """Writes ``grids.png``: one row per grid, coarse (top) to fine, ``n`` chains in columns, every
+    grid's sample shown at the image's size (pixels repeated). Returns the file names written."""
+    ends = stage_ends(sampler, key, n)
+    rows = [np.asarray(ops.upsample(jnp.asarray(x), f)) for x, f in zip(ends, pl.factors)]
+    grid_names = ", ".join(f"{s}x{s}" for s in pl.sides)
+    visualize.save_image_grid(np.concatenate(rows), pathlib.Path(out_dir) / PICTURE, ncol=n,
+                              title=f"multigrid chains: one row per grid ({grid_names}, top to bottom)")
+    return [PICTURE]
+
+
+def _identity(x: Any) -> Any:
+    return x

@@ -1,0 +1,62 @@
+"""The per-grid energy network of the multigrid method (Gao et al., CVPR 2018; seed 000 §IV).
+
+Gao et al. learn one small ConvNet per grid (4x4, 16x16, 64x64): convolutions with LeakyReLU 0.2,
+the first one with stride 2, then a dense read-out to one number. :class:`GridEnergy` is that
+network for any grid size (1x1 included: 'same' convolutions, and the stride only where the side is
+at least ``stride_from``), with the channel counts a config field. Layout, for ``widths`` (c1, ...)::
+
+    layer i: conv k x k (c_i channels; layer 0 strided 2 when min(H, W) >= stride_from) -> LeakyReLU 0.2
+    head:    flatten -> dense -> 1                                                       E(x)
+
+plus, when ``ref_sigma`` is set, the Gaussian reference term |x|^2 / (2 ref_sigma^2) of seed 000's
+eq. 1 (p(x) ∝ exp(f(x)) q(x), q = N(0, ref_sigma^2 I), so E = -f + |x|^2 / (2 ref_sigma^2)).
+Weights are Xavier-uniform, biases zero, as the original's.
+
+What differs from the original (ruiqigao/Multigrid_learning): it puts BatchNorm after every
+convolution and runs it in training mode even while sampling, so an image's energy depends on the
+rest of its batch (real and synthetic batches normalised separately). Here there is no
+normalisation at all: an image's energy depends on that image alone, which the Langevin kernels
+need (``ebmjax.samplers.kernels``) and which makes sampling, restoration and evaluation independent
+of the batch size. The strided layer is a 'same' convolution read at every other pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ebmjax.errors import ConfigError
+from ebmjax.models.conv import Conv
+
+
+class GridEnergy(nn.Module):
+    """One grid's energy: (B, H, W, C) -> (B,) float32, p(x) ∝ exp(-E(x)); any H, W >= 1."""
+
+    widths: tuple[int, ...] = (64, 128)
+    kernel: int = 3
+    stride_from: int = 4
+    ref_sigma: float | None = None
+    dtype: Any = jnp.float32
+    conv: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 4:
+            raise ConfigError(f"GridEnergy takes NHWC images (B, H, W, C); got shape {x.shape}.")
+        init = nn.initializers.xavier_uniform()
+        h = x.astype(self.dtype)
+        for i, c in enumerate(self.widths):
+            h = Conv(c, (self.kernel, self.kernel), dtype=self.dtype, kernel_init=init, impl=self.conv,
+                     name=f"conv{i}")(h)
+            if i == 0 and min(h.shape[1], h.shape[2]) >= self.stride_from:
+                h = h[:, ::2, ::2]
+            h = nn.leaky_relu(h, 0.2)
+        h = h.reshape(h.shape[0], -1).astype(jnp.promote_types(self.dtype, jnp.float32))
+        e = nn.Dense(1, dtype=h.dtype, kernel_init=init, name="out")(h)[:, 0]
+        if self.ref_sigma is not None:
+            xf = x.astype(jnp.float32).reshape(x.shape[0], -1)
+            e = e + jnp.sum(xf**2, axis=1) / (2.0 * self.ref_sigma**2)
+        return e

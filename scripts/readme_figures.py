@@ -1,0 +1,263 @@
+"""Regenerates every figure the README reports, from a fresh checkout, with the README's own commands.
+
+    python scripts/readme_figures.py [--out runs/readme] [--seeds 0 1 2] [--parts demo,eval,restore,toy,bench]
+                                     [--pictures docs/figures]
+
+Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``python -m ebmjax.bench
+...``) as subprocesses, times them, and reads what they wrote:
+
+- ``demo``: the digits demo (train + sample) once per training seed (``--config.seed``), each sample
+  set judged by ``scripts/digits_quality.py`` (a classifier ebmjax does not train against);
+- ``ml``: the maximum-likelihood digits configs (short-run, persistent chains), trained, sampled
+  and judged the same way, training seed 0;
+- ``eval``: ``--mode eval`` on the first seed's run (every metric of the digits config), timed;
+- ``restore``: ``--mode inpaint`` and ``--mode denoise`` on the first seed's run;
+- ``toy``: the eight-Gaussians demo (``configs/mdsm_toy2d.py``): mode shares of the data, of the
+  annealed samples and of T = 1 chains, and the masses the learned density gives the modes;
+- ``bench``: ``python -m ebmjax.bench --config configs/mdsm_digits.py --compare-torch`` (skipped when
+  torch is not installed: ``pip install torch``).
+
+Writes ``<out>/figures.json`` (everything) and ``<out>/figures.md`` (the README's tables), and with
+``--pictures DIR`` copies the pictures the README shows into DIR. Runs that already finished are
+reused (training resumes, sampling reuses its shards), so a second call only redoes what is missing;
+delete ``<out>`` to start afresh. The whole set takes about 25 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DIGITS = "configs/mdsm_digits.py"
+TOY = "configs/mdsm_toy2d.py"
+ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py")
+PARTS = ("demo", "ml", "eval", "restore", "toy", "bench")
+
+
+def run(args: list[str], log: pathlib.Path) -> float:
+    """Runs ``python <args>`` in the repository root, its output appended to ``log``; returns seconds."""
+    print("  $ python " + " ".join(args), flush=True)
+    start = time.perf_counter()
+    with open(log, "a") as f:
+        done = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"readme_figures: the command failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def main_args(config: str, workdir: pathlib.Path, *extra: str) -> list[str]:
+    return ["-m", "ebmjax.main", "--config", config, "--workdir", str(workdir), "--no-progress", *extra]
+
+
+def judged_runs(out: pathlib.Path, config: str, seeds: list[int]) -> dict[str, Any]:
+    """Trains and samples ``config`` once per training seed; the independent judge's figures."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import digits_quality  # the independent judge
+
+    import numpy as np
+
+    clf, x_train, x_test = digits_quality.judge()
+    d_test = digits_quality.nearest_distance(x_test, x_train)
+    result: dict[str, Any] = {"test_digits": digits_quality.figures(x_test, clf, x_train, d_test), "seeds": {}}
+    name = pathlib.Path(config).stem
+    for seed in seeds:
+        wd = out / (f"digits_seed{seed}" if config == DIGITS else f"{name}_seed{seed}")
+        seconds = run(main_args(config, wd, f"--config.seed={seed}"), out / f"{wd.name}.log")
+        with np.load(wd / "samples" / "samples.npz") as f:
+            judged = digits_quality.figures(f["images"], clf, x_train, d_test)
+        summary = json.loads((wd / "samples" / "summary.json").read_text())
+        result["seeds"][seed] = {"train_and_sample_s": seconds, **judged, "own_quality": summary.get("quality")}
+        print(f"  {name} seed {seed}: {seconds:.0f} s, recognised {judged['confident_share']:.3f}, entropy "
+              f"{judged['label_entropy']:.3f}, nn ratio {judged['nn_ratio']:.2f}", flush=True)
+    rows = list(result["seeds"].values())
+    result["mean"] = {k: float(np.mean([r[k] for r in rows]))
+                      for k in ("confident_share", "label_entropy", "nn_ratio", "train_and_sample_s")}
+    return result
+
+
+def part_demo(out: pathlib.Path, seeds: list[int]) -> dict[str, Any]:
+    return judged_runs(out, DIGITS, seeds)
+
+
+def part_ml(out: pathlib.Path) -> dict[str, Any]:
+    return {config: judged_runs(out, config, [0]) for config in ML_CONFIGS}
+
+
+def part_eval(out: pathlib.Path, seed: int) -> dict[str, Any]:
+    wd = out / f"digits_seed{seed}"
+    seconds = run(main_args(DIGITS, wd, f"--config.seed={seed}", "--mode", "eval"), out / "eval.log")
+    return {"seconds": seconds, "report": json.loads((wd / "eval" / "report.json").read_text())}
+
+
+def part_restore(out: pathlib.Path, seed: int) -> dict[str, Any]:
+    wd = out / f"digits_seed{seed}"
+    result = {}
+    for mode in ("inpaint", "denoise"):
+        seconds = run(main_args(DIGITS, wd, f"--config.seed={seed}", "--mode", mode), out / f"{mode}.log")
+        report = json.loads((wd / mode / "report.json").read_text())
+        result[mode] = {"seconds": seconds, "mean_psnr": report["mean_psnr"],
+                        "improved_share": report["improved_share"], "n": len(report["psnr"]["corrupted"])}
+    return result
+
+
+def part_toy(out: pathlib.Path) -> dict[str, Any]:
+    wd = out / "toy"
+    seconds = run(main_args(TOY, wd), out / "toy.log")
+    summary = json.loads((wd / "samples" / "summary.json").read_text())
+    return {"train_and_sample_s": seconds, "density": summary["density"]}
+
+
+def part_bench(out: pathlib.Path) -> dict[str, Any]:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return {"skipped": "torch is not installed (pip install torch)"}
+    lines = out / "bench.jsonl"
+    lines.unlink(missing_ok=True)
+    print(f"  $ python -m ebmjax.bench --config {DIGITS} --compare-torch > {lines}", flush=True)
+    with open(lines, "w") as f, open(out / "bench.log", "w") as err:
+        done = subprocess.run([sys.executable, "-m", "ebmjax.bench", "--config", DIGITS, "--compare-torch"],
+                              cwd=ROOT, stdout=f, stderr=err)
+    if done.returncode != 0:
+        sys.exit(f"readme_figures: the benchmark failed; see {out / 'bench.log'}")
+    return {"records": [json.loads(line) for line in lines.read_text().splitlines() if line.strip()]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables.
+
+
+def tables(fig: dict[str, Any]) -> str:
+    md: list[str] = []
+    if "demo" in fig:
+        d = fig["demo"]
+        t = d["test_digits"]
+        md += ["| run | recognised (p >= 0.9) | label entropy | nearest-training-digit distance | train + sample |",
+               "|---|---|---|---|---|"]
+        for seed, r in d["seeds"].items():
+            md.append(f"| seed {seed} | {r['confident_share']:.2f} | {r['label_entropy']:.2f} | "
+                      f"{r['nn_ratio']:.2f}x test digits' | {r['train_and_sample_s'] / 60:.1f} min |")
+        m = d["mean"]
+        md.append(f"| **mean** | **{m['confident_share']:.2f}** | **{m['label_entropy']:.2f}** | "
+                  f"**{m['nn_ratio']:.2f}x** | {m['train_and_sample_s'] / 60:.1f} min |")
+        md.append(f"| real test digits | {t['confident_share']:.2f} | {t['label_entropy']:.2f} | 1.00x | |")
+        md.append("")
+    if "ml" in fig:
+        md += ["| config | recognised (p >= 0.9) | label entropy | nearest-training-digit distance | train + sample |",
+               "|---|---|---|---|---|"]
+        for config, d in fig["ml"].items():
+            r = d["seeds"]["0"] if "0" in d["seeds"] else d["seeds"][0]
+            md.append(f"| `{config}` | {r['confident_share']:.2f} | {r['label_entropy']:.2f} | {r['nn_ratio']:.2f}x "
+                      f"test digits' | {r['train_and_sample_s'] / 60:.1f} min |")
+        md.append("")
+    if "eval" in fig:
+        e = fig["eval"]
+        m = e["report"]["metrics"]
+        md.append(f"`--mode eval`: {e['seconds'] / 60:.1f} min in all "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in e["report"]["seconds"].items() if k != "total") + ".")
+        md.append("")
+        md += ["| metric | model samples | reference |", "|---|---|---|"]
+        if isinstance(m.get("fid"), dict):
+            s, tt = m["fid"]["digits"]["samples_vs_test"], m["fid"]["digits"]["train_vs_test"]
+            md.append(f"| digits FID | {s['fid']:.1f} | train vs test: {tt['fid']:.2f} |")
+            md.append(f"| digits IS | {s['is']:.2f} ± {s['is_std']:.2f} | test images: "
+                      f"{m['fid']['digits']['is_test_images']:.2f} |")
+        if isinstance(m.get("coverage"), dict) and "modes_covered" in m["coverage"]:
+            c = m["coverage"]
+            md.append(f"| classes covered | {c['modes_covered']} of {c['n_modes']} (KL to uniform "
+                      f"{c['kl_to_uniform_nats']:.3f} nats) | test images: {c['reference']['kl_to_uniform_nats']:.4f} nats |")
+        if isinstance(m.get("neighbours"), dict) and "ratio_sample_to_test" in m["neighbours"]:
+            n = m["neighbours"]
+            md.append(f"| distance to nearest training image | {n['sample_to_train_nn_distance_mean']:.2f} | "
+                      f"test images: {n['test_to_train_nn_distance_mean']:.2f} |")
+        md.append("")
+        if isinstance(m.get("ood"), dict):
+            md += ["| OOD set | AUROC (clean) | AUROC (σ0 noise) |", "|---|---|---|"]
+            for name, s in m["ood"]["sets"].items():
+                if isinstance(s, dict):
+                    md.append(f"| {name} | {s['auroc']:.3f} | {s.get('auroc_noisy', float('nan')):.3f} |")
+            md.append("")
+        if isinstance(m.get("ais"), dict):
+            a = m["ais"]
+            md.append(f"AIS: {a['summary']}; bounds {'bracket' if a['brackets'] else 'do NOT bracket'} log Z.")
+            md.append("")
+    if "restore" in fig:
+        md += ["| task | corrupted | restored | better than the corrupted input |", "|---|---|---|---|"]
+        for mode, r in fig["restore"].items():
+            p, share = r["mean_psnr"], r["improved_share"]
+            for k in (kk for kk in p if kk != "corrupted"):
+                md.append(f"| {mode} ({k}) | {p['corrupted']:.1f} dB | {p[k]:.1f} dB | {100 * share[k]:.0f}% of "
+                          f"{r['n']} |")
+        md.append("")
+    if "toy" in fig:
+        dens = fig["toy"]["density"]
+        shares = dens["mode_shares"]
+        md += ["| eight Gaussians | min mode share | max mode share | off all modes |", "|---|---|---|---|"]
+        for k, v in shares.items():
+            if isinstance(v, dict) and "shares" in v:
+                md.append(f"| {k} | {min(v['shares']):.3f} | {max(v['shares']):.3f} | {v['off_support']:.3f} |")
+        md.append("")
+    if "bench" in fig and "records" in fig["bench"]:
+        md += ["| measurement | ebmjax | PyTorch original | ratio (median of rounds) |", "|---|---|---|---|"]
+        for r in fig["bench"]["records"]:
+            key = "train_img_per_s" if r["bench"] == "train" else "langevin_img_steps_per_s"
+            if f"torch_{key}" in r:
+                md.append(f"| {r['bench']} ({key}) | {r[key]:,.0f} | {r[f'torch_{key}']:,.0f} | "
+                          f"{r['ratio_to_torch']:.2f}x |")
+        md.append("")
+    return "\n".join(md)
+
+
+PICTURES = {  # README picture -> where a run writes it, relative to <out>
+    "digits_grid.png": "digits_seed{seed}/samples/grid.png",
+    "digits_curves.png": "digits_seed{seed}/curves.png",
+    "digits_inpaint.png": "digits_seed{seed}/inpaint/panels.png",
+    "digits_denoise.png": "digits_seed{seed}/denoise/panels.png",
+    "toy_density.png": "toy/samples/density.png",
+}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/readme", help="where the runs and figures go")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the demo")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
+    parser.add_argument("--pictures", default=None, help="copy the README's pictures into this directory")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if bad := [p for p in parts if p not in PARTS]:
+        parser.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
+    out = (ROOT / args.out).resolve() if not pathlib.Path(args.out).is_absolute() else pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig_path = out / "figures.json"
+    fig: dict[str, Any] = json.loads(fig_path.read_text()) if fig_path.exists() else {}
+    seed = args.seeds[0]
+    steps = {"demo": lambda: part_demo(out, args.seeds), "ml": lambda: part_ml(out), "eval": lambda: part_eval(out, seed),
+             "restore": lambda: part_restore(out, seed), "toy": lambda: part_toy(out),
+             "bench": lambda: part_bench(out)}
+    for part in parts:
+        print(f"[{part}]", flush=True)
+        fig[part] = steps[part]()
+        fig_path.write_text(json.dumps(fig, indent=1, default=str))
+    (out / "figures.md").write_text(tables(fig))
+    print(tables(fig))
+    if args.pictures:
+        dest = pathlib.Path(args.pictures)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, src in PICTURES.items():
+            path = out / src.format(seed=seed)
+            if path.exists():
+                shutil.copyfile(path, dest / name)
+                print(f"copied {path} -> {dest / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
