@@ -44,7 +44,7 @@ def torch_train_call(state_dict: Mapping[str, np.ndarray], x: np.ndarray, sigmas
     net = torch_mdsm(state_dict, device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, eps=eps)
     xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))).to(device)
-    sig = torch.from_numpy(np.asarray(sigmas, np.float32)).to(device).view(-1, 1, 1, 1)
+    sig = torch.from_numpy(np.array(sigmas, np.float32)).to(device).view(-1, 1, 1, 1)  # a writable copy
 
     def call() -> None:
         noisy = (xt + sig * torch.randn_like(xt)).requires_grad_(True)

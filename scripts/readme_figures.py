@@ -15,7 +15,8 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
 - ``toy``: the eight-Gaussians demo (``configs/mdsm_toy2d.py``): mode shares of the data, of the
   annealed samples and of T = 1 chains, and the masses the learned density gives the modes;
 - ``bench``: ``python -m ebmjax.bench --config configs/mdsm_digits.py --compare-torch`` (skipped when
-  torch is not installed: ``pip install torch``).
+  torch is not installed: ``pip install torch``);
+- ``bench_cifar``: the same on the CIFAR network (Res18 d=128) at batch 8 (see ``CIFAR_BENCH``).
 
 Writes ``<out>/figures.json`` (everything) and ``<out>/figures.md`` (the README's tables), and with
 ``--pictures DIR`` copies the pictures the README shows into DIR. Runs that already finished are
@@ -38,7 +39,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = "configs/mdsm_digits.py"
 TOY = "configs/mdsm_toy2d.py"
 ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py")
-PARTS = ("demo", "ml", "eval", "restore", "toy", "bench")
+PARTS = ("demo", "ml", "eval", "restore", "toy", "bench", "bench_cifar")
+# The CIFAR network (Res18 d=128) at batches a 2-core CPU times in about 5 minutes, both sides.
+CIFAR_BENCH = ["--config", "configs/mdsm_cifar.py", "--config.train.batch_size=8", "--config.sample.batch_size=8",
+               "--config.sample.chunk_steps=2", "--min-calls=1", "--min-seconds=0", "--rounds=3"]
 
 
 def run(args: list[str], log: pathlib.Path) -> float:
@@ -114,19 +118,19 @@ def part_toy(out: pathlib.Path) -> dict[str, Any]:
     return {"train_and_sample_s": seconds, "density": summary["density"]}
 
 
-def part_bench(out: pathlib.Path) -> dict[str, Any]:
+def part_bench(out: pathlib.Path, args: list[str], name: str = "bench") -> dict[str, Any]:
     try:
         import torch  # noqa: F401
     except ImportError:
         return {"skipped": "torch is not installed (pip install torch)"}
-    lines = out / "bench.jsonl"
+    lines = out / f"{name}.jsonl"
     lines.unlink(missing_ok=True)
-    print(f"  $ python -m ebmjax.bench --config {DIGITS} --compare-torch > {lines}", flush=True)
-    with open(lines, "w") as f, open(out / "bench.log", "w") as err:
-        done = subprocess.run([sys.executable, "-m", "ebmjax.bench", "--config", DIGITS, "--compare-torch"],
+    print(f"  $ python -m ebmjax.bench {' '.join(args)} --compare-torch > {lines}", flush=True)
+    with open(lines, "w") as f, open(out / f"{name}.log", "w") as err:
+        done = subprocess.run([sys.executable, "-m", "ebmjax.bench", *args, "--compare-torch"],
                               cwd=ROOT, stdout=f, stderr=err)
     if done.returncode != 0:
-        sys.exit(f"readme_figures: the benchmark failed; see {out / 'bench.log'}")
+        sys.exit(f"readme_figures: the benchmark failed; see {out / f'{name}.log'}")
     return {"records": [json.loads(line) for line in lines.read_text().splitlines() if line.strip()]}
 
 
@@ -203,14 +207,23 @@ def tables(fig: dict[str, Any]) -> str:
         for k, v in shares.items():
             if isinstance(v, dict) and "shares" in v:
                 md.append(f"| {k} | {min(v['shares']):.3f} | {max(v['shares']):.3f} | {v['off_support']:.3f} |")
+        if "learned_density_mass" in shares:
+            m = shares["learned_density_mass"]
+            md.append(f"| mass of the learned density | {min(m):.4f} | {max(m):.4f} | (largest / smallest: "
+                      f"{dens.get('learned_mass_max_over_min', float('nan')):.0f}) |")
         md.append("")
-    if "bench" in fig and "records" in fig["bench"]:
-        md += ["| measurement | ebmjax | PyTorch original | ratio (median of rounds) |", "|---|---|---|---|"]
-        for r in fig["bench"]["records"]:
+    bench = [r for part in ("bench", "bench_cifar") for r in fig.get(part, {}).get("records", [])]
+    if bench:
+        md += ["| network | measurement | batch | ebmjax | PyTorch original | ratio (median of rounds) | ebmjax GFLOP/s "
+               "(share of peak) |", "|---|---|---|---|---|---|---|"]
+        for r in bench:
             key = "train_img_per_s" if r["bench"] == "train" else "langevin_img_steps_per_s"
+            unit = "images/s" if r["bench"] == "train" else "image-steps/s"
             if f"torch_{key}" in r:
-                md.append(f"| {r['bench']} ({key}) | {r[key]:,.0f} | {r[f'torch_{key}']:,.0f} | "
-                          f"{r['ratio_to_torch']:.2f}x |")
+                share = "" if r.get("utilisation") is None else f" ({100 * r['utilisation']:.0f}%)"
+                md.append(f"| `{pathlib.Path(r['config']).stem}` | {r['bench']} | {r.get('batch', '')} | "
+                          f"{r[key]:,.1f} {unit} | {r[f'torch_{key}']:,.1f} | {r['ratio_to_torch']:.2f}x | "
+                          f"{1000 * r['tflops']:.0f}{share} |")
         md.append("")
     return "\n".join(md)
 
@@ -241,7 +254,8 @@ def main(argv: list[str]) -> int:
     seed = args.seeds[0]
     steps = {"demo": lambda: part_demo(out, args.seeds), "ml": lambda: part_ml(out), "eval": lambda: part_eval(out, seed),
              "restore": lambda: part_restore(out, seed), "toy": lambda: part_toy(out),
-             "bench": lambda: part_bench(out)}
+             "bench": lambda: part_bench(out, ["--config", DIGITS]),
+             "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar")}
     for part in parts:
         print(f"[{part}]", flush=True)
         fig[part] = steps[part]()
