@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "mdsm_digits.py")
 # The smallest digits run: one down block per stage at width 4; a few seconds to compile.
 TINY = ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.train.batch_size=8",
-        "--config.train.log_every=10", "--config.train.checkpoint_every=10", "--config.sample.n=0", "--no-progress"]
+        "--config.train.log_every=10", "--config.train.checkpoint_every=10", "--config.sample.n=0",
+        "--config.train.warmup_steps=0", "--no-progress"]
 # A short annealing schedule for tests that also sample.
 TINY_SAMPLING = ["--config.sample.n=4", "--config.sample.batch_size=4", "--config.sample.n_hot=3",
                  "--config.sample.n_anneal=10", "--config.sample.n_cool=3", "--config.sample.chunk_steps=16"]

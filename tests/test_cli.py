@@ -19,7 +19,7 @@ TINY = [
     "--config.model.width=4", "--config.train.batch_size=32", "--config.train.log_every=20",
     "--config.train.checkpoint_every=40", "--config.train.lr=3e-3", "--config.sample.n=6",
     "--config.sample.batch_size=6", "--config.sample.n_hot=5", "--config.sample.n_anneal=20",
-    "--config.sample.n_cool=5", "--config.sample.chunk_steps=10", "--no-progress",
+    "--config.sample.n_cool=5", "--config.sample.chunk_steps=10", "--config.train.warmup_steps=0", "--no-progress",
 ]
 
 
@@ -104,7 +104,7 @@ def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
 def test_bad_value_and_missing_config_file(tmp_path, capsys):
     assert main.run(["--config", DIGITS, "--workdir", str(tmp_path), "--config.train.steps=many"]) == 2
     err = capsys.readouterr().err
-    assert "expected a value of type int" in err and "e.g. --config.train.steps=1500" in err
+    assert "expected a value of type int" in err and "e.g. --config.train.steps=3000" in err
     assert main.run(["--config", str(tmp_path / "nope.py")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
