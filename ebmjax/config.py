@@ -33,7 +33,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # all randomness (init, data order, noise, sampling) derives from it and the step
 
     c.method = ml_collections.ConfigDict()
-    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml | multigrid
+    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml | multigrid | coop
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | celeb_a | toy:<name>
@@ -102,6 +102,38 @@ def defaults() -> ml_collections.ConfigDict:
     c.multigrid.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 in each grid's loss
     c.multigrid.coarse_buffer = 1024  # coarsest-grid block averages of past training batches kept (in the carry) as --mode sample's starts
     c.multigrid.energy_bound = 1e4  # stop the run when |mean energy| of data or samples on any grid exceeds this
+
+    # Cooperative learning (ebmjax.methods.coop; CoopNets, Xie et al.): a generator g (network
+    # "generator", LatentGenerator) proposes g(z), z ~ N(0, I); the energy ("energy", model.*) revises
+    # the proposals with Langevin as in ml, x <- clamp(x - step_size * clip(dE/dx) + noise * z), learns
+    # from (data, revised) by ml_loss, and g learns to reproduce the revised samples (|g(z) - x|^2 /
+    # (2 gen_sigma^2)). The energy's Adam is train.*; the generator's is coop.gen_* (the same schedule
+    # shape: warm-up, cosine decay to gen_lr * train.lr_end / train.lr). Defaults: CoopNets' TF code on
+    # images in [-1, 1] (delta 0.002 -> step 2e-6, noise 0.002; sigma 0.016; 15 steps; sigma_g 0.3;
+    # generator lr 1e-4, beta1 0.5; z of 100; CIFAR generator 256@4 -> 128@8 -> 64@16 -> 3@32).
+    c.coop = ml_collections.ConfigDict()
+    c.coop.latent_dim = 100  # size of z (CoopNets: 100)
+    c.coop.gen_widths = (256, 128, 64)  # generator channels per map, one stride-2 transposed conv each (CoopNets CIFAR); (): linear z -> x
+    c.coop.gen_kernel = 4  # side of the generator's transposed-conv kernels
+    c.coop.gen_output = "tanh"  # tanh (CoopNets; scaled to the data's range) | linear
+    c.coop.gen_norm = "none"  # none | layer (batch-independent; CoopNets has BatchNorm, which this drops)
+    c.coop.gen_sigma = 0.3  # sigma_g of the generator's loss |g(z) - revised|^2 / (2 sigma_g^2)
+    c.coop.gen_lr = 1e-4  # the generator's Adam learning rate (CoopNets: 1e-4)
+    c.coop.gen_b1 = 0.5  # the generator's Adam betas (CoopNets: 0.5, 0.999)
+    c.coop.gen_b2 = 0.999
+    c.coop.steps = 15  # Langevin steps revising the proposals in every training step (CoopNets: 15)
+    c.coop.step_size = 2e-6  # step on the energy's gradient (CoopNets: delta^2 / 2 = 2e-6)
+    c.coop.noise = 0.002  # std of the Langevin noise (CoopNets: delta = 0.002)
+    c.coop.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry of the chains; None: no clipping
+    c.coop.clamp = True  # clamp the chains to the data's range after every step
+    c.coop.ref_sigma = ml_collections.config_dict.placeholder(float)  # None: none; else add |x - c|^2 / (2 ref_sigma^2) to the energy, c the middle of the data's range (CoopNets: 0.016 on [-1, 1])
+    c.coop.data_noise = 0.0  # std of Gaussian noise added to the data
+    c.coop.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(revised)^2 in the energy's loss
+    c.coop.infer_steps = 0  # latent Langevin steps inferring z from the revised samples before g learns (0: off, CoopNets' default)
+    c.coop.infer_step_size = 0.045  # latent Langevin: step on the gradient of |z|^2 / 2 + |x - g(z)|^2 / (2 sigma_g^2) (CoopNets: 0.3^2 / 2)
+    c.coop.infer_noise = 0.3  # latent Langevin: noise std (CoopNets: 0.3)
+    c.coop.sample_steps = 15  # --mode sample: Langevin steps after the generator's proposal
+    c.coop.energy_bound = 1e4  # stop the run when |mean energy| of data or revised samples exceeds this
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300_000
@@ -414,6 +446,19 @@ NUMBER_RULES = (
     ("multigrid.data_noise", "the noise added to the data", ">= 0"),
     ("multigrid.energy_l2", "the weight of the energy penalty", ">= 0"),
     ("multigrid.energy_bound", "the energy magnitude at which the run stops", "> 0"),
+    ("coop.gen_sigma", "the generator's sigma_g", "> 0"),
+    ("coop.gen_lr", "the generator's learning rate", "> 0"),
+    ("coop.gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),
+    ("coop.gen_b2", "the generator's Adam second-moment decay", "[0, 1)"),
+    ("coop.step_size", "the Langevin step on the energy's gradient", "> 0"),
+    ("coop.noise", "the Langevin noise", ">= 0"),
+    ("coop.grad_clip", "the clip of the chains' gradients", "> 0"),
+    ("coop.ref_sigma", "the width of the Gaussian reference", "> 0"),
+    ("coop.data_noise", "the noise added to the data", ">= 0"),
+    ("coop.energy_l2", "the weight of the energy penalty", ">= 0"),
+    ("coop.infer_step_size", "the latent Langevin step", "> 0"),
+    ("coop.infer_noise", "the latent Langevin noise", ">= 0"),
+    ("coop.energy_bound", "the energy magnitude at which the run stops", "> 0"),
     ("mdsm.sigma0", "the width of the smoothing kernel", "> 0"),
     ("mdsm.sigma_low", "the smallest noise level", "> 0"),
     ("mdsm.sigma_high", "the largest noise level", "> 0"),

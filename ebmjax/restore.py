@@ -562,11 +562,15 @@ def inpaint_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
     temps = np.asarray(chain.temperatures)
     jump = bool(s.denoise and sigma0 is not None)
     k = int(r.n_chains)
+    # The free pixels start where the method's chains start; a method whose chains start at another
+    # size (multigrid: its coarsest grid) starts them from the default 0.5 + N(0, 1) instead.
+    start_shape = jax.eval_shape(lambda k: sampler.init(k, 1), jax.random.PRNGKey(0)).shape[1:]
+    start = sampler.init if tuple(start_shape) == tuple(x_true.shape[1:]) else None
     # k chains per image; their mean estimates the posterior mean, the best guess in squared error.
     res = inpaint_batches(chain.energy, np.tile(x_true, (k, 1, 1, 1)), np.tile(mask, (k, 1, 1, 1)),
                           jax.random.fold_in(key, 1), temperatures=temps, step_size=np.asarray(chain.step_sizes),
                           clamp_noise=r.clamp_noise, sigma0=sigma0 or 0.0, final_jump=jump, kernel=chain.kernel,
-                          start=sampler.init, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+                          start=start, batch_size=r.batch_size, chunk_size=s.chunk_steps,
                           progress=progress)
     chains = res.restored.reshape((k,) + x_true.shape)
     sample, restored = chains[0], chains.mean(axis=0)

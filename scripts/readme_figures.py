@@ -8,8 +8,8 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
 
 - ``demo``: the digits demo (train + sample) once per training seed (``--config.seed``), each sample
   set judged by ``scripts/digits_quality.py`` (a classifier ebmjax does not train against);
-- ``ml``: the maximum-likelihood digits configs (short-run, persistent chains), trained, sampled
-  and judged the same way, training seed 0;
+- ``ml``: the other methods' digits configs (short-run and persistent chains, multigrid,
+  cooperative learning), trained, sampled and judged the same way, training seed 0;
 - ``eval``: ``--mode eval`` on the first seed's run (every metric of the digits config), timed;
 - ``restore``: ``--mode inpaint`` and ``--mode denoise`` on the first seed's run;
 - ``toy``: the eight-Gaussians demo (``configs/mdsm_toy2d.py``): mode shares of the data, of the
@@ -38,7 +38,7 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = "configs/mdsm_digits.py"
 TOY = "configs/mdsm_toy2d.py"
-ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py")
+ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py", "configs/multigrid_digits.py", "configs/coop_digits.py")
 PARTS = ("demo", "ml", "eval", "restore", "toy", "bench", "bench_cifar")
 # The CIFAR network (Res18 d=128) at batches a 2-core CPU times in about 5 minutes, both sides.
 CIFAR_BENCH = ["--config", "configs/mdsm_cifar.py", "--config.train.batch_size=8", "--config.sample.batch_size=8",

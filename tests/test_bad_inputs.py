@@ -79,7 +79,11 @@ def assert_one_message(err: str, fragments) -> str:
 RUNS = {"mdsm": (),
         # Maximum likelihood with a replay buffer (its carried state) and samples drawn from it.
         "ml": ("--config.method.name=ml", "--config.ml.init=buffer", "--config.ml.buffer_size=64",
-               "--config.ml.steps=4", "--config.ml.sample_steps=6", "--config.ml.sample_from=buffer")}
+               "--config.ml.steps=4", "--config.ml.sample_steps=6", "--config.ml.sample_from=buffer"),
+        # Multigrid: one network per grid (1 -> 2 -> 4 -> 8), the coarse starts of sampling in the carry.
+        "multigrid": ("--config.method.name=multigrid", "--config.multigrid.grids=1,2,4,8",
+                      "--config.multigrid.widths=4,8", "--config.multigrid.steps=3",
+                      "--config.multigrid.sample_steps=4", "--config.multigrid.coarse_buffer=64")}
 
 
 @pytest.fixture(scope="module")
@@ -206,11 +210,20 @@ MISTAKES = [
             says=("is at step 20, past train.steps=10", "Use --mode sample", "raise --config.train.steps above 20",
                   "new --workdir")),
     Mistake("another-experiment", ("--config.train.steps=30", "--config.model.width=8"),
-            says=("holds checkpoints of another experiment", "model.width: 4 in the workdir, 8 now")),
+            says=("holds checkpoints of another experiment", "model.width: 4 in the workdir, 8 now"),
+            methods=("mdsm", "ml")),
+    Mistake("another-experiment-multigrid", ("--config.train.steps=30", "--config.multigrid.widths=8,8"),
+            says=("holds checkpoints of another experiment", "multigrid.widths: [4, 8] in the workdir, [8, 8] now"),
+            methods=("multigrid",)),
     Mistake("another-experiment-sample", ("--mode", "sample", "--config.data.pad=4"),
-            says=("data.pad: 0 in the workdir, 4 now",)),
+            says=("data.pad: 0 in the workdir, 4 now",), methods=("mdsm", "ml")),
+    # (Multigrid's grids are checked against the image size first: data.pad=4 is the row below's error.)
+    Mistake("another-experiment-sample-multigrid", ("--mode", "sample", "--config.multigrid.coarse_buffer=32"),
+            says=("multigrid.coarse_buffer: 64 in the workdir, 32 now",), methods=("multigrid",)),
     Mistake("image-size-does-not-fit-the-model", ("--config.data.pad=1", "--config.train.steps=30"),
-            says=("shape (10, 10, 1)", "data.pad=1", "multiples of 8")),
+            says=("shape (10, 10, 1)", "data.pad=1", "multiples of 8"), methods=("mdsm", "ml")),
+    Mistake("image-size-does-not-fit-the-grids", ("--config.data.pad=1", "--config.train.steps=30"),
+            says=("multigrid.grids must end at the image side 10",), methods=("multigrid",)),
     Mistake("batch-larger-than-the-dataset", ("--config.train.batch_size=2048", "--config.train.steps=30"),
             says=("train.batch_size = 2048 is larger than the dataset 'digits' (1442 examples)",)),
     # Sampling (case 1): the command, on a machine with 8 GB free.

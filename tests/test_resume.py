@@ -182,3 +182,64 @@ def _initial_buffer():
     cfg = load_config(PCD_DIGITS, overrides(PCD_TINY))
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7)
     return np.asarray(methods.build(cfg, (8, 8, 1)).init_carry(key)["buffer"])
+
+
+MULTIGRID_DIGITS = str(ROOT / "configs" / "multigrid_digits.py")
+# multigrid_digits shrunk: narrow per-grid networks, 3-step chains per grid; 300 steps, checkpoints every 100.
+MULTIGRID_TINY = ["--config.multigrid.widths=4,8", "--config.multigrid.steps=3", "--config.multigrid.sample_steps=4",
+                  "--config.multigrid.coarse_buffer=64", "--config.train.batch_size=16", "--config.train.steps=300",
+                  "--config.train.log_every=10", "--config.train.checkpoint_every=100",
+                  "--config.train.keep_checkpoints=2", "--config.sample.n=4", "--config.sample.batch_size=4",
+                  "--config.sample.chunk_steps=2", "--no-progress"]
+
+
+@pytest.mark.slow  # subprocess runs; runs in CI (the README's test command)
+def test_killed_multigrid_run_resumes_exactly(tmp_path):
+    """configs/multigrid_digits.py (shrunk) killed with SIGKILL after its first checkpoint and rerun ends
+    bitwise like a run never interrupted: every grid's parameters and Adam state, the carried coarse
+    starts of sampling, the samples (whose chains start from those) and the logged losses."""
+    from scale_helpers import overrides
+
+    from ebmjax.train import loop
+
+    env = subprocess_env(tmp_path / "cache")
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+
+    def command(workdir):
+        return [sys.executable, "-m", "ebmjax.main", "--config", MULTIGRID_DIGITS, "--workdir", str(workdir),
+                *MULTIGRID_TINY]
+
+    def state(workdir):
+        s, _, _ = loop.load_trained(load_config(MULTIGRID_DIGITS, overrides(MULTIGRID_TINY)), workdir)
+        return jax.tree.map(np.asarray, s)
+
+    run = subprocess.Popen(command(broken), cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: checkpoint_steps(broken), 400, "the first checkpoint", [run])
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGKILL
+    killed_at = checkpoint_steps(broken)
+    assert killed_at and killed_at[-1] < 300, killed_at
+    done = {}
+    for workdir in (broken, unbroken):
+        done[workdir] = subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True,
+                                       timeout=400, check=False)
+        assert done[workdir].returncode == 0, done[workdir].stderr
+    assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
+    a, b = state(broken), state(unbroken)
+    assert int(a.step) == int(b.step) == 300
+    assert sorted(a.params) == ["energy_2", "energy_4", "energy_8"]
+    assert a.carry["coarse"].shape == (64, 1, 1, 1) and a.carry["coarse"].std() > 0  # digits' means
+    assert bitwise_equal(a, b)
+    samples = [np.load(w / "samples" / "samples.npz")["images"] for w in (broken, unbroken)]
+    assert samples[0].shape == (4, 8, 8, 1) and np.array_equal(samples[0], samples[1])
+    assert all((w / "samples" / "grids.png").exists() for w in (broken, unbroken))
+    la = {r["step"]: r["loss"] for r in map(json.loads, (broken / "metrics.jsonl").read_text().splitlines())
+          if r["window_steps"] == 10}
+    lb = {r["step"]: r["loss"] for r in map(json.loads, (unbroken / "metrics.jsonl").read_text().splitlines())}
+    assert sorted(lb) == sorted(la) == list(range(10, 301, 10))
+    assert all(la[s] == lb[s] for s in la)

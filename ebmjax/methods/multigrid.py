@@ -267,7 +267,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             bounds[f"{what}_{side}"] = (float(m.energy_bound), "multigrid.energy_bound")
     return Method(
         name="multigrid", networks=nets, init_params=init_params, optimizer=optimizer,
-        learning_rates={name: lr for name in names}, init_carry=init_carry, carry_specs={"coarse": P(parallel.DATA_AXIS)},
+        learning_rates={name: lr for name in names}, init_carry=init_carry,
+        carry_specs={"coarse": P(parallel.DATA_AXIS)},
         loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
         # The density the finest grid's chains sample is exp(-E / T); chains without noise descend
         # the energy (T = 0), for which restoration weighs the energy as T = 1.

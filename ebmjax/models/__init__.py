@@ -4,6 +4,8 @@
 - :func:`load_torch_mdsm` / :func:`to_torch_state_dict`: PyTorch MDSM checkpoints in and out.
 - :class:`ConvEnergy`: a plain conv net with a linear read-out, for maximum-likelihood EBMs.
 - :class:`GridEnergy`: the per-grid energy of the multigrid method (Gao et al.), any grid size.
+- :class:`DilatedGenerator` (seed 000, image -> image) and :class:`LatentGenerator` (CoopNets, z ->
+  image): generators that start Langevin chains.
 - :class:`MLPEnergy`: small smooth MLP for toy data; :class:`GaussianEnergy`: a learned Gaussian.
 - :func:`build_model`, :func:`init_params`, :func:`count_params`: config-driven construction.
 """
@@ -23,13 +25,16 @@ from ebmjax.errors import ConfigError
 from ebmjax.models.resnet import MDSMResNet, res12, res18
 from ebmjax.models.torch_import import load_torch_mdsm, to_torch_state_dict
 from ebmjax.models.convnet import ConvEnergy
+from ebmjax.models.generator import DilatedGenerator, LatentGenerator
 from ebmjax.models.multigrid import GridEnergy
 from ebmjax.models.toy import GaussianEnergy, MLPEnergy
 
 __all__ = [
     "ConvEnergy",
+    "DilatedGenerator",
     "GaussianEnergy",
     "GridEnergy",
+    "LatentGenerator",
     "MDSMResNet",
     "MLPEnergy",
     "build_model",

@@ -1,0 +1,239 @@
+"""Cooperative learning of an energy and a generator (CoopNets: Xie, Lu, Gao, Zhu, Wu, "Cooperative
+learning of energy-based model and latent variable model via MCMC teaching", AAAI 2018; REFERENCE §4;
+the scheme seed 000 borrows for its generator).
+
+Two networks: ``energy`` (``model.*``) and ``generator`` (:class:`ebmjax.models.LatentGenerator`,
+``coop.gen_*``), each with its own Adam (the energy's on ``train.*``, the generator's learning rate
+and betas ``coop.gen_lr``, ``coop.gen_b1``, ``coop.gen_b2`` on the same schedule shape). Every
+training step, as the original orders it:
+
+1. z ~ N(0, I_latent_dim); the generator proposes x~ = g(z);
+2. the energy revises the proposals with ``coop.steps`` Langevin steps written as in ``ml``,
+   x <- clamp(x - step_size * clip(dE/dx) + noise * z'), both networks' parameters held constant:
+   the revised samples x^ carry no gradient;
+3. optionally (``coop.infer_steps`` > 0; off by default, as the original) latent Langevin infers z
+   from x^ on -log p(z, x^) = |z|^2 / 2 + |x^ - g(z)|^2 / (2 sigma_g^2);
+4. the energy learns from (data, x^) by :func:`ebmjax.losses.ml_loss`;
+5. the generator learns to reproduce x^ ("MCMC teaching"): |g(z) - x^|^2 / (2 sigma_g^2), summed over
+   pixels, averaged over the batch.
+
+The shared step takes one gradient of one scalar, the sum of the two losses. They touch disjoint
+parameters: the energy's term sees the generator only through x^, a constant (computed from
+``stop_gradient`` parameters), and the generator's term sees x^ (and the inferred z) as constants
+and no energy. So the gradient of the sum is each network's own gradient, and each network's own Adam
+makes exactly the original's two updates.
+
+The energy may carry CoopNets' Gaussian reference, E(x) = net(x) + |x - c|^2 / (2 ref_sigma^2), c the
+middle of the data's range (``coop.ref_sigma``; None: none); restoration and evaluation use that
+energy. ``--mode sample`` draws fresh z, starts the chains at g(z) and runs ``coop.sample_steps``
+Langevin steps of the same kind; ``proposals.png`` shows proposals over their revised samples.
+
+Differences from the original: no BatchNorm in the generator (see LatentGenerator); Langevin in the
+ML literature's (step, noise) form (CoopNets' delta is noise = delta, step = delta^2 / 2).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ebmjax import losses, models, samplers, visualize
+from ebmjax.errors import ConfigError
+from ebmjax.methods.base import Method, Sampler, Stage
+from ebmjax.models import generator as gen_models
+from ebmjax.train import state as train_state
+
+ENERGY = "energy"
+GENERATOR = "generator"
+PICTURE = "proposals.png"
+PICTURE_CHAINS = 16
+
+
+def check_config(m: ml_collections.ConfigDict) -> None:
+    """ConfigError for settings of the ``coop`` group that cannot work."""
+    for name, low in (("latent_dim", 1), ("gen_kernel", 1), ("steps", 1), ("sample_steps", 1), ("infer_steps", 0)):
+        if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < low:
+            raise ConfigError(f"coop.{name} must be an integer >= {low}, got {m[name]!r}.")
+    widths = m.gen_widths
+    if not isinstance(widths, (tuple, list)) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                                                     for w in widths):
+        raise ConfigError(f"coop.gen_widths must be a tuple of channel counts >= 1 (or () for a linear generator), "
+                          f"got {widths!r}.")
+    if m.gen_output not in gen_models.OUTPUTS:
+        raise ConfigError(f"coop.gen_output must be one of {', '.join(gen_models.OUTPUTS)}, got "
+                          f"{m.gen_output!r}.")
+    if m.gen_norm not in gen_models.NORMS:
+        raise ConfigError(f"coop.gen_norm must be one of {', '.join(gen_models.NORMS)}, got {m.gen_norm!r}.")
+    for name in ("gen_sigma", "gen_lr", "step_size", "infer_step_size", "energy_bound"):
+        if not (np.isfinite(m[name]) and m[name] > 0):
+            raise ConfigError(f"coop.{name} must be a finite number > 0, got {m[name]!r}.")
+    for name in ("noise", "data_noise", "energy_l2", "infer_noise"):
+        if not (np.isfinite(m[name]) and m[name] >= 0):
+            raise ConfigError(f"coop.{name} must be a finite number >= 0, got {m[name]!r}.")
+    for name in ("gen_b1", "gen_b2"):
+        if not 0 <= m[name] < 1:
+            raise ConfigError(f"coop.{name} must be in [0, 1), got {m[name]!r}.")
+    for name in ("grad_clip", "ref_sigma"):
+        if m[name] is not None and not (np.isfinite(m[name]) and m[name] > 0):
+            raise ConfigError(f"coop.{name} must be > 0 or None, got {m[name]!r}.")
+
+
+def generator_adam(cfg: ml_collections.ConfigDict):
+    """(the generator's Adam, its schedule): ``train.*``'s schedule shape (steps, warm-up, cosine decay
+    to the same fraction lr_end / lr) with the generator's own learning rate and betas."""
+    t, m = cfg.train, cfg.coop
+    opt = ml_collections.ConfigDict({
+        "steps": int(t.steps), "warmup_steps": int(t.get("warmup_steps", 0) or 0), "lr": float(m.gen_lr),
+        "lr_end": float(m.gen_lr) * float(t.lr_end) / float(t.lr), "b1": float(m.gen_b1), "b2": float(m.gen_b2),
+        "eps": float(t.eps)})
+    return train_state.adam(opt)
+
+
+def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
+          value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
+    """The cooperative method for examples of ``example_shape`` in ``value_range``."""
+    m = cfg.coop
+    check_config(m)
+    shape = tuple(example_shape)
+    lo, hi = (float(v) for v in value_range)
+    model = models.build_model(cfg.model)
+    generator = models.LatentGenerator(out_shape=shape, widths=tuple(int(w) for w in m.gen_widths),
+                                       kernel=int(m.gen_kernel), output=m.gen_output, value_range=(lo, hi),
+                                       norm=m.gen_norm)
+    tx_e, lr_e = train_state.adam(cfg.train)
+    tx_g, lr_g = generator_adam(cfg)
+    optimizer = train_state.per_network({ENERGY: tx_e, GENERATOR: tx_g})
+    kernel = samplers.langevin_kernel(m.grad_clip, (lo, hi) if m.clamp else None)
+    eps, temp = samplers.decoupled(m.step_size, m.noise)
+    latent = int(m.latent_dim)
+    sigma_g2 = float(m.gen_sigma) ** 2
+    center = 0.5 * (lo + hi)
+    ref = None if m.ref_sigma is None else float(m.ref_sigma)
+
+    def energy_of(variables, x):
+        e = model.apply(variables, x)
+        if ref is not None:
+            d = (x.astype(jnp.float32) - center).reshape(x.shape[0], -1)
+            e = e + 0.5 * jnp.sum(d**2, axis=1) / ref**2
+        return e
+
+    def energy(params):
+        return jax.tree_util.Partial(energy_of, params[ENERGY])
+
+    def propose(gen_variables, key, n):
+        """g(z) for n fresh z ~ N(0, I): the chains' start (jittable; ``n`` static)."""
+        return generator.apply(gen_variables, jax.random.normal(key, (n, latent), jnp.float32))
+
+    def init_params(key):
+        k_e, k_g = jax.random.split(key)
+        return {ENERGY: models.init_params(model, k_e, shape),
+                GENERATOR: models.init_params(generator, k_g, (latent,))}
+
+    def chains(e, x0, key, n_steps):
+        state, _ = samplers.run_chain(kernel, e, kernel.init(x0), key, temperatures=jnp.full((n_steps,), temp),
+                                      step_sizes=eps)
+        return state.position
+
+    def infer_latent(gen_variables, z, x, key):
+        """Latent Langevin on |z|^2 / 2 + |x - g(z)|^2 / (2 sigma_g^2) (``coop.infer_steps`` steps)."""
+        def neg_log_joint(zz):
+            r = (x - generator.apply(gen_variables, zz)).reshape(x.shape[0], -1)
+            return jnp.sum(0.5 * jnp.sum(zz**2, axis=1) + 0.5 * jnp.sum(r**2, axis=1) / sigma_g2)
+
+        def body(i, zz):
+            g = jax.grad(neg_log_joint)(zz)
+            noise = jax.random.normal(jax.random.fold_in(key, i), zz.shape, zz.dtype)
+            return zz - m.infer_step_size * g + m.infer_noise * noise
+
+        return jax.lax.fori_loop(0, int(m.infer_steps), body, z)
+
+    def loss(params, carry, batch_x, key, step):
+        del step
+        k_data, k_z, k_chain, k_infer = jax.random.split(key, 4)
+        x_data = batch_x + m.data_noise * jax.random.normal(k_data, batch_x.shape, batch_x.dtype)
+        n = batch_x.shape[0]
+        # Proposals and their revision use both networks' parameters held constant: x^ is a constant.
+        const = jax.lax.stop_gradient(params)
+        z = jax.random.normal(k_z, (n, latent), jnp.float32)
+        proposal = generator.apply(const[GENERATOR], z)
+        e_const = energy(const)
+        revised = jax.lax.stop_gradient(chains(e_const, proposal, k_chain, int(m.steps)))
+        if m.infer_steps:
+            z = jax.lax.stop_gradient(infer_latent(const[GENERATOR], z, revised, k_infer))
+        # The energy's term: data against the revised samples (gradient into the energy only).
+        e = energy(params)
+        energy_loss = losses.ml_loss(e, x_data, revised, energy_l2=m.energy_l2)
+        # The generator's term: reproduce the revised samples (gradient into the generator only).
+        residual = (generator.apply(params[GENERATOR], z) - revised).reshape(n, -1)
+        gen_loss = jnp.mean(0.5 * jnp.sum(residual**2, axis=1) / sigma_g2)
+        e_data, e_model = jnp.mean(e(x_data)), jnp.mean(e(revised))
+        _, g = samplers.energy_and_grad(e_const, revised)
+        if m.grad_clip is not None:
+            g = jnp.clip(g, -m.grad_clip, m.grad_clip)
+        metrics = {"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data,
+                   "energy_loss": energy_loss, "gen_loss": gen_loss,
+                   # RMS per pixel of g(z) - x^ (before this step's update): how far the energy's
+                   # chains still move the generator's proposals, i.e. the generator's error.
+                   "gen_error": jnp.sqrt(jnp.mean((proposal - revised) ** 2)),
+                   "grad_step_rms": m.step_size * jnp.sqrt(jnp.mean(g**2))}
+        return energy_loss + gen_loss, (carry, metrics)
+
+    def probe(params, carry, batch_x, key):
+        # The energy of fresh proposals (before any Langevin step), on the scale of the loss's metrics.
+        del carry
+        return {"energy_proposal": jnp.mean(energy(params)(propose(params[GENERATOR], key, batch_x.shape[0])))}
+
+    def sampler(params, carry):
+        del carry
+        k = int(m.sample_steps)
+        settings = {"kind": "coop", "init": "generator", "latent_dim": latent, "steps": k,
+                    "step": float(m.step_size), "noise": float(m.noise), "grad_clip": m.grad_clip,
+                    "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma}
+        s = Sampler(jax.tree_util.Partial(propose, params[GENERATOR]),
+                    (Stage("langevin", energy(params), kernel, np.full(k, float(temp), np.float32),
+                           np.full(k, float(eps), np.float32)),),
+                    jax.tree_util.Partial(_identity), settings)
+        return s._replace(pictures=lambda out_dir, key: proposals_picture(s, out_dir, key))
+
+    return Method(
+        name="coop", networks={ENERGY: model, GENERATOR: generator}, init_params=init_params,
+        optimizer=optimizer, learning_rates={ENERGY: lr_e, GENERATOR: lr_g}, init_carry=lambda key: (),
+        carry_specs=(), loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
+        temperature=float(temp),
+        bounds={"energy_data": (float(m.energy_bound), "coop.energy_bound"),
+                "energy_model": (float(m.energy_bound), "coop.energy_bound")},
+        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
+                  "coop.latent_dim", "coop.gen_widths", "coop.gen_kernel", "coop.gen_output", "coop.gen_norm",
+                  "coop.ref_sigma"))
+
+
+def proposals_picture(sampler: Sampler, out_dir: str | pathlib.Path, key: jax.Array,
+                      n: int = PICTURE_CHAINS) -> list[str]:
+    """Writes ``proposals.png``: the generator's proposals (top row) over the same chains after the
+    energy's Langevin (bottom row). Images only; returns the file names written."""
+    k_init, k_chain = jax.random.split(key)
+    x0 = jax.jit(sampler.init, static_argnums=1)(k_init, n)
+    if x0.ndim != 4:
+        return []
+    st = sampler.stages[0]
+    x1 = _run_stage(st.kernel, st.energy, x0, k_chain, jnp.asarray(st.temperatures), jnp.asarray(st.step_sizes))
+    visualize.save_image_grid(np.concatenate([np.asarray(x0), np.asarray(x1)]), pathlib.Path(out_dir) / PICTURE,
+                              ncol=n, title="coop: generator proposals (top), after Langevin (bottom)")
+    return [PICTURE]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_stage(kernel, energy, x, key, temperatures, step_sizes):
+    state, _ = samplers.run_chain(kernel, energy, kernel.init(x), key, temperatures=temperatures,
+                                  step_sizes=step_sizes)
+    return state.position
+
+
+def _identity(x: Any) -> Any:
+    return x
