@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -80,6 +82,30 @@ def wait_for(condition, timeout: float, what: str, procs=()) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def kill_at_first_checkpoint(command: list[str], workdir: pathlib.Path, env: dict[str, str]) -> list[int]:
+    """Starts ``command`` (writing to ``workdir``), sends SIGKILL as soon as its first checkpoint is on
+    disk and returns the checkpoint steps it left."""
+    run = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: checkpoint_steps(workdir), 400, "the first checkpoint", [run])
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGKILL
+    return checkpoint_steps(workdir)
+
+
+def run_to_completion(commands: dict[pathlib.Path, list[str]], env: dict[str, str]) -> dict:
+    """Runs each workdir's command to the end; {workdir: CompletedProcess}, each asserted successful."""
+    done = {}
+    for workdir, command in commands.items():
+        done[workdir] = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+                                       check=False)
+        assert done[workdir].returncode == 0, done[workdir].stderr
+    return done
 
 
 @contextlib.contextmanager

@@ -8,8 +8,6 @@ bit-exactly."""
 
 import json
 import pathlib
-import signal
-import subprocess
 import sys
 
 import jax
@@ -274,7 +272,7 @@ def test_killed_coop_run_resumes_exactly(tmp_path):
     """configs/coop_digits.py (shrunk, latent inference on) killed with SIGKILL after its first
     checkpoint and rerun ends bitwise like a run never interrupted: both networks' parameters and Adam
     states, the samples (proposals revised by Langevin) and the logged losses."""
-    from scale_helpers import bitwise_equal, checkpoint_steps, subprocess_env, wait_for
+    from scale_helpers import bitwise_equal, kill_at_first_checkpoint, run_to_completion, subprocess_env
 
     env = subprocess_env(tmp_path / "cache")
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
@@ -282,23 +280,10 @@ def test_killed_coop_run_resumes_exactly(tmp_path):
     def command(workdir):
         return [sys.executable, "-m", "ebmjax.main", "--config", COOP_DIGITS, "--workdir", str(workdir), *RESUME]
 
-    run = subprocess.Popen(command(broken), cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: checkpoint_steps(broken), 400, "the first checkpoint", [run])
-        run.send_signal(signal.SIGKILL)
-        run.wait(timeout=60)
-    finally:
-        run.kill()
-    assert run.returncode == -signal.SIGKILL
-    killed_at = checkpoint_steps(broken)
+    killed_at = kill_at_first_checkpoint(command(broken), broken, env)
     assert killed_at and killed_at[-1] < 300, killed_at
     assert not (broken / "samples").exists()
-    done = {}
-    for workdir in (broken, unbroken):
-        done[workdir] = subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True,
-                                       timeout=400, check=False)
-        assert done[workdir].returncode == 0, done[workdir].stderr
+    done = run_to_completion({w: command(w) for w in (broken, unbroken)}, env)
     assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
     a, b = _coop_state(broken), _coop_state(unbroken)
     assert int(a.step) == int(b.step) == 300

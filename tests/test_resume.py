@@ -15,7 +15,7 @@ from ebmjax.config import load_config
 from ebmjax.train.checkpoint import Checkpoints
 from ebmjax.train.state import TrainState
 from scale_helpers import (DIGITS, ROOT, TINY, TINY_SAMPLING, bitwise_equal, checkpoint_steps, cli_command,
-                           final_state, subprocess_env, wait_for)
+                           final_state, kill_at_first_checkpoint, run_to_completion, subprocess_env, wait_for)
 
 
 def test_checkpoints_are_asynchronous_and_keep_the_newest(tmp_path):
@@ -59,15 +59,7 @@ def test_killed_and_interrupted_run_ends_exactly_like_an_unbroken_one(tmp_path):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     # SIGKILL right after the first checkpoint is on disk: no chance to save anything more.
-    run = start(broken)
-    try:
-        wait_for(lambda: checkpoint_steps(broken), 400, "the first checkpoint", [run])
-        run.send_signal(signal.SIGKILL)
-        run.wait(timeout=60)
-    finally:
-        run.kill()
-    assert run.returncode == -signal.SIGKILL
-    assert checkpoint_steps(broken) == [200]
+    assert kill_at_first_checkpoint(cli_command(broken, *args), broken, env) == [200]
 
     # SIGTERM after the next checkpoint: a checkpoint at the step it stops, exit code 130.
     run = start(broken)
@@ -139,23 +131,10 @@ def test_killed_persistent_chains_resume_exactly_buffer_included(tmp_path):
     def command(workdir):
         return [sys.executable, "-m", "ebmjax.main", "--config", PCD_DIGITS, "--workdir", str(workdir), *PCD_TINY]
 
-    run = subprocess.Popen(command(broken), cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: checkpoint_steps(broken), 400, "the first checkpoint", [run])
-        run.send_signal(signal.SIGKILL)
-        run.wait(timeout=60)
-    finally:
-        run.kill()
-    assert run.returncode == -signal.SIGKILL
-    killed_at = checkpoint_steps(broken)
+    killed_at = kill_at_first_checkpoint(command(broken), broken, env)
     assert killed_at and killed_at[-1] < 300, killed_at
     assert not (broken / "samples").exists()
-    done = {}
-    for workdir in (broken, unbroken):
-        done[workdir] = subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True,
-                                       timeout=400, check=False)
-        assert done[workdir].returncode == 0, done[workdir].stderr
+    done = run_to_completion({w: command(w) for w in (broken, unbroken)}, env)
     assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
     a, b = _pcd_state(broken), _pcd_state(unbroken)
     assert int(a.step) == int(b.step) == 300
@@ -213,22 +192,9 @@ def test_killed_multigrid_run_resumes_exactly(tmp_path):
         s, _, _ = loop.load_trained(load_config(MULTIGRID_DIGITS, overrides(MULTIGRID_TINY)), workdir)
         return jax.tree.map(np.asarray, s)
 
-    run = subprocess.Popen(command(broken), cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: checkpoint_steps(broken), 400, "the first checkpoint", [run])
-        run.send_signal(signal.SIGKILL)
-        run.wait(timeout=60)
-    finally:
-        run.kill()
-    assert run.returncode == -signal.SIGKILL
-    killed_at = checkpoint_steps(broken)
+    killed_at = kill_at_first_checkpoint(command(broken), broken, env)
     assert killed_at and killed_at[-1] < 300, killed_at
-    done = {}
-    for workdir in (broken, unbroken):
-        done[workdir] = subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True,
-                                       timeout=400, check=False)
-        assert done[workdir].returncode == 0, done[workdir].stderr
+    done = run_to_completion({w: command(w) for w in (broken, unbroken)}, env)
     assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
     a, b = state(broken), state(unbroken)
     assert int(a.step) == int(b.step) == 300
