@@ -27,6 +27,7 @@ delete ``<out>`` to start afresh. The whole set takes about 25 minutes on 2 CPU 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import shutil
@@ -60,16 +61,25 @@ def main_args(config: str, workdir: pathlib.Path, *extra: str) -> list[str]:
     return ["-m", "ebmjax.main", "--config", config, "--workdir", str(workdir), "--no-progress", *extra]
 
 
-def judged_runs(out: pathlib.Path, config: str, seeds: list[int]) -> dict[str, Any]:
-    """Trains and samples ``config`` once per training seed; the independent judge's figures."""
+@functools.cache
+def fitted_judge() -> tuple[Any, Any, float, dict[str, Any]]:
+    """(the judge, training pixels, test digits' nearest-training distance, test digits' figures),
+    fitted once per call of the script."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import digits_quality  # the independent judge
 
-    import numpy as np
-
     clf, x_train, x_test = digits_quality.judge()
     d_test = digits_quality.nearest_distance(x_test, x_train)
-    result: dict[str, Any] = {"test_digits": digits_quality.figures(x_test, clf, x_train, d_test), "seeds": {}}
+    return clf, x_train, d_test, digits_quality.figures(x_test, clf, x_train, d_test)
+
+
+def judged_runs(out: pathlib.Path, config: str, seeds: list[int]) -> dict[str, Any]:
+    """Trains and samples ``config`` once per training seed; the independent judge's figures."""
+    import numpy as np
+
+    clf, x_train, d_test, test_figures = fitted_judge()
+    import digits_quality  # on the path once fitted_judge has run
+    result: dict[str, Any] = {"test_digits": test_figures, "seeds": {}}
     name = pathlib.Path(config).stem
     for seed in seeds:
         wd = out / (f"digits_seed{seed}" if config == DIGITS else f"{name}_seed{seed}")
