@@ -90,6 +90,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.multigrid.grids = (1, 4, 16, 64)  # grid sides, coarse to fine; the last is the image side (Gao: 1, 4, 16, 64)
     c.multigrid.widths = (96, 128, 256)  # channels of every grid's conv layers (Gao's 4x4 net: 96, 128, 256)
     c.multigrid.kernel = 3  # conv kernel side (Gao: 5 for the strided first layer, 3 after)
+    c.multigrid.strided_layers = (1,)  # leading conv layers with stride 2 (on grids of side >= 4), per learned grid or shared (Gao: 1, 1, 4)
     c.multigrid.order = "sequential"  # sequential (as the original: grid k starts from grid k-1's sample) | joint (every grid starts from the up-sampled data of the grid before; chains independent)
     c.multigrid.steps = (30,)  # Langevin steps per training step, per learned grid or shared
     c.multigrid.step_size = (1.0,)  # step on the energy's gradient, per learned grid or shared
@@ -102,6 +103,20 @@ def defaults() -> ml_collections.ConfigDict:
     c.multigrid.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 in each grid's loss
     c.multigrid.coarse_buffer = 1024  # coarsest-grid block averages of past training batches kept (in the carry) as --mode sample's starts
     c.multigrid.energy_bound = 1e4  # stop the run when |mean energy| of data or samples on any grid exceeds this
+    # Seed 000's modified multigrid: a generator G (network "generator", DilatedGenerator, one for every
+    # grid) in front of every grid's chain, which then starts from the up-sampled G(previous grid's sample).
+    # The seed is loose about what G learns; two readings: "teach" (MCMC teaching, as CoopNets: G's
+    # up-sampled output is pulled towards the grid's revised samples) and "autoencode" (§III.I: G
+    # regenerates the training images of every grid it is applied to). Loss |.|^2 / (2 gen_sigma^2)
+    # summed over pixels; G's Adam has the train.* schedule shape with gen_lr, gen_b1, gen_b2.
+    c.multigrid.generator = "none"  # none (Gao et al.) | teach | autoencode (seed 000's two readings)
+    c.multigrid.gen_rates = (1, 2, 4, 6, 12, 18)  # dilation rates of G's six parallel branches (not in the seed; see DilatedGenerator)
+    c.multigrid.gen_width = 32  # channels of G's first two conv layers (not in the seed: small, as it asks)
+    c.multigrid.gen_branch_width = 16  # channels of each of G's dilated branches
+    c.multigrid.gen_sigma = 0.3  # sigma_g of G's loss (CoopNets' 0.3)
+    c.multigrid.gen_lr = 1e-4  # G's Adam learning rate (CoopNets' generator: 1e-4; the seed gives none)
+    c.multigrid.gen_b1 = 0.5  # G's Adam betas (CoopNets: 0.5, 0.999)
+    c.multigrid.gen_b2 = 0.999
 
     # Cooperative learning (ebmjax.methods.coop; CoopNets, Xie et al.): a generator g (network
     # "generator", LatentGenerator) proposes g(z), z ~ N(0, I); the energy ("energy", model.*) revises
@@ -446,6 +461,10 @@ NUMBER_RULES = (
     ("multigrid.data_noise", "the noise added to the data", ">= 0"),
     ("multigrid.energy_l2", "the weight of the energy penalty", ">= 0"),
     ("multigrid.energy_bound", "the energy magnitude at which the run stops", "> 0"),
+    ("multigrid.gen_sigma", "the generator's sigma_g", "> 0"),
+    ("multigrid.gen_lr", "the generator's learning rate", "> 0"),
+    ("multigrid.gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),
+    ("multigrid.gen_b2", "the generator's Adam second-moment decay", "[0, 1)"),
     ("coop.gen_sigma", "the generator's sigma_g", "> 0"),
     ("coop.gen_lr", "the generator's learning rate", "> 0"),
     ("coop.gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),

@@ -10,6 +10,9 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
   set judged by ``scripts/digits_quality.py`` (a classifier ebmjax does not train against);
 - ``ml``: the other methods' digits configs (short-run and persistent chains, multigrid,
   cooperative learning), trained, sampled and judged the same way, training seed 0;
+- ``collapse``: seed 000's "mode collapse" (§V): ``multigrid_digits`` and ``multigrid_gen_digits``
+  trained 4x longer (``COLLAPSE_TRAIN``), every checkpoint scored by ``--mode eval
+  --config.eval.checkpoints=all`` (``COLLAPSE_SCAN``), both scans drawn in one picture;
 - ``eval``: ``--mode eval`` on the first seed's run (every metric of the digits config), timed;
 - ``restore``: ``--mode inpaint`` and ``--mode denoise`` on the first seed's run;
 - ``toy``: the eight-Gaussians demo (``configs/mdsm_toy2d.py``): mode shares of the data, of the
@@ -39,8 +42,16 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = "configs/mdsm_digits.py"
 TOY = "configs/mdsm_toy2d.py"
-ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py", "configs/multigrid_digits.py", "configs/coop_digits.py")
-PARTS = ("demo", "ml", "eval", "restore", "toy", "bench", "bench_cifar")
+ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py", "configs/multigrid_digits.py",
+              "configs/multigrid_gen_digits.py", "configs/coop_digits.py")
+PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "bench", "bench_cifar")
+# Seed 000 §V's mode collapse: multigrid with and without its generator trained 4x longer than their
+# configs, a checkpoint every 500 steps, every checkpoint scored by --mode eval's scan.
+COLLAPSE_CONFIGS = {"multigrid": "configs/multigrid_digits.py", "multigrid + generator": "configs/multigrid_gen_digits.py"}
+COLLAPSE_TRAIN = ["--config.train.steps=6000", "--config.train.checkpoint_every=500", "--config.train.keep_checkpoints=12",
+                  "--config.sample.n=0"]
+COLLAPSE_SCAN = ["--mode", "eval", "--config.eval.checkpoints=all", "--config.eval.scan_samples=300",
+                 "--config.eval.metrics=coverage", "--config.eval.n_samples=300"]
 # The CIFAR network (Res18 d=128) at batches a 2-core CPU times in about 5 minutes, both sides.
 CIFAR_BENCH = ["--config", "configs/mdsm_cifar.py", "--config.train.batch_size=8", "--config.sample.batch_size=8",
                "--config.sample.chunk_steps=2", "--min-calls=1", "--min-seconds=0", "--rounds=3"]
@@ -102,6 +113,24 @@ def part_demo(out: pathlib.Path, seeds: list[int]) -> dict[str, Any]:
 
 def part_ml(out: pathlib.Path) -> dict[str, Any]:
     return {config: judged_runs(out, config, [0]) for config in ML_CONFIGS}
+
+
+def part_collapse(out: pathlib.Path) -> dict[str, Any]:
+    from ebmjax.evaluation import plots
+
+    result: dict[str, Any] = {}
+    for label, config in COLLAPSE_CONFIGS.items():
+        wd = out / f"collapse_{pathlib.Path(config).stem}"
+        train_s = run(main_args(config, wd, *COLLAPSE_TRAIN), out / f"{wd.name}.log")
+        scan_s = run(main_args(config, wd, *COLLAPSE_TRAIN, *COLLAPSE_SCAN), out / f"{wd.name}.log")
+        scan = json.loads((wd / "eval" / "best_checkpoint.json").read_text())
+        result[label] = {"config": config, "train_s": train_s, "scan_s": scan_s, "scores": scan["scores"]}
+        print(f"  {label}: " + ", ".join(f"{s['step']}: {s['confident_share']:.2f}/{s['label_entropy']:.2f}"
+                                         for s in scan["scores"]), flush=True)
+    plots.runs_quality_vs_step({k: v["scores"] for k, v in result.items()}, out / "multigrid_collapse.png",
+                               title="multigrid on digits, with and without seed 000's generator: 300 samples "
+                                     "per checkpoint")
+    return result
 
 
 def part_eval(out: pathlib.Path, seed: int) -> dict[str, Any]:
@@ -170,6 +199,14 @@ def tables(fig: dict[str, Any]) -> str:
             r = d["seeds"]["0"] if "0" in d["seeds"] else d["seeds"][0]
             md.append(f"| `{config}` | {r['confident_share']:.2f} | {r['label_entropy']:.2f} | {r['nn_ratio']:.2f}x "
                       f"test digits' | {r['train_and_sample_s'] / 60:.1f} min |")
+        md.append("")
+    if "collapse" in fig:
+        runs = fig["collapse"]
+        steps = [s["step"] for s in next(iter(runs.values()))["scores"]]
+        md += ["| run | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+        for label, r in runs.items():
+            md.append(f"| {label} (recognised / entropy) | "
+                      + " | ".join(f"{s['confident_share']:.2f} / {s['label_entropy']:.2f}" for s in r["scores"]) + " |")
         md.append("")
     if "eval" in fig:
         e = fig["eval"]
@@ -244,6 +281,8 @@ PICTURES = {  # README picture -> where a run writes it, relative to <out>
     "digits_inpaint.png": "digits_seed{seed}/inpaint/panels.png",
     "digits_denoise.png": "digits_seed{seed}/denoise/panels.png",
     "toy_density.png": "toy/samples/density.png",
+    "multigrid_collapse.png": "multigrid_collapse.png",
+    "multigrid_gen_grids.png": "multigrid_gen_digits_seed0/samples/grids.png",
 }
 
 
@@ -262,7 +301,8 @@ def main(argv: list[str]) -> int:
     fig_path = out / "figures.json"
     fig: dict[str, Any] = json.loads(fig_path.read_text()) if fig_path.exists() else {}
     seed = args.seeds[0]
-    steps = {"demo": lambda: part_demo(out, args.seeds), "ml": lambda: part_ml(out), "eval": lambda: part_eval(out, seed),
+    steps = {"demo": lambda: part_demo(out, args.seeds), "ml": lambda: part_ml(out), "collapse": lambda: part_collapse(out),
+             "eval": lambda: part_eval(out, seed),
              "restore": lambda: part_restore(out, seed), "toy": lambda: part_toy(out),
              "bench": lambda: part_bench(out, ["--config", DIGITS]),
              "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar")}

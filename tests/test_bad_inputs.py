@@ -80,10 +80,16 @@ RUNS = {"mdsm": (),
         # Maximum likelihood with a replay buffer (its carried state) and samples drawn from it.
         "ml": ("--config.method.name=ml", "--config.ml.init=buffer", "--config.ml.buffer_size=64",
                "--config.ml.steps=4", "--config.ml.sample_steps=6", "--config.ml.sample_from=buffer"),
-        # Multigrid: one network per grid (1 -> 2 -> 4 -> 8), the coarse starts of sampling in the carry.
+        # Multigrid with seed 000's generator: one network per grid (1 -> 2 -> 4 -> 8) and the
+        # generator in front of every grid's chain, the coarse starts of sampling in the carry.
         "multigrid": ("--config.method.name=multigrid", "--config.multigrid.grids=1,2,4,8",
                       "--config.multigrid.widths=4,8", "--config.multigrid.steps=3",
-                      "--config.multigrid.sample_steps=4", "--config.multigrid.coarse_buffer=64")}
+                      "--config.multigrid.sample_steps=4", "--config.multigrid.coarse_buffer=64",
+                      "--config.multigrid.generator=teach", "--config.multigrid.gen_width=4",
+                      "--config.multigrid.gen_branch_width=2"),
+        # Cooperative learning: two networks (the energy, a latent generator), no carried state.
+        "coop": ("--config.method.name=coop", "--config.coop.gen_widths=8,4", "--config.coop.latent_dim=4",
+                 "--config.coop.steps=3", "--config.coop.sample_steps=4")}
 
 
 @pytest.fixture(scope="module")
@@ -211,15 +217,20 @@ MISTAKES = [
                   "new --workdir")),
     Mistake("another-experiment", ("--config.train.steps=30", "--config.model.width=8"),
             says=("holds checkpoints of another experiment", "model.width: 4 in the workdir, 8 now"),
-            methods=("mdsm", "ml")),
+            methods=("mdsm", "ml", "coop")),
+    Mistake("another-experiment-coop", ("--config.train.steps=30", "--config.coop.latent_dim=8"),
+            says=("holds checkpoints of another experiment", "coop.latent_dim: 4 in the workdir, 8 now"),
+            methods=("coop",)),
     Mistake("another-experiment-multigrid", ("--config.train.steps=30", "--config.multigrid.widths=8,8"),
             says=("holds checkpoints of another experiment", "multigrid.widths: [4, 8] in the workdir, [8, 8] now"),
             methods=("multigrid",)),
     Mistake("another-experiment-sample", ("--mode", "sample", "--config.data.pad=4"),
-            says=("data.pad: 0 in the workdir, 4 now",), methods=("mdsm", "ml")),
+            says=("data.pad: 0 in the workdir, 4 now",), methods=("mdsm", "ml", "coop")),
     # (Multigrid's grids are checked against the image size first: data.pad=4 is the row below's error.)
     Mistake("another-experiment-sample-multigrid", ("--mode", "sample", "--config.multigrid.coarse_buffer=32"),
             says=("multigrid.coarse_buffer: 64 in the workdir, 32 now",), methods=("multigrid",)),
+    Mistake("another-experiment-sample-generator", ("--mode", "sample", "--config.multigrid.generator=autoencode"),
+            says=("multigrid.generator: 'teach' in the workdir, 'autoencode' now",), methods=("multigrid",)),
     Mistake("image-size-does-not-fit-the-model", ("--config.data.pad=1", "--config.train.steps=30"),
             says=("shape (10, 10, 1)", "data.pad=1", "multiples of 8"), methods=("mdsm", "ml")),
     Mistake("image-size-does-not-fit-the-grids", ("--config.data.pad=1", "--config.train.steps=30"),

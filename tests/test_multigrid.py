@@ -1,7 +1,8 @@
-"""Multigrid maximum likelihood (Gao et al. 2018; seed 000 §IV without the generator): the resolution
-operators are exact, every grid's chain runs on that grid's own energy from the up-sampled sample of
-the grid below (checked with planted linear energies whose chains are computed by hand), each grid's
-loss touches only its own network, and configs/multigrid_digits.py (shrunk) trains, samples and draws
+"""Multigrid maximum likelihood (Gao et al. 2018; seed 000 §IV, with and without its generator): the
+resolution operators are exact, every grid's chain runs on that grid's own energy from the up-sampled
+sample of the grid below, or from the up-sampled generator output of it (checked with planted linear
+energies whose chains are computed by hand), each grid's loss touches only its own network and the
+generator's only the generator (both readings, losses computed by hand), and configs/multigrid_digits.py (shrunk) trains, samples and draws
 grids.png through the command line."""
 
 import json
@@ -213,6 +214,107 @@ def test_each_grids_loss_touches_only_its_own_network():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
+# ---------------------------------------------------------------------------------------------
+# Seed 000's generator in front of every grid's chain
+# ---------------------------------------------------------------------------------------------
+
+GEN = {"gen_width": 4, "gen_branch_width": 2, "gen_rates": (1, 2), "gen_sigma": 0.5}
+
+
+def _planted_with_generator(method):
+    """Planted linear energies and the generator's own random parameters, its output shifted to about 1
+    (the planted energies are linear only on positive images)."""
+    p = method.init_params(jax.random.PRNGKey(0))
+    g = p["generator"]
+    out = g["params"]["out_1x1"]
+    g = {"params": {**g["params"], "out_1x1": {"kernel": 0.1 * out["kernel"], "bias": out["bias"] + 1.0}}}
+    return {**_planted({k: v for k, v in p.items() if k != "generator"}), "generator": g}
+
+
+def test_with_a_generator_each_chain_starts_from_the_upsampled_generator_output_of_the_coarser_sample():
+    cfg = _cfg(steps=(9,), sample_steps=(2, 3, 4), step_size=(0.01, 0.02, 0.005), generator="teach", **GEN)
+    method = methods.build(cfg, (8, 8, 1))
+    assert sorted(method.networks) == ["energy_2", "energy_4", "energy_8", "generator"]
+    params = _planted_with_generator(method)
+    gen = method.networks["generator"]
+    carry = {"coarse": jnp.linspace(0.2, 0.6, 16).reshape(16, 1, 1, 1)}
+    sampler = method.sampler(params, carry)
+    # x0, then (start, end) per grid: start = upsample(G(previous end)).
+    ends = multigrid.stage_ends(sampler, jax.random.PRNGKey(3), 5, starts=True)
+    assert [e.shape[1] for e in ends] == [1, 2, 2, 4, 4, 8, 8]
+    x = ends[0]
+    for k, (side, n, step) in enumerate(zip((2, 4, 8), (2, 3, 4), (0.01, 0.02, 0.005))):
+        start = np.asarray(ops.upsample(gen.apply(params["generator"], jnp.asarray(x)), 2))
+        assert start.min() >= 0 and not np.allclose(start, np.asarray(ops.upsample(x, 2)), atol=1e-3)
+        np.testing.assert_allclose(ends[1 + 2 * k], start, rtol=1e-5, atol=1e-6)
+        x = start - n * step * _grad_by_hand(side, start.shape)
+        np.testing.assert_allclose(ends[2 + 2 * k], x, rtol=1e-5, atol=1e-6)
+    assert sampler.settings["generator"] == "teach"
+
+
+@pytest.mark.parametrize("reading", ["teach", "autoencode"])
+def test_generator_readings_losses_computed_by_hand(reading):
+    steps, sizes = (2, 3, 1), (0.01, 0.02, 0.03)
+    method = methods.build(_cfg(steps=steps, step_size=sizes, generator=reading, **GEN), (8, 8, 1))
+    params = _planted_with_generator(method)
+    gen = lambda x: np.asarray(method.networks["generator"].apply(params["generator"], jnp.asarray(x)))  # noqa: E731
+    batch = jax.random.uniform(jax.random.PRNGKey(4), (6, 8, 8, 1))
+    loss, (_, metrics) = jax.jit(method.loss)(params, method.init_carry(jax.random.PRNGKey(0)), batch,
+                                              jax.random.PRNGKey(5), jnp.int32(0))
+    data = {s: np.asarray(ops.downsample(batch, 8 // s)) for s in (1, 2, 4, 8)}
+    previous, total, gen_total = data[1], 0.0, 0.0
+    for side, coarser, n, step in zip((2, 4, 8), (1, 2, 4), steps, sizes):
+        start = np.asarray(ops.upsample(gen(previous), 2))
+        g = _grad_by_hand(side, start.shape)
+        model = start - n * step * g
+        e_data, e_model = np.sum(data[side] * g, axis=(1, 2, 3)), np.sum(model * g, axis=(1, 2, 3))
+        total += e_data.mean() - e_model.mean()
+        np.testing.assert_allclose(metrics[f"energy_gap_{side}"], e_model.mean() - e_data.mean(), rtol=1e-4, atol=1e-6)
+        if reading == "teach":  # |upsample(G(previous)) - revised|^2 / (2 sigma^2): here the chain's move
+            r = start - model
+        else:  # |G(y) - y|^2 / (2 sigma^2) on the data of the grid G is applied to
+            r = gen(data[coarser]) - data[coarser]
+        gen_total += 0.5 * np.mean(np.sum(r.reshape(6, -1) ** 2, axis=1)) / 0.5**2
+        previous = model
+    np.testing.assert_allclose(metrics["gen_loss"], gen_total, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(loss, total + gen_total, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("reading", ["teach", "autoencode"])
+def test_generator_and_energies_losses_touch_disjoint_parameters(reading):
+    method = methods.build(_cfg(steps=(2,), step_size=(0.05,), generator=reading, **GEN), (8, 8, 1))
+    params = method.init_params(jax.random.PRNGKey(0))
+    carry = method.init_carry(jax.random.PRNGKey(0))
+    batch = jax.random.uniform(jax.random.PRNGKey(1), (4, 8, 8, 1))
+    key = jax.random.PRNGKey(2)
+
+    def part(which):
+        def f(p):
+            total, (_, m) = method.loss(p, carry, batch, key, jnp.int32(0))
+            return {"all": total, "gen": m["gen_loss"], "energies": total - m["gen_loss"]}[which]
+        return jax.jit(jax.grad(f))(params)
+
+    def norm(tree):
+        return float(sum(jnp.sum(jnp.abs(leaf)) for leaf in jax.tree.leaves(tree)))
+
+    g_gen, g_energies, g_all = part("gen"), part("energies"), part("all")
+    for name in params:
+        assert (norm(g_gen[name]) > 0) == (name == "generator"), name
+        assert (norm(g_energies[name]) > 0) == (name != "generator"), name
+    for a, b, c in zip(jax.tree.leaves(g_gen), jax.tree.leaves(g_energies), jax.tree.leaves(g_all)):
+        np.testing.assert_allclose(np.asarray(a + b), np.asarray(c), rtol=1e-5, atol=1e-6)
+
+
+def test_generator_settings_are_checked():
+    for fields, says in (({"generator": "gan"}, "multigrid.generator must be one of none, teach, autoencode"),
+                         ({"generator": "teach", "gen_rates": (0,)}, "gen_rates must be a non-empty tuple"),
+                         ({"generator": "teach", "gen_sigma": 0.0}, "gen_sigma must be a finite number > 0")):
+        with pytest.raises(ConfigError, match=says):
+            methods.build(_cfg(**fields), (8, 8, 1))
+    with pytest.raises(ConfigError, match="output is >= 0"):
+        methods.build(_cfg(generator="teach"), (8, 8, 1), value_range=(-1.0, 1.0))
+
+
 def test_settings_per_grid_or_shared_and_the_grids_are_checked():
     pl = multigrid.plan(_cfg(steps=(5,), step_size=(1.0, 2.0, 3.0)).multigrid, (8, 8, 1))
     assert pl.steps == (5, 5, 5) and pl.step_size == (1.0, 2.0, 3.0) and pl.factors == (8, 4, 2, 1)
@@ -270,3 +372,36 @@ def test_multigrid_digits_config_trains_samples_and_draws_grids_png(tmp_path):
     with np.load(wd / "inpaint" / "restored.npz") as f:
         known = f["mask"] < 0.5
         np.testing.assert_array_equal(f["one_chain"][known], f["truth"][known])
+
+
+MULTIGRID_GEN_DIGITS = str(ROOT / "configs" / "multigrid_gen_digits.py")
+
+
+def test_multigrid_gen_digits_config_through_every_mode(tmp_path):
+    """configs/multigrid_gen_digits.py (shrunk): training learns the generator with the grids, sampling
+    enters every grid through it (grids.png: the 1x1 start, then G's proposal and the chain's end per
+    grid: seven rows), denoising and the evaluation (with the checkpoint scan) run on the finest energy."""
+    cfg = load_config(MULTIGRID_GEN_DIGITS)
+    assert cfg.method.name == "multigrid" and cfg.multigrid.generator == "teach"
+    assert "--config configs/multigrid_gen_digits.py" in pathlib.Path(MULTIGRID_GEN_DIGITS).read_text()
+    common = ["--config", MULTIGRID_GEN_DIGITS, "--workdir", str(tmp_path / "run"), *SHRUNK,
+              "--config.multigrid.gen_width=4", "--config.multigrid.gen_branch_width=2"]
+    wd = tmp_path / "run"
+    assert main.run(common) == 0
+    rec = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["gen_loss"]) and r["gen_loss"] > 0 and r["grad_norm/generator"] > 0 for r in rec)
+    summary = json.loads((wd / "samples" / "summary.json").read_text())
+    assert {"grid.png", "grids.png"} <= set(summary["files"])
+    from PIL import Image
+
+    # Twelve chains of seven 8x8 rows (at the grid's picture scale): about 7/12 as tall as wide, plus a title.
+    rows = Image.open(wd / "samples" / "grids.png")
+    assert 0.5 < rows.height / rows.width < 0.75
+    assert main.run([*common, "--mode", "denoise", "--config.restore.n=4"]) == 0
+    assert (wd / "denoise" / "report.json").exists()
+    assert main.run([*common, "--mode", "eval", "--config.eval.checkpoints=all", "--config.eval.scan_samples=16",
+                     "--config.eval.metrics=ood,coverage", "--config.eval.n_samples=16", "--config.eval.ood.n=16",
+                     "--config.eval.n_data=64"]) == 0
+    scan = json.loads((wd / "eval" / "best_checkpoint.json").read_text())
+    assert [s["step"] for s in scan["scores"]] == [3, 6]
+    assert (wd / "eval" / "quality_vs_step.png").exists() and (wd / "eval" / "report.json").exists()

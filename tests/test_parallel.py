@@ -211,8 +211,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# Runs in a process with 8 fake CPU devices: two maximum-likelihood steps of pcd_digits (shrunk) on
-# 1 and on 8 devices; prints one JSON line of results.
+# Runs in a process with 8 fake CPU devices: two steps of a maximum-likelihood config (shrunk) on 1
+# and on 8 devices; prints one JSON line of results.
 ML_EIGHT_DEVICES = r"""
 import json, sys
 import jax, numpy as np
@@ -227,27 +227,47 @@ out, states, losses = {}, {}, {}
 for n in (1, 8):
     mesh = parallel.make_mesh(jax.devices()[:n])
     state, method, source = loop.train(cfg, f"{workdir}/d{n}", progress=False, mesh=mesh)
-    out[f"buffer_devices_{n}"] = len(state.carry["buffer"].sharding.device_set)
-    out[f"buffer_rows_per_device_{n}"] = sorted({s.data.shape[0] for s in state.carry["buffer"].addressable_shards})
+    leaves = jax.tree.leaves(state.carry)
+    out[f"carry_devices_{n}"] = [len(x.sharding.device_set) for x in leaves]
+    out[f"carry_rows_per_device_{n}"] = [sorted({s.data.shape[0] for s in x.addressable_shards}) for x in leaves]
     states[n] = jax.tree.map(np.asarray, state)
     losses[n] = [json.loads(line)["loss"] for line in open(f"{workdir}/d{n}/metrics.jsonl")]
+out["networks"] = sorted(states[1].params)
 out["step"] = int(states[8].step)
 out["param_diff"] = max_abs_diff(states[1].params, states[8].params)
 initial = method.init_params(jax.random.key(cfg.seed, impl="rbg"))  # the loop's initial parameters
-out["param_change"] = max_abs_diff(states[1].params, jax.tree.map(np.asarray, initial))
+out["param_change"] = min(max_abs_diff(states[1].params[k], jax.tree.map(np.asarray, initial[k]))
+                          for k in initial)  # the network that moved least
 out["adam_diff"] = max_abs_diff(states[1].opt_state, states[8].opt_state)
-out["buffer_diff"] = max_abs_diff(states[1].carry, states[8].carry)
+out["carry_diff"] = max_abs_diff(states[1].carry, states[8].carry) if leaves else 0.0
 out["loss_diff"] = max(abs(a - b) for a, b in zip(losses[1], losses[8]))
 out["skipped"] = [int(states[n].skipped) for n in (1, 8)]
 print(json.dumps(out))
 """
 
+# (config, shrinking overrides, networks, rows of each carried array): the replay buffer of persistent
+# chains (64 rows), multigrid's coarse starts (64 rows) with seed 000's generator, coop (no carry).
+EIGHT_DEVICE_RUNS = {
+    "pcd": ("pcd_digits.py", ["--config.model.widths=4,8", "--config.ml.steps=5", "--config.ml.buffer_size=64"],
+            ["energy"], [64]),
+    "multigrid_gen": ("multigrid_gen_digits.py",
+                      ["--config.multigrid.widths=4,8", "--config.multigrid.gen_width=4",
+                       "--config.multigrid.gen_branch_width=2", "--config.multigrid.steps=3",
+                       "--config.multigrid.coarse_buffer=64"],
+                      ["energy_2", "energy_4", "energy_8", "generator"], [64]),
+    "coop": ("coop_digits.py", ["--config.model.widths=4,8", "--config.coop.gen_widths=8,4", "--config.coop.steps=3",
+                                "--config.coop.latent_dim=4"], ["energy", "generator"], []),
+}
+
 
 @pytest.mark.slow  # a subprocess run; runs in CI (the README's test command)
-def test_ml_update_with_a_replay_buffer_on_8_devices_equals_1(tmp_path):
-    """Two updates of configs/pcd_digits.py (shrunk) with the batch and the replay buffer split over 8
-    devices vs on 1 device. The second step draws rows the first wrote back, so the buffer's
-    sharding, the draws and the write-back must agree across devices, not only the gradient.
+@pytest.mark.parametrize("run", sorted(EIGHT_DEVICE_RUNS))
+def test_maximum_likelihood_updates_on_8_devices_equal_1(tmp_path, run):
+    """Two updates of a maximum-likelihood config (shrunk) with the batch and the carried state split
+    over 8 devices vs on 1 device: persistent chains (the second step draws replay-buffer rows the
+    first wrote back, so the buffer's sharding, the draws and the write-back must agree across
+    devices, not only the gradient), multigrid with seed 000's generator (every grid's network and
+    the generator; the coarse starts), and cooperative learning (energy and generator).
 
     Tolerance: as for MDSM, the 8-device gradient is summed in another order, so it may differ in
     the last bits. The loss is a difference of two nearly equal means, so some parameters' gradients
@@ -255,24 +275,25 @@ def test_ml_update_with_a_replay_buffer_on_8_devices_equals_1(tmp_path):
     into a full step of +-lr whatever its sign: with train.eps = 1e-8 such parameters came out 2 lr
     apart while the Adam moments agreed to 1e-8. With train.eps = 1e-3 an update is proportional to
     the gradient for gradients below 1e-3, so the parameters compare the gradients themselves
-    (|difference| <= 1e-6, against a change of > 1e-4). Langevin chains hold no cross-chain sums, so
-    the buffer matches to 1e-5."""
-    args = ["--config.model.widths=4,8", "--config.model.width=4", "--config.model.blocks_per_stage=0",
-            "--config.train.batch_size=16", "--config.train.steps=2", "--config.train.log_every=1",
-            "--config.train.lr=1e-3", "--config.train.eps=1e-3", "--config.ml.steps=5", "--config.ml.buffer_size=64", "--config.sample.n=0"]
+    (|difference| <= 1e-6, against a change of > 1e-5 of every network). Langevin chains hold no
+    cross-chain sums, so the carried state matches to 1e-5."""
+    config, shrink, networks, rows = EIGHT_DEVICE_RUNS[run]
+    args = ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.train.batch_size=16",
+            "--config.train.steps=2", "--config.train.log_every=1", "--config.train.lr=1e-3",
+            "--config.train.eps=1e-3", "--config.train.warmup_steps=0", "--config.sample.n=0", *shrink]
     over = [a[len("--config."):].split("=", 1) for a in args]
-    proc = subprocess.run([sys.executable, "-c", ML_EIGHT_DEVICES, str(ROOT / "configs" / "pcd_digits.py"),
+    proc = subprocess.run([sys.executable, "-c", ML_EIGHT_DEVICES, str(ROOT / "configs" / config),
                            str(tmp_path), json.dumps(over)],
                           cwd=ROOT / "tests", env=subprocess_env(tmp_path / "cache", devices=8),
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     print(r)  # the measured differences, for the record (pytest -s)
-    assert r["step"] == 2 and r["skipped"] == [0, 0]
-    assert r["buffer_devices_8"] == 8 and r["buffer_rows_per_device_8"] == [8]  # split, not replicated
-    assert r["buffer_devices_1"] == 1 and r["buffer_rows_per_device_1"] == [64]
-    assert r["param_change"] > 1e-4, r  # the parameters did move, so the comparison means something
+    assert r["step"] == 2 and r["skipped"] == [0, 0] and r["networks"] == networks
+    assert r["carry_devices_8"] == [8] * len(rows) and r["carry_rows_per_device_8"] == [[n // 8] for n in rows]
+    assert r["carry_devices_1"] == [1] * len(rows) and r["carry_rows_per_device_1"] == [[n] for n in rows]
+    assert r["param_change"] > 1e-5, r  # every network did move, so the comparison means something
     assert r["param_diff"] <= 1e-6, r
     assert r["adam_diff"] <= 1e-6, r
-    assert r["buffer_diff"] <= 1e-5, r
+    assert r["carry_diff"] <= 1e-5, r
     assert r["loss_diff"] <= 1e-6, r

@@ -163,9 +163,11 @@ def _initial_buffer():
     return np.asarray(methods.build(cfg, (8, 8, 1)).init_carry(key)["buffer"])
 
 
-MULTIGRID_DIGITS = str(ROOT / "configs" / "multigrid_digits.py")
-# multigrid_digits shrunk: narrow per-grid networks, 3-step chains per grid; 300 steps, checkpoints every 100.
-MULTIGRID_TINY = ["--config.multigrid.widths=4,8", "--config.multigrid.steps=3", "--config.multigrid.sample_steps=4",
+MULTIGRID_GEN_DIGITS = str(ROOT / "configs" / "multigrid_gen_digits.py")
+# multigrid_gen_digits shrunk: narrow per-grid networks and generator, 3-step chains per grid; 300 steps,
+# checkpoints every 100.
+MULTIGRID_TINY = ["--config.multigrid.widths=4,8", "--config.multigrid.gen_width=4",
+                  "--config.multigrid.gen_branch_width=2", "--config.multigrid.steps=3", "--config.multigrid.sample_steps=4",
                   "--config.multigrid.coarse_buffer=64", "--config.train.batch_size=16", "--config.train.steps=300",
                   "--config.train.log_every=10", "--config.train.checkpoint_every=100",
                   "--config.train.keep_checkpoints=2", "--config.sample.n=4", "--config.sample.batch_size=4",
@@ -173,10 +175,11 @@ MULTIGRID_TINY = ["--config.multigrid.widths=4,8", "--config.multigrid.steps=3",
 
 
 @pytest.mark.slow  # subprocess runs; runs in CI (the README's test command)
-def test_killed_multigrid_run_resumes_exactly(tmp_path):
-    """configs/multigrid_digits.py (shrunk) killed with SIGKILL after its first checkpoint and rerun ends
-    bitwise like a run never interrupted: every grid's parameters and Adam state, the carried coarse
-    starts of sampling, the samples (whose chains start from those) and the logged losses."""
+def test_killed_multigrid_run_with_a_generator_resumes_exactly(tmp_path):
+    """configs/multigrid_gen_digits.py (seed 000's multigrid with a generator, shrunk) killed with
+    SIGKILL after its first checkpoint and rerun ends bitwise like a run never interrupted: every
+    grid's parameters and Adam state, the generator's, the carried coarse starts of sampling, the
+    samples (whose chains start from those, through the generator) and the logged losses."""
     from scale_helpers import overrides
 
     from ebmjax.train import loop
@@ -185,11 +188,11 @@ def test_killed_multigrid_run_resumes_exactly(tmp_path):
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
 
     def command(workdir):
-        return [sys.executable, "-m", "ebmjax.main", "--config", MULTIGRID_DIGITS, "--workdir", str(workdir),
+        return [sys.executable, "-m", "ebmjax.main", "--config", MULTIGRID_GEN_DIGITS, "--workdir", str(workdir),
                 *MULTIGRID_TINY]
 
     def state(workdir):
-        s, _, _ = loop.load_trained(load_config(MULTIGRID_DIGITS, overrides(MULTIGRID_TINY)), workdir)
+        s, _, _ = loop.load_trained(load_config(MULTIGRID_GEN_DIGITS, overrides(MULTIGRID_TINY)), workdir)
         return jax.tree.map(np.asarray, s)
 
     killed_at = kill_at_first_checkpoint(command(broken), broken, env)
@@ -198,7 +201,7 @@ def test_killed_multigrid_run_resumes_exactly(tmp_path):
     assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
     a, b = state(broken), state(unbroken)
     assert int(a.step) == int(b.step) == 300
-    assert sorted(a.params) == ["energy_2", "energy_4", "energy_8"]
+    assert sorted(a.params) == ["energy_2", "energy_4", "energy_8", "generator"]
     assert a.carry["coarse"].shape == (64, 1, 1, 1) and a.carry["coarse"].std() > 0  # digits' means
     assert bitwise_equal(a, b)
     samples = [np.load(w / "samples" / "samples.npz")["images"] for w in (broken, unbroken)]

@@ -103,14 +103,36 @@ def neighbours_picture(queries: np.ndarray, neighbour_images: np.ndarray, path: 
     visualize.save_panels(columns, path, groups=1, title="samples and their nearest training images (L2)")
 
 
+_SCORE_TITLES = {"fid": "FID (lower is better)", "confident_share": "share recognised with p >= 0.9",
+                 "label_entropy": "label entropy (fraction of log 10)"}
+
+
+def runs_quality_vs_step(runs: dict[str, list[dict]], path: str | pathlib.Path, *, title: str = "") -> None:
+    """One panel per score shared by all runs, one line per run ({label: scores of its checkpoint
+    scan}) against the training step: runs compared as their training goes on."""
+    plt = _plt()
+    first = next(iter(runs.values()))
+    names = [k for k in first[0] if k != "step" and all(k in s[0] for s in runs.values())]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for label, scores in runs.items():
+            ax.plot([s["step"] for s in scores], [s[name] for s in scores], "o-", lw=1.2, ms=4, label=label)
+        ax.set_xlabel("training step")
+        ax.set_title(_SCORE_TITLES.get(name, name.replace("_", " ")))
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def quality_vs_step(scores: list[dict], path: str | pathlib.Path, *, best_step: int | None = None,
                     title: str = "") -> None:
     """One panel per score (FID, confident share, label entropy, ...) against the checkpoint's step,
     the chosen checkpoint marked."""
     plt = _plt()
     names = [k for k in scores[0] if k != "step"]
-    titles = {"fid": "FID (lower is better)", "confident_share": "share recognised with p >= 0.9",
-              "label_entropy": "label entropy (fraction of log 10)"}
     steps = np.array([s["step"] for s in scores])
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -119,7 +141,7 @@ def quality_vs_step(scores: list[dict], path: str | pathlib.Path, *, best_step: 
             ax.axvline(best_step, color="k", ls=":", lw=1.0, label=f"chosen: step {best_step}")
             ax.legend(fontsize=8)
         ax.set_xlabel("training step")
-        ax.set_title(titles.get(name, name.replace("_", " ")))
+        ax.set_title(_SCORE_TITLES.get(name, name.replace("_", " ")))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -84,17 +84,6 @@ def check_config(m: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"coop.{name} must be > 0 or None, got {m[name]!r}.")
 
 
-def generator_adam(cfg: ml_collections.ConfigDict):
-    """(the generator's Adam, its schedule): ``train.*``'s schedule shape (steps, warm-up, cosine decay
-    to the same fraction lr_end / lr) with the generator's own learning rate and betas."""
-    t, m = cfg.train, cfg.coop
-    opt = ml_collections.ConfigDict({
-        "steps": int(t.steps), "warmup_steps": int(t.get("warmup_steps", 0) or 0), "lr": float(m.gen_lr),
-        "lr_end": float(m.gen_lr) * float(t.lr_end) / float(t.lr), "b1": float(m.gen_b1), "b2": float(m.gen_b2),
-        "eps": float(t.eps)})
-    return train_state.adam(opt)
-
-
 def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
           value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
     """The cooperative method for examples of ``example_shape`` in ``value_range``."""
@@ -107,7 +96,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                                        kernel=int(m.gen_kernel), output=m.gen_output, value_range=(lo, hi),
                                        norm=m.gen_norm)
     tx_e, lr_e = train_state.adam(cfg.train)
-    tx_g, lr_g = generator_adam(cfg)
+    tx_g, lr_g = train_state.adam_like(cfg.train, m.gen_lr, m.gen_b1, m.gen_b2)
     optimizer = train_state.per_network({ENERGY: tx_e, GENERATOR: tx_g})
     kernel = samplers.langevin_kernel(m.grad_clip, (lo, hi) if m.clamp else None)
     eps, temp = samplers.decoupled(m.step_size, m.noise)

@@ -1,6 +1,7 @@
-"""Multigrid maximum likelihood (Gao, Lu, Zhou, Zhu, Wu, CVPR 2018; seed 000 §IV, without its
-generator): one energy per grid, each learned by maximum likelihood with short Langevin chains that
-start from the up-sampled sample of the grid below.
+"""Multigrid maximum likelihood (Gao, Lu, Zhou, Zhu, Wu, CVPR 2018; seed 000 §IV) and seed 000's
+modified multigrid with a generator: one energy per grid, each learned by maximum likelihood with
+short Langevin chains that start from the up-sampled sample of the grid below (with the generator:
+from the up-sampled G(sample of the grid below)).
 
 Grids ``multigrid.grids`` = (s_0, s_1, ..., s_K) are image sides, coarse to fine (digits: 1, 2, 4,
 8; Gao: 1, 4, 16, 64); s_K is the image side. Grid s_k's image is the data block-averaged by
@@ -22,12 +23,33 @@ original's one Adam step per grid, one grid after the other. Gao's code updates 
 running grid k+1's chain, but grid k+1's chain starts from grid k's chain ends, which the update of
 grid k does not change: the order of the updates does not matter.
 
+Seed 000's generator (``multigrid.generator`` = ``teach`` or ``autoencode``; ``none``: Gao's method).
+One :class:`ebmjax.models.DilatedGenerator` G (network ``generator``; its convolutions do not depend
+on the image size, so one G serves every grid) sits in front of every grid's chain: grid k's chain
+starts from upsample(G(x_{k-1})), x_{k-1} the previous grid's sample (``sequential``) or data
+(``joint``), G held constant in the chain. G learns jointly with the energies, with its own Adam
+(``multigrid.gen_lr``, ``gen_b1``, ``gen_b2``, the ``train.*`` schedule shape). The seed does not pin
+down G's target; the two readings:
+
+- ``teach`` (MCMC teaching, as CoopNets, which the seed borrows): G's up-sampled proposal is pulled
+  towards the grid's revised samples, |upsample(G(x_{k-1})) - x^_k|^2 / (2 gen_sigma^2) summed over
+  pixels and grids, x_{k-1} and x^_k constants;
+- ``autoencode`` (§III.I: "an autoencoder network G ... to regenerate the training images"): G
+  reconstructs the training images of every grid it is applied to, |G(y_k) - y_k|^2 / (2
+  gen_sigma^2) for the data y_k of grids 0 .. K-1. Its optimum is the identity; the seed's point is
+  that a small ReLU network only approximates it, mapping samples towards a smoother set of images.
+
+Either way the energies' losses are those of Gao's method, with the chains started at G's proposals;
+G's term touches only G (the chains' samples and G's input are constants), the energies' terms only
+the energies, so one Adam step on the sum is each network's own update.
+
 ``--mode sample`` runs the cascade: it starts from coarsest-grid block averages of training batches
 (the carried state keeps the last ``multigrid.coarse_buffer`` of them, written by every training
 step, checkpointed with the parameters; the original starts from the current data batch, which a
 sampler without data cannot), then one stage per finer grid, each entered by up-sampling, with
-``multigrid.sample_steps`` (default: training's) steps. ``grids.png`` shows a few chains at the end
-of every grid, coarse to fine (seed 000 Fig. 1). Restoration and evaluation use the finest grid's
+``multigrid.sample_steps`` (default: training's) steps (entered through G where there is one).
+``grids.png`` shows a few chains at the end of every grid, coarse to fine (seed 000 Fig. 1), and
+with G its proposals above each grid's ends. Restoration and evaluation use the finest grid's
 energy.
 """
 
@@ -50,6 +72,8 @@ from ebmjax.methods.base import Method, Sampler, Stage
 from ebmjax.train import state as train_state
 
 ORDERS = ("sequential", "joint")
+GENERATORS = ("none", "teach", "autoencode")
+GENERATOR = "generator"
 PICTURE = "grids.png"
 PICTURE_CHAINS = 12  # chains shown in grids.png
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -91,6 +115,7 @@ class Plan:
 
     sides: tuple[int, ...]
     factors: tuple[int, ...]
+    strided: tuple[int, ...]
     steps: tuple[int, ...]
     sample_steps: tuple[int, ...]
     step_size: tuple[float, ...]
@@ -124,7 +149,10 @@ def plan(m: ml_collections.ConfigDict, example_shape: tuple[int, ...]) -> Plan:
     n = len(sides) - 1
     steps = per_grid(m.steps, "steps", n, integer=True)
     sample_steps = per_grid(m.sample_steps, "sample_steps", n, integer=True) if len(m.sample_steps) else steps
-    return Plan(sides, factors, steps, sample_steps, per_grid(m.step_size, "step_size", n, positive=True),
+    strided = per_grid(m.strided_layers, "strided_layers", n, integer=False)
+    if any(v != int(v) for v in strided):
+        raise ConfigError(f"multigrid.strided_layers must hold integers >= 0, got {m.strided_layers!r}.")
+    return Plan(sides, factors, tuple(int(v) for v in strided), steps, sample_steps, per_grid(m.step_size, "step_size", n, positive=True),
                 per_grid(m.noise, "noise", n))
 
 
@@ -134,9 +162,18 @@ def check_config(m: ml_collections.ConfigDict) -> None:
     if m.order not in ORDERS:
         raise ConfigError(f"multigrid.order must be one of {', '.join(ORDERS)}, got {m.order!r}.")
     _positive_ints(m.widths, "widths")
-    for name in ("kernel", "coarse_buffer"):
+    if m.generator not in GENERATORS:
+        raise ConfigError(f"multigrid.generator must be one of {', '.join(GENERATORS)}, got {m.generator!r}.")
+    _positive_ints(m.gen_rates, "gen_rates")
+    for name in ("kernel", "coarse_buffer", "gen_width", "gen_branch_width"):
         if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < 1:
             raise ConfigError(f"multigrid.{name} must be an integer >= 1, got {m[name]!r}.")
+    for name in ("gen_sigma", "gen_lr"):
+        if not (np.isfinite(m[name]) and m[name] > 0):
+            raise ConfigError(f"multigrid.{name} must be a finite number > 0, got {m[name]!r}.")
+    for name in ("gen_b1", "gen_b2"):
+        if not 0 <= m[name] < 1:
+            raise ConfigError(f"multigrid.{name} must be in [0, 1), got {m[name]!r}.")
     for name in ("data_noise", "energy_l2"):
         if not (np.isfinite(m[name]) and m[name] >= 0):
             raise ConfigError(f"multigrid.{name} must be a finite number >= 0, got {m[name]!r}.")
@@ -157,6 +194,19 @@ class Upsample:
         return ops.upsample(x, self.factor)
 
 
+@dataclasses.dataclass(frozen=True)
+class GeneratorUpsample:
+    """``enter`` of a sampler stage with seed 000's generator: pixel replication of G(x) by ``factor``
+    (wrapped in a Partial over G's parameters)."""
+
+    generator: Any
+    factor: int
+
+    def __call__(self, gen_params: Any, x: jax.Array, key: jax.Array) -> jax.Array:
+        del key
+        return ops.upsample(self.generator.apply(gen_params, x), self.factor)
+
+
 def _coarse_rows(coarse: jax.Array, key: jax.Array, n: int) -> jax.Array:
     return coarse[jax.random.randint(key, (n,), 0, coarse.shape[0])]
 
@@ -171,12 +221,23 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     if cfg.model.dtype not in _DTYPES:
         raise ConfigError(f"model.dtype must be one of {', '.join(_DTYPES)}, got {cfg.model.dtype!r}.")
     names = tuple(network_name(s) for s in pl.learned)
-    nets = {name: models.GridEnergy(widths=tuple(m.widths), kernel=int(m.kernel), ref_sigma=m.ref_sigma,
-                                    dtype=_DTYPES[cfg.model.dtype], conv=cfg.model.conv) for name in names}
+    nets = {name: models.GridEnergy(widths=tuple(m.widths), kernel=int(m.kernel), strided=strided,
+                                    ref_sigma=m.ref_sigma, dtype=_DTYPES[cfg.model.dtype], conv=cfg.model.conv)
+            for name, strided in zip(names, pl.strided)}
     shapes = {name: (h // f, w // f, c) for name, f in zip(names, pl.factors[1:])}
     coarse_shape = (h // pl.factors[0], w // pl.factors[0], c)
     tx, lr = train_state.adam(cfg.train)
-    optimizer = train_state.per_network({name: tx for name in names})
+    transforms, rates = {name: tx for name in names}, {name: lr for name in names}
+    gen = None if m.generator == "none" else models.DilatedGenerator(
+        rates=tuple(m.gen_rates), width=int(m.gen_width), branch_width=int(m.gen_branch_width))
+    if gen is not None:
+        if value_range[0] < 0:
+            raise ConfigError(f"multigrid.generator={m.generator!r}: seed 000's generator ends in a ReLU (its "
+                              f"output is >= 0), but the data's range is {tuple(value_range)}. Use data in [0, 1] "
+                              f"or multigrid.generator=none.")
+        transforms[GENERATOR], rates[GENERATOR] = train_state.adam_like(cfg.train, m.gen_lr, m.gen_b1, m.gen_b2)
+    optimizer = train_state.per_network(transforms)
+    sigma_g2 = float(m.gen_sigma) ** 2
     kernel = samplers.langevin_kernel(m.grad_clip, tuple(value_range) if m.clamp else None)
     decoupled = [samplers.decoupled(s, z) for s, z in zip(pl.step_size, pl.noise)]
     eps = [float(e) for e, _ in decoupled]
@@ -192,8 +253,14 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return grid_energy(params, len(names) - 1)
 
     def init_params(key):
-        keys = jax.random.split(key, len(names))
-        return {name: models.init_params(nets[name], k, shapes[name]) for name, k in zip(names, keys)}
+        keys = jax.random.split(key, len(names) + 1)
+        params = {name: models.init_params(nets[name], k, shapes[name]) for name, k in zip(names, keys)}
+        if gen is not None:  # G's parameters do not depend on the image size: one G serves every grid
+            params[GENERATOR] = models.init_params(gen, keys[-1], coarse_shape)
+        return params
+
+    def per_example_sq(a):
+        return 0.5 * jnp.mean(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)) / sigma_g2
 
     def init_carry(key):
         del key  # filled with the first batch's block averages by the first training step
@@ -208,10 +275,12 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         keys = jax.random.split(key, 2 * len(names))
         frozen = jax.lax.stop_gradient(params)
         data = [ops.downsample(batch_x, f) for f in pl.factors]
-        metrics, total, previous = {}, 0.0, data[0]
+        metrics, total, gen_loss, previous = {}, 0.0, 0.0, data[0]
         for k, side in enumerate(pl.learned):
             ratio = pl.sides[k + 1] // pl.sides[k]
-            start = ops.upsample(previous if m.order == "sequential" else data[k], ratio)
+            source = previous if m.order == "sequential" else data[k]
+            # Seed 000: the chain starts from the up-sampled G(previous grid's sample) (G held constant).
+            start = ops.upsample(source if gen is None else gen.apply(frozen[GENERATOR], source), ratio)
             # The chains run on grid k's energy with its parameters held constant: no gradient through them.
             e_const = grid_energy(frozen, k)
             x_model = jax.lax.stop_gradient(chain(e_const, start, keys[2 * k], k, pl.steps[k]))
@@ -228,7 +297,15 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                             f"grad_step_rms_{side}": pl.step_size[k] * jnp.sqrt(jnp.mean(g**2)),
                             # How far the chain moved its start (RMS per pixel): 0 = the chain did nothing.
                             f"chain_move_{side}": jnp.sqrt(jnp.mean((x_model - start) ** 2))})
+            if m.generator == "teach":  # MCMC teaching: G's proposal pulled towards the revised samples
+                gen_loss = gen_loss + per_example_sq(ops.upsample(gen.apply(params[GENERATOR], source), ratio)
+                                                     - x_model)
+            elif m.generator == "autoencode":  # G regenerates the training images of the grid it is applied to
+                gen_loss = gen_loss + per_example_sq(gen.apply(params[GENERATOR], data[k]) - data[k])
             previous = x_model
+        if gen is not None:
+            metrics["gen_loss"] = gen_loss
+            total = total + gen_loss
         # The coarsest grid's block averages of the data, kept as --mode sample's starts: a ring over
         # the last coarse_buffer rows, the whole buffer filled (repeating the batch) at step 0.
         coarse, n = carry["coarse"], carry["coarse"].shape[0]
@@ -248,15 +325,21 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             out[f"energy_noise_{side}"] = jnp.mean(grid_energy(params, k)(noise))
         return out
 
+    def enter(params, ratio):
+        if gen is None:
+            return Upsample(ratio)
+        return jax.tree_util.Partial(GeneratorUpsample(gen, ratio), params[GENERATOR])
+
     def sampler(params, carry):
         stages = tuple(
             Stage(f"grid {side}x{side}", grid_energy(params, k), kernel,
                   np.full(pl.sample_steps[k], temps[k], np.float32), np.full(pl.sample_steps[k], eps[k], np.float32),
-                  Upsample(pl.sides[k + 1] // pl.sides[k]))
+                  enter(params, pl.sides[k + 1] // pl.sides[k]))
             for k, side in enumerate(pl.learned))
         settings = {"kind": "multigrid", "init": "coarse data block averages", "grids": list(pl.sides),
                     "steps": list(pl.sample_steps), "step": list(pl.step_size), "noise": list(pl.noise),
-                    "grad_clip": m.grad_clip, "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma}
+                    "grad_clip": m.grad_clip, "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma,
+                    "generator": m.generator}
         s = Sampler(jax.tree_util.Partial(_coarse_rows, carry["coarse"]), stages, jax.tree_util.Partial(_identity),
                     settings)
         return s._replace(pictures=lambda out_dir, key: grids_picture(s, pl, out_dir, key))
@@ -266,19 +349,21 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         for what in ("energy_data", "energy_model"):
             bounds[f"{what}_{side}"] = (float(m.energy_bound), "multigrid.energy_bound")
     return Method(
-        name="multigrid", networks=nets, init_params=init_params, optimizer=optimizer,
-        learning_rates={name: lr for name in names}, init_carry=init_carry,
+        name="multigrid", networks=nets if gen is None else {**nets, GENERATOR: gen}, init_params=init_params,
+        optimizer=optimizer, learning_rates=rates, init_carry=init_carry,
         carry_specs={"coarse": P(parallel.DATA_AXIS)},
         loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
         # The density the finest grid's chains sample is exp(-E / T); chains without noise descend
         # the energy (T = 0), for which restoration weighs the energy as T = 1.
         temperature=temps[-1] if temps[-1] > 0 else 1.0, bounds=bounds,
         identity=("multigrid.grids", "multigrid.widths", "multigrid.kernel", "multigrid.ref_sigma",
-                  "multigrid.coarse_buffer"))
+                  "multigrid.coarse_buffer", "multigrid.strided_layers", "multigrid.generator", "multigrid.gen_rates", "multigrid.gen_width",
+                  "multigrid.gen_branch_width"))
 
 
-def stage_ends(sampler: Sampler, key: jax.Array, n: int) -> list[np.ndarray]:
-    """The sampler's start and the end of each of its stages for ``n`` chains (no finishing map)."""
+def stage_ends(sampler: Sampler, key: jax.Array, n: int, *, starts: bool = False) -> list[np.ndarray]:
+    """The sampler's start and the end of each of its stages for ``n`` chains (no finishing map);
+    with ``starts``, each stage's start (after its ``enter``) before its end."""
     k_init, k_run = jax.random.split(key)
     x = jax.jit(sampler.init, static_argnums=1)(k_init, n)
     ends = [np.asarray(x)]
@@ -286,6 +371,8 @@ def stage_ends(sampler: Sampler, key: jax.Array, n: int) -> list[np.ndarray]:
         k_enter, k_chain = jax.random.split(jax.random.fold_in(k_run, i))
         if st.enter is not None:
             x = st.enter(x, k_enter)
+        if starts:
+            ends.append(np.asarray(x))
         x = _run_stage(st.kernel, st.energy, x, k_chain, jnp.asarray(st.temperatures), jnp.asarray(st.step_sizes))
         ends.append(np.asarray(x))
     return ends
@@ -301,12 +388,17 @@ def _run_stage(kernel, energy, x, key, temperatures, step_sizes):
 def grids_picture(sampler: Sampler, pl: Plan, out_dir: str | pathlib.Path, key: jax.Array,
                   n: int = PICTURE_CHAINS) -> list[str]:
     """Writes ``grids.png``: one row per grid, coarse (top) to fine, ``n`` chains in columns, every
-    grid's sample shown at the image's size (pixels repeated). Returns the file names written."""
-    ends = stage_ends(sampler, key, n)
-    rows = [np.asarray(ops.upsample(jnp.asarray(x), f)) for x, f in zip(ends, pl.factors)]
+    grid's sample shown at the image's size (pixels repeated). With seed 000's generator, each finer
+    grid's row of chain ends has above it the row of the chains' starts, the up-sampled G(previous
+    grid's sample). Returns the file names written."""
+    with_gen = sampler.settings.get("generator", "none") != "none"
+    ends = stage_ends(sampler, key, n, starts=with_gen)
+    factors = [pl.factors[0]] + [f for f in pl.factors[1:] for _ in range(2 if with_gen else 1)]
+    rows = [np.asarray(ops.upsample(jnp.asarray(x), f)) for x, f in zip(ends, factors)]
     grid_names = ", ".join(f"{s}x{s}" for s in pl.sides)
-    visualize.save_image_grid(np.concatenate(rows), pathlib.Path(out_dir) / PICTURE, ncol=n,
-                              title=f"multigrid chains: one row per grid ({grid_names}, top to bottom)")
+    title = (f"multigrid + G: {grid_names}, top to bottom; per finer grid G's proposal, then the chain's end"
+             if with_gen else f"multigrid chains: one row per grid ({grid_names}, top to bottom)")
+    visualize.save_image_grid(np.concatenate(rows), pathlib.Path(out_dir) / PICTURE, ncol=n, title=title)
     return [PICTURE]
 
 

@@ -5,7 +5,7 @@ the first one with stride 2, then a dense read-out to one number. :class:`GridEn
 network for any grid size (1x1 included: 'same' convolutions, and the stride only where the side is
 at least ``stride_from``), with the channel counts a config field. Layout, for ``widths`` (c1, ...)::
 
-    layer i: conv k x k (c_i channels; layer 0 strided 2 when min(H, W) >= stride_from) -> LeakyReLU 0.2
+    layer i: conv k x k (c_i channels; layers i < strided strided 2 while min(H, W) >= stride_from) -> LeakyReLU 0.2
     head:    flatten -> dense -> 1                                                       E(x)
 
 plus, when ``ref_sigma`` is set, the Gaussian reference term |x|^2 / (2 ref_sigma^2) of seed 000's
@@ -17,7 +17,9 @@ convolution and runs it in training mode even while sampling, so an image's ener
 rest of its batch (real and synthetic batches normalised separately). Here there is no
 normalisation at all: an image's energy depends on that image alone, which the Langevin kernels
 need (``ebmjax.samplers.kernels``) and which makes sampling, restoration and evaluation independent
-of the batch size. The strided layer is a 'same' convolution read at every other pixel.
+of the batch size. A strided layer is a 'same' convolution read at every other pixel. Gao's 4x4 and
+16x16 nets stride their first layer only (``strided = 1``), the 64x64 net all four (``strided = 4``);
+its first-layer kernels are 5x5 (``kernel`` is one size for every layer here).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class GridEnergy(nn.Module):
     widths: tuple[int, ...] = (64, 128)
     kernel: int = 3
     stride_from: int = 4
+    strided: int = 1
     ref_sigma: float | None = None
     dtype: Any = jnp.float32
     conv: str = "auto"
@@ -51,7 +54,7 @@ class GridEnergy(nn.Module):
         for i, c in enumerate(self.widths):
             h = Conv(c, (self.kernel, self.kernel), dtype=self.dtype, kernel_init=init, impl=self.conv,
                      name=f"conv{i}")(h)
-            if i == 0 and min(h.shape[1], h.shape[2]) >= self.stride_from:
+            if i < self.strided and min(h.shape[1], h.shape[2]) >= self.stride_from:
                 h = h[:, ::2, ::2]
             h = nn.leaky_relu(h, 0.2)
         h = h.reshape(h.shape[0], -1).astype(jnp.promote_types(self.dtype, jnp.float32))

@@ -32,6 +32,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from ebmjax import io, parallel
+from ebmjax.config import defaults
 from ebmjax.errors import CheckpointError
 from ebmjax.train.state import TrainState
 
@@ -47,6 +48,15 @@ DIVERGED_DIR = "checkpoints_diverged"
 NOISY_LOGGERS = ("absl", "orbax", "asyncio", "tensorstore")
 # The longest quiet_orbax waits for reads left in flight by a failed restore.
 DRAIN_TIMEOUT_S = 300.0
+
+
+def _missing(cfg: dict, dotted: str) -> bool:
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return True
+        node = node[part]
+    return False
 
 
 def _get(cfg: dict, dotted: str):
@@ -199,8 +209,12 @@ class Checkpoints:
             old = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{path} cannot be read ({e}); restore it, or use a new --workdir.") from None
+        # A field the workdir's config predates had its default value then.
+        base = json.loads(defaults().to_json_best_effort())
         diffs = [f"{f}: {_get(old, f)!r} in the workdir, {_get(self._config, f)!r} now"
-                 for f in self.identity if _get(old, f) != _get(self._config, f)]
+                 for f in self.identity
+                 if _get(old, f) != _get(self._config, f) and not (_missing(old, f) and _get(base, f) ==
+                                                                    _get(self._config, f))]
         if diffs:
             raise CheckpointError(
                 f"The workdir {self.workdir} holds checkpoints of another experiment ("

@@ -45,6 +45,15 @@ def adam(opt_cfg: Any, steps: int | None = None) -> tuple[optax.GradientTransfor
     return optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps), schedule
 
 
+def adam_like(train_cfg: Any, lr: float, b1: float, b2: float) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(Adam, schedule) of a second network: ``train_cfg``'s schedule shape (steps, warm-up, cosine
+    decay to the same fraction lr_end / lr) with its own learning rate and betas."""
+    fraction = float(train_cfg.lr_end) / float(train_cfg.lr)
+    return adam(ml_collections.ConfigDict({
+        "steps": int(train_cfg.steps), "warmup_steps": int(train_cfg.get("warmup_steps", 0) or 0), "lr": float(lr),
+        "lr_end": float(lr) * fraction, "b1": float(b1), "b2": float(b2), "eps": float(train_cfg.eps)}))
+
+
 def per_network(transforms: Mapping[str, optax.GradientTransformation]) -> optax.GradientTransformation:
     """One transformation over a params dict {network name: tree}: each network gets its own."""
     names = tuple(transforms)
