@@ -33,10 +33,11 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # all randomness (init, data order, noise, sampling) derives from it and the step
 
     c.method = ml_collections.ConfigDict()
-    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml | multigrid | coop
+    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml | multigrid | coop | cfebm
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | celeb_a | toy:<name>
+    c.data.name = "cifar10"  # digits | digits_bold | mnist | fashion_mnist | cifar10 | celeb_a | cycle_gan/<pair> | toy:<name>
+    c.data.domain = ml_collections.config_dict.placeholder(str)  # cycle_gan/<pair> only: the domain learned, A | B (splits train/test read trainA/testA or trainB/testB)
     c.data.data_dir = ml_collections.config_dict.placeholder(str)  # tfds dir; None: $TFDS_DATA_DIR or tfds default
     c.data.pad = 0  # zero padding on each side (MNIST: 2 -> 32x32)
     c.data.image_size = ml_collections.config_dict.placeholder(int)  # square resize (CelebA: 32)
@@ -117,6 +118,33 @@ def defaults() -> ml_collections.ConfigDict:
     c.multigrid.gen_lr = 1e-4  # G's Adam learning rate (CoopNets' generator: 1e-4; the seed gives none)
     c.multigrid.gen_b1 = 0.5  # G's Adam betas (CoopNets: 0.5, 0.999)
     c.multigrid.gen_b2 = 0.999
+
+    # CF-EBM (ebmjax.methods.cfebm; seed 004, REFERENCE §2): coarse-to-fine expanding training. One
+    # expanding energy (ExpandingEnergy: per-resolution from_rgb, residual blocks added at the bottom,
+    # the Expand block alpha * new + (1 - alpha) * old) learns at resolutions[0] for one phase, then
+    # each finer stage fades in over one phase (alpha linear in images seen) and trains stable for
+    # one phase; the last stage trains until train.steps. Negative samples are drawn from the
+    # beginning every step: uniform noise at the coarsest side, `steps` Langevin steps per stage
+    # x <- clamp(x - step_size * clip(dE/dx) + sigma z), up-sampled (pixel replication) between stages.
+    c.cfebm = ml_collections.ConfigDict()
+    c.cfebm.resolutions = (8, 16, 32)  # stage sides, coarse to fine, each twice the one before; the last is the image side (CIFAR: 8, 16, 32)
+    c.cfebm.widths = (128, 128, 64)  # feature channels at each stage's side (from_rgb's output)
+    c.cfebm.head_width = 128  # channels of the head and of block 0's output
+    c.cfebm.variant = "grow"  # grow (one network, every layer keeps learning; train_v0) | per_stage (a network per stage started from the previous stage's weights, coarser ones frozen; train_v1)
+    c.cfebm.phase_images = 1_200_000  # images seen per fade phase and per stable phase (CIFAR: 1.2M, CelebA: 1.5M)
+    c.cfebm.lr_by_stage = ()  # constant learning rate per stage (the original: 1e-3 up to 32x32, 1.2e-3 at 64); (): train.lr's schedule
+    c.cfebm.steps = 15  # Langevin steps per stage in every training step (the original: 15)
+    c.cfebm.sample_steps = 15  # --mode sample: Langevin steps per stage
+    c.cfebm.step_size = 0.25  # step on dE/dx (the original: 1.0 on [-1, 1] images, i.e. 0.25 on [0, 1])
+    c.cfebm.noise = 0.0025  # sigma of fixed-noise chains (the original: 0.005 on [-1, 1])
+    c.cfebm.cyclic_noise = True  # sigma decays linearly from noise_max to 0 over all of a chain's steps (the original's "cyclic"); False: fixed noise
+    c.cfebm.noise_max = 0.0075  # start of the cyclic decay (the original: 0.015 on [-1, 1])
+    c.cfebm.smooth_handover = True  # while a stage fades in: int(steps (1 - alpha)) steps at the old side, then x <- c + sqrt(1 - alpha^2) (up(x) - c) + alpha (range / 2) z
+    c.cfebm.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry of the chains; None: no clipping
+    c.cfebm.clamp = True  # clamp the chains to the data's range after every step and up-sampling
+    c.cfebm.data_noise = 0.0  # std of Gaussian noise added to the data (the original: 0.01 on CelebA)
+    c.cfebm.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 (the original's "l2" has the wrong sign and weight 0)
+    c.cfebm.energy_bound = 1e4  # stop the run when |mean energy| of data or samples exceeds this (the original stops at |loss| > 1000)
 
     # Cooperative learning (ebmjax.methods.coop; CoopNets, Xie et al.): a generator g (network
     # "generator", LatentGenerator) proposes g(z), z ~ N(0, I); the energy ("energy", model.*) revises
@@ -208,6 +236,22 @@ def defaults() -> ml_collections.ConfigDict:
     # denoise_t_start to 0, so the chain ends near the posterior's mode.
     c.restore.denoise_steps = 100  # denoise: Langevin steps started from the noisy image
     c.restore.denoise_t_start = 0.01  # denoise: first temperature of the chain (linear down to 0)
+
+    # --mode translate (ebmjax.translate): unpaired image-to-image translation with the energy of the
+    # target domain (the training data). Chains start at source-domain images plus noise * N(0, I) and
+    # run the method's own last chain (kernel, temperatures, step sizes); <workdir>/translate/.
+    c.translate = ml_collections.ConfigDict()
+    c.translate.after_train = False  # --mode train: also translate once training (and sampling) is done
+    c.translate.data_name = ml_collections.config_dict.placeholder(str)  # the source domain's data.name (e.g. digits for a digits_bold model); None: data.name (a cycle_gan pair's other domain)
+    c.translate.source_domain = "A"  # cycle_gan/<pair> sources only: the domain translated from, A | B (not data.domain, the one learned)
+    c.translate.split = "test"  # the source images: the first translate.n of this split
+    c.translate.image_size = ml_collections.config_dict.placeholder(int)  # square resize of the source images; None: data.image_size (data.pad and data.data_dir are shared)
+    c.translate.n = 256  # source images translated
+    c.translate.batch_size = 256  # chains run at once, rounded up to a multiple of the device count
+    c.translate.noise = 0.01  # std of the Gaussian noise added to the source images at the start (CF-EBM: 0.01)
+    c.translate.steps = 0  # Langevin steps; 0: the length of the method's last chain (ml: ml.sample_steps); k: that chain's last k steps (the first step repeated in front when k is longer)
+    c.translate.target_n = 300  # target-domain training images saved beside the translations, for comparison
+    c.translate.seed = ml_collections.config_dict.placeholder(int)  # None: the key derives from `seed`; an integer N >= 0: another key (other noise and chains)
 
     # Multi-host runs (ebmjax.parallel.initialize_distributed; launch/ has ready-made scripts).
     c.dist = ml_collections.ConfigDict()
@@ -465,6 +509,13 @@ NUMBER_RULES = (
     ("multigrid.gen_lr", "the generator's learning rate", "> 0"),
     ("multigrid.gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),
     ("multigrid.gen_b2", "the generator's Adam second-moment decay", "[0, 1)"),
+    ("cfebm.step_size", "the Langevin step on the energy's gradient", "> 0"),
+    ("cfebm.noise", "the Langevin noise", ">= 0"),
+    ("cfebm.noise_max", "the start of the cyclic noise decay", ">= 0"),
+    ("cfebm.grad_clip", "the clip of the chains' gradients", "> 0"),
+    ("cfebm.data_noise", "the noise added to the data", ">= 0"),
+    ("cfebm.energy_l2", "the weight of the energy penalty", ">= 0"),
+    ("cfebm.energy_bound", "the energy magnitude at which the run stops", "> 0"),
     ("coop.gen_sigma", "the generator's sigma_g", "> 0"),
     ("coop.gen_lr", "the generator's learning rate", "> 0"),
     ("coop.gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),
@@ -493,6 +544,11 @@ NUMBER_RULES = (
     ("restore.clamp_noise", "the noise on known pixels", ">= 0"),
     ("restore.noise_sigma", "the noise added for --mode denoise", ">= 0"),
     ("restore.denoise_t_start", "the first temperature of denoising Langevin", ">= 0"),
+    ("translate.n", "the number of source images translated", "> 0"),
+    ("translate.batch_size", "the number of chains run at once", "> 0"),
+    ("translate.noise", "the noise added to the source images", ">= 0"),
+    ("translate.steps", "the translation's Langevin steps (0: the method's own)", ">= 0"),
+    ("translate.target_n", "the number of target images saved for comparison", ">= 0"),
     ("eval.ais.beta_min", "the first nonzero AIS beta", "(0, 1)"),
     ("eval.ais.step_size", "the AIS leapfrog step at beta 1", "> 0"),
     ("eval.ais.ref_step_size", "the AIS leapfrog step at beta 0", "> 0"),

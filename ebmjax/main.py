@@ -2,10 +2,13 @@
 
 Config fields can be overridden with ``--config.<group>.<field>=<value>``. Modes:
   train   (default) train to ``train.steps``, resuming from the workdir's latest checkpoint, then sample
+          (when ``sample.n`` > 0) and translate (when ``translate.after_train``)
   sample  load the latest checkpoint and write ``sample.n`` samples
   inpaint load the latest checkpoint, mask ``restore.n`` test images and restore them (``<workdir>/inpaint/``)
   denoise load the latest checkpoint, add noise to ``restore.n`` test images and denoise them
           by the single jump and by Langevin from the noisy image (``<workdir>/denoise/``)
+  translate load the latest checkpoint and translate ``translate.n`` source-domain images into the
+          domain the model learned: Langevin chains from the images themselves (``<workdir>/translate/``)
   eval    load the latest checkpoint and run ``eval.metrics`` (FID/KID/IS, AIS bounds, OOD AUROC,
           neighbours, mode coverage) into ``<workdir>/eval/report.json`` and pictures
 Problems the user can fix end with a one-line message and exit code 2 (130 when interrupted).
@@ -22,19 +25,49 @@ import sys
 from ebmjax.errors import ConfigError, EbmjaxError, Interrupted
 
 
-def _train(cfg, workdir: pathlib.Path, progress: bool) -> None:
+def _sample_trained(cfg, workdir: pathlib.Path, progress: bool, state, method, source, inputs) -> None:
     from ebmjax import sampling
-    from ebmjax.train import loop
     from ebmjax.train.state import inference_params
 
+    sampling.sample_to_workdir(cfg, method.sampler(inference_params(state), state.carry), source, workdir,
+                               progress=progress)
+
+
+def _translate_trained(cfg, workdir: pathlib.Path, progress: bool, state, method, source, inputs) -> None:
+    from ebmjax import translate
+    from ebmjax.train.state import inference_params
+
+    translate.translate_to_workdir(cfg, method.sampler(inference_params(state), state.carry), workdir,
+                                   sources=inputs, progress=progress, step=int(state.step))
+
+
+def _translation_inputs(cfg):
+    from ebmjax import translate
+
+    return translate.translation_sources(cfg)
+
+
+# What --mode train does with the trained state, in order: (what, the mode that redoes it, whether the
+# config asks for it, its inputs read and checked BEFORE training so that bad settings cost no training
+# time (None: nothing to read), the work).
+AFTER_TRAIN = (
+    ("sampling", "sample", lambda cfg: cfg.sample.n > 0, None, _sample_trained),
+    ("translation", "translate", lambda cfg: bool(cfg.translate.after_train), _translation_inputs, _translate_trained),
+)
+
+
+def _train(cfg, workdir: pathlib.Path, progress: bool) -> None:
+    from ebmjax.train import loop
+
+    todo = [(what, mode, (read(cfg) if read else None), work)
+            for what, mode, asked, read, work in AFTER_TRAIN if asked(cfg)]
     state, method, source = loop.train(cfg, workdir, progress=progress)
-    if cfg.sample.n:
-        sampler = method.sampler(inference_params(state), state.carry)
+    for what, mode, inputs, work in todo:
         try:
-            sampling.sample_to_workdir(cfg, sampler, source, workdir, progress=progress)
+            work(cfg, workdir, progress, state, method, source, inputs)
         except ConfigError as e:  # e.g. a batch of chains too large for memory: training itself is safe
-            raise ConfigError(f"Training finished (checkpoints in {workdir / 'checkpoints'}), but sampling did "
-                              f"not start: {e} Then sample with --mode sample.") from None
+            raise ConfigError(f"Training finished (checkpoints in {workdir / 'checkpoints'}), but {what} did "
+                              f"not start: {e} Then run --mode {mode}.") from None
 
 
 def _sample(cfg, workdir: pathlib.Path, progress: bool) -> None:
@@ -67,6 +100,14 @@ def _restore(which: str):
     return mode
 
 
+def _translate(cfg, workdir: pathlib.Path, progress: bool) -> None:
+    from ebmjax.train import loop
+
+    inputs = _translation_inputs(cfg)  # bad settings or images fail before the checkpoint is read
+    state, method, source = loop.load_trained(cfg, workdir, step=loop.checkpoint_step(cfg, workdir))
+    _translate_trained(cfg, workdir, progress, state, method, source, inputs)
+
+
 def _eval(cfg, workdir: pathlib.Path, progress: bool) -> None:
     from ebmjax.evaluation import report
     from ebmjax.train import loop
@@ -87,6 +128,7 @@ MODES = {
     "sample": _sample,
     "inpaint": _restore("inpaint"),
     "denoise": _restore("denoise"),
+    "translate": _translate,
     "eval": _eval,
 }
 

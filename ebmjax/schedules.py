@@ -49,3 +49,25 @@ def annealing_schedule(
         anneal = np.linspace(t_max, t_min, n_anneal)
     cool = np.linspace(t_min, 0.0, n_cool)
     return jnp.asarray(np.concatenate([hot, anneal, cool]), dtype=jnp.float32)
+
+
+def stage_starts(n_stages: int, phase_steps: int) -> tuple[int, ...]:
+    """First step of every stage of coarse-to-fine training (CF-EBM): stage 0 trains one phase of
+    ``phase_steps`` steps, every later stage two (fading in, then stable), so stage s >= 1 starts at
+    (2 s - 1) * phase_steps."""
+    if n_stages < 1 or phase_steps < 1:
+        raise ConfigError(f"stage_starts: need n_stages >= 1 and phase_steps >= 1, got {n_stages}, {phase_steps}.")
+    return (0, *((2 * s - 1) * phase_steps for s in range(1, n_stages)))
+
+
+def fade_alpha(step: jax.Array, start: int, images_per_step: int, phase_images: int) -> jax.Array:
+    """The Expand block's alpha at training step ``step`` of a stage that began at ``start``: the
+    images seen in the stage before this step over the images of one phase, capped at 1
+    (linear in images seen; 0 at the stage's first step)."""
+    seen = (jnp.asarray(step, jnp.float32) - float(start)) * float(images_per_step)
+    return jnp.clip(seen / float(phase_images), 0.0, 1.0)
+
+
+def linear_decay(start: float, n: int) -> np.ndarray:
+    """``n`` values decaying linearly from ``start`` to 0 (the last is 0): CF-EBM's cyclic noise."""
+    return np.linspace(float(start), 0.0, int(n), dtype=np.float32) if n > 1 else np.zeros(int(n), np.float32)

@@ -16,7 +16,7 @@ import pytest
 from ebmjax import main, methods, models, ops
 from ebmjax.config import load_config
 from ebmjax.errors import ConfigError
-from ebmjax.methods import multigrid
+from ebmjax.methods import multigrid, pictures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MULTIGRID_DIGITS = str(ROOT / "configs" / "multigrid_digits.py")
@@ -153,7 +153,7 @@ def test_sampler_runs_each_grid_on_its_own_energy_from_the_upsampled_coarser_sam
     carry = {"coarse": jnp.linspace(0.2, 0.6, 16).reshape(16, 1, 1, 1)}
     sampler = method.sampler(params, carry)
     assert [s.name for s in sampler.stages] == ["grid 2x2", "grid 4x4", "grid 8x8"]
-    ends = multigrid.stage_ends(sampler, jax.random.PRNGKey(3), 5)
+    ends = pictures.stage_ends(sampler, jax.random.PRNGKey(3), 5)
     assert [e.shape[1] for e in ends] == [1, 2, 4, 8]
     assert np.isin(ends[0].ravel(), np.asarray(carry["coarse"]).ravel()).all()  # starts: stored block averages
     x = ends[0]
@@ -240,7 +240,7 @@ def test_with_a_generator_each_chain_starts_from_the_upsampled_generator_output_
     carry = {"coarse": jnp.linspace(0.2, 0.6, 16).reshape(16, 1, 1, 1)}
     sampler = method.sampler(params, carry)
     # x0, then (start, end) per grid: start = upsample(G(previous end)).
-    ends = multigrid.stage_ends(sampler, jax.random.PRNGKey(3), 5, starts=True)
+    ends = pictures.stage_ends(sampler, jax.random.PRNGKey(3), 5, starts=True)
     assert [e.shape[1] for e in ends] == [1, 2, 2, 4, 4, 8, 8]
     x = ends[0]
     for k, (side, n, step) in enumerate(zip((2, 4, 8), (2, 3, 4), (0.01, 0.02, 0.005))):
@@ -405,3 +405,22 @@ def test_multigrid_gen_digits_config_through_every_mode(tmp_path):
     scan = json.loads((wd / "eval" / "best_checkpoint.json").read_text())
     assert [s["step"] for s in scan["scores"]] == [3, 6]
     assert (wd / "eval" / "quality_vs_step.png").exists() and (wd / "eval" / "report.json").exists()
+
+
+@pytest.mark.parametrize("name", ["multigrid_celeba", "multigrid_gen_celeba"])
+def test_celeba_configs_build_gaos_grids_on_64x64x3(name):
+    """The paper-scale configs (not trained here: tfds CelebA and an accelerator) build Gao's grids
+    1 -> 4 -> 16 -> 64 with the 64x64 net strided four times, and one loss evaluates (shapes only)."""
+    cfg = load_config(str(ROOT / "configs" / f"{name}.py"))
+    assert cfg.data.name == "celeb_a" and cfg.data.image_size == 64 and cfg.multigrid.grids == (1, 4, 16, 64)
+    assert cfg.multigrid.generator == ("teach" if "gen" in name else "none")
+    method = methods.build(cfg, (64, 64, 3))
+    key = jax.random.PRNGKey(0)
+    params = jax.eval_shape(method.init_params, key)
+    # The 64x64 net reads a 4x4x512 map after its four strided layers; the 16x16 net 8x8x512 after one.
+    assert params["energy_64"]["params"]["out"]["kernel"].shape == (4 * 4 * 512, 1)
+    assert params["energy_16"]["params"]["out"]["kernel"].shape == (8 * 8 * 512, 1)
+    carry = jax.eval_shape(method.init_carry, key)
+    batch = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+    loss, (_, metrics) = jax.eval_shape(method.loss, params, carry, batch, key, jnp.int32(0))
+    assert loss.shape == () and {"energy_gap_4", "energy_gap_16", "energy_gap_64"} <= set(metrics)

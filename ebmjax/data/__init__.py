@@ -4,14 +4,26 @@
 ``src.get(indices)`` -> (n, *shape) float32 in ``src.value_range`` ((0, 1) for images),
 ``src.labels(indices)`` -> (n,) int64 or None, ``src.name``.
 
-Names: "digits" (scikit-learn, bundled), tfds "mnist", "fashion_mnist", "cifar10", "cifar100",
-"svhn_cropped", "celeb_a" (prepared array_record dirs), and 2-D toys "toy:eight_gaussians",
+Names: "digits" (scikit-learn, bundled) and "digits_bold" (the same with 2x2-dilated strokes), tfds
+"mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a" (prepared array_record
+dirs), the tfds two-domain sets "cycle_gan/<pair>" (e.g. "cycle_gan/horse2zebra"; ``data.domain``
+"A" or "B" picks the domain), and 2-D toys "toy:eight_gaussians",
 "toy:rings", "toy:checkerboard", "toy:two_moons", "toy:swiss_roll" (see ``ebmjax.data.toy2d``).
 """
 
 from ebmjax.data import toy2d
-from ebmjax.data.bundled import digits_source, digits_split_indices, lfw_faces
-from ebmjax.data.registry import BUNDLED_NAMES, TFDS_NAMES, TOY_PREFIX, data_names, load_source
+from ebmjax.data.bundled import bold_digits_source, digits_source, digits_split_indices, dilate_2x2, lfw_faces
+from ebmjax.data.registry import (
+    BUNDLED_NAMES,
+    CYCLE_GAN_PAIRS,
+    CYCLE_GAN_PREFIX,
+    DOMAINS,
+    TFDS_NAMES,
+    TOY_PREFIX,
+    data_names,
+    is_two_domain,
+    load_source,
+)
 from ebmjax.data.source import (
     IMAGE_RANGE,
     ArraySource,
@@ -22,11 +34,14 @@ from ebmjax.data.source import (
     prepare_images,
     resize_image,
 )
-from ebmjax.data.tfds_source import TfdsSource, load_tfds_source, resolve_data_dir
+from ebmjax.data.tfds_source import TfdsSource, domain_split, load_tfds_source, resolve_data_dir
 from ebmjax.data.toy2d import ToySource
 
 __all__ = [
     "BUNDLED_NAMES",
+    "CYCLE_GAN_PAIRS",
+    "CYCLE_GAN_PREFIX",
+    "DOMAINS",
     "TFDS_NAMES",
     "TOY_PREFIX",
     "IMAGE_RANGE",
@@ -35,10 +50,14 @@ __all__ = [
     "TfdsSource",
     "ToySource",
     "as_indices",
+    "bold_digits_source",
     "center_crop",
     "data_names",
     "digits_source",
     "digits_split_indices",
+    "dilate_2x2",
+    "domain_split",
+    "is_two_domain",
     "lfw_faces",
     "load_source",
     "load_tfds_source",

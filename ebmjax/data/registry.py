@@ -14,8 +14,15 @@ import numpy as np
 from ebmjax.data.source import ImageSource
 from ebmjax.errors import ConfigError
 
-BUNDLED_NAMES: tuple[str, ...] = ("digits",)
+BUNDLED_NAMES: tuple[str, ...] = ("digits", "digits_bold")
 TFDS_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
+# Unpaired two-domain sets (tfds "cycle_gan/<pair>"): ``data.domain`` says which domain (A or B) the
+# splits "train" and "test" read (tfds' trainA/trainB/testA/testB).
+CYCLE_GAN_PAIRS: tuple[str, ...] = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo",
+                                    "cezanne2photo", "ukiyoe2photo", "vangogh2photo", "maps", "facades",
+                                    "iphone2dslr_flower")
+CYCLE_GAN_PREFIX = "cycle_gan/"
+DOMAINS: tuple[str, ...] = ("A", "B")
 TOY_PREFIX = "toy:"
 
 
@@ -23,7 +30,13 @@ def data_names() -> tuple[str, ...]:
     """Every value ``data.name`` accepts."""
     from ebmjax.data import toy2d
 
-    return BUNDLED_NAMES + TFDS_NAMES + tuple(TOY_PREFIX + t for t in toy2d.TOY_NAMES)
+    return (BUNDLED_NAMES + TFDS_NAMES + tuple(CYCLE_GAN_PREFIX + p for p in CYCLE_GAN_PAIRS)
+            + tuple(TOY_PREFIX + t for t in toy2d.TOY_NAMES))
+
+
+def is_two_domain(name: Any) -> bool:
+    """Whether ``data.name`` is a two-domain set (a tfds cycle_gan pair) that needs ``data.domain``."""
+    return isinstance(name, str) and name.startswith(CYCLE_GAN_PREFIX)
 
 
 def _field(cfg: Any, key: str, default: Any) -> Any:
@@ -47,6 +60,8 @@ def load_source(data_config: Any, split: str) -> ImageSource:
         or ~/tensorflow_datasets); ``pad`` (int >= 0, zeros each side); ``image_size`` (int or None:
         square resize); ``toy_size`` (points of a 2-D toy). pad and image_size apply to image data
         only; toys ignore them.
+        ``domain``: "A" or "B" for a two-domain set (cycle_gan pairs: split "train" then reads tfds'
+        "trainA" or "trainB"; None or absent for every other dataset).
       split: "train" / "test" ("all" for digits; any tfds split string such as "validation" for tfds).
 
     Raises:
@@ -65,6 +80,15 @@ def load_source(data_config: Any, split: str) -> ImageSource:
         size = _int_field(_field(data_config, "toy_size", 20000), "toy_size", 1)
         return toy2d.ToySource(name[len(TOY_PREFIX):], size, split)
 
+    domain = _field(data_config, "domain", None)
+    if is_two_domain(name):
+        if domain not in DOMAINS:
+            raise ConfigError(f"data.name={name!r} holds two domains; data.domain must say which one the run "
+                              f"learns: A or B, got {domain!r}. Set --config.data.domain=B (or A).")
+    elif domain is not None:
+        raise ConfigError(f"data.domain={domain!r} applies to two-domain sets (cycle_gan/<pair>) only; "
+                          f"data.name={name!r} has one. Set --config.data.domain=none.")
+
     pad = _int_field(_field(data_config, "pad", 0), "pad", 0)
     image_size = _field(data_config, "image_size", None)
     if image_size is not None:
@@ -73,9 +97,12 @@ def load_source(data_config: Any, split: str) -> ImageSource:
     if name in BUNDLED_NAMES:
         from ebmjax.data import bundled
 
-        return bundled.digits_source(split, pad=pad, image_size=image_size)
+        make = bundled.bold_digits_source if name == "digits_bold" else bundled.digits_source
+        return make(split, pad=pad, image_size=image_size)
 
     from ebmjax.data import tfds_source
 
+    if is_two_domain(name):
+        split = tfds_source.domain_split(split, domain)
     return tfds_source.load_tfds_source(name, split, data_dir=_field(data_config, "data_dir", None),
                                         pad=pad, image_size=image_size)

@@ -60,6 +60,19 @@ def _split_names(split: str) -> list[str]:
     return [re.sub(r"\[.*\]$", "", part.strip()) for part in split.split("+")]
 
 
+def domain_split(split: str, domain: str) -> str:
+    """The tfds split of a two-domain set (cycle_gan: trainA, trainB, testA, testB) that ``split``
+    means for ``domain`` ("A" or "B"): every part of a split string named train or test gets the
+    domain's letter, slices kept ("train[:90%]+test" -> "trainB[:90%]+testB" for B); parts that
+    name a split of their own ("trainA") are left as they are."""
+    parts = []
+    for part in split.split("+"):
+        part = part.strip()
+        m = re.fullmatch(r"(train|test)(\[.*\])?", part)
+        parts.append(f"{m.group(1)}{domain}{m.group(2) or ''}" if m else part)
+    return "+".join(parts)
+
+
 def _explain_open_failure(tfds: Any, name: str, split: str, root: str, error: Exception) -> DataError:
     """Turns a failure of ``tfds.data_source`` into a DataError that says what to do."""
     try:

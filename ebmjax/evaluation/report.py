@@ -182,7 +182,7 @@ class _Context:
     def __init__(self, cfg, method, params, carry, source, out_dir, progress):
         self.cfg, self.e = cfg, cfg.eval
         self.method = method
-        self.energy_fn = method.energy(params)
+        self.energy_fn = method.energy(params, carry)
         self.sampler = method.sampler(params, carry)
         self.source = source
         self.shape = tuple(source.shape)

@@ -12,11 +12,12 @@ from typing import Callable
 import ml_collections
 
 from ebmjax.errors import ConfigError
-from ebmjax.methods import coop, mdsm, ml, multigrid
+from ebmjax.methods import cfebm, coop, mdsm, ml, multigrid
 from ebmjax.methods.base import Method, Params, Sampler, Stage
 
 # builder(cfg, example_shape, value_range) -> Method
 BUILDERS: dict[str, Callable[..., Method]] = {
+    "cfebm": cfebm.build,
     "coop": coop.build,
     "mdsm": mdsm.build,
     "ml": ml.build,

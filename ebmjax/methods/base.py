@@ -90,7 +90,9 @@ class Method(NamedTuple):
     loss: see ``LossFn``; its gradient with respect to ``params`` is applied by the shared step.
         Samples from chains inside it must carry no gradient into the parameters.
     probe(params, carry, batch, key) -> {metric: scalar}: diagnostics for the log at each window.
-    energy(params) -> energy_fn (a Partial): the energy used by restoration and evaluation.
+    energy(params, carry=None) -> energy_fn (a Partial): the energy used by restoration and evaluation,
+        on images of the data's shape (``carry``: the run's carried state, which may say which stage
+        of training the parameters belong to; None: the final one).
     sampler(params, carry) -> Sampler: the chains of ``--mode sample``.
     denoise_sigma: the noise level of the single-step denoising jump x - s^2 dE/dx where the
         method learns a smoothed density (MDSM's sigma0), else None.
@@ -121,7 +123,7 @@ class Method(NamedTuple):
     carry_specs: Any
     loss: LossFn
     probe: Callable[[Params, Any, jax.Array, jax.Array], dict[str, jax.Array]]
-    energy: Callable[[Params], EnergyFn]
+    energy: Callable[..., EnergyFn]
     sampler: Callable[[Params, Any], Sampler]
     denoise_sigma: float | None
     temperature: float

@@ -34,7 +34,6 @@ ML literature's (step, noise) form (CoopNets' delta is noise = delta, step = del
 
 from __future__ import annotations
 
-import functools
 import pathlib
 from typing import Any
 
@@ -45,6 +44,7 @@ import numpy as np
 
 from ebmjax import losses, models, samplers, visualize
 from ebmjax.errors import ConfigError
+from ebmjax.methods import pictures
 from ebmjax.methods.base import Method, Sampler, Stage
 from ebmjax.models import generator as gen_models
 from ebmjax.train import state as train_state
@@ -112,7 +112,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             e = e + 0.5 * jnp.sum(d**2, axis=1) / ref**2
         return e
 
-    def energy(params):
+    def energy(params, carry=None):
+        del carry
         return jax.tree_util.Partial(energy_of, params[ENERGY])
 
     def propose(gen_variables, key, n):
@@ -206,22 +207,12 @@ def proposals_picture(sampler: Sampler, out_dir: str | pathlib.Path, key: jax.Ar
                       n: int = PICTURE_CHAINS) -> list[str]:
     """Writes ``proposals.png``: the generator's proposals (top row) over the same chains after the
     energy's Langevin (bottom row). Images only; returns the file names written."""
-    k_init, k_chain = jax.random.split(key)
-    x0 = jax.jit(sampler.init, static_argnums=1)(k_init, n)
-    if x0.ndim != 4:
+    proposals, revised = pictures.stage_ends(sampler, key, n)
+    if proposals.ndim != 4:
         return []
-    st = sampler.stages[0]
-    x1 = _run_stage(st.kernel, st.energy, x0, k_chain, jnp.asarray(st.temperatures), jnp.asarray(st.step_sizes))
-    visualize.save_image_grid(np.concatenate([np.asarray(x0), np.asarray(x1)]), pathlib.Path(out_dir) / PICTURE,
-                              ncol=n, title="coop: generator proposals (top), after Langevin (bottom)")
+    visualize.save_image_grid(np.concatenate([proposals, revised]), pathlib.Path(out_dir) / PICTURE, ncol=n,
+                              title="coop: generator proposals (top), after Langevin (bottom)")
     return [PICTURE]
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _run_stage(kernel, energy, x, key, temperatures, step_sizes):
-    state, _ = samplers.run_chain(kernel, energy, kernel.init(x), key, temperatures=temperatures,
-                                  step_sizes=step_sizes)
-    return state.position
 
 
 def _identity(x: Any) -> Any:

@@ -73,7 +73,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     sigma0 = float(cfg.mdsm.sigma0)
     s = cfg.sample
 
-    def energy(params):
+    def energy(params, carry=None):
+        del carry
         return jax.tree_util.Partial(model.apply, params[NETWORK])
 
     def init_params(key):

@@ -89,7 +89,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     eps, temp = samplers.decoupled(m.step_size, m.noise)
     fresh = noise_init(m.noise_init, shape, value_range)
 
-    def energy(params):
+    def energy(params, carry=None):
+        del carry
         return jax.tree_util.Partial(model.apply, params[NETWORK])
 
     def init_params(key):

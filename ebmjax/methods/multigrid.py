@@ -56,7 +56,6 @@ energy.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 from typing import Any
 
@@ -66,8 +65,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from ebmjax import losses, models, ops, parallel, samplers, visualize
+from ebmjax import losses, models, ops, parallel, samplers
 from ebmjax.errors import ConfigError
+from ebmjax.methods import pictures
 from ebmjax.methods.base import Method, Sampler, Stage
 from ebmjax.train import state as train_state
 
@@ -249,7 +249,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         name = names[k]
         return jax.tree_util.Partial(nets[name].apply, params[name])
 
-    def energy(params):
+    def energy(params, carry=None):
+        del carry
         return grid_energy(params, len(names) - 1)
 
     def init_params(key):
@@ -361,30 +362,6 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                   "multigrid.gen_branch_width"))
 
 
-def stage_ends(sampler: Sampler, key: jax.Array, n: int, *, starts: bool = False) -> list[np.ndarray]:
-    """The sampler's start and the end of each of its stages for ``n`` chains (no finishing map);
-    with ``starts``, each stage's start (after its ``enter``) before its end."""
-    k_init, k_run = jax.random.split(key)
-    x = jax.jit(sampler.init, static_argnums=1)(k_init, n)
-    ends = [np.asarray(x)]
-    for i, st in enumerate(sampler.stages):
-        k_enter, k_chain = jax.random.split(jax.random.fold_in(k_run, i))
-        if st.enter is not None:
-            x = st.enter(x, k_enter)
-        if starts:
-            ends.append(np.asarray(x))
-        x = _run_stage(st.kernel, st.energy, x, k_chain, jnp.asarray(st.temperatures), jnp.asarray(st.step_sizes))
-        ends.append(np.asarray(x))
-    return ends
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _run_stage(kernel, energy, x, key, temperatures, step_sizes):
-    state, _ = samplers.run_chain(kernel, energy, kernel.init(x), key, temperatures=temperatures,
-                                  step_sizes=step_sizes)
-    return state.position
-
-
 def grids_picture(sampler: Sampler, pl: Plan, out_dir: str | pathlib.Path, key: jax.Array,
                   n: int = PICTURE_CHAINS) -> list[str]:
     """Writes ``grids.png``: one row per grid, coarse (top) to fine, ``n`` chains in columns, every
@@ -392,13 +369,11 @@ def grids_picture(sampler: Sampler, pl: Plan, out_dir: str | pathlib.Path, key: 
     grid's row of chain ends has above it the row of the chains' starts, the up-sampled G(previous
     grid's sample). Returns the file names written."""
     with_gen = sampler.settings.get("generator", "none") != "none"
-    ends = stage_ends(sampler, key, n, starts=with_gen)
-    factors = [pl.factors[0]] + [f for f in pl.factors[1:] for _ in range(2 if with_gen else 1)]
-    rows = [np.asarray(ops.upsample(jnp.asarray(x), f)) for x, f in zip(ends, factors)]
+    rows = pictures.stage_ends(sampler, key, n, starts=with_gen)
     grid_names = ", ".join(f"{s}x{s}" for s in pl.sides)
     title = (f"multigrid + G: {grid_names}, top to bottom; per finer grid G's proposal, then the chain's end"
              if with_gen else f"multigrid chains: one row per grid ({grid_names}, top to bottom)")
-    visualize.save_image_grid(np.concatenate(rows), pathlib.Path(out_dir) / PICTURE, ncol=n, title=title)
+    pictures.save_rows(rows, pl.sides[-1], pathlib.Path(out_dir) / PICTURE, title)
     return [PICTURE]
 
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from ebmjax.errors import ConfigError
 from ebmjax.models.resnet import MDSMResNet, res12, res18
 from ebmjax.models.torch_import import load_torch_mdsm, to_torch_state_dict
+from ebmjax.models.cfebm import ExpandingEnergy
 from ebmjax.models.convnet import ConvEnergy
 from ebmjax.models.generator import DilatedGenerator, LatentGenerator
 from ebmjax.models.multigrid import GridEnergy
@@ -32,6 +33,7 @@ from ebmjax.models.toy import GaussianEnergy, MLPEnergy
 __all__ = [
     "ConvEnergy",
     "DilatedGenerator",
+    "ExpandingEnergy",
     "GaussianEnergy",
     "GridEnergy",
     "LatentGenerator",

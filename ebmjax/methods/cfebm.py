@@ -1,0 +1,343 @@
+"""CF-EBM: coarse-to-fine expanding training and sampling (Zhao, Xie, Li; seed 004, REFERENCE §2).
+
+One energy learns from low to high resolution. The stages ``cfebm.resolutions = (r_0, ..., r_S)``
+(each side twice the one before, r_S the image side) see the data block-averaged to r_s x r_s
+(:func:`ebmjax.ops.downsample`). Stage 0 trains for one phase (``cfebm.phase_images`` images); every
+later stage s first fades in over one phase, the Expand block's alpha growing linearly with the
+images seen (:func:`ebmjax.schedules.fade_alpha`), then trains stable (alpha = 1) for one phase; the
+last stage trains until ``train.steps``. The stage is the method's static phase (one compiled step
+per stage; alpha is traced), so the shared loop never lets a call cross a stage boundary.
+
+The network (:class:`ebmjax.models.ExpandingEnergy`) holds the layers of every stage from the start,
+so parameter shapes never change: a checkpoint of any stage (mid-fade included) restores, resumes and
+samples with the same code, and the carried state ``{"trained": steps done}`` (checkpointed with the
+parameters) tells sampling and evaluation which stage and alpha the parameters belong to. The two
+variants of the original:
+
+- ``grow`` (train_v0): one network ``energy``; every layer keeps learning at later stages.
+- ``per_stage`` (train_v1): a network ``energy_<r>`` per stage; stage s starts from stage s-1's
+  weights and only it learns, the coarser ones frozen (they drive the coarse part of the chains).
+  "Starts from stage s-1's weights" is written as an offset: stage s's weights are W_{s-1} + D_s
+  with D_s (the network ``energy_<r_s>``'s parameters) zero until stage s begins, so W_s = W_{s-1}
+  exactly at the boundary and no parameter is copied or reshaped at any step (Adam's update of D_s
+  is Adam's update of W_s: the gradients are the same).
+
+Negative samples are drawn "from the beginning" in every training step: uniform noise at r_0, then
+``cfebm.steps`` Langevin steps per stage x <- clamp(x - step_size * clip(dE_k/dx) + sigma z) on stage
+k's energy (parameters held constant), pixel-replication up-sampling (and clamping) between stages;
+with ``cyclic_noise`` sigma decays linearly from ``noise_max`` to 0 over all of a chain's steps,
+else it is ``noise``. While stage s fades in (alpha < 1) and ``smooth_handover`` is on, the chain
+runs int(steps (1 - alpha)) steps at r_{s-1}, then enters r_s as
+x <- c + sqrt(1 - alpha^2) (up(x) - c) + alpha (range / 2) z (c the middle of the data's range; the
+original's x <- sqrt(1 - a^2) up(x) + a z on [-1, 1]). The loss is :func:`ebmjax.losses.ml_loss` at
+stage s between the data at r_s and the chains' ends.
+
+``--mode sample`` runs the same coarse-to-fine chain with ``cfebm.sample_steps`` steps per stage up
+to the checkpoint's stage (with its alpha), and returns the images up-sampled to the data's size, so
+samples of any stage have the data's shape; ``stages.png`` shows a few chains at the end of every
+stage. Restoration and evaluation use the checkpoint's stage energy on images block-averaged to its
+side (at the last stage: the images themselves).
+
+Differences from the original (YangNaruto/ProEBM): one batch size for the whole run (the original's
+shrinks with the resolution, e.g. 256 -> 128 -> 64 on CIFAR), so a phase is
+ceil(phase_images / batch) steps; the energy penalty E(data)^2 + E(samples)^2 has the right sign
+(the original's is E+^2 - E-^2, weighted 0); a diverging run stops with the shared loop's message
+and checkpoints (the original stops at |loss| > 1000); RGB data works; see ExpandingEnergy for the
+network's differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from ebmjax import losses, ops, samplers, schedules
+from ebmjax.errors import ConfigError
+from ebmjax.methods import pictures
+from ebmjax.methods.base import Method, Sampler, Stage
+from ebmjax.models.cfebm import ExpandingEnergy, init_all
+from ebmjax.train import state as train_state
+
+VARIANTS = ("grow", "per_stage")
+PICTURE = "stages.png"
+PICTURE_CHAINS = 12
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def check_config(m: ml_collections.ConfigDict) -> None:
+    """ConfigError for settings of the ``cfebm`` group that cannot work (the resolutions are checked
+    against the images by :func:`build`)."""
+    if m.variant not in VARIANTS:
+        raise ConfigError(f"cfebm.variant must be one of {', '.join(VARIANTS)}, got {m.variant!r}.")
+    for name in ("resolutions", "widths"):
+        v = m[name]
+        if not isinstance(v, (tuple, list)) or not v or any(isinstance(i, bool) or not isinstance(i, int) or i < 1
+                                                           for i in v):
+            raise ConfigError(f"cfebm.{name} must be a non-empty tuple of integers >= 1, got {v!r}.")
+    res = tuple(m.resolutions)
+    if res[0] < 2 or any(b != 2 * a for a, b in zip(res, res[1:])):
+        raise ConfigError(f"cfebm.resolutions must start at a side >= 2 and double at every stage, e.g. (8, 16, 32); "
+                          f"got {m.resolutions!r}.")
+    if len(m.widths) != len(res):
+        raise ConfigError(f"cfebm.widths needs one channel count per resolution ({len(res)}), got {m.widths!r}.")
+    for name, low in (("head_width", 1), ("phase_images", 1), ("steps", 1), ("sample_steps", 1)):
+        if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < low:
+            raise ConfigError(f"cfebm.{name} must be an integer >= {low}, got {m[name]!r}.")
+    lrs = m.lr_by_stage
+    if not isinstance(lrs, (tuple, list)) or (lrs and (len(lrs) != len(res) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in lrs))):
+        raise ConfigError(f"cfebm.lr_by_stage must be () (train.lr's schedule) or one learning rate > 0 per "
+                          f"resolution ({len(res)}), got {lrs!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageEnergy:
+    """Stage ``stage``'s energy on images block-averaged by ``factor`` first (1: the stage's own
+    side); wrapped in a Partial over (variables, alpha)."""
+
+    model: Any
+    stage: int
+    factor: int = 1
+
+    def __call__(self, variables: Any, alpha: jax.Array, x: jax.Array) -> jax.Array:
+        if self.factor > 1:
+            x = ops.downsample(x, self.factor)
+        return self.model.apply(variables, x, self.stage, alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class Enter:
+    """``enter(x, key)`` of a sampling stage: up-sampling by 2 (pixel replication), clamping to
+    ``bounds`` and, with ``alpha`` > 0, the smooth hand-over's noise mixing."""
+
+    bounds: tuple[float, float] | None
+    alpha: float = 0.0
+    center: float = 0.5
+    half: float = 0.5
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        x = ops.upsample(x, 2)
+        if self.bounds is not None:
+            x = jnp.clip(x, *self.bounds)
+        if self.alpha > 0:
+            x = handover(x, self.alpha, key, self.center, self.half)
+        return x
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformInit:
+    """``init(key, n)``: n images of ``shape`` uniform on [low, high)."""
+
+    shape: tuple[int, ...]
+    low: float
+    high: float
+
+    def __call__(self, key: jax.Array, n: int) -> jax.Array:
+        return jax.random.uniform(key, (n, *self.shape), jnp.float32, self.low, self.high)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToImageSize:
+    """``finish``: pixel replication by ``factor`` (a sample of a coarse stage at the data's size)."""
+
+    factor: int
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return ops.upsample(x, self.factor) if self.factor > 1 else x
+
+
+def handover(x: jax.Array, alpha: Any, key: jax.Array, center: float, half: float) -> jax.Array:
+    """The smooth hand-over into a fading stage: c + sqrt(1 - alpha^2) (x - c) + alpha half z."""
+    z = jax.random.normal(key, x.shape, x.dtype)
+    return center + jnp.sqrt(1.0 - alpha**2) * (x - center) + alpha * half * z
+
+
+def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
+          value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
+    """The CF-EBM method for images of ``example_shape`` (H, W, C) in ``value_range``."""
+    m = cfg.cfebm
+    check_config(m)
+    if len(example_shape) != 3:
+        raise ConfigError(f"method cfebm needs images (H, W, C); the data's examples have shape {example_shape}.")
+    h, w, c = (int(d) for d in example_shape)
+    res = tuple(int(r) for r in m.resolutions)
+    if h != w or res[-1] != h:
+        raise ConfigError(f"cfebm.resolutions must end at the image side: the images are {h}x{w}, the stages "
+                          f"{res}. Set e.g. --config.cfebm.resolutions={','.join(str(h // 2**k) for k in (2, 1, 0))}.")
+    if cfg.model.dtype not in _DTYPES:
+        raise ConfigError(f"model.dtype must be one of {', '.join(_DTYPES)}, got {cfg.model.dtype!r}.")
+    n_stages = len(res)
+    lo, hi = (float(v) for v in value_range)
+    center, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    model = ExpandingEnergy(resolutions=res, widths=tuple(int(v) for v in m.widths), head_width=int(m.head_width),
+                            dtype=_DTYPES[cfg.model.dtype], conv=cfg.model.conv)
+    batch = int(cfg.train.batch_size)
+    phase_images = int(m.phase_images)
+    phase_steps = math.ceil(phase_images / batch)
+    starts = schedules.stage_starts(n_stages, phase_steps)
+    boundaries = tuple(starts[1:])
+    grow = m.variant == "grow"
+    names = ("energy",) if grow else tuple(f"energy_{r}" for r in res)
+    kernel = samplers.langevin_kernel(m.grad_clip, (lo, hi) if m.clamp else None)
+    eps = float(np.sqrt(2.0 * m.step_size))
+    bounds = (lo, hi) if m.clamp else None
+
+    def stage_of(step: int) -> int:
+        return sum(b <= step for b in boundaries)
+
+    def alpha_at(step: Any, stage: int) -> Any:
+        return 1.0 if stage == 0 else schedules.fade_alpha(step, starts[stage], batch, phase_images)
+
+    if m.lr_by_stage:
+        lrs = jnp.asarray([float(v) for v in m.lr_by_stage], jnp.float32)
+        edges = jnp.asarray(boundaries, jnp.int32)
+
+        def lr(step):
+            return lrs[jnp.searchsorted(edges, jnp.asarray(step, jnp.int32), side="right")]
+
+        tx = optax.adam(lr, b1=cfg.train.b1, b2=cfg.train.b2, eps=cfg.train.eps)
+    else:
+        tx, lr = train_state.adam(cfg.train)
+    optimizer = train_state.per_network({name: tx for name in names})
+
+    def variables(params, k):
+        """Stage k's weights: the one network (grow) or W_k = D_0 + ... + D_k (per_stage)."""
+        if grow:
+            return params["energy"]
+        return jax.tree.map(lambda *leaves: sum(leaves[1:], leaves[0]), *(params[names[j]] for j in range(k + 1)))
+
+    def stage_energy(params, k, alpha, factor=1):
+        return jax.tree_util.Partial(StageEnergy(model, k, factor), variables(params, k), jnp.asarray(alpha, jnp.float32))
+
+    def sigmas(total):
+        if m.cyclic_noise:
+            return schedules.linear_decay(m.noise_max, total)
+        return np.full(total, float(m.noise), np.float32)
+
+    def init_params(key):
+        first = init_all(model, key, c)
+        if grow:
+            return {"energy": first}
+        zeros = jax.tree.map(jnp.zeros_like, first)
+        return {name: (first if i == 0 else zeros) for i, name in enumerate(names)}
+
+    def init_carry(key):
+        del key
+        return {"trained": jnp.zeros((), jnp.int32)}
+
+    def chains(params, x, key, stage, alpha, n_steps):
+        """Coarse-to-fine chains from x (at r_0) to stage ``stage`` (``alpha`` traced)."""
+        sig = sigmas((stage + 1) * n_steps)
+        fading = alpha < 1.0
+        for k in range(stage + 1):
+            k_enter, k_chain = jax.random.split(jax.random.fold_in(key, k))
+            if k > 0:
+                x = ops.upsample(x, 2)
+                if bounds is not None:
+                    x = jnp.clip(x, *bounds)
+                if k == stage and m.smooth_handover:
+                    x = jnp.where(fading, handover(x, alpha, k_enter, center, half), x)
+            temps = jnp.asarray(sig[k * n_steps:(k + 1) * n_steps] ** 2 / (2.0 * m.step_size))
+            step_sizes = jnp.full((n_steps,), eps, jnp.float32)
+            if m.smooth_handover and stage >= 1 and k == stage - 1:
+                active = jnp.where(fading, jnp.floor(n_steps * (1.0 - alpha)), n_steps)
+                on = (jnp.arange(n_steps) < active).astype(jnp.float32)
+                temps, step_sizes = temps * on, step_sizes * on
+            e_k = stage_energy(params, k, alpha if k == stage else 1.0)
+            state, _ = samplers.run_chain(kernel, e_k, kernel.init(x), k_chain, temperatures=temps,
+                                          step_sizes=step_sizes)
+            x = state.position
+        return x
+
+    def loss(params, carry, batch_x, key, step, *, phase):
+        del carry
+        s = int(phase)
+        k_data, k_init, k_chain = jax.random.split(key, 3)
+        alpha = alpha_at(step, s)
+        x_data = ops.downsample(batch_x, h // res[s])
+        x_data = x_data + m.data_noise * jax.random.normal(k_data, x_data.shape, x_data.dtype)
+        x0 = UniformInit((res[0], res[0], c), lo, hi)(k_init, batch_x.shape[0])
+        # The chains run with the parameters held constant: the samples carry no gradient.
+        x_model = jax.lax.stop_gradient(chains(jax.lax.stop_gradient(params), x0, k_chain, s, alpha, int(m.steps)))
+        e = stage_energy(params, s, alpha)
+        total = losses.ml_loss(e, x_data, x_model, energy_l2=m.energy_l2)
+        e_data, e_model = jnp.mean(e(x_data)), jnp.mean(e(x_model))
+        metrics = {"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data,
+                   "stage": jnp.float32(s), "side": jnp.float32(res[s]), "fade": jnp.asarray(alpha, jnp.float32)}
+        return total, ({"trained": (jnp.asarray(step, jnp.int32) + 1)}, metrics)
+
+    def probe(params, carry, batch_x, key, *, phase):
+        s = int(phase)
+        alpha = alpha_at(jnp.maximum(carry["trained"] - 1, 0), s)
+        noise = UniformInit((res[s], res[s], c), lo, hi)(key, batch_x.shape[0])
+        return {"energy_noise": jnp.mean(stage_energy(params, s, alpha)(noise))}
+
+    def reached(carry):
+        """(stage, alpha) of the parameters that go with ``carry`` (the last step trained)."""
+        last = max(int(np.asarray(carry["trained"])) - 1, 0) if carry is not None else None
+        if last is None:
+            return n_stages - 1, 1.0
+        s = stage_of(last)
+        return s, float(alpha_at(last, s))
+
+    def energy(params, carry=None):
+        s, alpha = reached(carry)
+        return stage_energy(params, s, alpha, h // res[s])
+
+    def sampler(params, carry):
+        s, alpha = reached(carry)
+        k_steps = int(m.sample_steps)
+        handing_over = bool(m.smooth_handover and s >= 1 and alpha < 1.0)
+        counts = [k_steps] * (s + 1)
+        if handing_over:
+            counts[s - 1] = int(k_steps * (1.0 - alpha))
+        sig = sigmas(sum(counts))
+        offsets = np.cumsum([0, *counts])
+        stages = tuple(
+            Stage(f"{res[k]}x{res[k]}", stage_energy(params, k, alpha if k == s else 1.0), kernel,
+                  sig[offsets[k]:offsets[k + 1]] ** 2 / (2.0 * m.step_size),
+                  np.full(counts[k], eps, np.float32),
+                  None if k == 0 else Enter(bounds, alpha if (handing_over and k == s) else 0.0, center, half))
+            for k in range(s + 1))
+        settings = {"kind": "cfebm", "init": "uniform", "variant": m.variant, "stage": s, "side": res[s],
+                    "alpha": alpha, "steps": counts, "step": float(m.step_size), "cyclic_noise": bool(m.cyclic_noise),
+                    "noise": float(m.noise_max if m.cyclic_noise else m.noise), "smooth_handover": bool(m.smooth_handover),
+                    "grad_clip": m.grad_clip, "clamp": bool(m.clamp)}
+        smp = Sampler(jax.tree_util.Partial(UniformInit((res[0], res[0], c), lo, hi)), stages,
+                      jax.tree_util.Partial(ToImageSize(h // res[s])), settings)
+        return smp._replace(pictures=lambda out_dir, key: stages_picture(smp, res, out_dir, key))
+
+    fixed_t = float(samplers.decoupled(m.step_size, m.noise)[1])
+    return Method(
+        name="cfebm", networks={name: model for name in names}, init_params=init_params, optimizer=optimizer,
+        learning_rates={name: lr for name in names}, init_carry=init_carry, carry_specs={"trained": P()},
+        loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
+        # Chains whose noise ends at 0 descend the energy; restoration then weighs it as T = 1.
+        temperature=fixed_t if (m.noise > 0 and not m.cyclic_noise) else 1.0,
+        bounds={"energy_data": (float(m.energy_bound), "cfebm.energy_bound"),
+                "energy_model": (float(m.energy_bound), "cfebm.energy_bound")},
+        identity=("cfebm.resolutions", "cfebm.widths", "cfebm.head_width", "cfebm.variant", "cfebm.phase_images",
+                  "train.batch_size"),
+        phase=stage_of, phase_boundaries=boundaries,
+        frozen=None if grow else (lambda s: frozenset(n for i, n in enumerate(names) if i != int(s))))
+
+
+def stages_picture(sampler: Sampler, res: tuple[int, ...], out_dir: str | pathlib.Path, key: jax.Array,
+                   n: int = PICTURE_CHAINS) -> list[str]:
+    """Writes ``stages.png``: the chains' uniform start (top), then their end at every stage, coarse to
+    fine, ``n`` chains in columns, every image shown at the last stage's size. Returns the names."""
+    rows = pictures.stage_ends(sampler, key, n)
+    reached = res[:len(sampler.stages)]
+    names = ", ".join(f"{r}x{r}" for r in reached)
+    pictures.save_rows(rows, reached[-1], pathlib.Path(out_dir) / PICTURE,
+                       f"CF-EBM chains: the uniform start, then the end of each stage ({names})")
+    return [PICTURE]

@@ -1,0 +1,212 @@
+"""CF-EBM (seed 004): the Expand block's two ends, the fade schedule by images seen, stage boundaries,
+weights carried into a new stage unchanged (both variants), the coarse-to-fine chains' up-sampling,
+the smooth hand-over, a run resumed mid-fade and across a stage boundary bit-exactly, and
+configs/cfebm_digits.py (shrunk) through the command line."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ebmjax import main, methods, models, ops, schedules
+from ebmjax.config import load_config
+from ebmjax.errors import ConfigError
+from ebmjax.methods import cfebm, pictures
+from ebmjax.models.cfebm import init_all
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CFEBM_DIGITS = str(ROOT / "configs" / "cfebm_digits.py")
+# configs/cfebm_digits.py at toy size: phases of 4 steps of 16 images (stage 4x4 from step 4, 8x8 from 12).
+SHRUNK = ["--config.cfebm.widths=8,8,4", "--config.cfebm.head_width=8", "--config.cfebm.phase_images=64",
+          "--config.cfebm.steps=3", "--config.cfebm.sample_steps=4", "--config.train.batch_size=16",
+          "--config.train.steps=16", "--config.train.log_every=2", "--config.train.checkpoint_every=2",
+          "--config.train.keep_checkpoints=20", "--config.train.warmup_steps=0", "--config.sample.n=8",
+          "--config.sample.batch_size=8", "--config.sample.chunk_steps=4", "--no-progress"]
+
+
+def _cfg(**fields):
+    cfg = load_config(CFEBM_DIGITS)
+    cfg.cfebm.widths, cfg.cfebm.head_width = (8, 8, 4), 8
+    cfg.cfebm.phase_images, cfg.cfebm.steps, cfg.cfebm.sample_steps = 64, 3, 4
+    cfg.train.batch_size = 16
+    for k, v in fields.items():
+        cfg.cfebm[k] = v
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# The network and the schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def test_expand_block_at_alpha_0_is_the_old_network_on_the_downsampled_input_and_at_1_the_new_path():
+    net = models.ExpandingEnergy(resolutions=(2, 4, 8), widths=(8, 6, 4), head_width=5)
+    v = init_all(net, jax.random.PRNGKey(0), 3)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (4, 8, 8, 3))
+    for stage, side in ((1, 4), (2, 8)):
+        xs = ops.downsample(x, 8 // side)
+        np.testing.assert_allclose(np.asarray(net.apply(v, xs, stage, 0.0)),
+                                   np.asarray(net.apply(v, ops.downsample(xs, 2), stage - 1, 1.0)), rtol=1e-5, atol=1e-6)
+        # At alpha = 1 the old entry (from_rgb of the previous side) no longer matters; in between it does.
+        other = jax.tree_util.tree_map_with_path(
+            lambda p, a: a + 1.0 if f"from_rgb_{side // 2}" in jax.tree_util.keystr(p) else a, v)
+        np.testing.assert_array_equal(np.asarray(net.apply(v, xs, stage, 1.0)), np.asarray(net.apply(other, xs, stage, 1.0)))
+        assert not np.allclose(np.asarray(net.apply(v, xs, stage, 0.5)), np.asarray(net.apply(other, xs, stage, 0.5)))
+        # Linear in alpha between the two ends (the Expand block mixes features, the rest is shared):
+        # not required, but the ends must differ, or the fade would be invisible.
+        assert not np.allclose(np.asarray(net.apply(v, xs, stage, 0.0)), np.asarray(net.apply(v, xs, stage, 1.0)))
+    # Every stage's layers exist from the start: the parameters' shapes never change.
+    assert {k for k in v["params"]} == {"from_rgb_2", "from_rgb_4", "from_rgb_8", "block_2", "block_4", "block_8",
+                                        "head_conv", "head_out"}
+    with pytest.raises(ConfigError, match="stage 1 reads 4x4 images"):
+        net.apply(v, x, 1, 1.0)
+
+
+def test_fade_schedule_by_images_seen_and_the_stage_boundaries():
+    assert schedules.stage_starts(3, 5) == (0, 5, 15)
+    # 64 images per phase at 16 a step: alpha = 16 (step - start) / 64, capped at 1.
+    alphas = [float(schedules.fade_alpha(s, 4, 16, 64)) for s in range(4, 11)]
+    np.testing.assert_allclose(alphas, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    method = methods.build(_cfg(), (8, 8, 1))
+    assert method.phase_boundaries == (4, 12)
+    assert [method.phase(s) for s in (0, 3, 4, 11, 12, 100)] == [0, 0, 1, 1, 2, 2]
+    # A phase that is not a whole number of batches lasts the next whole number of steps.
+    cfg = _cfg(phase_images=70)
+    assert methods.build(cfg, (8, 8, 1)).phase_boundaries == (5, 15)
+    # The loss reports the stage, its side and alpha of the step.
+    params = method.init_params(jax.random.PRNGKey(0))
+    batch = jax.random.uniform(jax.random.PRNGKey(1), (16, 8, 8, 1))
+    for step, (stage, side, fade) in {0: (0, 2, 1.0), 5: (1, 4, 0.25), 9: (1, 4, 1.0), 13: (2, 8, 0.25)}.items():
+        _, (carry, m) = method.loss(params, method.init_carry(None), batch, jax.random.PRNGKey(2), jnp.int32(step),
+                                    phase=method.phase(step))
+        assert (float(m["stage"]), float(m["side"]), float(m["fade"])) == (stage, side, fade)
+        assert int(carry["trained"]) == step + 1
+
+
+def test_settings_are_checked():
+    for fields, says in (({"variant": "both"}, "cfebm.variant must be one of grow, per_stage"),
+                         ({"resolutions": (2, 4, 16)}, "double at every stage"),
+                         ({"widths": (8, 8)}, "one channel count per resolution"),
+                         ({"lr_by_stage": (1e-3,)}, "one learning rate > 0 per resolution")):
+        with pytest.raises(ConfigError, match=says):
+            methods.build(_cfg(**fields), (8, 8, 1))
+    with pytest.raises(ConfigError, match="must end at the image side"):
+        methods.build(_cfg(), (16, 16, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants: the weights a new stage starts from
+# ---------------------------------------------------------------------------------------------
+
+
+def test_per_stage_networks_start_from_the_previous_stage_and_freeze_the_coarser_ones():
+    method = methods.build(_cfg(variant="per_stage"), (8, 8, 1))
+    assert sorted(method.networks) == ["energy_2", "energy_4", "energy_8"]
+    params = method.init_params(jax.random.PRNGKey(0))
+    # Before stage 1 trains, energy_4 holds zeros: stage 1's weights W_1 = W_0 + D_1 are stage 0's.
+    assert all(float(jnp.abs(leaf).max()) == 0 for leaf in jax.tree.leaves(params["energy_4"]))
+    assert method.frozen(0) == {"energy_4", "energy_8"} and method.frozen(1) == {"energy_2", "energy_8"}
+    # Stage 1 at the first step of its fade is stage 0 on the down-sampled image, with stage 0's weights.
+    x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 1))
+    e1 = method.energy(params, {"trained": jnp.int32(5)})  # last step trained: 4, the first of stage 1
+    e0 = method.energy(params, {"trained": jnp.int32(4)})  # last step trained: 3, the end of stage 0
+    np.testing.assert_allclose(np.asarray(e1(x)), np.asarray(e0(x)), rtol=1e-5, atol=1e-6)
+
+
+def _train(tmp_path, name, *extra):
+    wd = tmp_path / name
+    assert main.run(["--config", CFEBM_DIGITS, "--workdir", str(wd), *SHRUNK, "--config.sample.n=0",
+                     "--config.cfebm.lr_by_stage=1e-3,1e-3,1e-3", *extra]) == 0
+    return wd
+
+
+def _state(wd, *extra):
+    from scale_helpers import overrides
+
+    from ebmjax.train import loop
+
+    cfg = load_config(CFEBM_DIGITS, overrides([*SHRUNK, "--config.sample.n=0", "--config.cfebm.lr_by_stage=1e-3,1e-3,1e-3",
+                                               *extra]))
+    state, _, _ = loop.load_trained(cfg, wd)
+    return jax.tree.map(np.asarray, state)
+
+
+def test_per_stage_run_resumed_mid_fade_and_across_a_boundary_ends_bitwise_like_an_unbroken_one(tmp_path):
+    """Stopped at step 6 (stage 4x4, alpha 0.5) and continued to 16 (past the 8x8 boundary at 12) vs one
+    run to 16; per_stage, so the frozen networks and their Adam states are checked too."""
+    v = "--config.cfebm.variant=per_stage"
+    broken = _train(tmp_path, "broken", v, "--config.train.steps=6")
+    first = _state(broken, v, "--config.train.steps=6")
+    _train(tmp_path, "broken", v)
+    unbroken = _train(tmp_path, "unbroken", v)
+    a, b = _state(broken, v), _state(unbroken, v)
+    assert int(a.step) == int(b.step) == 16 and int(a.carry["trained"]) == 16
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    # The weights carried into stage 8x8 unchanged: energy_8 (D_2) was zero until step 12 and energy_2,
+    # energy_4 stopped moving when their stages ended (frozen, with their Adam states).
+    np.testing.assert_array_equal(jax.tree.leaves(first.params["energy_2"])[0], jax.tree.leaves(a.params["energy_2"])[0])
+    assert any(float(np.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(a.params["energy_8"]))
+    rec = [json.loads(line) for line in (broken / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["stage"]) for r in rec if r["window_steps"] == 2][-3:] == [(12, 1.0), (14, 2.0), (16, 2.0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Coarse-to-fine chains
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sampler_climbs_the_stages_by_exact_upsampling_and_hands_over_while_fading():
+    method = methods.build(_cfg(cyclic_noise=False, noise=0.0), (8, 8, 1))
+    params = method.init_params(jax.random.PRNGKey(0))
+    stable = method.sampler(params, {"trained": jnp.int32(20)})  # stage 8x8, alpha 1
+    assert [s.name for s in stable.stages] == ["2x2", "4x4", "8x8"] and stable.steps == 12
+    ends = pictures.stage_ends(stable, jax.random.PRNGKey(3), 5, starts=True)
+    assert [e.shape[1] for e in ends] == [2, 2, 2, 4, 4, 8, 8]
+    for k in (1, 2):  # each stage starts at the previous stage's end, pixels repeated (clamped to [0, 1])
+        np.testing.assert_array_equal(ends[1 + 2 * k], np.clip(np.asarray(ops.upsample(ends[2 * k], 2)), 0, 1))
+    # Mid-fade (stage 8x8 at alpha 0.25): int(4 * 0.75) = 3 steps at 4x4, then the hand-over's mixing.
+    fading = method.sampler(params, {"trained": jnp.int32(14)})
+    assert [len(s.temperatures) for s in fading.stages] == [4, 3, 4] and fading.settings["alpha"] == 0.25
+    x = jnp.full((2000, 4, 4, 1), 0.8)
+    mixed = np.asarray(fading.stages[2].enter(x, jax.random.PRNGKey(4)))
+    # c + sqrt(1 - a^2) (x - c) + a (range / 2) z: mean 0.5 + 0.968 * 0.3, std 0.25 * 0.5.
+    assert abs(mixed.mean() - (0.5 + np.sqrt(1 - 0.25**2) * 0.3)) < 0.003
+    assert abs(mixed.std() - 0.125) < 0.003
+    # The samples have the data's shape at every stage: a 4x4 stage's images come back pixel-repeated.
+    early = method.sampler(params, {"trained": jnp.int32(10)})
+    x4 = jnp.asarray(np.random.default_rng(0).random((3, 4, 4, 1)), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(early.finish(x4)), np.asarray(ops.upsample(x4, 2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The config through the command line
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cfebm_digits_config_trains_samples_restores_and_evaluates(tmp_path):
+    cfg = load_config(CFEBM_DIGITS)
+    assert cfg.method.name == "cfebm" and cfg.data.name == "digits" and cfg.cfebm.resolutions == (2, 4, 8)
+    assert "--config configs/cfebm_digits.py" in pathlib.Path(CFEBM_DIGITS).read_text()
+    wd = tmp_path / "run"
+    common = ["--config", CFEBM_DIGITS, "--workdir", str(wd), *SHRUNK]
+    assert main.run(common) == 0
+    images = np.load(wd / "samples" / "samples.npz")["images"]
+    assert images.shape == (8, 8, 8, 1) and images.min() >= 0 and images.max() <= 1 and images.std() > 0
+    summary = json.loads((wd / "samples" / "summary.json").read_text())
+    assert {"grid.png", "stages.png"} <= set(summary["files"])
+    # A checkpoint of an earlier stage samples at its own side, returned at the data's size.
+    assert main.run([*common, "--mode", "sample", "--config.sample.checkpoint=6", "--config.sample.seed=1"]) == 0
+    early = np.load(wd / "samples_seed1" / "samples.npz")["images"]
+    assert early.shape == images.shape
+    np.testing.assert_array_equal(early, np.asarray(ops.upsample(ops.downsample(early, 2), 2)))
+    for mode in ("inpaint", "denoise"):
+        assert main.run([*common, "--mode", mode, "--config.restore.n=4", "--config.restore.n_chains=2"]) == 0
+        assert (wd / mode / "report.json").exists()
+    assert main.run([*common, "--mode", "eval", "--config.eval.metrics=ood,coverage", "--config.eval.n_samples=16",
+                     "--config.eval.ood.n=16", "--config.eval.n_data=64"]) == 0
+    report = json.loads((wd / "eval" / "report.json").read_text())
+    assert report["metrics"]["ood"]["sets"]["uniform"]["n"] == 16
