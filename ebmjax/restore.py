@@ -523,6 +523,17 @@ def _write_outputs(out_dir: pathlib.Path, columns: Sequence[tuple[str, np.ndarra
     io.write_json_atomic(out_dir / "report.json", report)
 
 
+def _check_chain_fits(chain: Any, shape: tuple[int, ...]) -> None:
+    """ConfigError unless the method's last chain works on images of ``shape`` (H, W, C): a coarse-to-
+    fine run's checkpoint from before its last stage samples at a smaller side."""
+    try:
+        jax.eval_shape(chain.energy, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"The checkpoint's last chain ({chain.name}) does not work on the {shape} images to "
+                          f"restore ({e}). A coarse-to-fine run restores from a checkpoint of its last stage: "
+                          "pass --config.sample.checkpoint=STEP with a later step, or train further.") from None
+
+
 def _header(cfg: ml_collections.ConfigDict, source: Any, mode: str, step: int | None, n_steps: int,
             step_size: float, final_jump: bool, sigma0: float | None) -> dict:
     report = {"mode": mode, "method": cfg.method.name, "data": cfg.data.name,
@@ -559,6 +570,7 @@ def inpaint_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
                                 mask_fraction=r.mask_fraction, half_side=r.half_side))
     corrupted = np.asarray(mask_out(x_true, mask, r.fill))
     chain = sampler.stages[-1]
+    _check_chain_fits(chain, tuple(x_true.shape[1:]))
     temps = np.asarray(chain.temperatures)
     jump = bool(s.denoise and sigma0 is not None)
     k = int(r.n_chains)
@@ -617,6 +629,7 @@ def denoise_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
     # The model's density is exp(-E / T_m): the chain's temperatures are in units of T_m.
     temps = np.asarray(denoise_temperatures(r.denoise_t_start, r.denoise_steps)) * model_temperature
     chain = sampler.stages[-1]
+    _check_chain_fits(chain, tuple(x_true.shape[1:]))
     step_size = float(np.mean(chain.step_sizes))
     res = denoise_batches(chain.energy, noisy, jax.random.fold_in(key, 1),
                           sigma0=sigma0, temperatures=temps, step_size=step_size, noise_sigma=float(r.noise_sigma),

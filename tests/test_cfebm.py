@@ -187,7 +187,7 @@ def test_sampler_climbs_the_stages_by_exact_upsampling_and_hands_over_while_fadi
 # ---------------------------------------------------------------------------------------------
 
 
-def test_cfebm_digits_config_trains_samples_restores_and_evaluates(tmp_path):
+def test_cfebm_digits_config_trains_samples_restores_and_evaluates(tmp_path, capsys):
     cfg = load_config(CFEBM_DIGITS)
     assert cfg.method.name == "cfebm" and cfg.data.name == "digits" and cfg.cfebm.resolutions == (2, 4, 8)
     assert "--config configs/cfebm_digits.py" in pathlib.Path(CFEBM_DIGITS).read_text()
@@ -205,8 +205,33 @@ def test_cfebm_digits_config_trains_samples_restores_and_evaluates(tmp_path):
     np.testing.assert_array_equal(early, np.asarray(ops.upsample(ops.downsample(early, 2), 2)))
     for mode in ("inpaint", "denoise"):
         assert main.run([*common, "--mode", mode, "--config.restore.n=4", "--config.restore.n_chains=2"]) == 0
-        assert (wd / mode / "report.json").exists()
+        report = json.loads((wd / mode / "report.json").read_text())
+        assert all(np.isfinite(v) for v in report["mean_psnr"].values()), report["mean_psnr"]
+    # An earlier stage's checkpoint chains at 4x4: restoring 8x8 images is refused with what to do.
+    capsys.readouterr()
+    assert main.run([*common, "--mode", "denoise", "--config.sample.checkpoint=6", "--config.restore.n=4"]) == 2
+    assert "restores from a checkpoint of its last stage" in capsys.readouterr().err
     assert main.run([*common, "--mode", "eval", "--config.eval.metrics=ood,coverage", "--config.eval.n_samples=16",
                      "--config.eval.ood.n=16", "--config.eval.n_data=64"]) == 0
     report = json.loads((wd / "eval" / "report.json").read_text())
     assert report["metrics"]["ood"]["sets"]["uniform"]["n"] == 16
+
+
+@pytest.mark.parametrize("name,side,stages", [("cfebm_cifar", 32, 3), ("cfebm_celeba", 64, 4)])
+def test_paper_scale_configs_build_their_stages(name, side, stages):
+    """configs/cfebm_cifar.py and cfebm_celeba.py (not trained here) build the original's stages, its
+    phase length in steps, its per-resolution learning rates, and one loss evaluates (shapes only)."""
+    cfg = load_config(str(ROOT / "configs" / f"{name}.py"))
+    method = methods.build(cfg, (side, side, 3))
+    phase = -(-cfg.cfebm.phase_images // cfg.train.batch_size)
+    assert method.phase_boundaries == tuple((2 * s - 1) * phase for s in range(1, stages))
+    assert cfg.train.steps >= method.phase_boundaries[-1] + 2 * phase  # the last stage fades in and settles
+    assert float(method.learning_rates["energy"](method.phase_boundaries[-1])) == pytest.approx(cfg.cfebm.lr_by_stage[-1])
+    assert float(method.learning_rates["energy"](method.phase_boundaries[-1] - 1)) == pytest.approx(cfg.cfebm.lr_by_stage[-2])
+    key = jax.random.PRNGKey(0)
+    params = jax.eval_shape(method.init_params, key)
+    batch = jax.ShapeDtypeStruct((2, side, side, 3), jnp.float32)
+    loss, (carry, metrics) = jax.eval_shape(
+        lambda p, b, k: method.loss(p, method.init_carry(None), b, k, jnp.int32(0), phase=stages - 1), params, batch, key)
+    assert loss.shape == () and carry["trained"].shape == ()
+    assert params["energy"]["params"][f"from_rgb_{side}"]["kernel"].shape == (1, 1, 3, cfg.cfebm.widths[-1])

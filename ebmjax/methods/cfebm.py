@@ -316,13 +316,14 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                       jax.tree_util.Partial(ToImageSize(h // res[s])), settings)
         return smp._replace(pictures=lambda out_dir, key: stages_picture(smp, res, out_dir, key))
 
-    fixed_t = float(samplers.decoupled(m.step_size, m.noise)[1])
+    # The density the chains sample is exp(-E / T), T = sigma^2 / (2 step) (cyclic: at its largest
+    # sigma); chains without noise descend the energy, for which restoration weighs it as T = 1.
+    chain_t = float(samplers.decoupled(m.step_size, m.noise_max if m.cyclic_noise else m.noise)[1])
     return Method(
         name="cfebm", networks={name: model for name in names}, init_params=init_params, optimizer=optimizer,
         learning_rates={name: lr for name in names}, init_carry=init_carry, carry_specs={"trained": P()},
         loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
-        # Chains whose noise ends at 0 descend the energy; restoration then weighs it as T = 1.
-        temperature=fixed_t if (m.noise > 0 and not m.cyclic_noise) else 1.0,
+        temperature=chain_t if chain_t > 0 else 1.0,
         bounds={"energy_data": (float(m.energy_bound), "cfebm.energy_bound"),
                 "energy_model": (float(m.energy_bound), "cfebm.energy_bound")},
         identity=("cfebm.resolutions", "cfebm.widths", "cfebm.head_width", "cfebm.variant", "cfebm.phase_images",
