@@ -192,7 +192,8 @@ def test_cfebm_digits_config_trains_samples_restores_and_evaluates(tmp_path, cap
     assert cfg.method.name == "cfebm" and cfg.data.name == "digits" and cfg.cfebm.resolutions == (2, 4, 8)
     assert "--config configs/cfebm_digits.py" in pathlib.Path(CFEBM_DIGITS).read_text()
     wd = tmp_path / "run"
-    common = ["--config", CFEBM_DIGITS, "--workdir", str(wd), *SHRUNK]
+    # The other variant than the config's, one network whose layers all keep learning.
+    common = ["--config", CFEBM_DIGITS, "--workdir", str(wd), *SHRUNK, "--config.cfebm.variant=grow"]
     assert main.run(common) == 0
     images = np.load(wd / "samples" / "samples.npz")["images"]
     assert images.shape == (8, 8, 8, 1) and images.min() >= 0 and images.max() <= 1 and images.std() > 0
