@@ -22,12 +22,14 @@ Three levels, each usable on its own:
   - ``translated.npz``: ``source`` (n, H, W, C), the source images; ``translated`` (n, H, W, C);
     ``target`` (m, H, W, C), the first ``translate.target_n`` target-domain training images, for
     comparison; ``source_labels`` (n,) when the source has labels. NHWC float32 in the data's range
-    (translations are what the chain gives: clamped to the range when the method's chain clamps);
+    (translations clipped to it: a chain that does not clamp, e.g. ``ml.clamp = False``, can end
+    partly outside; the report gives the share of such pixels, ``outside_range_share``);
   - ``panels.png``: the first ``PANEL_IMAGES`` images as source | translated, in side-by-side groups;
   - ``energy_trace.png``: the chains' energy along the steps;
   - ``report.json``: the stroke weight (``ink``: mean grey level, ``ink_area``: share of pixels above
     the middle of the range) of source, translated and target images, the mean energy of each, the
-    RMS change per pixel, and the settings.
+    RMS change per pixel (``change_rms``), and the settings (``step_size`` and ``temperature``: the
+    chain's mean eps and T in the kernels' convention).
 
 Randomness: ``translate`` draws the start noise from fold_in(key, 0) and drives the chain with
 fold_in(key, 1); the CLI's key derives from ``translate.seed`` (or ``seed``), so the same
@@ -62,9 +64,11 @@ __all__ = [
     "check_config",
     "ink",
     "ink_area",
+    "mean_energy",
     "translate",
     "translate_batches",
     "translate_to_workdir",
+    "translation_key",
     "translation_schedule",
     "translation_sources",
     "translation_start",
@@ -123,7 +127,8 @@ def translate(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: ArrayLike,
     return TranslateResult(state.position, x0, trace.record.energy)
 
 
-def translation_schedule(temperatures: ArrayLike, step_sizes: ArrayLike, steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def translation_schedule(temperatures: ArrayLike, step_sizes: ArrayLike,
+                         steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A chain's schedule ((K,) temperatures, scalar or (K,) step sizes) at length ``steps``: both (steps,)
     float32. 0 keeps the chain's own length K; k <= K takes its LAST k steps (for an annealed schedule
     the coldest end, which keeps the source's layout); k > K puts k - K copies of its first step in
@@ -320,7 +325,10 @@ def translate_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workd
                             step_sizes=steps, noise=float(t.noise), finish=sampler.finish, batch_size=t.batch_size,
                             chunk_size=cfg.sample.chunk_steps, progress=progress)
     vr = tuple(target.value_range)
-    images = {"source": x_source, "translated": res.translated, "target": x_target}
+    # Stored and scored in the data's range, as pictures show them (a chain that does not clamp,
+    # e.g. ml.clamp = False, ends partly outside it).
+    translated = np.clip(np.asarray(res.translated, np.float32), vr[0], vr[1])
+    images = {"source": x_source, "translated": translated, "target": x_target}
     report = {
         "mode": "translate", "method": cfg.method.name, "target_data": cfg.data.name, "target_domain": cfg.data.domain,
         "source_data": _source_data_config(cfg)["name"], "source_domain": _source_data_config(cfg)["domain"],
@@ -332,7 +340,8 @@ def translate_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workd
         "ink": {k: ink(v, vr) for k, v in images.items()},
         "ink_area": {k: ink_area(v, vr) for k, v in images.items()},
         "mean_energy": {k: mean_energy(chain.energy, v, t.batch_size) for k, v in images.items()},
-        "change_rms": float(np.sqrt(np.mean((np.asarray(res.translated) - x_source) ** 2))),
+        "outside_range_share": float(np.mean(np.asarray(res.translated) != translated)),
+        "change_rms": float(np.sqrt(np.mean((translated - x_source) ** 2))),
     }
     if step is not None:
         report["checkpoint_step"] = int(step)
@@ -341,7 +350,7 @@ def translate_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workd
         out_dir.mkdir(parents=True, exist_ok=True)
         shown = min(PANEL_IMAGES, len(x_source))
         ink_ = report["ink"]
-        visualize.save_panels([("source", x_source[:shown]), ("translated", np.asarray(res.translated)[:shown])],
+        visualize.save_panels([("source", x_source[:shown]), ("translated", translated[:shown])],
                               out_dir / "panels.png",
                               title=f"{report['source_data']} -> {cfg.data.name}: ink {ink_['source']:.2f} -> "
                                     f"{ink_['translated']:.2f} (target {ink_['target']:.2f})")

@@ -134,6 +134,7 @@ def _state(wd, *extra):
     return jax.tree.map(np.asarray, state)
 
 
+@pytest.mark.slow  # three short training runs through the CLI; the full suite (see the README) runs it
 def test_per_stage_run_resumed_mid_fade_and_across_a_boundary_ends_bitwise_like_an_unbroken_one(tmp_path):
     """Stopped at step 6 (stage 4x4, alpha 0.5) and continued to 16 (past the 8x8 boundary at 12) vs one
     run to 16; per_stage, so the frozen networks and their Adam states are checked too."""
@@ -187,6 +188,7 @@ def test_sampler_climbs_the_stages_by_exact_upsampling_and_hands_over_while_fadi
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # every CLI mode on a trained run; the full suite (see the README) runs it
 def test_cfebm_digits_config_trains_samples_restores_and_evaluates(tmp_path, capsys):
     cfg = load_config(CFEBM_DIGITS)
     assert cfg.method.name == "cfebm" and cfg.data.name == "digits" and cfg.cfebm.resolutions == (2, 4, 8)

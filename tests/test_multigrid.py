@@ -377,6 +377,7 @@ def test_multigrid_digits_config_trains_samples_and_draws_grids_png(tmp_path):
 MULTIGRID_GEN_DIGITS = str(ROOT / "configs" / "multigrid_gen_digits.py")
 
 
+@pytest.mark.slow  # every CLI mode on a trained run; the full suite (see the README) runs it
 def test_multigrid_gen_digits_config_through_every_mode(tmp_path):
     """configs/multigrid_gen_digits.py (shrunk): training learns the generator with the grids, sampling
     enters every grid through it (grids.png: the 1x1 start, then G's proposal and the chain's end per

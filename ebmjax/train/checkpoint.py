@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # Fields that define what the parameters mean, whatever the method (the method adds its own);
 # checkpoints from a run that differs in any of them cannot be resumed by this run. (Shapes are
 # checked too, against the checkpoint's own metadata.)
-IDENTITY_FIELDS = ("method.name", "data.name", "data.pad", "data.image_size")
+IDENTITY_FIELDS = ("method.name", "data.name", "data.domain", "data.pad", "data.image_size")
 UNREADABLE_DIR = "checkpoints_unreadable"
 DIVERGED_DIR = "checkpoints_diverged"
 # Loggers silenced while a checkpoint is opened or read (Orbax logs through absl).
