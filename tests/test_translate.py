@@ -95,6 +95,7 @@ def test_cycle_gan_domains_read_their_own_splits(tmp_path):
         data.load_source(dict(name="digits", domain="A"), "train")
 
 
+@pytest.mark.slow  # trains through the CLI; the full suite (see the README) runs it
 def test_horse2zebra_config_translates_domain_a_into_domain_b(tmp_path):
     """The shipped tfds config on mocked files: the model learns trainB, the sources are testA, the
     shapes agree and the method builds on them; the same domain both ways is refused."""
@@ -220,6 +221,7 @@ def test_ink_figures():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains through the CLI; the full suite (see the README) runs it
 def test_cli_trains_translates_and_mode_translate_reproduces_it(tmp_path):
     """One shrunk translate_digits run (one test, so that parallel workers train it once): trained, then
     translated (translate.after_train); then --mode translate from the checkpoint."""
