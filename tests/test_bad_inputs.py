@@ -259,8 +259,15 @@ MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("method,mistake", [(m, x) for m in RUNS for x in MISTAKES if x.methods is None or m in x.methods],
-                         ids=lambda v: v if isinstance(v, str) else v.id)
+# The rows of the two-network and coarse-to-fine methods train their own workdirs (about a minute
+# each on 2 cores): part of the full suite, not of the quick pass.
+SLOW_RUNS = ("coop", "cfebm")
+
+
+@pytest.mark.parametrize("method,mistake", [
+    pytest.param(m, x, marks=[pytest.mark.slow] if m in SLOW_RUNS else [])
+    for m in RUNS for x in MISTAKES if x.methods is None or m in x.methods],
+    ids=lambda v: v if isinstance(v, str) else v.id)
 def test_mistake(method, mistake, trained_runs, compile_cache, tmp_path, capsys, monkeypatch):
     wd = copy_of(trained_runs(method), tmp_path)
     workdir = wd
