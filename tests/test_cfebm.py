@@ -14,7 +14,7 @@ import pytest
 from ebmjax import main, methods, models, ops, schedules
 from ebmjax.config import load_config
 from ebmjax.errors import ConfigError
-from ebmjax.methods import cfebm, pictures
+from ebmjax.methods import pictures
 from ebmjax.models.cfebm import init_all
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
