@@ -51,6 +51,7 @@ from ebmjax import data, io, parallel, samplers, visualize
 from ebmjax.data.registry import DOMAINS, TOY_PREFIX, is_two_domain
 from ebmjax.errors import ConfigError
 from ebmjax.methods.base import Sampler
+from ebmjax.restore import _as_partial
 from ebmjax.samplers.kernels import ArrayLike, EnergyFn
 
 log = logging.getLogger(__name__)
@@ -174,10 +175,6 @@ def _finish(finish: Any, x: jax.Array) -> jax.Array:
 @jax.jit
 def _energy(energy_fn: Any, x: jax.Array) -> jax.Array:
     return energy_fn(x)
-
-
-def _as_partial(fn: Callable) -> jax.tree_util.Partial:
-    return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
 
 
 def translate_batches(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: np.ndarray, key: jax.Array, *,
