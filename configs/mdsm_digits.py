@@ -34,6 +34,9 @@ def get_config():
     c.train.warmup_steps = 200  # without it, 1 seed in 3 spiked early (grad norm 1200) and ended at 0.39
     c.train.lr_end = 1e-5
     c.train.log_every = 50
+    # One XLA device per CPU core: this small network's many small operations run side by side
+    # (training 1.3x, Langevin 1.2x as fast on 2 cores; README "ebmjax against the PyTorch original").
+    c.dist.cpu_devices = "auto"
     c.train.checkpoint_every = 500
     c.sample.n = 300
     c.sample.batch_size = 300

@@ -291,7 +291,7 @@ def _device_record(shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
     return rec
 
 
-def _throughput_fields(flops_per_item: float, flops_valid: float, items_per_s: float | None, dtype: str,
+def _throughput_fields(flops_per_item: float | None, flops_valid: float | None, items_per_s: float | None, dtype: str,
                        compiled_bytes: int | None) -> dict[str, Any]:
     """Achieved TFLOP/s and the share of the devices' peak, counted two ways: every kernel tap (what
     a dense convolution computes, the count of the original's figures) and only the taps inside the
@@ -303,8 +303,8 @@ def _throughput_fields(flops_per_item: float, flops_valid: float, items_per_s: f
     else:
         peak, peak_note = peak_tflops(d.device_kind, d.platform, dtype)
         total_peak = None if peak is None else peak * jax.device_count()
-    tflops = None if items_per_s is None else flops_per_item * items_per_s / 1e12
-    tflops_valid = None if items_per_s is None else flops_valid * items_per_s / 1e12
+    tflops = None if items_per_s is None or flops_per_item is None else flops_per_item * items_per_s / 1e12
+    tflops_valid = None if tflops is None else flops_valid * items_per_s / 1e12
     from ebmjax.sampling import peak_device_memory
 
     mem, mem_note = peak_device_memory()
@@ -364,13 +364,15 @@ def _timed(name: str, call: Callable[[], Any], torch_call: Callable[[], Any] | N
 def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_calls: int = 3,
                 min_seconds: float = 3.0, compile_only: bool = False,
                 compare: Compare | None = None) -> dict[str, Any]:
-    """Images per second of the MDSM training step (``train.steps_per_call`` steps per call).
+    """Images per second of the config's training step (``train.steps_per_call`` steps per call); FLOPs
+    and the share of peak for MDSM (6 forward passes per image), the rate alone for other methods.
     ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing.
     ``compare``: also time the original's step in PyTorch on the same weights and batch."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from ebmjax import methods, models, parallel
     from ebmjax.methods import mdsm
+    from ebmjax.methods.base import phase_of
     from ebmjax.train import state as train_state
     from ebmjax.train import step as train_step
 
@@ -378,15 +380,19 @@ def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_c
     b, k = cfg.train.batch_size, cfg.train.steps_per_call
     parallel.check_divisible(b, mesh, "train.batch_size")
     method = methods.build(cfg, shape)
-    model = method.networks["energy"]
+    model = method.networks.get("energy")
     params = method.init_params(jax.random.key(cfg.seed, impl="rbg"))
     state = train_state.create(params, method.optimizer, method.init_carry(jax.random.PRNGKey(0)),
                                ema=cfg.train.ema_decay > 0)
-    state = parallel.put_replicated(state, mesh)
+    # Own buffers for every leaf: the state is donated, and a network initialised from another one
+    # (CF-EBM's per-stage networks) may share arrays with it.
+    state = jax.tree.map(jnp.copy, parallel.put_replicated(state, mesh))
     batches = jax.random.uniform(jax.random.key(1), (k, b, *shape), jnp.float32)
     batches = jax.device_put(batches, NamedSharding(mesh, P(None, parallel.DATA_AXIS)))
     key = jax.random.PRNGKey(2)
-    fn = jax.jit(train_step.make_multi_step(method, k, float(cfg.train.ema_decay)), donate_argnums=0)
+    # A method with phases (CF-EBM's stages) is timed in its last one: the full-size network.
+    phase = phase_of(method, int(cfg.train.steps) - 1)
+    fn = jax.jit(train_step.make_multi_step(method, k, float(cfg.train.ema_decay), phase), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = fn.lower(state, batches, key).compile()
     compile_s = time.perf_counter() - t0
@@ -407,13 +413,17 @@ def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_c
             bench_torch.torch_device(jax.devices()[0].platform))
     timing = None if compile_only else _timed("train_img_per_s", call, torch_call, k * b, min_calls=min_calls,
                                                  min_seconds=min_seconds, compare=compare)
-    flops = TRAIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
-    flops_valid = TRAIN_FLOPS_PER_FORWARD * forward_flops(model, shape, exclude_padding=True)
+    if cfg.method.name == "mdsm":
+        flops = TRAIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
+        flops_valid = TRAIN_FLOPS_PER_FORWARD * forward_flops(model, shape, exclude_padding=True)
+    else:  # the count of 6 forward passes per image is MDSM's; other methods' steps are timed only
+        flops = flops_valid = None
     img_per_s = None if timing is None else timing.pop("rate")
     rec = {"bench": "train", **_device_record(shape, cfg.model.dtype), "batch": b, "steps_per_call": k,
            "train_img_per_s": img_per_s,
            "step_ms": None if timing is None else 1e3 * timing.pop("seconds_per_call") / k,
-           "gflop_per_img": flops / 1e9, "gflop_per_img_valid": flops_valid / 1e9,
+           "gflop_per_img": None if flops is None else flops / 1e9,
+           "gflop_per_img_valid": None if flops is None else flops_valid / 1e9,
            **_throughput_fields(flops, flops_valid, img_per_s, cfg.model.dtype, compiled_memory_bytes(compiled)),
            "compile_s": compile_s}
     return {**rec, **(timing or {"calls": None, "first_call_s": None})}
@@ -632,6 +642,10 @@ def run(argv: Sequence[str], out=None) -> int:
 
     try:
         cfg = load_config(args.config, overrides)
+        from ebmjax import methods, parallel
+
+        # As `python -m ebmjax.main` runs; both timed batches must split evenly.
+        parallel.use_cpu_cores(cfg.dist.cpu_devices, math.gcd(methods.split_rows(cfg), cfg.sample.batch_size))
         whats = _split(args.what, WHATS, "--what")
         if args.compare_torch:
             if args.compile_only:

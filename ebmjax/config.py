@@ -259,6 +259,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.dist.coordinator_address = ml_collections.config_dict.placeholder(str)  # host:port of process 0; None: $JAX_COORDINATOR_ADDRESS or cluster detection
     c.dist.num_processes = ml_collections.config_dict.placeholder(int)  # None: $JAX_NUM_PROCESSES or cluster detection
     c.dist.process_id = ml_collections.config_dict.placeholder(int)  # None: $JAX_PROCESS_ID or cluster detection
+    c.dist.cpu_devices = "1"  # XLA devices on a CPU (ebmjax.parallel.use_cpu_cores): "1" = one device using every core; "auto" = one per core (fewer if train.batch_size or a carried buffer would not split evenly), faster for small MDSM networks (mdsm_digits sets it), slower for large ones and for maximum-likelihood training; "N" = N devices. Ignored on GPU/TPU, with several processes, and when $XLA_FLAGS sets xla_force_host_platform_device_count
 
     # --mode eval (ebmjax.evaluation.report): <workdir>/eval/report.json and pictures. Defaults follow
     # the paper (50k samples, AIS with 10,000 betas and 10 leapfrog steps); shrink them for CPU runs.
@@ -612,6 +613,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if seed is not None and not 0 <= seed < 2**32:
         raise ConfigError(f"sample.seed must be None (samples from the run's seed, in <workdir>/samples/) or an "
                           f"integer in [0, 2**32), got {seed}.")
+    if "dist" in cfg and "cpu_devices" in cfg.dist:
+        from ebmjax.parallel import cpu_device_count
+
+        cpu_device_count(cfg.dist.cpu_devices, None, 1)  # refuses anything but auto or a count >= 1
     defaults_ = defaults()
     for name, what, rule in NUMBER_RULES:
         found, value = _lookup(cfg, name)

@@ -199,10 +199,12 @@ def run(argv: list[str]) -> int:
         cfg = load_config(args.config, overrides)
         workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
         check_workdir(workdir)
-        from ebmjax import parallel
+        from ebmjax import methods, parallel
 
-        # Multi-host: must run before anything touches devices (see configs' dist.* fields).
-        parallel.initialize_distributed(cfg.get("dist"))
+        # Both must run before anything touches devices (see configs' dist.* fields): several processes
+        # (multi-host) keep one CPU device each; one process splits its batches over its CPU cores.
+        if not parallel.initialize_distributed(cfg.get("dist")):
+            parallel.use_cpu_cores(cfg.dist.cpu_devices, methods.split_rows(cfg))
         MODES[args.mode](cfg, workdir, not args.no_progress)
     except Interrupted as e:
         print(f"ebmjax: {e}", file=sys.stderr)

@@ -214,6 +214,8 @@ MISTAKES = [
     Mistake("restore-box-too-large", ("--mode", "inpaint", "--config.restore.box_fraction=1.5"),
             says=("restore.box_fraction must be a number strictly between 0 and 1", "got 1.5"), methods=EARLY),
     Mistake("dist-bad-choice", ("--config.dist.initialize=maybe",), says=("dist.initialize must be one of auto, yes, no",), methods=EARLY),
+    Mistake("dist-cpu-devices-word", ("--config.dist.cpu_devices=two",),
+            says=("dist.cpu_devices must be auto or a whole number >= 1", "got 'two'"), methods=EARLY),
     Mistake("dist-coordinator-alone", ("--config.dist.coordinator_address=localhost:1234",),
             says=("set --config.dist.num_processes and --config.dist.process_id",), methods=EARLY),
     # The workdir and its checkpoints (cases 4 and 6).
@@ -380,8 +382,9 @@ def test_truncated_checkpoint_files_cost_one_paragraph_on_stderr(trained, compil
                     r".*checkpoints_unreadable \(kept, not deleted\); resuming from the checkpoint at step 10 instead",
                     warning[0]), warning[0]
     info = [line.split(" INFO ", 1)[1] for line in lines if " INFO " in line]
-    assert info == [f"Resuming from the checkpoint at step 10 in {wd / 'checkpoints'}", info[1]], info
-    assert info[1].startswith("step 20/20: loss")
+    assert info == [f"Resuming from the checkpoint at step 10 in {wd / 'checkpoints'}", info[1], info[2]], info
+    assert re.fullmatch(r"Training on \d+ CPU devices?, \d+ examples each per step\.", info[1]), info
+    assert info[2].startswith("step 20/20: loss")
     assert (wd / "checkpoints_unreadable" / "20").is_dir() and (wd / "checkpoints" / "20").is_dir()
 
 

@@ -180,3 +180,16 @@ def test_compile_only_reports_memory_without_timing():
     rec = json.loads(out.getvalue())
     assert rec["langevin_img_steps_per_s"] is None and rec["tflops"] is None and rec["utilisation"] is None
     assert rec["compiled_memory_bytes"] > 0 and rec["gflop_per_img_step"] > 0
+
+
+def test_train_bench_times_other_methods_in_their_last_phase():
+    """CF-EBM (per_stage: networks initialised from each other, phases = stages) times its last stage;
+    FLOPs are MDSM's count, so other methods report the rate alone."""
+    cfebm = str(ROOT / "configs" / "cfebm_digits.py")
+    out = io.StringIO()
+    assert bench.run(["--config", cfebm, "--what", "train", "--config.cfebm.widths=4,4,4",
+                      "--config.cfebm.head_width=4", "--config.cfebm.steps=2", "--config.train.batch_size=8",
+                      "--min-seconds=0", "--min-calls=1"], out=out) == 0
+    rec = json.loads(out.getvalue())
+    assert rec["bench"] == "train" and rec["batch"] == 8 and rec["train_img_per_s"] > 0
+    assert rec["gflop_per_img"] is None and rec["tflops"] is None and rec["utilisation"] is None

@@ -55,6 +55,70 @@ def test_when_jax_distributed_is_started():
         args(dist(), {**env, "JAX_NUM_PROCESSES": "two"})
 
 
+def test_one_cpu_device_per_core_that_divides_the_split_rows():
+    count = parallel.cpu_device_count
+    assert count("auto", 128, 2) == 2
+    assert count("auto", 128, 6) == 4  # 6 does not divide 128: the largest count that does
+    assert count("auto", 7, 4) == 1
+    assert count("auto", 12, 8) == 6
+    assert count("auto", None, 3) == 3
+    assert count("3", 128, 2) == 3 and count(5, 7, 2) == 5  # an explicit count is taken as it is
+    for bad in ("two", "0", 0, -1, True, "1.5", ""):
+        with pytest.raises(ConfigError, match="dist.cpu_devices must be auto or a whole number >= 1"):
+            count(bad, 128, 2)
+
+
+def test_split_rows_are_the_batch_and_the_carried_buffers():
+    from ebmjax import methods
+    from ebmjax.config import load_config
+
+    assert methods.split_rows(load_config(DIGITS)) == 128
+    ml = load_config(DIGITS, [("method.name", "ml"), ("ml.init", "buffer"), ("ml.buffer_size", "10000")])
+    assert methods.split_rows(ml) == 16  # gcd(128, 10000)
+    assert methods.split_rows(load_config(DIGITS, [("method.name", "ml"), ("ml.init", "noise")])) == 128
+    grid = load_config(DIGITS, [("method.name", "multigrid"), ("multigrid.coarse_buffer", "1000"),
+                                ("train.batch_size", "100")])
+    assert methods.split_rows(grid) == 100
+
+
+USE_CORES = """
+import json, sys
+import jax
+from ebmjax import parallel
+first = parallel.use_cpu_cores(sys.argv[1], int(sys.argv[2]))
+n = jax.device_count()
+again = parallel.use_cpu_cores("1")  # too late: the backend has started
+print(json.dumps([first, n, again, jax.device_count()]))
+"""
+
+
+@pytest.mark.parametrize("flags,setting,expected", [
+    ("", "3", [3, 3, None, 3]),
+    ("", "auto", None),  # one per core of this machine that divides 4
+    ("--xla_force_host_platform_device_count=5", "3", [None, 5, None, 5]),  # the user's XLA_FLAGS win
+])
+def test_use_cpu_cores_sets_the_device_count_before_jax_starts(tmp_path, flags, setting, expected):
+    env = subprocess_env(tmp_path / "cache")
+    env["XLA_FLAGS"] = flags
+    proc = subprocess.run([sys.executable, "-c", USE_CORES, setting, "4"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    if expected is None:
+        n = parallel.cpu_device_count("auto", 4, parallel.usable_cores())
+        expected = [n, n, None, n]
+    assert got == expected
+
+
+def test_the_command_line_splits_the_batch_over_the_cpu_devices_it_asks_for(tmp_path):
+    env = subprocess_env(tmp_path / "cache")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(cli_command(tmp_path / "run", *TINY, "--config.train.steps=1", "--config.dist.cpu_devices=4"),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Training on 4 CPU devices, 2 examples each per step." in proc.stderr
+
+
 def test_initialize_distributed_calls_jax_and_explains_failures(monkeypatch):
     import jax
 

@@ -7,6 +7,7 @@ adding a module and a line to :data:`BUILDERS`.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import ml_collections
@@ -24,7 +25,13 @@ BUILDERS: dict[str, Callable[..., Method]] = {
     "multigrid": multigrid.build,
 }
 
-__all__ = ["BUILDERS", "Method", "Params", "Sampler", "Stage", "build", "names"]
+# carried_rows(cfg) -> sizes of the carried state's leading axes that carry_specs split over ``data``
+CARRIED_ROWS: dict[str, Callable[[ml_collections.ConfigDict], tuple[int, ...]]] = {
+    "ml": ml.carried_rows,
+    "multigrid": multigrid.carried_rows,
+}
+
+__all__ = ["BUILDERS", "CARRIED_ROWS", "Method", "Params", "Sampler", "Stage", "build", "names", "split_rows"]
 
 
 def names() -> tuple[str, ...]:
@@ -40,3 +47,11 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         raise ConfigError(f"Unknown method.name {name!r}; choose one of {', '.join(BUILDERS)} "
                           "(--config.method.name=...).")
     return BUILDERS[name](cfg, tuple(int(d) for d in example_shape), tuple(float(v) for v in value_range))
+
+
+def split_rows(cfg: ml_collections.ConfigDict) -> int:
+    """The largest row count that every array a run of ``cfg`` splits over the devices is a multiple
+    of: the gcd of the training batch and the method's carried rows (``CARRIED_ROWS``). A device
+    count must divide it (``ebmjax.parallel.use_cpu_cores`` picks one that does)."""
+    rows = CARRIED_ROWS.get(cfg.method.name, lambda c: ())(cfg)
+    return math.gcd(int(cfg.train.batch_size), *rows)

@@ -76,6 +76,11 @@ def _buffer_rows(buffer: jax.Array, key: jax.Array, n: int) -> jax.Array:
     return buffer[jax.random.randint(key, (n,), 0, buffer.shape[0])]
 
 
+def carried_rows(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """Rows of the carried state split over the devices: the replay buffer's, when there is one."""
+    return (int(cfg.ml.buffer_size),) if cfg.ml.init == "buffer" else ()
+
+
 def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
           value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
     """The maximum-likelihood method for examples of ``example_shape`` in ``value_range``."""

@@ -211,6 +211,11 @@ def _coarse_rows(coarse: jax.Array, key: jax.Array, n: int) -> jax.Array:
     return coarse[jax.random.randint(key, (n,), 0, coarse.shape[0])]
 
 
+def carried_rows(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """Rows of the carried state split over the devices: the coarse buffer's."""
+    return (int(cfg.multigrid.coarse_buffer),)
+
+
 def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
           value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
     """The multigrid method for images of ``example_shape`` (H, W, C) in ``value_range``."""

@@ -459,6 +459,9 @@ class _Trainer:
         start = int(state.step)
         if start:
             log.info("Resuming from the checkpoint at step %d in %s", start, ckpts.directory)
+        n_dev = self.mesh.devices.size
+        log.info("Training on %d %s device%s, %d examples each per step.", n_dev, jax.default_backend().upper(),
+                 "s" * (n_dev > 1), t.batch_size // n_dev)
         self.writer.truncate_after(start)
         show = progress and parallel.is_main_process()
         bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not show, dynamic_ncols=True)
