@@ -111,6 +111,22 @@ def save_panels(columns: Sequence[tuple[str, np.ndarray]], path: str | pathlib.P
     (with_title(out, title) if title else out).save(path)
 
 
+def save_labelled_rows(rows: Sequence[tuple[str, np.ndarray]], path: str | pathlib.Path, title: str | None = None) -> None:
+    """One row of images per entry of ``rows`` [(label, images (n, H, W, C) in [0, 1])], the label
+    to the left of its row; rows may hold different numbers of images but share H and W."""
+    font = _font()
+    strips = [(label, _to_pil(image_grid(np.asarray(images), ncol=len(images)))) for label, images in rows]
+    label_w = int(max(font.getlength(t) for t, _ in strips)) + 16
+    out = Image.new("RGB", (label_w + max(s.width for _, s in strips), sum(s.height for _, s in strips)), "white")
+    draw = ImageDraw.Draw(out)
+    y = 0
+    for label, strip in strips:
+        draw.text((8, y + strip.height / 2), label, fill="black", font=font, anchor="lm")
+        out.paste(strip, (label_w, y))
+        y += strip.height
+    (with_title(out, title) if title else out).save(path)
+
+
 def save_density_2d(energy_fn: Callable[[np.ndarray], np.ndarray], path: str | pathlib.Path, *,
                     panels: Sequence[tuple[str, np.ndarray | None]], lim: float = 4.0, resolution: int = 200,
                     title: str = "", footnote: str = "") -> None:

@@ -278,9 +278,12 @@ def ais_log_partition(energy_fn: EnergyFn, key: jax.Array, *, shape: Sequence[in
       kernel: ``samplers.hmc(L)`` (default ``hmc(10)``, the paper's 10 leapfrog steps) or ``samplers.mala``.
       step_size: the kernel's epsilon at beta = 1, scalar, or one per beta (K + 1,).
       ref_step_size: epsilon at beta = 0 (None: step_size); see :func:`bridged_step_sizes`.
-      ref_std, ref_mean: the Gaussian reference N(ref_mean, ref_std^2 I); ref_mean scalar or shape ``shape``.
+      ref_std: standard deviation of the Gaussian reference N(ref_mean, ref_std^2 I).
+      ref_mean: mean of the Gaussian reference, a scalar or an array of shape ``shape``.
       temperature: T of the target exp(-E/T).
-      schedule, beta_min, betas: the inverse-temperature schedule (see :func:`ais_betas`), or explicit betas.
+      schedule: the inverse-temperature schedule, "geometric", "sigmoid" or "linear" (see :func:`ais_betas`).
+      beta_min: the geometric schedule's first positive beta (see :func:`ais_betas`).
+      betas: explicit betas from 0 to 1, used instead of ``schedule`` and ``beta_min``.
       chunk_size: betas per jitted call (None: all at once); ``on_chunk(done, total)`` after each.
     """
     kernel = samplers.hmc(10) if kernel is None else kernel
