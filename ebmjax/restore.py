@@ -239,12 +239,6 @@ class DenoiseResult(NamedTuple):
     energy: Any
 
 
-def _as_partial(energy_fn: EnergyFn) -> jax.tree_util.Partial:
-    # A Partial is a pytree, so one jitted helper serves closures (static, keyed on identity) and
-    # Partial(apply, params) (parameters stay arguments, not compile-time constants).
-    return energy_fn if isinstance(energy_fn, jax.tree_util.Partial) else jax.tree_util.Partial(energy_fn)
-
-
 @jax.jit
 def _jump_where(energy_fn: jax.tree_util.Partial, x: jax.Array, keep: jax.Array, free: jax.Array,
                 sigma0: jax.Array) -> jax.Array:
@@ -299,7 +293,7 @@ def inpaint(energy_fn: EnergyFn, x_true: ArrayLike, mask: ArrayLike, key: jax.Ar
     state, trace = _run(kernel, energy_fn, state, jax.random.fold_in(key, 1), temperatures, step_size,
                         chunk_size, on_chunk)
     chain = state.position
-    restored = _jump_where(_as_partial(energy_fn), chain, x_true, free, jnp.asarray(sigma0)) if final_jump \
+    restored = _jump_where(samplers.as_partial(energy_fn), chain, x_true, free, jnp.asarray(sigma0)) if final_jump \
         else chain
     return InpaintResult(restored, chain, trace.record.energy)
 
@@ -316,7 +310,7 @@ def posterior_energy(energy_fn: EnergyFn, y: ArrayLike, noise_sigma: ArrayLike,
     """The energy of the posterior of clean images given noisy ones y (B, ...) with Gaussian noise of
     std ``noise_sigma``, for a model density exp(-E / T_m): E(x) + T_m |x - y|^2 / (2 noise_sigma^2)
     (the posterior is exp(-that / T_m)), as a Partial (parameters stay arguments)."""
-    return jax.tree_util.Partial(_posterior_energy, _as_partial(energy_fn), jnp.asarray(y), jnp.asarray(noise_sigma),
+    return jax.tree_util.Partial(_posterior_energy, samplers.as_partial(energy_fn), jnp.asarray(y), jnp.asarray(noise_sigma),
                                  jnp.asarray(model_temperature))
 
 
@@ -337,7 +331,7 @@ def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: 
     ``inpaint``; the key drives the chain.
     """
     x_noisy = jnp.asarray(x_noisy)
-    energy = _as_partial(energy_fn)
+    energy = samplers.as_partial(energy_fn)
     every = jnp.ones((), bool)
     jump = None if sigma0 is None else _jump_where(energy, x_noisy, x_noisy, every, jnp.asarray(sigma0))
     chain_energy = energy if noise_sigma is None else posterior_energy(energy, x_noisy, noise_sigma,
@@ -368,7 +362,7 @@ def _pad_rows(a: np.ndarray, total: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], total - len(a), axis=0)])
 
 
-def _over_batches(run_one: Callable, inputs: Sequence[np.ndarray], key: jax.Array, *, batch_size: int,
+def over_batches(run_one: Callable, inputs: Sequence[np.ndarray], key: jax.Array, *, batch_size: int,
                   mesh: Any, n_steps: int, progress: bool, desc: str, batch_axes: Sequence[int]) -> tuple:
     """Runs ``run_one(*batch_inputs, key_b, on_chunk)`` over the rows of ``inputs`` in batches
     sharded over ``mesh`` and returns its NamedTuple of outputs as numpy, with the batch axis of
@@ -423,7 +417,7 @@ def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, k
                        clamp_noise=clamp_noise, sigma0=sigma0, init_mean=init_mean, init_std=init_std,
                        final_jump=final_jump, kernel=kernel, start=start, chunk_size=chunk_size, on_chunk=tick)
 
-    return _over_batches(run_one, (x_true, mask), key, batch_size=batch_size, mesh=mesh,
+    return over_batches(run_one, (x_true, mask), key, batch_size=batch_size, mesh=mesh,
                          n_steps=len(temperatures), progress=progress, desc="inpaint", batch_axes=(0, 0, 1))
 
 
@@ -444,7 +438,7 @@ def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *,
                       chunk_size=chunk_size, on_chunk=tick)
         return res if res.jump is not None else res._replace(jump=jnp.zeros_like(res.langevin))
 
-    return _over_batches(run_one, (x_noisy,), key, batch_size=batch_size, mesh=mesh,
+    return over_batches(run_one, (x_noisy,), key, batch_size=batch_size, mesh=mesh,
                          n_steps=len(temperatures), progress=progress, desc="denoise", batch_axes=(0, 0, 1))
 
 

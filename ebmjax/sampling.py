@@ -49,7 +49,7 @@ import math
 import pathlib
 import shutil
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -285,10 +285,6 @@ def _enter(fn: jax.tree_util.Partial, x: jax.Array, key: jax.Array) -> jax.Array
     return fn(x, key)
 
 
-def _partial(fn: Callable) -> jax.tree_util.Partial:
-    return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
-
-
 def _stage_keys(bkey: jax.Array, i: int) -> tuple[jax.Array, jax.Array]:
     """(chain key, enter key) of stage i of a batch; stage 0's chain key is fold_in(bkey, 1)."""
     if i == 0:
@@ -305,12 +301,12 @@ def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Arra
     ``stop`` interrupts after the next chunk, once the chains in flight are saved."""
     sharding = parallel.batch_sharding(mesh)
     # The start is an argument, not a constant: a replay buffer it draws from is not compiled in.
-    init_fn = _partial(sampler.init)
+    init_fn = samplers.as_partial(sampler.init)
     init_jit = jax.jit(lambda f, k: f(k, plan.batch), out_shardings=sharding)
 
     def init(k):
         return init_jit(init_fn, k)
-    finish = _partial(sampler.finish)
+    finish = samplers.as_partial(sampler.finish)
     lengths = [len(s.temperatures) for s in sampler.stages]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
 
@@ -337,7 +333,7 @@ def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Arra
                 stage = sampler.stages[i]
                 chain_key, enter_key = _stage_keys(bkey, i)
                 if start == 0 and stage.enter is not None:
-                    x = _enter(_partial(stage.enter), x, enter_key)
+                    x = _enter(samplers.as_partial(stage.enter), x, enter_key)
                 last = [start]
 
                 def on_chunk(steps_done, state, chunk_trace, b=b, i=i, last=last):
@@ -353,7 +349,7 @@ def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Arra
                         raise KeyboardInterrupt
 
                 state, _ = samplers.run_chain_chunked(
-                    stage.kernel, _partial(stage.energy), stage.kernel.init(x, stage.energy), chain_key,
+                    stage.kernel, samplers.as_partial(stage.energy), stage.kernel.init(x, stage.energy), chain_key,
                     temperatures=stage.temperatures, step_sizes=stage.step_sizes, chunk_size=chunk_steps,
                     start_step=start, on_chunk=on_chunk, record=mean_energy)
                 x, start = state.position, 0
@@ -497,9 +493,9 @@ def batch_memory_bytes(sampler: Sampler, batch: int, chunk_steps: int, mesh) -> 
     estimates = []
     x = jax.eval_shape(lambda k: sampler.init(k, batch), key)
     for stage in sampler.stages:
-        energy = _partial(stage.energy)
+        energy = samplers.as_partial(stage.energy)
         if stage.enter is not None:
-            x = jax.eval_shape(_partial(stage.enter), x, key)
+            x = jax.eval_shape(samplers.as_partial(stage.enter), x, key)
         state = jax.tree.map(spec, jax.eval_shape(stage.kernel.init, x, energy))
         t, h = driver._check_schedule(stage.temperatures, stage.step_sizes)
         n = min(chunk_steps, t.shape[0])
@@ -507,7 +503,7 @@ def batch_memory_bytes(sampler: Sampler, batch: int, chunk_steps: int, mesh) -> 
         compiled = driver._run_chunk.lower(stage.kernel, None, energy, state, key, t, h, jnp.asarray(0, jnp.int32),
                                            jnp.asarray(n, jnp.int32), 0, mean_energy).compile()
         estimates.append(parallel.compiled_memory_bytes(compiled))
-    estimates.append(parallel.compiled_memory_bytes(_apply.lower(_partial(sampler.finish), spec(x)).compile()))
+    estimates.append(parallel.compiled_memory_bytes(_apply.lower(samplers.as_partial(sampler.finish), spec(x)).compile()))
     if any(e is None for e in estimates):
         return None
     resident = _array_bytes_per_device([[(st.energy, st.enter) for st in sampler.stages], sampler.finish])

@@ -51,7 +51,6 @@ from ebmjax import data, io, parallel, samplers, visualize
 from ebmjax.data.registry import DOMAINS, TOY_PREFIX, is_two_domain
 from ebmjax.errors import ConfigError
 from ebmjax.methods.base import Sampler
-from ebmjax.restore import _as_partial
 from ebmjax.samplers.kernels import ArrayLike, EnergyFn
 
 log = logging.getLogger(__name__)
@@ -184,20 +183,20 @@ def translate_batches(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: np
     """``translate`` over n images (n, H, W, C) in batches sharded over ``mesh`` (default: every
     device), then ``finish`` (jittable; e.g. a method's ``Sampler.finish``) on the chains' ends.
     Batch b uses fold_in(key, b). Returns numpy arrays: translated and start (n, ...), energy (K, n)."""
-    from ebmjax.restore import _over_batches  # the batching and sharding restoration uses
+    from ebmjax.restore import over_batches  # the batching and sharding restoration uses
 
     x_source = np.asarray(x_source, np.float32)
     temperatures, step_sizes = jnp.asarray(temperatures), jnp.asarray(step_sizes)
     mesh = mesh or parallel.make_mesh()
-    energy = _as_partial(energy_fn)
-    fin = None if finish is None else _as_partial(finish)
+    energy = samplers.as_partial(energy_fn)
+    fin = None if finish is None else samplers.as_partial(finish)
 
     def run_one(x, k, tick):
         res = translate(energy, kernel, x, k, temperatures=temperatures, step_sizes=step_sizes, noise=noise,
                         chunk_size=chunk_size, on_chunk=tick)
         return res if fin is None else res._replace(translated=_finish(fin, res.translated))
 
-    return _over_batches(run_one, (x_source,), key, batch_size=batch_size, mesh=mesh,
+    return over_batches(run_one, (x_source,), key, batch_size=batch_size, mesh=mesh,
                          n_steps=len(temperatures), progress=progress, desc="translate", batch_axes=(0, 0, 1))
 
 
@@ -205,7 +204,7 @@ def mean_energy(energy_fn: EnergyFn, images: np.ndarray, batch_size: int = 256) 
     """The mean energy of ``images`` (n, ...), computed ``batch_size`` at a time (nan for n = 0)."""
     if len(images) == 0:
         return float("nan")
-    energy = _as_partial(energy_fn)
+    energy = samplers.as_partial(energy_fn)
     values = [np.asarray(_energy(energy, jnp.asarray(images[i:i + batch_size])))
               for i in range(0, len(images), batch_size)]
     return float(np.concatenate(values).mean())

@@ -45,6 +45,16 @@ from ebmjax.errors import ConfigError
 EnergyFn = Callable[[jax.Array], jax.Array]
 ArrayLike = Any
 
+
+def as_partial(energy_fn: EnergyFn) -> jax.tree_util.Partial:
+    """``energy_fn`` as a ``jax.tree_util.Partial`` (unchanged if it is one already).
+
+    A Partial is a pytree, so one jitted helper that takes the energy as an argument serves every
+    energy: a plain closure is a static part (keyed on its identity), while for
+    ``Partial(model.apply, params)`` the parameters stay traced arguments, so new parameters do not
+    recompile."""
+    return energy_fn if isinstance(energy_fn, jax.tree_util.Partial) else jax.tree_util.Partial(energy_fn)
+
 __all__ = [
     "Kernel",
     "ULAState",
