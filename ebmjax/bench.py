@@ -40,7 +40,7 @@ import numpy as np
 
 from ebmjax.errors import ConfigError, DataError, EbmjaxError
 from ebmjax.models.conv import Conv
-from ebmjax.parallel import compiled_memory_bytes
+from ebmjax.parallel import compiled_memory_bytes, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def cpu_peak_tflops(dtype: str) -> tuple[float | None, str]:
             text = f.read()
     except OSError:
         return None, "no /proc/cpuinfo (not Linux): peak unknown, utilisation not reported"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     gflops, note = cpu_peak_gflops(text, cores)
     if dtype != "float32" and gflops is not None:
         note += f" (float32 peak; {dtype} compared with it)"

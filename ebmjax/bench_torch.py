@@ -9,13 +9,13 @@ steps (energy, input gradient, update) on a batch of chains. Both block until th
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ebmjax.models.torch_twin import _torch, torch_mdsm
+from ebmjax.parallel import usable_cores
 
 
 def torch_device(platform: str) -> str:
@@ -27,7 +27,7 @@ def torch_device(platform: str) -> str:
 def setup_threads() -> int:
     """Gives torch as many CPU threads as this process may use (XLA's default), and returns it."""
     torch = _torch()
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = usable_cores()
     torch.set_num_threads(n)
     return n
 

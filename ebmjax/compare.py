@@ -65,6 +65,11 @@ def _save_record(sub: pathlib.Path, record: dict[str, Any]) -> None:
     tmp.replace(_record_path(sub))
 
 
+def _done(record: dict[str, Any], stage: str) -> bool:
+    """Whether ``stage`` ran to the end (it is recorded, without a failure)."""
+    return stage in record and record[stage].get("failure") is None
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
@@ -150,18 +155,18 @@ def run_config(config: str, workdir: pathlib.Path, n_samples: int, overrides: Se
               *overrides]
     log_path = sub / "compare.log"
     for stage in STAGES:
-        if record.get(stage, {}).get("done"):
+        if _done(record, stage):
             continue
         log.info("%s: %s", name, "training and sampling" if stage == "train" else "evaluating")
         args = common if stage == "train" else [*common, "--mode", "eval"]
         seconds, failure = _run_stage(args, log_path)
-        record[stage] = {"done": failure is None, "seconds": seconds, "failure": failure}
+        record[stage] = {"seconds": seconds, "failure": failure}
         _save_record(sub, record)
         if failure is not None:
             log.warning("%s: %s failed (%s); see %s", name, stage, failure, log_path)
             break
     failure = next((f"{stage}: {record[stage]['failure']}" for stage in STAGES
-                    if stage in record and not record[stage].get("done")), None)
+                    if stage in record and not _done(record, stage)), None)
     return {"name": name, "config": config, "failure": failure, "log": str(log_path),
             "train_and_sample_s": (record.get("train") or {}).get("seconds"),
             "eval_s": (record.get("eval") or {}).get("seconds"), **row_figures(sub)}
@@ -236,17 +241,17 @@ def compare(configs: Sequence[str], workdir: pathlib.Path, n_samples: int, overr
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The options, and the ``--config.a.b=value`` overrides as arguments for every config's run."""
+    from ebmjax.main import parse_with_overrides  # one parser for --config.a.b=value overrides
+
     parser = argparse.ArgumentParser(prog="python -m ebmjax.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
                         help="config files to compare (default: every bundled-digits demo)")
     parser.add_argument("--workdir", default="runs/compare", help="where the runs, table and picture go")
     parser.add_argument("--n-samples", type=int, default=300, help="samples drawn from every method")
-    args, rest = parser.parse_known_args(list(argv))
-    bad = [a for a in rest if not a.startswith("--config.")]
-    if bad:
-        parser.error(f"unrecognised arguments: {' '.join(bad)} (config fields are set with --config.<group>.<field>=<value>)")
-    return args, rest
+    args, overrides = parse_with_overrides(parser, argv)
+    return args, [f"--config.{key}={value}" for key, value in overrides]
 
 
 def run(argv: Sequence[str]) -> int:
