@@ -9,8 +9,11 @@ x <- clamp(x - step dE/dx + noise z)); <workdir>/translate/ gets translated.npz,
 (horse | translation) and report.json.
 
 The energy is the conv net of the digits demo widened for 64x64 colour images (four stages of 32,
-64, 128, 256 channels, LeakyReLU), trained by maximum likelihood with the digits demo's chains;
-CF-EBM (REFERENCE: one EBM per target domain, 256x256, 50 steps, flips and crops) is larger. The
+64, 128, 256 channels, LeakyReLU), trained by maximum likelihood with the digits demo's recipe:
+every training step's chains start at horses of trainA (ml.init = "source", the loop draws them
+beside the zebras) and run the same 50 steps as the translation, so the energy learns where a
+horse should go; CF-EBM (REFERENCE: one EBM per target domain, 256x256, 50 steps, flips and crops)
+is larger. The
 other direction is one override each: --config.data.domain=A --config.translate.source_domain=B
 (zebras -> horses; a new --workdir, since the model learns the other domain).
 
@@ -36,9 +39,7 @@ def get_config():
     c.model.name = "convnet"
     c.model.widths = (32, 64, 128, 256)
     c.model.activation = "lrelu"
-    c.ml.init = "buffer"
-    c.ml.buffer_size = 2000
-    c.ml.reinit_prob = 0.05
+    c.ml.init = "source"  # training chains start at horses (trainA), as CF-EBM trains its translations
     c.ml.noise_init = "uniform"
     c.ml.steps = 50  # CF-EBM's translation chains: 50 steps
     c.ml.step_size = 5.0
@@ -53,7 +54,7 @@ def get_config():
     c.train.b1, c.train.b2 = 0.5, 0.999
     c.train.log_every = 100
     c.train.checkpoint_every = 2000
-    c.sample.n = 64
+    c.sample.n = 0  # the model translates; its chains from noise are not zebras
     c.sample.batch_size = 64
     c.sample.chunk_steps = 50
     c.translate.after_train = True

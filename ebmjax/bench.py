@@ -388,6 +388,8 @@ def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_c
     # (CF-EBM's per-stage networks) may share arrays with it.
     state = jax.tree.map(jnp.copy, parallel.put_replicated(state, mesh))
     batches = jax.random.uniform(jax.random.key(1), (k, b, *shape), jnp.float32)
+    if method.source_data is not None:  # and a batch of the second domain (e.g. ml.init = "source")
+        batches = (batches, jax.random.uniform(jax.random.key(3), (k, b, *shape), jnp.float32))
     batches = jax.device_put(batches, NamedSharding(mesh, P(None, parallel.DATA_AXIS)))
     key = jax.random.PRNGKey(2)
     # A method with phases (CF-EBM's stages) is timed in its last one: the full-size network.

@@ -66,7 +66,7 @@ def defaults() -> ml_collections.ConfigDict:
     # in a replay buffer (IGEBM, JEM). Langevin as the ML literature writes it:
     # x <- clamp(x - step_size * clip(dE/dx, grad_clip) + noise * z) (ebmjax.samplers.decoupled).
     c.ml = ml_collections.ConfigDict()
-    c.ml.init = "noise"  # noise | data | buffer: where every training step's chains start
+    c.ml.init = "noise"  # noise | data | buffer | source (training images of the translation's source domain, translate.data_name, plus translate.noise): where every training step's chains start
     c.ml.noise_init = "uniform"  # uniform (over the data's range) | gaussian: fresh chain starts
     c.ml.steps = 40  # Langevin steps per training step
     c.ml.step_size = 1.0  # step on the energy's gradient

@@ -25,12 +25,21 @@ import sys
 from ebmjax.errors import ConfigError, EbmjaxError, Interrupted
 
 
-def _sample_trained(cfg, workdir: pathlib.Path, progress: bool, state, method, source, inputs) -> None:
+def _write_samples(cfg, workdir: pathlib.Path, progress: bool, state, method, source) -> None:
     from ebmjax import sampling
     from ebmjax.train.state import inference_params
 
+    if method.source_data is not None:
+        logging.getLogger(__name__).warning(
+            "This model was trained with chains started at images of another domain (%s; e.g. ml.init = 'source'): "
+            "it translates (--mode translate); its chains from noise are not samples of %s.",
+            method.source_data["name"], cfg.data.name)
     sampling.sample_to_workdir(cfg, method.sampler(inference_params(state), state.carry), source, workdir,
                                progress=progress)
+
+
+def _sample_trained(cfg, workdir: pathlib.Path, progress: bool, state, method, source, inputs) -> None:
+    _write_samples(cfg, workdir, progress, state, method, source)
 
 
 def _translate_trained(cfg, workdir: pathlib.Path, progress: bool, state, method, source, inputs) -> None:
@@ -71,13 +80,10 @@ def _train(cfg, workdir: pathlib.Path, progress: bool) -> None:
 
 
 def _sample(cfg, workdir: pathlib.Path, progress: bool) -> None:
-    from ebmjax import sampling
     from ebmjax.train import loop
-    from ebmjax.train.state import inference_params
 
     state, method, source = loop.load_trained(cfg, workdir, step=loop.checkpoint_step(cfg, workdir))
-    sampling.sample_to_workdir(cfg, method.sampler(inference_params(state), state.carry), source, workdir,
-                               progress=progress)
+    _write_samples(cfg, workdir, progress, state, method, source)
 
 
 def _restore(which: str):

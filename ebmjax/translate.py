@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 
 from ebmjax import data, io, parallel, samplers, visualize
-from ebmjax.data.registry import DOMAINS, TOY_PREFIX, is_two_domain
+from ebmjax.data.registry import TOY_PREFIX, source_domain_config
 from ebmjax.errors import ConfigError
 from ebmjax.methods.base import Sampler
 from ebmjax.samplers.kernels import ArrayLike, EnergyFn
@@ -215,18 +215,6 @@ def mean_energy(energy_fn: EnergyFn, images: np.ndarray, batch_size: int = 256) 
 # ---------------------------------------------------------------------------------------------
 
 
-def _source_data_config(cfg: ml_collections.ConfigDict) -> dict:
-    """The data settings of the source domain: ``data.*`` with the name, image size and domain of
-    the ``translate`` group."""
-    t = cfg.translate
-    source = dict(cfg.data.to_dict())
-    name = t.data_name if t.data_name is not None else cfg.data.name
-    source["name"] = name
-    source["image_size"] = t.image_size if t.image_size is not None else cfg.data.image_size
-    source["domain"] = t.source_domain if is_two_domain(name) else None
-    return source
-
-
 def check_config(cfg: ml_collections.ConfigDict) -> None:
     """Rejects translate settings that cannot work, before any data or checkpoint is read."""
     t = cfg.translate
@@ -242,33 +230,14 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"translate.noise must be a finite number >= 0, got {t.noise!r}.")
     if t.seed is not None and not 0 <= t.seed < 2**32:
         raise ConfigError(f"translate.seed must be None (a key from `seed`) or an integer in [0, 2**32), got {t.seed}.")
-    name = t.data_name if t.data_name is not None else cfg.data.name
-    if is_two_domain(name):
-        if t.source_domain not in DOMAINS:
-            raise ConfigError(f"translate.source_domain must be A or B (the domain of {name!r} translated from), "
-                              f"got {t.source_domain!r}.")
-        if name == cfg.data.name and t.source_domain == cfg.data.domain:
-            other = next(d for d in DOMAINS if d != cfg.data.domain)
-            raise ConfigError(f"translate.source_domain={t.source_domain!r} is the domain the model learns "
-                              f"(data.domain={cfg.data.domain!r}); translate from the other one: "
-                              f"--config.translate.source_domain={other} (or learn the other domain with "
-                              f"--config.data.domain={other} and a new --workdir).")
-    elif t.data_name is None:
-        raise ConfigError(f"translate.data_name is not set, so the source images would come from data.name="
-                          f"{cfg.data.name!r}, the domain the model learns. Set --config.translate.data_name to the "
-                          "source domain's dataset (e.g. digits for a model of digits_bold; "
-                          "configs/translate_digits.py), or use a two-domain set (cycle_gan/<pair>).")
+    source_domain_config(cfg)  # the source domain exists and is not the one learned
 
 
-def translation_sources(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
-    """(source images, target training data) as ImageSources, checked: the settings
-    (:func:`check_config`), that the source split holds translate.n images, and that source and
-    target images have the same shape. Runs before any checkpoint is read."""
-    check_config(cfg)
+def check_domains_match(cfg: ml_collections.ConfigDict, source: Any, target: Any, split: str) -> None:
+    """ConfigError unless the source domain's images (split ``split``) are images of the target's
+    (the data's) shape and range."""
+    source_cfg = source_domain_config(cfg)
     t = cfg.translate
-    source_cfg = _source_data_config(cfg)
-    source = data.load_source(source_cfg, t.split)
-    target = data.load_source(cfg.data, "train")
     where = f"{source_cfg['name']!r}" + (f" domain {source_cfg['domain']}" if source_cfg["domain"] else "")
     if len(source.shape) != 3:
         raise ConfigError(f"Translation needs images (H, W, C); the source {where} gives examples of shape "
@@ -282,14 +251,25 @@ def translation_sources(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
                    "source images are resized to the model's size")
         raise ConfigError(f"The model learns images of shape {tuple(target.shape)} (data.name={cfg.data.name!r}, "
                           f"data.image_size={cfg.data.image_size}, data.pad={cfg.data.pad}), but the source images "
-                          f"({where}, split {t.split!r}, translate.image_size={t.image_size}) have shape "
+                          f"({where}, split {split!r}, translate.image_size={t.image_size}) have shape "
                           f"{tuple(source.shape)}; {fix}.")
-    if t.n > len(source):
-        raise ConfigError(f"translate.n = {t.n} is larger than the {len(source)} images of split {t.split!r} of "
-                          f"{where}; lower it.")
     if tuple(source.value_range) != tuple(target.value_range):
         raise ConfigError(f"The source images lie in {source.value_range}, the model's in {target.value_range}; "
                           "translate between datasets of the same range.")
+
+
+def translation_sources(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
+    """(source images, target training data) as ImageSources, checked: the settings
+    (:func:`check_config`), that the source split holds translate.n images, and that source and
+    target images have the same shape. Runs before any checkpoint is read."""
+    check_config(cfg)
+    t = cfg.translate
+    source = data.load_source(source_domain_config(cfg), t.split)
+    target = data.load_source(cfg.data, "train")
+    check_domains_match(cfg, source, target, t.split)
+    if t.n > len(source):
+        raise ConfigError(f"translate.n = {t.n} is larger than the {len(source)} images of split {t.split!r} of "
+                          f"the source domain {source.name!r}; lower it.")
     return source, target
 
 
@@ -327,7 +307,7 @@ def translate_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workd
     images = {"source": x_source, "translated": translated, "target": x_target}
     report = {
         "mode": "translate", "method": cfg.method.name, "target_data": cfg.data.name, "target_domain": cfg.data.domain,
-        "source_data": _source_data_config(cfg)["name"], "source_domain": _source_data_config(cfg)["domain"],
+        "source_data": source_domain_config(cfg)["name"], "source_domain": source_domain_config(cfg)["domain"],
         "source_split": getattr(source, "split", t.split), "n": int(t.n), "target_n": int(len(x_target)),
         "chain": chain.name, "steps": int(len(temps)), "noise": float(t.noise),
         "step_size": float(np.mean(steps)) if len(steps) else None,

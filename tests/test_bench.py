@@ -193,3 +193,11 @@ def test_train_bench_times_other_methods_in_their_last_phase():
     rec = json.loads(out.getvalue())
     assert rec["bench"] == "train" and rec["batch"] == 8 and rec["train_img_per_s"] > 0
     assert rec["gflop_per_img"] is None and rec["tflops"] is None and rec["utilisation"] is None
+    # A method that learns from two domains (ml.init = "source") is timed on a batch of each.
+    translate = str(ROOT / "configs" / "translate_digits.py")
+    out = io.StringIO()
+    assert bench.run(["--config", translate, "--what", "train", "--config.model.widths=4,4",
+                      "--config.ml.steps=2", "--config.train.batch_size=8", "--min-seconds=0", "--min-calls=1"],
+                     out=out) == 0
+    rec = json.loads(out.getvalue())
+    assert rec["bench"] == "train" and rec["batch"] == 8 and rec["train_img_per_s"] > 0

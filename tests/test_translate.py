@@ -110,6 +110,8 @@ def test_horse2zebra_config_translates_domain_a_into_domain_b(tmp_path):
         assert (source.split, target.split) == ("testA", "trainB")
         assert source.shape == target.shape == (cfg.data.image_size,) * 2 + (3,)
         method = methods.build(cfg, target.shape, target.value_range)
+        # Training chains start at horses (trainA) too: the loop draws them beside the zebras.
+        assert data.load_source(method.source_data, "train").split == "trainA"
         params = jax.eval_shape(method.init_params, jax.random.PRNGKey(0))
         batch = jax.ShapeDtypeStruct((2, *source.shape), jnp.float32)
         assert jax.eval_shape(lambda p, x: method.energy(p)(x), params, batch).shape == (2,)
@@ -214,6 +216,70 @@ def test_ink_figures():
     x = np.array([[0.0, 0.25], [0.75, 1.0]]).reshape(1, 2, 2, 1)
     assert translate.ink(x) == pytest.approx(0.5) and translate.ink_area(x) == pytest.approx(0.5)
     assert translate.ink(2 * x - 1, (-1.0, 1.0)) == pytest.approx(0.5)  # rescaled from the data's range
+
+
+# --------------------------------------------------------------------------------------------
+# Training with chains started at the source domain (ml.init = "source")
+# --------------------------------------------------------------------------------------------
+
+
+def test_source_started_training_chains_step_from_the_source_images():
+    """ml.init = "source": the training chain starts at the source batch (translate.noise 0); one
+    noise-free clamped Langevin step x1 = clip(x - step dE/dx, 0, 1) by hand, and the loss is then
+    mean E(target) - mean E(x1), its gradient that of the same difference."""
+    from ebmjax import methods
+
+    cfg = load_config(DIGITS, [("model.widths", "4,8"), ("ml.steps", "1"), ("ml.noise", "0.0"),
+                               ("ml.data_noise", "0.0"), ("translate.noise", "0.0"),
+                               ("ml.step_size", "100.0")])  # a step a fresh network's gradient shows
+    assert cfg.ml.init == "source" and cfg.ml.clamp
+    method = methods.build(cfg, (16, 16, 1))
+    assert method.source_data["name"] == "digits" and method.source_data["image_size"] == 16
+    params = method.init_params(jax.random.PRNGKey(0))
+    x_target = data.load_source(cfg.data, "train").get(np.arange(8))
+    x_source = data.load_source(method.source_data, "train").get(np.arange(8, 16))
+    energy = method.energy(params)
+    grad = jax.grad(lambda x: jnp.sum(energy(x)))(x_source)
+    x1 = jnp.clip(x_source - cfg.ml.step_size * grad, 0.0, 1.0)
+    assert float(jnp.abs(x1 - x_source).max()) > 1e-2  # the step moves the chain
+
+    def loss(p):
+        return method.loss(p, method.init_carry(None), (x_target, x_source), jax.random.PRNGKey(1), jnp.int32(0))
+
+    value, (_, metrics) = loss(params)
+    want = jnp.mean(energy(x_target)) - jnp.mean(energy(x1))
+    np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics["energy_model"], jnp.mean(energy(x1)), rtol=1e-5, atol=1e-6)
+    got = jax.grad(lambda p: loss(p)[0])(params)
+    ref = jax.grad(lambda p: jnp.mean(method.energy(p)(x_target)) - jnp.mean(method.energy(p)(x1)))(params)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_loop_draws_the_source_domain_beside_the_data_in_an_order_of_its_own(tmp_path):
+    """Every step's batch is (target rows, source rows): the target's as always (stream 0, the order
+    runs without a second domain have), the source's from its own seeded epochs (stream 1)."""
+    from ebmjax.train import loop
+
+    cfg = load_config(DIGITS, [("model.widths", "4,8"), ("train.batch_size", "8")])
+    setup = loop.setup(cfg, tmp_path / "run", write_config=False)
+    try:
+        assert setup.source_domain is not None and setup.source_domain.name == "digits"
+        trainer = loop._Trainer(cfg, tmp_path / "run", setup.source, setup.method, setup.mesh, setup.ckpts,
+                                setup.source_domain)
+        (target, source), bad = trainer._batches(3, 2)
+    finally:
+        setup.ckpts.close()
+    assert bad == [] and target.shape == source.shape == (2, 8, 16, 16, 1)
+    n_t, n_s = len(setup.source), len(setup.source_domain)
+    for i, step in enumerate((3, 4)):
+        idx_t = np.random.default_rng([cfg.seed, 0]).permutation(n_t)[8 * step:8 * step + 8]
+        np.testing.assert_array_equal(target[i], setup.source.get(idx_t))
+        idx_s = loop.batch_indices(cfg.seed, step, n_s, 8, stream=1)
+        np.testing.assert_array_equal(source[i], setup.source_domain.get(idx_s))
+        assert not np.array_equal(idx_s, loop.batch_indices(cfg.seed, step, n_s, 8))
+    epoch = np.concatenate([loop.batch_indices(cfg.seed, s, n_s, 8, stream=1) for s in range(n_s // 8)])
+    assert len(np.unique(epoch)) == len(epoch) == 8 * (n_s // 8)  # an epoch shows each source image at most once
 
 
 # --------------------------------------------------------------------------------------------

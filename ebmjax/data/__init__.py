@@ -23,6 +23,7 @@ from ebmjax.data.registry import (
     data_names,
     is_two_domain,
     load_source,
+    source_domain_config,
 )
 from ebmjax.data.source import (
     IMAGE_RANGE,
@@ -60,6 +61,7 @@ __all__ = [
     "is_two_domain",
     "lfw_faces",
     "load_source",
+    "source_domain_config",
     "load_tfds_source",
     "prepare_image",
     "prepare_images",

@@ -39,6 +39,35 @@ def is_two_domain(name: Any) -> bool:
     return isinstance(name, str) and name.startswith(CYCLE_GAN_PREFIX)
 
 
+def source_domain_config(cfg: Any) -> dict:
+    """The data settings of a translation's source domain: ``data.*`` with the name, image size and
+    domain of the ``translate`` group (``translate.data_name``; a cycle_gan pair's other domain).
+
+    Raises ConfigError where that would be the domain the model learns, or names no domain."""
+    t, d = cfg.translate, cfg.data
+    name = t.data_name if t.data_name is not None else d.name
+    if is_two_domain(name):
+        if t.source_domain not in DOMAINS:
+            raise ConfigError(f"translate.source_domain must be A or B (the domain of {name!r} translated from), "
+                              f"got {t.source_domain!r}.")
+        if name == d.name and t.source_domain == d.domain:
+            other = next(x for x in DOMAINS if x != d.domain)
+            raise ConfigError(f"translate.source_domain={t.source_domain!r} is the domain the model learns "
+                              f"(data.domain={d.domain!r}); translate from the other one: "
+                              f"--config.translate.source_domain={other} (or learn the other domain with "
+                              f"--config.data.domain={other} and a new --workdir).")
+    elif t.data_name is None:
+        raise ConfigError(f"translate.data_name is not set, so the source images would come from data.name="
+                          f"{d.name!r}, the domain the model learns. Set --config.translate.data_name to the "
+                          "source domain's dataset (e.g. digits for a model of digits_bold; "
+                          "configs/translate_digits.py), or use a two-domain set (cycle_gan/<pair>).")
+    source = dict(d.to_dict())
+    source["name"] = name
+    source["image_size"] = t.image_size if t.image_size is not None else d.image_size
+    source["domain"] = t.source_domain if is_two_domain(name) else None
+    return source
+
+
 def _field(cfg: Any, key: str, default: Any) -> Any:
     if isinstance(cfg, Mapping):
         return cfg.get(key, default)

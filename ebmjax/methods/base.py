@@ -34,6 +34,8 @@ def with_phase(fn: Callable, method: "Method", phase: Any) -> Callable:
         return fn(*args, phase=phase)
 
     return bound
+
+
 # loss(params, carry, batch, key, step) -> (scalar, (new carry, {metric: scalar}))
 LossFn = Callable[[Params, Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
 
@@ -112,6 +114,12 @@ class Method(NamedTuple):
     phase_boundaries: the sorted steps at which the phase changes;
     frozen(phase) -> names of networks that do not learn in that phase (their parameters and
         optimiser state are kept as they are, whatever their gradient).
+
+    Methods that learn from two unpaired domains (translation trained with chains started at
+    source-domain images, as CF-EBM does) also give:
+    source_data: the data settings (``data.*`` as a dict) of the second domain. Beside every batch
+        of the data the loop then draws a batch of the same size from that domain's training split,
+        in an order of its own, and ``loss`` and ``probe`` take ``batch = (x, x_source)``.
     """
 
     name: str
@@ -132,3 +140,4 @@ class Method(NamedTuple):
     phase: Callable[[int], Any] | None = None
     phase_boundaries: tuple[int, ...] = ()
     frozen: Callable[[Any], frozenset[str]] | None = None
+    source_data: Mapping[str, Any] | None = None

@@ -11,10 +11,17 @@ chains start:
 - ``data``: the batch itself (contrastive divergence, Hinton);
 - ``buffer``: a replay buffer of past chain ends, each drawn row replaced by fresh noise with
   probability ``ml.reinit_prob`` (persistent chains, IGEBM / JEM). The buffer is the method's
-  carried state: checkpointed with the parameters and split over the devices.
+  carried state: checkpointed with the parameters and split over the devices;
+- ``source``: training images of another domain, the source of an unpaired translation
+  (``translate.data_name``, or a cycle_gan pair's other domain), plus N(0, translate.noise^2):
+  the chains that ``--mode translate`` runs, started at source images, are trained to carry them
+  into the data's domain (CF-EBM's translation training). The loop draws the source batch beside
+  the data's (``Method.source_data``).
 
 ``--mode sample`` runs ``ml.sample_steps`` steps of the same Langevin from fresh noise (or, with
-``ml.sample_from = "buffer"``, from rows of the buffer).
+``ml.sample_from = "buffer"``, from rows of the buffer). A model trained with ``ml.init = "source"``
+has only learned where chains from source images should go: it translates (``--mode translate``),
+and its chains from noise are not samples of the data (its configs set ``sample.n = 0``).
 """
 
 from __future__ import annotations
@@ -27,13 +34,13 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from ebmjax import losses, models, parallel, samplers
+from ebmjax import data, losses, models, parallel, samplers, translate
 from ebmjax.errors import ConfigError
 from ebmjax.methods.base import Method, Sampler, Stage
 from ebmjax.train import state as train_state
 
 NETWORK = "energy"
-INITS = ("noise", "data", "buffer")
+INITS = ("noise", "data", "buffer", "source")
 NOISE_INITS = ("uniform", "gaussian")
 
 
@@ -111,8 +118,9 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                                           step_sizes=eps)
         return state.position
 
-    def loss(params, carry, batch_x, key, step):
+    def loss(params, carry, batch, key, step):
         del step
+        batch_x, x_source = batch if m.init == "source" else (batch, None)
         k_data, k_fresh, k_draw, k_chain = jax.random.split(key, 4)
         x_data = batch_x + m.data_noise * jax.random.normal(k_data, batch_x.shape, batch_x.dtype)
         # The chains run on the energy with its parameters held constant: no gradient through them.
@@ -124,6 +132,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             metrics["fresh_share"] = jnp.mean(reinit.astype(jnp.float32))
         elif m.init == "data":
             x0 = batch_x
+        elif m.init == "source":
+            x0 = translate.translation_start(x_source, k_fresh, cfg.translate.noise)
         else:
             x0 = fresh(k_fresh, batch_x.shape[0])
         x_model = jax.lax.stop_gradient(chains(e_const, x0, k_chain, int(m.steps)))
@@ -140,11 +150,15 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             carry = {"buffer": samplers.buffer_update(carry["buffer"], idx, x_model)}
         return value, (carry, metrics)
 
-    def probe(params, carry, batch_x, key):
-        # The energy of the data and of fresh noise, on the same scale as the loss's metrics.
+    def probe(params, carry, batch, key):
+        # The energy of fresh noise (and of the source images), on the same scale as the loss's metrics.
         del carry
         e = energy(params)
-        return {"energy_noise": jnp.mean(e(fresh(key, batch_x.shape[0])))}
+        batch_x, x_source = batch if m.init == "source" else (batch, None)
+        out = {"energy_noise": jnp.mean(e(fresh(key, batch_x.shape[0])))}
+        if x_source is not None:
+            out["energy_source"] = jnp.mean(e(x_source))
+        return out
 
     def sampler(params, carry):
         e = energy(params)
@@ -168,7 +182,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         bounds={"energy_data": (float(m.energy_bound), "ml.energy_bound"),
                 "energy_model": (float(m.energy_bound), "ml.energy_bound")},
         identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
-                  "ml.init", "ml.buffer_size"))
+                  "ml.init", "ml.buffer_size"),
+        source_data=data.source_domain_config(cfg) if m.init == "source" else None)
 
 
 def _identity(x: Any) -> Any:

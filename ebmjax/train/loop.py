@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from ebmjax import data, io, methods, parallel
+from ebmjax import data, io, methods, parallel, translate
 from ebmjax.errors import CheckpointError, ConfigError, DataError, Diverged, Interrupted
 from ebmjax.methods.base import Method, phase_of, with_phase
 from ebmjax.train import state as train_state
@@ -44,36 +44,44 @@ CONTROL_LAG = 4
 # Data order.
 
 
-@functools.lru_cache(maxsize=2)
-def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
+def _stream_seed(seed: int, stream: int, *words: int) -> list[int]:
+    # Stream 0 (the data) keeps the seeds it always had; a second domain's are other seed sequences.
+    return [seed, *words] if stream == 0 else [seed, *words, 2, stream]
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seed: int, epoch: int, n: int, stream: int = 0) -> np.ndarray:
+    perm = np.random.default_rng(_stream_seed(seed, stream, epoch)).permutation(n)
     perm.flags.writeable = False  # shared by every step of the epoch through the cache
     return perm
 
 
-def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
+def batch_indices(seed: int, step: int, n: int, batch_size: int, stream: int = 0) -> np.ndarray:
     """Indices of the examples of training step ``step``: epochs are seeded permutations of
-    range(n); the last partial batch of an epoch is dropped so every batch is full."""
+    range(n); the last partial batch of an epoch is dropped so every batch is full. ``stream`` 1
+    orders a second dataset (``Method.source_data``) independently of the data's order."""
     if batch_size > n:
         raise DataError(f"train.batch_size = {batch_size} is larger than the dataset ({n} examples); lower it.")
     per_epoch = n // batch_size
     epoch, pos = divmod(step, per_epoch)
-    return _epoch_permutation(seed, epoch, n)[pos * batch_size:(pos + 1) * batch_size].copy()
+    return _epoch_permutation(seed, epoch, n, stream)[pos * batch_size:(pos + 1) * batch_size].copy()
 
 
 def training_batch(source, cfg: ml_collections.ConfigDict, step: int,
-                   rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+                   rows: slice = slice(None), stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``rows`` of the global batch of ``step`` and their dataset indices: ((r, *shape) float32, (r,)).
 
     Deterministic in (seed, step): the rows a process loads are the same rows of the same global
     batch whatever the number of processes, and flips are drawn for the whole global batch (image
     i is mirrored iff ``default_rng([seed, step, 1]).random(B)[i] < 0.5``, when ``data.random_flip``).
+    ``stream`` 1: the batch of a second dataset (a method's ``source_data``), ordered and flipped
+    with seeds of its own.
     """
-    all_idx = batch_indices(cfg.seed, step, len(source), cfg.train.batch_size)
+    all_idx = batch_indices(cfg.seed, step, len(source), cfg.train.batch_size, stream)
     idx = all_idx[rows]
     batch = np.asarray(source.get(idx), dtype=np.float32)
     if cfg.data.random_flip:
-        flip = np.random.default_rng([cfg.seed, step, 1]).random(len(all_idx))[rows] < 0.5
+        flip = np.random.default_rng(_stream_seed(cfg.seed, stream, step, 1)).random(len(all_idx))[rows] < 0.5
         batch = np.where(flip[:, None, None, None], batch[:, :, ::-1, :], batch)
     return batch, idx
 
@@ -92,7 +100,8 @@ def make_train_call(cfg: ml_collections.ConfigDict, method: Method, phase: Any =
     """Returns ``call(state, batches, votes) -> (state, metrics, control)``: ``k`` steps in one call,
     all of the method's ``phase`` (see ``Method.phase``).
 
-    ``batches`` (k, B, ...) are the batches of steps state.step .. state.step + k - 1; each step is
+    ``batches`` (k, B, ...) are the batches of steps state.step .. state.step + k - 1 (a tuple of two
+    such arrays for a method with ``source_data``: the data's and the second domain's); each step is
     :func:`ebmjax.train.step.make_train_step`'s, so k steps per call follow the same trajectory as k
     calls. ``metrics`` get a leading axis k and ``skipped_update`` (1 where the update was skipped).
     ``control`` holds two global flags every process sees at once: ``data_finite`` (no NaN or
@@ -103,7 +112,8 @@ def make_train_call(cfg: ml_collections.ConfigDict, method: Method, phase: Any =
     def call(state: train_state.TrainState, batches: jax.Array, votes: jax.Array):
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
         state, metrics = multi(state, batches, key)
-        control = {"data_finite": jnp.all(jnp.isfinite(batches)), "stop": jnp.any(votes)}
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(b)) for b in jax.tree.leaves(batches)]))
+        control = {"data_finite": finite, "stop": jnp.any(votes)}
         return state, metrics, control
 
     return call
@@ -116,7 +126,7 @@ def make_probe_call(cfg: ml_collections.ConfigDict, method: Method, phase: Any =
 
     def call(state: train_state.TrainState, batches: jax.Array):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2), state.step)
-        return probe(state.params, state.carry, batches[-1], key)
+        return probe(state.params, state.carry, jax.tree.map(lambda b: b[-1], batches), key)
 
     return call
 
@@ -156,6 +166,7 @@ class Setup(NamedTuple):
     mesh: Mesh
     state: train_state.TrainState
     ckpts: Checkpoints
+    source_domain: Any = None  # the training split of the method's second domain (Method.source_data)
 
 
 def state_shardings(state: Any, method: Method, mesh: Mesh) -> Any:
@@ -194,6 +205,13 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
                         f"{cfg.data.name!r} ({len(source)} examples); lower it.")
     shape = tuple(source.shape)
     method = methods.build(cfg, shape, tuple(source.value_range))
+    source_domain = None
+    if method.source_data is not None:
+        source_domain = data.load_source(method.source_data, "train")
+        translate.check_domains_match(cfg, source_domain, source, "train")
+        if cfg.train.batch_size > len(source_domain):
+            raise DataError(f"train.batch_size = {cfg.train.batch_size} is larger than the source domain "
+                            f"{source_domain.name!r} ({len(source_domain)} training examples); lower it.")
 
     def init():
         # An "rbg" key compiles the many uniform initialisers several times faster than threefry on CPU.
@@ -225,7 +243,7 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
         state = init_fn()
     if write_config:
         ckpts.write_config()
-    return Setup(source, method, mesh, state, ckpts)
+    return Setup(source, method, mesh, state, ckpts, source_domain)
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -275,11 +293,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, progress:
     ``mesh`` (default: every device of every process) is where the batch is split.
     """
     workdir = pathlib.Path(workdir).absolute()
-    source, method, mesh, state, ckpts = setup(cfg, workdir, mesh=mesh, write_config=False)
+    source, method, mesh, state, ckpts, source_domain = setup(cfg, workdir, mesh=mesh, write_config=False)
     try:
         check_steps(cfg, state, ckpts)
         ckpts.write_config()
-        trainer = _Trainer(cfg, workdir, source, method, mesh, ckpts)
+        trainer = _Trainer(cfg, workdir, source, method, mesh, ckpts, source_domain)
         try:
             state = trainer.run(state, progress)
         finally:  # also after an interruption or divergence: the curves show what happened
@@ -353,9 +371,11 @@ class BestKeeper:
 class _Trainer:
     """One training run; the state of the host side of the loop lives here."""
 
-    def __init__(self, cfg, workdir, source, method, mesh, ckpts):
+    def __init__(self, cfg, workdir, source, method, mesh, ckpts, source_domain=None):
         t = cfg.train
         self.cfg, self.t, self.source, self.mesh, self.ckpts, self.method = cfg, t, source, mesh, ckpts, method
+        # Stream i of every step's batch: the data, then the method's second domain if it has one.
+        self.streams = [source] + ([source_domain] if source_domain is not None else [])
         self.k = int(t.steps_per_call)
         if self.k < 1:
             raise ConfigError(f"train.steps_per_call must be >= 1, got {self.k}.")
@@ -370,17 +390,21 @@ class _Trainer:
         self.keeper = BestKeeper(cfg, workdir, source, method, ckpts, mesh) if t.keep_best else None
         self.streak_start: int | None = None  # first step of the current run of skipped updates
 
-    def _batches(self, step: int, n: int) -> tuple[jax.Array, list[int]]:
+    def _batches(self, step: int, n: int) -> tuple[Any, list[tuple[str, int]]]:
         """This process's rows of the batches of steps step .. step+n-1, assembled into one global
-        array; with the dataset indices of any non-finite examples among them."""
-        host, bad = [], []
-        for s in range(step, step + n):
-            batch, idx = training_batch(self.source, self.cfg, s, self.rows)
-            host.append(batch)
-            bad += nonfinite_examples(batch, idx)
-        local = np.stack(host)
-        global_shape = (n, self.t.batch_size, *local.shape[2:])
-        return jax.make_array_from_process_local_data(self.batches_sharding, local, global_shape), bad
+        array per stream (a tuple of them when the method draws a second domain); with the dataset
+        name and index of any non-finite examples among them."""
+        stacked, bad = [], []
+        for i, src in enumerate(self.streams):
+            host = []
+            for s in range(step, step + n):
+                batch, idx = training_batch(src, self.cfg, s, self.rows, stream=i)
+                host.append(batch)
+                bad += [(src.name, j) for j in nonfinite_examples(batch, idx)]
+            local = np.stack(host)
+            global_shape = (n, self.t.batch_size, *local.shape[2:])
+            stacked.append(jax.make_array_from_process_local_data(self.batches_sharding, local, global_shape))
+        return (stacked[0] if len(stacked) == 1 else tuple(stacked)), bad
 
     def _settle(self, pending: list[tuple[int, int, dict, list[int]]]) -> bool:
         """Reads the control flags of finished calls: a DataError for non-finite data; True if a
@@ -390,9 +414,11 @@ class _Trainer:
             flags = jax.device_get(control)
             if not flags["data_finite"]:
                 steps = f"step {first}" if end == first + 1 else f"steps {first}..{end - 1}"
-                where = f"examples {bad[:5]}" if bad else "examples loaded by another process"
+                name = bad[0][0] if bad else self.source.name
+                where = (f"examples {[j for n, j in bad if n == name][:5]}" if bad
+                         else "examples loaded by another process")
                 raise DataError(
-                    f"Dataset {self.source.name!r} holds non-finite values (NaN or infinity) in the batch of "
+                    f"Dataset {name!r} holds non-finite values (NaN or infinity) in the batch of "
                     f"{steps} ({where}). Clean the data (or fix its preparation) and rerun; no checkpoint "
                     "was written from these batches.")
             stop = stop or bool(flags["stop"])
@@ -572,7 +598,7 @@ def load_trained(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     workdir = pathlib.Path(workdir).absolute()
     if not (workdir / "checkpoints").is_dir():
         raise CheckpointError(f"No checkpoints in {workdir}: train first (--mode train) or pass the --workdir of a trained run.")
-    source, method, mesh, state, ckpts = setup(cfg, workdir, mesh=mesh, write_config=False, step=step)
+    source, method, mesh, state, ckpts, _ = setup(cfg, workdir, mesh=mesh, write_config=False, step=step)
     ckpts.close()
     if int(state.step) == 0:
         raise CheckpointError(f"No checkpoint in {workdir / 'checkpoints'}: train first (--mode train).")

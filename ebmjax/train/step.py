@@ -52,7 +52,7 @@ def make_multi_step(method: Method, steps_per_call: int, ema_decay: float = 0.0,
     """Returns ``multi(state, batches, key) -> (state, metrics)``: ``k`` training steps in one call.
 
     ``batches`` has shape (k, B, ...), the batches of steps state.step .. state.step + k - 1 in
-    order. Every metric gets a leading axis of length k, and ``skipped_update`` (k,) is 1 where that
+    order (or is a tuple of such arrays, for a method with ``Method.source_data``). Every metric gets a leading axis of length k, and ``skipped_update`` (k,) is 1 where that
     step's update was skipped. A shorter stack (the end of a run) works too, at the cost of one more
     compile. Each step is exactly :func:`make_train_step`'s, so k steps per call give the same
     trajectory as k calls. Why: one dispatch and one host round trip per k steps instead of per
@@ -68,12 +68,14 @@ def make_multi_step(method: Method, steps_per_call: int, ema_decay: float = 0.0,
         raise ConfigError(f"train.steps_per_call must be an integer >= 1, got {steps_per_call!r}.")
     step = make_train_step(method, ema_decay, phase)
 
-    def multi(state: TrainState, batches: jax.Array, key: jax.Array):
-        if batches.ndim < 2:
-            raise ConfigError(f"make_multi_step: batches must have shape (k, B, ...), got {batches.shape}.")
+    def multi(state: TrainState, batches: Any, key: jax.Array):
+        shapes = [b.shape for b in jax.tree.leaves(batches)]
+        if not shapes or any(len(s) < 2 or s[0] != shapes[0][0] for s in shapes):
+            raise ConfigError(f"make_multi_step: batches must have shape (k, B, ...) (every array of a tuple the "
+                              f"same k), got {shapes}.")
         metrics = []
-        for i in range(batches.shape[0]):
-            new, m = step(state, batches[i], key)
+        for i in range(shapes[0][0]):
+            new, m = step(state, jax.tree.map(lambda b: b[i], batches), key)
             metrics.append(dict(m, skipped_update=new.skipped - state.skipped))
             state = new
         return state, jax.tree.map(lambda *a: jnp.stack(a), *metrics)
