@@ -212,3 +212,38 @@ def test_killed_multigrid_run_with_a_generator_resumes_exactly(tmp_path):
     lb = {r["step"]: r["loss"] for r in map(json.loads, (unbroken / "metrics.jsonl").read_text().splitlines())}
     assert sorted(lb) == sorted(la) == list(range(10, 301, 10))
     assert all(la[s] == lb[s] for s in la)
+
+
+TRANSLATE_DIGITS = str(ROOT / "configs" / "translate_digits.py")
+# translate_digits shrunk (chains from the source domain, ml.init = "source"): 300 steps, checkpoints every 100.
+TRANSLATE_TINY = ["--config.model.widths=4,8", "--config.ml.steps=3", "--config.train.batch_size=16",
+                  "--config.train.steps=300", "--config.train.log_every=10", "--config.train.checkpoint_every=100",
+                  "--config.train.keep_checkpoints=2", "--config.translate.n=8", "--config.translate.batch_size=8",
+                  "--config.translate.target_n=4", "--no-progress"]
+
+
+@pytest.mark.slow  # subprocess runs; the full suite (see the README) runs it
+def test_killed_two_domain_run_resumes_exactly(tmp_path):
+    """configs/translate_digits.py (shrunk) killed with SIGKILL after its first checkpoint and rerun
+    ends bitwise like a run never interrupted: the source-domain batches, drawn beside the data's in
+    their own order, are the same after the resume, and so are the parameters and translations."""
+    from scale_helpers import overrides
+
+    from ebmjax.train import loop
+
+    env = subprocess_env(tmp_path / "cache")
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+
+    def command(workdir):
+        return [sys.executable, "-m", "ebmjax.main", "--config", TRANSLATE_DIGITS, "--workdir", str(workdir),
+                *TRANSLATE_TINY]
+
+    killed_at = kill_at_first_checkpoint(command(broken), broken, env)
+    assert killed_at and killed_at[-1] < 300, killed_at
+    done = run_to_completion({w: command(w) for w in (broken, unbroken)}, env)
+    assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
+    cfg = load_config(TRANSLATE_DIGITS, overrides(TRANSLATE_TINY))
+    a, b = (jax.tree.map(np.asarray, loop.load_trained(cfg, w)[0]) for w in (broken, unbroken))
+    assert int(a.step) == int(b.step) == 300 and bitwise_equal(a, b)
+    translated = [np.load(w / "translate" / "translated.npz")["translated"] for w in (broken, unbroken)]
+    assert translated[0].shape == (8, 16, 16, 1) and np.array_equal(translated[0], translated[1])
