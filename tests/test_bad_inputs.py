@@ -261,9 +261,10 @@ MISTAKES = [
 ]
 
 
-# The rows of the two-network and coarse-to-fine methods train their own workdirs (about a minute
-# each on 2 cores): part of the full suite, not of the quick pass.
-SLOW_RUNS = ("coop", "cfebm")
+# The rows of the two-network, coarse-to-fine and multigrid methods train their own workdirs (about a
+# minute each on 2 cores): part of the full suite, not of the quick pass (the checks every method
+# shares keep their mdsm and ml rows there).
+SLOW_RUNS = ("coop", "cfebm", "multigrid")
 
 
 @pytest.mark.parametrize("method,mistake", [
