@@ -118,9 +118,13 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                                           step_sizes=eps)
         return state.position
 
+    def split(batch):
+        """(data, source images or None): the loop passes (x, x_source) when ml.init = "source"."""
+        return batch if m.init == "source" else (batch, None)
+
     def loss(params, carry, batch, key, step):
         del step
-        batch_x, x_source = batch if m.init == "source" else (batch, None)
+        batch_x, x_source = split(batch)
         k_data, k_fresh, k_draw, k_chain = jax.random.split(key, 4)
         x_data = batch_x + m.data_noise * jax.random.normal(k_data, batch_x.shape, batch_x.dtype)
         # The chains run on the energy with its parameters held constant: no gradient through them.
@@ -154,7 +158,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         # The energy of fresh noise (and of the source images), on the same scale as the loss's metrics.
         del carry
         e = energy(params)
-        batch_x, x_source = batch if m.init == "source" else (batch, None)
+        batch_x, x_source = split(batch)
         out = {"energy_noise": jnp.mean(e(fresh(key, batch_x.shape[0])))}
         if x_source is not None:
             out["energy_source"] = jnp.mean(e(x_source))

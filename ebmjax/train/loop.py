@@ -189,6 +189,12 @@ def state_shardings(state: Any, method: Method, mesh: Mesh) -> Any:
                              for f in state._fields if f != "carry"}, carry=carry)
 
 
+def _check_batch_fits(cfg: ml_collections.ConfigDict, source: Any) -> None:
+    if cfg.train.batch_size > len(source):
+        raise DataError(f"train.batch_size = {cfg.train.batch_size} is larger than the dataset "
+                        f"{source.name!r} ({len(source)} examples); lower it.")
+
+
 def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: str = "train", *,
           mesh: Mesh | None = None, write_config: bool = True, step: int | None = None) -> Setup:
     """Builds what both training and sampling need: source, method, mesh, and the train state
@@ -200,18 +206,14 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
     source = data.load_source(cfg.data, split)
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
-    if cfg.train.batch_size > len(source):
-        raise DataError(f"train.batch_size = {cfg.train.batch_size} is larger than the dataset "
-                        f"{cfg.data.name!r} ({len(source)} examples); lower it.")
+    _check_batch_fits(cfg, source)
     shape = tuple(source.shape)
     method = methods.build(cfg, shape, tuple(source.value_range))
     source_domain = None
     if method.source_data is not None:
         source_domain = data.load_source(method.source_data, "train")
         translate.check_domains_match(cfg, source_domain, source, "train")
-        if cfg.train.batch_size > len(source_domain):
-            raise DataError(f"train.batch_size = {cfg.train.batch_size} is larger than the source domain "
-                            f"{source_domain.name!r} ({len(source_domain)} training examples); lower it.")
+        _check_batch_fits(cfg, source_domain)
 
     def init():
         # An "rbg" key compiles the many uniform initialisers several times faster than threefry on CPU.
