@@ -455,7 +455,7 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
     def call():
         box[0], trace = samplers.run_chain_chunked(
             samplers.ula, energy, box[0], key, temperatures=temps, step_sizes=cfg.sample.step_size,
-            chunk_size=chunk, record=sampling.mean_energy)
+            chunk_size=chunk, record=sampling.mean_energy, unroll_steps=cfg.sample.unroll_steps)
         jax.block_until_ready((box[0], trace))
 
     torch_call = None
@@ -469,13 +469,13 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
     timing = None if compile_only else _timed("langevin_img_steps_per_s", call, torch_call, b * chunk,
                                                  min_calls=min_calls, min_seconds=min_seconds, compare=compare)
     # After timing this comes from jit's cache; with compile_only it is the one compilation.
-    compiled = _compiled_chunk(energy, box[0], key, temps, cfg.sample.step_size, chunk)
+    compiled = _compiled_chunk(energy, box[0], key, temps, cfg.sample.step_size, chunk, cfg.sample.unroll_steps)
     compile_s = time.perf_counter() - t0 if compile_only else None
     flops = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
     flops_valid = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape, exclude_padding=True)
     rate = None if timing is None else timing.pop("rate")
     rec = {"bench": "langevin", **_device_record(shape, cfg.model.dtype), "batch": b,
-           "chunk_steps": chunk, "langevin_img_steps_per_s": rate,
+           "chunk_steps": chunk, "unroll_steps": cfg.sample.unroll_steps, "langevin_img_steps_per_s": rate,
            "step_ms": None if timing is None else 1e3 * timing.pop("seconds_per_call") / chunk,
            "gflop_per_img_step": flops / 1e9, "gflop_per_img_step_valid": flops_valid / 1e9,
            **_throughput_fields(flops, flops_valid, rate, cfg.model.dtype, compiled_memory_bytes(compiled)),
@@ -483,17 +483,17 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
     return {**rec, **(timing or {"calls": None, "first_call_s": None})}
 
 
-def _compiled_chunk(energy, state, key, temps, step_size, chunk):
-    """The compiled chunk ``run_chain_chunked`` runs for these arguments (taken from jit's cache when
-    it already ran), for XLA's memory estimate; None if the driver's internals have changed."""
+def _compiled_chunk(energy, state, key, temps, step_size, chunk, unroll_steps=0):
+    """The compiled chunk (or unrolled piece) ``run_chain_chunked`` runs for these arguments (taken
+    from jit's cache when it already ran), for XLA's memory estimate; None if it cannot be had."""
     from ebmjax import samplers, sampling
     from ebmjax.samplers import driver
 
     t = jnp.asarray(temps, jnp.float32)
     h = jnp.broadcast_to(jnp.asarray(step_size, jnp.float32), (chunk,))
     try:
-        return driver._run_chunk.lower(samplers.ula, None, energy, state, key, t, h, jnp.asarray(0, jnp.int32),
-                                       jnp.asarray(chunk, jnp.int32), 0, sampling.mean_energy).compile()
+        return driver.lower_chunk(samplers.ula, energy, state, key, t, h, chunk_size=chunk, unroll_steps=unroll_steps,
+                                  record=sampling.mean_energy).compile()
     except Exception as e:  # the estimate is optional: a driver change must not break the benchmark
         log.warning("no compiled-memory estimate for the Langevin chunk: %s", e)
         return None

@@ -129,10 +129,11 @@ def row_figures(sub: pathlib.Path) -> dict[str, Any]:
     report_path = sub / "eval" / "report.json"
     if report_path.exists():
         m = json.loads(report_path.read_text())["metrics"]
-        # FID/KID/IS with the digits classifier's features on digits, Inception's elsewhere (when its
-        # weights were given): never mixed within one table, since a table compares one dataset.
+        # FID/KID/IS in the features of the dataset's judge (a section named after the dataset), else
+        # Inception's (when its weights were given): never mixed within one table, since a table
+        # compares one dataset.
         nets = {name: r for name, r in (m.get("fid") or {}).items() if isinstance(r, dict) and "samples_vs_test" in r}
-        net = next((n for n in ("digits", "inception") if n in nets), None)
+        net = next((n for n in nets if n != "inception"), "inception" if "inception" in nets else None)
         fid = nets[net]["samples_vs_test"] if net else {}
         out.update(fid_network=net, fid=_num(fid.get("fid")), kid=_num(fid.get("kid")),
                    inception_score=_num(fid.get("is")))

@@ -208,6 +208,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.sample.init_std = 1.0
     c.sample.denoise = True  # finish with the single-step denoising jump x - mdsm.sigma0^2 dE/dx
     c.sample.chunk_steps = 100  # Langevin steps per compiled call (progress and resume granularity)
+    c.sample.unroll_steps = 0  # > 0: every chain (sampling, restoration, translation) runs as programs of this many unrolled steps (no loop), which XLA:CPU runs faster with model.conv = "xla"; must divide chunk_steps
     c.sample.resume = True  # keep finished shards (and the in-flight chains) of an interrupted run
     # Samples are reproducible: the same checkpoint, sample.* settings and seed give the same images.
     # None: the key derives from `seed`, and samples go to <workdir>/samples/. An integer N >= 0: another
@@ -601,6 +602,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                         ("sample.chunk_steps", s.chunk_steps)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}.")
+    if s.unroll_steps < 0 or (s.unroll_steps and s.chunk_steps % s.unroll_steps):
+        raise ConfigError(f"sample.unroll_steps must be 0 (chains run as loops) or divide sample.chunk_steps="
+                          f"{s.chunk_steps}, got {s.unroll_steps}; e.g. --config.sample.unroll_steps=10 with "
+                          "--config.sample.chunk_steps=100.")
     if s.n < 0:
         raise ConfigError(f"sample.n must be >= 0, got {s.n}.")
     if t.get("warmup_steps", 0) < 0:

@@ -39,7 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ebmjax import data, io, parallel, samplers, visualize
-from ebmjax.data.registry import TOY_PREFIX
+from ebmjax.data.registry import holds_points
 from ebmjax.errors import ConfigError, DataError
 from ebmjax.methods.base import Sampler
 from ebmjax.samplers.kernels import ArrayLike, EnergyFn
@@ -247,18 +247,21 @@ def _jump_where(energy_fn: jax.tree_util.Partial, x: jax.Array, keep: jax.Array,
 
 
 def _run(kernel: samplers.Kernel, energy_fn: EnergyFn, state: Any, key: jax.Array, temperatures: Any,
-         step_size: ArrayLike, chunk_size: int | None, on_chunk: Callable | None) -> tuple[Any, Any]:
+         step_size: ArrayLike, chunk_size: int | None, on_chunk: Callable | None,
+         unroll_steps: int = 0) -> tuple[Any, Any]:
     if chunk_size is None:
         return samplers.run_chain(kernel, energy_fn, state, key, temperatures=temperatures, step_sizes=step_size)
     return samplers.run_chain_chunked(kernel, energy_fn, state, key, temperatures=temperatures,
-                                      step_sizes=step_size, chunk_size=chunk_size, on_chunk=on_chunk)
+                                      step_sizes=step_size, chunk_size=chunk_size, on_chunk=on_chunk,
+                                      unroll_steps=unroll_steps)
 
 
 def inpaint(energy_fn: EnergyFn, x_true: ArrayLike, mask: ArrayLike, key: jax.Array, *, temperatures: Any,
             step_size: ArrayLike, clamp_noise: ArrayLike = 0.1, sigma0: ArrayLike = 0.1,
             init_mean: float = 0.5, init_std: float = 1.0, final_jump: bool = True,
             kernel: samplers.Kernel = samplers.ula, start: Callable | None = None,
-            chunk_size: int | None = None, on_chunk: Callable | None = None) -> InpaintResult:
+            chunk_size: int | None = None, on_chunk: Callable | None = None,
+            unroll_steps: int = 0) -> InpaintResult:
     """Fill the free entries (mask >= 0.5) of x_true (B, H, W, C) by annealed Langevin.
 
     Free entries start from the unconditional sampler's start distribution: ``start(key, B)``
@@ -291,7 +294,7 @@ def inpaint(energy_fn: EnergyFn, x_true: ArrayLike, mask: ArrayLike, key: jax.Ar
     kernel = samplers.clamped(kernel)
     state = kernel.init(x0, energy_fn, free, clamp_noise)
     state, trace = _run(kernel, energy_fn, state, jax.random.fold_in(key, 1), temperatures, step_size,
-                        chunk_size, on_chunk)
+                        chunk_size, on_chunk, unroll_steps)
     chain = state.position
     restored = _jump_where(samplers.as_partial(energy_fn), chain, x_true, free, jnp.asarray(sigma0)) if final_jump \
         else chain
@@ -317,7 +320,8 @@ def posterior_energy(energy_fn: EnergyFn, y: ArrayLike, noise_sigma: ArrayLike,
 def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: ArrayLike | None,
             temperatures: Any, step_size: ArrayLike, noise_sigma: ArrayLike | None = None,
             model_temperature: ArrayLike = 1.0, final_jump: bool = False,
-            chunk_size: int | None = None, on_chunk: Callable | None = None) -> DenoiseResult:
+            chunk_size: int | None = None, on_chunk: Callable | None = None,
+            unroll_steps: int = 0) -> DenoiseResult:
     """Denoise x_noisy (B, ...) two ways.
 
     jump: the single-step denoising x - sigma0^2 dE/dx (Tweedie's posterior mean for a model of
@@ -337,7 +341,7 @@ def denoise(energy_fn: EnergyFn, x_noisy: ArrayLike, key: jax.Array, *, sigma0: 
     chain_energy = energy if noise_sigma is None else posterior_energy(energy, x_noisy, noise_sigma,
                                                                         model_temperature)
     state, trace = _run(samplers.ula, chain_energy, samplers.ula.init(x_noisy, chain_energy), key, temperatures,
-                        step_size, chunk_size, on_chunk)
+                        step_size, chunk_size, on_chunk, unroll_steps)
     x = state.position
     if final_jump and sigma0 is not None:
         x = _jump_where(energy, x, x, every, jnp.asarray(sigma0))
@@ -400,7 +404,7 @@ def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, k
                     temperatures: Any, step_size: float, clamp_noise: float = 0.1, sigma0: float = 0.1,
                     init_mean: float = 0.5, init_std: float = 1.0, final_jump: bool = True,
                     kernel: samplers.Kernel = samplers.ula, start: Callable | None = None,
-                    batch_size: int = 256, chunk_size: int = 100, mesh: Any = None,
+                    batch_size: int = 256, chunk_size: int = 100, unroll_steps: int = 0, mesh: Any = None,
                     progress: bool = True) -> InpaintResult:
     """``inpaint`` over n images (n, H, W, C) in batches sharded over ``mesh`` (default: all
     devices); mask (n, H, W, 1) or broadcastable to it. Returns numpy arrays: restored and chain
@@ -415,7 +419,8 @@ def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, k
     def run_one(x, m, k, tick):
         return inpaint(energy_fn, x, m, k, temperatures=temperatures, step_size=step_size,
                        clamp_noise=clamp_noise, sigma0=sigma0, init_mean=init_mean, init_std=init_std,
-                       final_jump=final_jump, kernel=kernel, start=start, chunk_size=chunk_size, on_chunk=tick)
+                       final_jump=final_jump, kernel=kernel, start=start, chunk_size=chunk_size, on_chunk=tick,
+                       unroll_steps=unroll_steps)
 
     return over_batches(run_one, (x_true, mask), key, batch_size=batch_size, mesh=mesh,
                          n_steps=len(temperatures), progress=progress, desc="inpaint", batch_axes=(0, 0, 1))
@@ -424,7 +429,7 @@ def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, k
 def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *, sigma0: float | None,
                     temperatures: Any, step_size: float, noise_sigma: float | None = None,
                     model_temperature: float = 1.0, final_jump: bool = False,
-                    batch_size: int = 256, chunk_size: int = 100, mesh: Any = None,
+                    batch_size: int = 256, chunk_size: int = 100, unroll_steps: int = 0, mesh: Any = None,
                     progress: bool = True) -> DenoiseResult:
     """``denoise`` over n images (n, H, W, C) in batches sharded over ``mesh``; numpy results (the
     jump is a zero array when ``sigma0`` is None)."""
@@ -435,7 +440,7 @@ def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *,
     def run_one(x, k, tick):
         res = denoise(energy_fn, x, k, sigma0=sigma0, temperatures=temperatures, step_size=step_size,
                       noise_sigma=noise_sigma, model_temperature=model_temperature, final_jump=final_jump,
-                      chunk_size=chunk_size, on_chunk=tick)
+                      chunk_size=chunk_size, on_chunk=tick, unroll_steps=unroll_steps)
         return res if res.jump is not None else res._replace(jump=jnp.zeros_like(res.langevin))
 
     return over_batches(run_one, (x_noisy,), key, batch_size=batch_size, mesh=mesh,
@@ -450,7 +455,7 @@ def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *,
 def check_config(cfg: ml_collections.ConfigDict) -> None:
     """Rejects restore settings that cannot work, before any checkpoint is read."""
     r = cfg.restore
-    if str(cfg.data.name).startswith(TOY_PREFIX):
+    if holds_points(cfg.data.name):
         raise ConfigError(f"Restoration needs images; data.name={cfg.data.name!r} is 2-D points. "
                           "Use an image dataset (e.g. configs/mdsm_digits.py).")
     if r.mask not in MASKS:
@@ -576,7 +581,7 @@ def inpaint_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
     res = inpaint_batches(chain.energy, np.tile(x_true, (k, 1, 1, 1)), np.tile(mask, (k, 1, 1, 1)),
                           jax.random.fold_in(key, 1), temperatures=temps, step_size=np.asarray(chain.step_sizes),
                           clamp_noise=r.clamp_noise, sigma0=sigma0 or 0.0, final_jump=jump, kernel=chain.kernel,
-                          start=start, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+                          start=start, batch_size=r.batch_size, chunk_size=s.chunk_steps, unroll_steps=s.unroll_steps,
                           progress=progress)
     chains = res.restored.reshape((k,) + x_true.shape)
     sample, restored = chains[0], chains.mean(axis=0)
@@ -628,6 +633,7 @@ def denoise_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workdir
     res = denoise_batches(chain.energy, noisy, jax.random.fold_in(key, 1),
                           sigma0=sigma0, temperatures=temps, step_size=step_size, noise_sigma=float(r.noise_sigma),
                           model_temperature=model_temperature, final_jump=False, batch_size=r.batch_size, chunk_size=s.chunk_steps,
+                          unroll_steps=s.unroll_steps,
                           progress=progress)
     results = {"corrupted": (noisy, x_true), "langevin": (res.langevin, x_true)}
     if sigma0 is not None:

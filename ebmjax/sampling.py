@@ -57,7 +57,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ebmjax import io, parallel, samplers, visualize
+from ebmjax import data, io, parallel, samplers, visualize
 from ebmjax.errors import ConfigError, Interrupted
 from ebmjax.methods.base import Sampler
 
@@ -294,7 +294,7 @@ def _stage_keys(bkey: jax.Array, i: int) -> tuple[jax.Array, jax.Array]:
 
 def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Array, mesh,
              store: ShardStore | None, progress: bool, stats: dict[str, int] | None = None,
-             stop: io.StopSignal | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+             stop: io.StopSignal | None = None, unroll_steps: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Runs the batches that ``store`` does not already hold; yields (b, samples (batch, ...),
     mean-energy trace (steps,)) as each finishes. Only the batch in flight is in memory.
     ``stats["chain_steps_run"]`` counts the steps (of a whole batch) this call ran. A signal seen by
@@ -351,7 +351,7 @@ def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Arra
                 state, _ = samplers.run_chain_chunked(
                     stage.kernel, samplers.as_partial(stage.energy), stage.kernel.init(x, stage.energy), chain_key,
                     temperatures=stage.temperatures, step_sizes=stage.step_sizes, chunk_size=chunk_steps,
-                    start_step=start, on_chunk=on_chunk, record=mean_energy)
+                    start_step=start, on_chunk=on_chunk, record=mean_energy, unroll_steps=unroll_steps)
                 x, start = state.position, 0
             x = _apply(finish, x)
             eta = bar.eta_s()
@@ -364,15 +364,16 @@ def _batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.Arra
 
 
 def draw(sampler: Sampler, n: int, key: jax.Array, *, batch_size: int, chunk_steps: int = 100, mesh=None,
-         progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+         progress: bool = True, unroll_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` samples in memory, nothing written: the sampler's chains, ``batch_size`` at a time, split
     over the mesh (a batch too large for the memory is a ConfigError, see :func:`check_memory`). Returns (samples (n, ...) float32, mean energy at every step of the first batch
     (K,)). The same ``key`` gives the same samples as :func:`sample_to_workdir` with that key."""
     mesh = mesh or parallel.make_mesh()
     plan = make_plan(batch_size, n, mesh.devices.size, sampler.steps)
-    check_memory(sampler, plan, chunk_steps, mesh)
+    check_memory(sampler, plan, chunk_steps, mesh, unroll_steps=unroll_steps)
     out, trace = [], None
-    for b, images, tr in _batches(sampler, chunk_steps, plan, key, mesh, None, progress):
+    for b, images, tr in _batches(sampler, chunk_steps, plan, key, mesh, None, progress,
+                                  unroll_steps=unroll_steps):
         out.append(images[: plan.count(b)])
         trace = tr if trace is None else trace
     return np.concatenate(out), trace
@@ -475,7 +476,7 @@ def _array_bytes_per_device(tree: Any) -> int:
     return total
 
 
-def batch_memory_bytes(sampler: Sampler, batch: int, chunk_steps: int, mesh) -> int | None:
+def batch_memory_bytes(sampler: Sampler, batch: int, chunk_steps: int, mesh, unroll_steps: int = 0) -> int | None:
     """XLA's estimate of the memory per device that a batch of ``batch`` chains needs: the largest of
     one compiled chunk of each stage and the finishing map, less the parameters already in memory.
     Compiles (with the shapes and shardings sampling uses, so sampling reuses the compilation) and
@@ -497,11 +498,8 @@ def batch_memory_bytes(sampler: Sampler, batch: int, chunk_steps: int, mesh) -> 
         if stage.enter is not None:
             x = jax.eval_shape(samplers.as_partial(stage.enter), x, key)
         state = jax.tree.map(spec, jax.eval_shape(stage.kernel.init, x, energy))
-        t, h = driver._check_schedule(stage.temperatures, stage.step_sizes)
-        n = min(chunk_steps, t.shape[0])
-        t, h = driver._pad(t, chunk_steps)[:chunk_steps], driver._pad(h, chunk_steps)[:chunk_steps]
-        compiled = driver._run_chunk.lower(stage.kernel, None, energy, state, key, t, h, jnp.asarray(0, jnp.int32),
-                                           jnp.asarray(n, jnp.int32), 0, mean_energy).compile()
+        compiled = driver.lower_chunk(stage.kernel, energy, state, key, stage.temperatures, stage.step_sizes,
+                                      chunk_size=chunk_steps, unroll_steps=unroll_steps, record=mean_energy).compile()
         estimates.append(parallel.compiled_memory_bytes(compiled))
     estimates.append(parallel.compiled_memory_bytes(_apply.lower(samplers.as_partial(sampler.finish), spec(x)).compile()))
     if any(e is None for e in estimates):
@@ -511,7 +509,7 @@ def batch_memory_bytes(sampler: Sampler, batch: int, chunk_steps: int, mesh) -> 
 
 
 def check_memory(sampler: Sampler, plan: SamplePlan, chunk_steps: int, mesh, *,
-                 available: tuple[int | None, str] | None = None) -> None:
+                 available: tuple[int | None, str] | None = None, unroll_steps: int = 0) -> None:
     """ConfigError, before anything is written, when a batch of ``plan.batch`` chains needs more
     memory than is free (see :func:`batch_memory_bytes`); the message names the largest
     ``sample.batch_size`` that fits, found by scaling linearly and checking. ``available``: (bytes,
@@ -521,7 +519,7 @@ def check_memory(sampler: Sampler, plan: SamplePlan, chunk_steps: int, mesh, *,
     # On CPUs every device's share comes out of the same host memory.
     per = sum(d.process_index == jax.process_index() for d in mesh.devices.flat) if where == "host memory" else 1
     try:
-        need = batch_memory_bytes(sampler, plan.batch, chunk_steps, mesh)
+        need = batch_memory_bytes(sampler, plan.batch, chunk_steps, mesh, unroll_steps)
     except Exception as e:  # an estimate is a courtesy: never let it stop a run that may well fit
         log.info("No memory estimate for sampling (%s: %s); memory not checked.", type(e).__name__, e)
         return
@@ -544,7 +542,7 @@ def check_memory(sampler: Sampler, plan: SamplePlan, chunk_steps: int, mesh, *,
         b = min(b, plan.batch - n_dev) // n_dev * n_dev
         if b < n_dev or any(b == p[0] for p in points):
             break
-        m = batch_memory_bytes(sampler, b, chunk_steps, mesh)
+        m = batch_memory_bytes(sampler, b, chunk_steps, mesh, unroll_steps)
         if m is None:
             break
         points.append((b, m * per))
@@ -576,7 +574,7 @@ def sample_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, source: 
     plan = make_plan(s.batch_size, s.n, mesh.devices.size, sampler.steps)
     if s.merge_max_gb < 0:
         raise ConfigError(f"sample.merge_max_gb must be >= 0, got {s.merge_max_gb}.")
-    check_memory(sampler, plan, s.chunk_steps, mesh)
+    check_memory(sampler, plan, s.chunk_steps, mesh, unroll_steps=s.unroll_steps)
     store = ShardStore(out_dir / "shards", _manifest(cfg, sampler, plan, shape), resume=s.resume, writer=writer)
     reused = sum(store.has_shard(b) for b in range(plan.n_batches))
 
@@ -584,7 +582,7 @@ def sample_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, source: 
     try:
         with io.StopSignal() as stop:
             for b, images, trace in _batches(sampler, s.chunk_steps, plan, sampling_key(cfg), mesh, store,
-                                             progress, stats, stop):
+                                             progress, stats, stop, unroll_steps=s.unroll_steps):
                 store.save_shard(b, images, trace)
                 ran += 1
     except KeyboardInterrupt:
@@ -649,15 +647,14 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
                                 stages=[(st.name, len(st.temperatures)) for st in sampler.stages])
     files.append("energy_trace.png")
     grid = np.stack(grid)
-    if len(shape) == 1 and shape[0] == 2:
-        from ebmjax.evaluation import toy
-
-        toy_report = toy.density_report(cfg, sampler, source, x if merge else grid, out_dir)
-        files.extend(toy_report.pop("files"))
-    else:
-        toy_report = None
+    dataset = data.get(cfg.data.name)
+    if not dataset.points:
         visualize.save_image_grid(grid, out_dir / "grid.png", title=f"{cfg.method.name} samples ({cfg.data.name})")
         files.append("grid.png")
+    extra: dict[str, Any] = {}
+    if dataset.report is not None:  # what only this dataset shows (a toy's learned density)
+        extra = dict(dataset.report(_sample_report(cfg, sampler, source, x if merge else grid, out_dir)))
+        files.extend(extra.pop("files", []))
     if sampler.pictures is not None:  # the method's own pictures (a key no batch of chains uses)
         files.extend(sampler.pictures(out_dir, jax.random.fold_in(sampling_key(cfg), 2**32 - 1)))
 
@@ -674,25 +671,52 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         "device": jax.devices()[0].device_kind, "n_devices": run["n_devices"],
         "peak_memory_bytes": mem, "peak_memory_note": mem_note,
     }
-    if toy_report is not None:
-        summary["density"] = toy_report
-    quality = _digits_quality(cfg, shape, x if merge else grid)
+    summary.update(extra)
+    quality = judge_quality(cfg, x if merge else grid)
     if quality is not None:
         summary["quality"] = quality
-        log.info("Digits classifier on the samples: %.1f%% recognised with p >= %.2f; label entropy %.3f of the "
-                 "maximum.", 100 * quality["confident_share"], quality["threshold"], quality["label_entropy"])
+        log.info("The judge (%s) recognises %.1f%% of the samples with p >= %.2f; label entropy %.3f of the maximum.",
+                 quality["classifier"], 100 * quality["confident_share"], quality["threshold"],
+                 quality["label_entropy"])
     io.write_json_atomic(out_dir / "summary.json", summary)
     log.info("Wrote %d samples to %s (%d batches run, %d reused). %s", plan.n, out_dir, run["batches_run"],
              run["batches_reused"], reproducibility_note(cfg))
     return summary
 
 
-def _digits_quality(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], images: np.ndarray) -> dict | None:
-    """The digits classifier's confident share and label entropy of ``images``, for 8x8 bundled digits."""
+def judge_quality(cfg: ml_collections.ConfigDict, images: np.ndarray) -> dict | None:
+    """The data's judge (``ebmjax.data.judges``) on ``images``: share recognised with p >= 0.9,
+    label entropy and class counts (``ebmjax.evaluation.quality.summary``); None when the dataset has
+    no judge."""
     from ebmjax.evaluation import quality
-    from ebmjax.evaluation.classifier import IMAGE_SHAPE, load_digits_classifier
 
-    if cfg.data.name != "digits" or tuple(shape) != IMAGE_SHAPE:
+    judge = data.judge_for(cfg.data, cfg.eval.classifier_seed, tuple(images.shape[1:]))
+    if judge is None or images.shape[-1] != judge.shape[-1]:
         return None
-    clf = load_digits_classifier(cfg.eval.classifier_seed)
-    return quality.summary(clf.probabilities(images), classifier=clf.describe())
+    return quality.summary(judge.probabilities(images), classifier=judge.describe())
+
+
+def at_least_temperature(sampler: Sampler, floor: float = 1.0) -> Sampler:
+    """The same chains with every temperature raised to at least ``floor`` (no cooling below it) and
+    no finishing map (e.g. no denoising jump): samples of the density exp(-E / floor) itself."""
+    stages = tuple(s._replace(temperatures=np.maximum(np.asarray(s.temperatures), floor)) for s in sampler.stages)
+    return sampler._replace(stages=stages, finish=jax.tree_util.Partial(samplers.identity),
+                            settings={**sampler.settings, "temperature_floor": floor, "finish": "none"})
+
+
+def _sample_report(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any, samples: np.ndarray,
+                   out_dir: pathlib.Path) -> data.SampleReport:
+    """What a dataset's own report gets after sampling (``ebmjax.data.SampleReport``)."""
+    final = sampler.stages[-1].energy
+
+    def energy_fn(x: np.ndarray) -> np.ndarray:
+        return np.asarray(_apply(final, jnp.asarray(x)))
+
+    def draw_warm(n: int) -> np.ndarray:
+        x, _ = draw(at_least_temperature(sampler), n, jax.random.fold_in(sampling_key(cfg), 99),
+                    batch_size=cfg.sample.batch_size, chunk_steps=cfg.sample.chunk_steps, progress=False,
+                    unroll_steps=cfg.sample.unroll_steps)
+        return x
+
+    return data.SampleReport(samples=samples, out_dir=out_dir, energy_fn=energy_fn, draw_warm=draw_warm,
+                             source=source, title=f"{cfg.data.name}: {cfg.method.name}")

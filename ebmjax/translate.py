@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 
 from ebmjax import data, io, parallel, samplers, visualize
-from ebmjax.data.registry import TOY_PREFIX, source_domain_config
+from ebmjax.data.registry import holds_points, source_domain_config
 from ebmjax.errors import ConfigError
 from ebmjax.methods.base import Sampler
 from ebmjax.samplers.kernels import ArrayLike, EnergyFn
@@ -102,7 +102,7 @@ def translation_start(x_source: ArrayLike, key: jax.Array, noise: ArrayLike = 0.
 
 def translate(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: ArrayLike, key: jax.Array, *,
               temperatures: Any, step_sizes: Any, noise: ArrayLike = 0.0, chunk_size: int | None = None,
-              on_chunk: Callable | None = None) -> TranslateResult:
+              on_chunk: Callable | None = None, unroll_steps: int = 0) -> TranslateResult:
     """Translate x_source (B, H, W, C) with the energy of the target domain.
 
     The chains start at ``translation_start(x_source, fold_in(key, 0), noise)`` and run one step of
@@ -123,7 +123,8 @@ def translate(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: ArrayLike,
                                           step_sizes=step_sizes)
     else:
         state, trace = samplers.run_chain_chunked(kernel, energy_fn, state, chain_key, temperatures=temperatures,
-                                                  step_sizes=step_sizes, chunk_size=chunk_size, on_chunk=on_chunk)
+                                                  step_sizes=step_sizes, chunk_size=chunk_size, on_chunk=on_chunk,
+                                                  unroll_steps=unroll_steps)
     return TranslateResult(state.position, x0, trace.record.energy)
 
 
@@ -178,7 +179,7 @@ def _energy(energy_fn: Any, x: jax.Array) -> jax.Array:
 
 def translate_batches(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: np.ndarray, key: jax.Array, *,
                       temperatures: Any, step_sizes: Any, noise: float = 0.0, finish: Callable | None = None,
-                      batch_size: int = 256, chunk_size: int = 100, mesh: Any = None,
+                      batch_size: int = 256, chunk_size: int = 100, unroll_steps: int = 0, mesh: Any = None,
                       progress: bool = True) -> TranslateResult:
     """``translate`` over n images (n, H, W, C) in batches sharded over ``mesh`` (default: every
     device), then ``finish`` (jittable; e.g. a method's ``Sampler.finish``) on the chains' ends.
@@ -193,7 +194,7 @@ def translate_batches(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: np
 
     def run_one(x, k, tick):
         res = translate(energy, kernel, x, k, temperatures=temperatures, step_sizes=step_sizes, noise=noise,
-                        chunk_size=chunk_size, on_chunk=tick)
+                        chunk_size=chunk_size, on_chunk=tick, unroll_steps=unroll_steps)
         return res if fin is None else res._replace(translated=_finish(fin, res.translated))
 
     return over_batches(run_one, (x_source,), key, batch_size=batch_size, mesh=mesh,
@@ -218,7 +219,7 @@ def mean_energy(energy_fn: EnergyFn, images: np.ndarray, batch_size: int = 256) 
 def check_config(cfg: ml_collections.ConfigDict) -> None:
     """Rejects translate settings that cannot work, before any data or checkpoint is read."""
     t = cfg.translate
-    if str(cfg.data.name).startswith(TOY_PREFIX):
+    if holds_points(cfg.data.name):
         raise ConfigError(f"Translation needs images; data.name={cfg.data.name!r} is 2-D points. "
                           "Use an image dataset (e.g. configs/translate_digits.py).")
     for name in ("n", "batch_size", "steps", "target_n"):
@@ -299,7 +300,7 @@ def translate_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, workd
     temps, steps = translation_schedule(chain.temperatures, chain.step_sizes, int(t.steps))
     res = translate_batches(chain.energy, chain.kernel, x_source, translation_key(cfg), temperatures=temps,
                             step_sizes=steps, noise=float(t.noise), finish=sampler.finish, batch_size=t.batch_size,
-                            chunk_size=cfg.sample.chunk_steps, progress=progress)
+                            chunk_size=cfg.sample.chunk_steps, unroll_steps=cfg.sample.unroll_steps, progress=progress)
     vr = tuple(target.value_range)
     # Stored and scored in the data's range, as pictures show them (a chain that does not clamp,
     # e.g. ml.clamp = False, ends partly outside it).

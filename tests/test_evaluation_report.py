@@ -10,7 +10,7 @@ from conftest import DIGITS_CONFIG, TRAINED_DIGITS_OVERRIDES
 from ebmjax import evaluation as ev
 from ebmjax import main
 from ebmjax.data import digits_source
-from ebmjax.evaluation import classifier as clf_mod
+from ebmjax.data import digits_classifier as clf_mod
 
 
 @pytest.fixture(scope="module")

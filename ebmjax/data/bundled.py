@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ebmjax.data.source import ArraySource, prepare_images, resize_image
+from ebmjax.data.registry import Dataset
+from ebmjax.data.source import SPLITS, ArraySource, prepare_images, resize_image, stratified_split
 from ebmjax.errors import ConfigError
 
-DIGITS_SPLITS: tuple[str, ...] = ("train", "test", "all")
+DIGITS_SPLITS: tuple[str, ...] = SPLITS
 DIGITS_TEST_EVERY = 5  # every 5th example of each class is test: a stratified 80/20 split
 
 
@@ -32,19 +33,10 @@ def digits_split_indices(split: str, labels: np.ndarray) -> np.ndarray:
     """Indices (ascending) of ``split`` in scikit-learn's digit order.
 
     Within each class, in dataset order, examples number 5, 10, 15, ... (1-based) form "test" and
-    the rest "train": a stratified split of 1442 / 355 that needs no random generator, so it is the
-    same under every numpy version. "all" is every index.
+    the rest "train": a stratified split of 1442 / 355 (``ebmjax.data.source.stratified_split``).
+    "all" is every index.
     """
-    if split not in DIGITS_SPLITS:
-        raise ConfigError(f"Unknown split {split!r} for data 'digits'. Valid splits: {', '.join(DIGITS_SPLITS)}.")
-    n = len(labels)
-    if split == "all":
-        return np.arange(n)
-    is_test = np.zeros(n, dtype=bool)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        is_test[members[DIGITS_TEST_EVERY - 1::DIGITS_TEST_EVERY]] = True
-    return np.flatnonzero(is_test if split == "test" else ~is_test)
+    return stratified_split(split, labels, DIGITS_TEST_EVERY, "digits")
 
 
 def digits_source(split: str, pad: int = 0, image_size: int | None = None) -> ArraySource:
@@ -101,3 +93,18 @@ def lfw_faces(size: int) -> np.ndarray:
     # lfw_subset holds 100 faces followed by 100 non-faces.
     faces = np.asarray(lfw_subset()[:100], dtype=np.float32)
     return np.stack([resize_image(f[:, :, None], int(size)) for f in faces])
+
+
+def _digits_judge(seed: int):
+    from ebmjax.data.digits_classifier import load_digits_classifier
+
+    return load_digits_classifier(seed)
+
+
+DATASETS = (
+    Dataset("digits", lambda split, o: digits_source(split, pad=o.pad, image_size=o.image_size),
+            "scikit-learn's 1,797 handwritten digits, 8x8 grey, bundled (train 1,442 / test 355)",
+            splits=DIGITS_SPLITS, judge=_digits_judge, ood_sets=("uniform", "constant", "interpolation", "faces")),
+    Dataset("digits_bold", lambda split, o: bold_digits_source(split, pad=o.pad, image_size=o.image_size),
+            "the digits with 2x2-dilated strokes (translation target)", splits=DIGITS_SPLITS),
+)

@@ -1,42 +1,165 @@
-"""Which dataset a config names: the registry of ``data.name`` values and :func:`load_source`.
+"""Which dataset a config names: the registry of :class:`Dataset` records and :func:`load_source`.
 
-The sources themselves (``bundled``, ``tfds_source``, ``toy2d``) build on ``ebmjax.data.source``;
-this module is the only one that knows them all, so no source imports another.
+A dataset is a plug-in. Everything special to it lives in its record: how its splits are loaded,
+the judge that scores samples of it (a classifier ebmjax does not train against), the sets that
+evaluation holds out of distribution, and the report that sampling writes beside the picture of
+the samples (a 2-D toy draws its learned density). Shared code asks the record and names no
+dataset, so a dataset of your own is one call::
+
+    from ebmjax import data
+
+    data.register(data.Dataset(name="my_digits", load=lambda split, opts: my_source(split, opts.pad),
+                               about="my 16x16 digits"))
+
+after which ``data.name = "my_digits"`` trains, samples, restores and evaluates like a bundled set.
+
+The built-in records live beside their loaders (``bundled``, ``mnist5k``, ``toy2d``,
+``tfds_source``); this module imports them the first time a name is looked up, so no source module
+imports another and none imports this one at import time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ebmjax.data.source import ImageSource
 from ebmjax.errors import ConfigError
 
-BUNDLED_NAMES: tuple[str, ...] = ("digits", "digits_bold")
-TFDS_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
-# Unpaired two-domain sets (tfds "cycle_gan/<pair>"): ``data.domain`` says which domain (A or B) the
-# splits "train" and "test" read (tfds' trainA/trainB/testA/testB).
-CYCLE_GAN_PAIRS: tuple[str, ...] = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo",
-                                    "cezanne2photo", "ukiyoe2photo", "vangogh2photo", "maps", "facades",
-                                    "iphone2dslr_flower")
-CYCLE_GAN_PREFIX = "cycle_gan/"
+# The modules that hold the built-in records (each has a DATASETS tuple).
+BUILTIN_MODULES: tuple[str, ...] = ("ebmjax.data.bundled", "ebmjax.data.mnist5k", "ebmjax.data.toy2d",
+                                    "ebmjax.data.tfds_source")
 DOMAINS: tuple[str, ...] = ("A", "B")
-TOY_PREFIX = "toy:"
+# The synthetic out-of-distribution sets evaluation builds for any image data (ebmjax.evaluation.ood).
+SYNTHETIC_OOD_SETS: tuple[str, ...] = ("uniform", "constant", "interpolation", "faces")
+
+
+class DataOptions(NamedTuple):
+    """The checked ``data.*`` fields a loader receives.
+
+    pad: zeros added on each side (int >= 0); image_size: square resize (None: native size);
+    data_dir: tfds root (None: $TFDS_DATA_DIR or ~/tensorflow_datasets); toy_size: points drawn for
+    a 2-D toy; domain: "A" or "B" for a two-domain set, else None. Loaders of points ignore pad and
+    image_size."""
+
+    pad: int = 0
+    image_size: int | None = None
+    data_dir: str | None = None
+    toy_size: int = 20000
+    domain: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleReport:
+    """What a dataset's ``report`` gets after sampling (see :class:`Dataset`).
+
+    samples: the samples, (n, *shape) in the data's range (at most the ones that fit in memory);
+    out_dir: where the sampling run writes; energy_fn: the model's energy on numpy arrays (n, *shape)
+    -> (n,); draw_warm(n): n further chains of the same sampler never colder than T = 1 and without
+    its finishing map (samples of the density exp(-E) itself); source: the training data; title:
+    "<method> on <data>" for pictures."""
+
+    samples: np.ndarray
+    out_dir: Any
+    energy_fn: Callable[[np.ndarray], np.ndarray]
+    draw_warm: Callable[[int], np.ndarray]
+    source: ImageSource
+    title: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One value of ``data.name`` and everything shared code needs to know about it.
+
+    Attributes:
+      name: the ``data.name`` value.
+      load: ``(split, options: DataOptions) -> ImageSource``.
+      about: one line for listings and messages (what it is, where it comes from).
+      splits: the splits it has ("train" and "test" at least, for evaluation and restoration).
+      points: True for low-dimensional points (2-D toys): no pad or resize, no restoration or
+        image evaluation.
+      two_domain: True for unpaired two-domain sets (``data.domain`` A or B picks one).
+      judge: ``seed -> Judge`` (``ebmjax.data.judges``) for images at the dataset's native size, or
+        None. It scores samples after sampling (share recognised, label entropy), gives evaluation's
+        feature space (FID/KID/IS), its mode coverage and checkpoint scans.
+      ood_sets: what evaluation holds out of distribution by default (``eval.ood.sets = ("auto",)``):
+        names in :data:`SYNTHETIC_OOD_SETS` or other datasets' names (resized to this one's images).
+      report: ``SampleReport -> dict`` written after sampling (its "files" are added to the
+        summary's), or None: pictures and figures only this dataset has.
+    """
+
+    name: str
+    load: Callable[[str, DataOptions], ImageSource]
+    about: str
+    splits: tuple[str, ...] = ("train", "test")
+    points: bool = False
+    two_domain: bool = False
+    judge: Callable[[int], Any] | None = None
+    ood_sets: tuple[str, ...] = ("uniform", "constant", "interpolation")
+    report: Callable[[SampleReport], dict] | None = None
+
+
+_REGISTRY: dict[str, Dataset] = {}
+_BUILTIN_LOADED = False
+
+
+def _load_builtin() -> None:
+    global _BUILTIN_LOADED
+    if _BUILTIN_LOADED:
+        return
+    _BUILTIN_LOADED = True
+    for module in BUILTIN_MODULES:
+        for d in importlib.import_module(module).DATASETS:
+            _REGISTRY.setdefault(d.name, d)
+
+
+def register(dataset: Dataset, *, replace: bool = False) -> Dataset:
+    """Adds ``dataset`` to the registry (``replace=True`` to redefine a name); returns it."""
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"register takes an ebmjax.data.Dataset, got {type(dataset).__name__}")
+    _load_builtin()
+    if dataset.name in _REGISTRY and not replace:
+        raise ConfigError(f"A dataset named {dataset.name!r} is already registered; pick another name or pass "
+                          "replace=True.")
+    _REGISTRY[dataset.name] = dataset
+    return dataset
+
+
+def unregister(name: str) -> None:
+    """Removes a registered name (a no-op when it is not registered)."""
+    _load_builtin()
+    _REGISTRY.pop(name, None)
 
 
 def data_names() -> tuple[str, ...]:
-    """Every value ``data.name`` accepts."""
-    from ebmjax.data import toy2d
+    """Every value ``data.name`` accepts, in registration order."""
+    _load_builtin()
+    return tuple(_REGISTRY)
 
-    return (BUNDLED_NAMES + TFDS_NAMES + tuple(CYCLE_GAN_PREFIX + p for p in CYCLE_GAN_PAIRS)
-            + tuple(TOY_PREFIX + t for t in toy2d.TOY_NAMES))
+
+def get(name: Any) -> Dataset:
+    """The record of ``data.name`` ``name``; ConfigError naming the valid ones when unknown."""
+    _load_builtin()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ConfigError(f"Unknown data.name {name!r}. Valid names: {', '.join(_REGISTRY)}. "
+                          "Set --config.data.name to one of them (or register your own: ebmjax.data.register).")
+    return _REGISTRY[name]
 
 
 def is_two_domain(name: Any) -> bool:
     """Whether ``data.name`` is a two-domain set (a tfds cycle_gan pair) that needs ``data.domain``."""
-    return isinstance(name, str) and name.startswith(CYCLE_GAN_PREFIX)
+    _load_builtin()
+    return isinstance(name, str) and name in _REGISTRY and _REGISTRY[name].two_domain
+
+
+def holds_points(name: Any) -> bool:
+    """Whether ``data.name`` is points (a 2-D toy) rather than images."""
+    _load_builtin()
+    return isinstance(name, str) and name in _REGISTRY and _REGISTRY[name].points
 
 
 def source_domain_config(cfg: Any) -> dict:
@@ -81,6 +204,27 @@ def _int_field(value: Any, field: str, minimum: int) -> int:
     return int(value)
 
 
+def data_options(data_config: Any) -> tuple[Dataset, DataOptions]:
+    """The record ``data_config.name`` names and its checked options (see :func:`load_source`)."""
+    dataset = get(_field(data_config, "name", None))
+    name = dataset.name
+    domain = _field(data_config, "domain", None)
+    if dataset.two_domain:
+        if domain not in DOMAINS:
+            raise ConfigError(f"data.name={name!r} holds two domains; data.domain must say which one the run "
+                              f"learns: A or B, got {domain!r}. Set --config.data.domain=B (or A).")
+    elif domain is not None:
+        raise ConfigError(f"data.domain={domain!r} applies to two-domain sets (cycle_gan/<pair>) only; "
+                          f"data.name={name!r} has one. Set --config.data.domain=none.")
+    if dataset.points:
+        return dataset, DataOptions(toy_size=_int_field(_field(data_config, "toy_size", 20000), "toy_size", 1))
+    image_size = _field(data_config, "image_size", None)
+    return dataset, DataOptions(
+        pad=_int_field(_field(data_config, "pad", 0), "pad", 0),
+        image_size=None if image_size is None else _int_field(image_size, "image_size", 1),
+        data_dir=_field(data_config, "data_dir", None), domain=domain)
+
+
 def load_source(data_config: Any, split: str) -> ImageSource:
     """The source named by ``data_config.name`` for ``split``.
 
@@ -91,47 +235,54 @@ def load_source(data_config: Any, split: str) -> ImageSource:
         only; toys ignore them.
         ``domain``: "A" or "B" for a two-domain set (cycle_gan pairs: split "train" then reads tfds'
         "trainA" or "trainB"; None or absent for every other dataset).
-      split: "train" / "test" ("all" for digits; any tfds split string such as "validation" for tfds).
+      split: "train" / "test" ("all" for the bundled sets; any tfds split string such as "validation"
+        for tfds).
 
     Raises:
-      ConfigError: unknown name or invalid field. DataError: a tfds dataset that is not prepared.
+      ConfigError: unknown name or invalid field. DataError: a dataset that is missing or not prepared.
     """
-    name = _field(data_config, "name", None)
-    if not isinstance(name, str) or name not in data_names():
-        raise ConfigError(f"Unknown data.name {name!r}. Valid names: {', '.join(data_names())}. "
-                          "Set --config.data.name to one of them.")
+    dataset, options = data_options(data_config)
     if not isinstance(split, str):
         raise ConfigError(f"split must be a string such as 'train' or 'test', got {split!r}")
+    return dataset.load(split, options)
 
-    if name.startswith(TOY_PREFIX):
-        from ebmjax.data import toy2d
 
-        size = _int_field(_field(data_config, "toy_size", 20000), "toy_size", 1)
-        return toy2d.ToySource(name[len(TOY_PREFIX):], size, split)
+def native_view(data_config: Any, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """A map from images as ``data_config`` prepares them ((n, *shape)) back to the dataset's native
+    size: the ``data.pad`` border cropped, then a ``data.image_size`` resize undone (PIL bilinear) to
+    the native side ``native``. Judges see the digits they were fitted on."""
+    from ebmjax.data.source import resize_image
 
-    domain = _field(data_config, "domain", None)
-    if is_two_domain(name):
-        if domain not in DOMAINS:
-            raise ConfigError(f"data.name={name!r} holds two domains; data.domain must say which one the run "
-                              f"learns: A or B, got {domain!r}. Set --config.data.domain=B (or A).")
-    elif domain is not None:
-        raise ConfigError(f"data.domain={domain!r} applies to two-domain sets (cycle_gan/<pair>) only; "
-                          f"data.name={name!r} has one. Set --config.data.domain=none.")
+    dataset, options = data_options(data_config)
+    pad = options.pad
+    native = None
+    if options.image_size is not None:
+        native = dataset.load("test", options._replace(pad=0, image_size=None)).shape[0]
 
-    pad = _int_field(_field(data_config, "pad", 0), "pad", 0)
-    image_size = _field(data_config, "image_size", None)
-    if image_size is not None:
-        image_size = _int_field(image_size, "image_size", 1)
+    def view(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if pad:
+            x = x[:, pad:x.shape[1] - pad, pad:x.shape[2] - pad]
+        if native is not None and x.shape[1] != native:
+            x = np.stack([resize_image(im, native) for im in x]) if len(x) else x[:, :native, :native]
+        return x
 
-    if name in BUNDLED_NAMES:
-        from ebmjax.data import bundled
+    return view
 
-        make = bundled.bold_digits_source if name == "digits_bold" else bundled.digits_source
-        return make(split, pad=pad, image_size=image_size)
 
-    from ebmjax.data import tfds_source
+def judge_for(data_config: Any, seed: int = 0, shape: tuple[int, ...] | None = None) -> Any | None:
+    """The dataset's judge (``ebmjax.data.judges``) for images as ``data_config`` prepares them, or
+    None when the dataset has none, or when images of ``shape`` (H, W, C), mapped back to the native
+    size (:func:`native_view`), are not what it takes. Images are mapped back before it sees them."""
+    from ebmjax.data.judges import ViewedJudge
 
-    if is_two_domain(name):
-        split = tfds_source.domain_split(split, domain)
-    return tfds_source.load_tfds_source(name, split, data_dir=_field(data_config, "data_dir", None),
-                                        pad=pad, image_size=image_size)
+    dataset, _ = data_options(data_config)
+    if dataset.judge is None or (shape is not None and len(shape) != 3):
+        return None
+    judge = dataset.judge(seed)
+    view = native_view(data_config, judge.shape)
+    if shape is not None:
+        seen = view(np.zeros((1, *shape), np.float32)).shape[1:]
+        if tuple(seen[:2]) != tuple(judge.shape[:2]) or (seen[2] != judge.shape[2] and judge.shape[2] != 1):
+            return None
+    return ViewedJudge(judge, view, data_name=dataset.name)

@@ -19,7 +19,7 @@ import numpy as np
 
 
 IMAGE_RANGE: tuple[float, float] = (0.0, 1.0)
-
+SPLITS: tuple[str, ...] = ("train", "test", "all")  # the splits of the bundled datasets
 
 
 @runtime_checkable
@@ -47,6 +47,24 @@ class ImageSource(Protocol):
     def labels(self, indices: np.ndarray) -> np.ndarray | None:
         """Integer class labels (n,) at ``indices``, or None when the dataset has no labels."""
         ...
+
+
+def stratified_split(split: str, labels: np.ndarray, every: int, name: str) -> np.ndarray:
+    """Indices (ascending) of ``split`` ("train", "test" or "all") of a labelled dataset: within each
+    class, in dataset order, examples number every, 2 every, ... (1-based) are "test", the rest
+    "train". Needs no random generator, so it is the same under every numpy version."""
+    from ebmjax.errors import ConfigError
+
+    if split not in SPLITS:
+        raise ConfigError(f"Unknown split {split!r} for data {name!r}. Valid splits: {', '.join(SPLITS)}.")
+    n = len(labels)
+    if split == "all":
+        return np.arange(n)
+    is_test = np.zeros(n, dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        is_test[members[every - 1::every]] = True
+    return np.flatnonzero(is_test if split == "test" else ~is_test)
 
 
 def as_indices(indices: Sequence[int] | np.ndarray, size: int) -> np.ndarray:

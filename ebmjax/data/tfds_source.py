@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ebmjax.data.registry import DOMAINS, Dataset
 from ebmjax.data.source import IMAGE_RANGE, as_indices, prepare_image
 from ebmjax.errors import DataError
 
@@ -189,3 +190,36 @@ def load_tfds_source(name: str, split: str, data_dir: str | os.PathLike | None =
                      image_size: int | None = None) -> TfdsSource:
     """``TfdsSource`` with the dataset's standard crop (CelebA: centre 140x140)."""
     return TfdsSource(name, split, data_dir=data_dir, pad=pad, image_size=image_size, crop=CROPS.get(name))
+
+
+TFDS_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
+# The OOD sets of the papers: CIFAR-10 against SVHN, CIFAR-100, interpolations and constant images
+# (MDSM, CF-EBM).
+OOD_SETS: dict[str, tuple[str, ...]] = {"cifar10": ("svhn_cropped", "cifar100", "interpolation", "constant")}
+# Unpaired two-domain sets (tfds "cycle_gan/<pair>"): ``data.domain`` says which domain (A or B) the
+# splits "train" and "test" read (tfds' trainA/trainB/testA/testB).
+CYCLE_GAN_PAIRS: tuple[str, ...] = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo",
+                                    "cezanne2photo", "ukiyoe2photo", "vangogh2photo", "maps", "facades",
+                                    "iphone2dslr_flower")
+
+
+def _tfds_dataset(name: str) -> Dataset:
+    def load(split, o):
+        return load_tfds_source(name, split, data_dir=o.data_dir, pad=o.pad, image_size=o.image_size)
+
+    return Dataset(name, load, f"tfds {name} (a prepared array_record directory; see README 'Real datasets')",
+                   ood_sets=OOD_SETS.get(name, ("uniform", "constant", "interpolation")))
+
+
+def _cycle_gan_dataset(pair: str) -> Dataset:
+    name = "cycle_gan/" + pair
+
+    def load(split, o):
+        return load_tfds_source(name, domain_split(split, o.domain), data_dir=o.data_dir, pad=o.pad,
+                                image_size=o.image_size)
+
+    return Dataset(name, load, f"tfds {name}: two unpaired domains ({' and '.join(DOMAINS)}; data.domain picks one)",
+                   two_domain=True)
+
+
+DATASETS = tuple(_tfds_dataset(n) for n in TFDS_NAMES) + tuple(_cycle_gan_dataset(p) for p in CYCLE_GAN_PAIRS)

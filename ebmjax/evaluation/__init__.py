@@ -8,8 +8,9 @@ Pure functions of arrays / ``energy_fn`` (jax or numpy only):
 - :func:`ood_auroc`, :func:`roc_curve`, :func:`noisy_energies` (``ood``)
 - :func:`nearest_neighbours` (``neighbours``), :func:`mode_coverage`, :func:`stacked_digits` (``coverage``)
 
-Feature networks: :func:`load_digits_classifier` (trained by ebmjax on the bundled digits, cached)
-and :class:`InceptionV3FID` with :func:`load_inception` (weights file by path; nothing downloaded).
+Feature networks: each dataset's judge (``ebmjax.data.judge_for``; the digits classifier, the MNIST
+judge) and :class:`InceptionV3FID` with :func:`load_inception` (weights file by path; nothing
+downloaded).
 ``python -m ebmjax.main --mode eval`` runs :func:`evaluate_to_workdir` (``report``).
 
 Modules that pull in heavy dependencies (Flax networks, plotting, the report) are imported lazily.
@@ -59,9 +60,6 @@ from ebmjax.evaluation.ood import (
 )
 
 _LAZY = {
-    "DigitsClassifier": "ebmjax.evaluation.classifier",
-    "load_digits_classifier": "ebmjax.evaluation.classifier",
-    "train_digits_classifier": "ebmjax.evaluation.classifier",
     "InceptionV3FID": "ebmjax.evaluation.inception",
     "InceptionFeatures": "ebmjax.evaluation.inception",
     "load_inception": "ebmjax.evaluation.inception",

@@ -4,10 +4,12 @@ Layer 3. :func:`evaluate_to_workdir` writes ``<workdir>/eval/report.json`` and p
 metrics are chosen by ``eval.metrics`` (see ``ebmjax.config``):
 
 - ``fid``: FID, KID and IS of model samples against test images, with every feature network that
-  applies: the digits classifier ("digits FID/KID/IS", data ``digits`` only; not comparable with
-  Inception numbers) and Inception-v3 when ``eval.inception_weights`` names the weights file
-  (otherwise the report says it was skipped; nothing is ever estimated without it). Reference
-  rows: the same metrics of training images against test images, the floor a perfect model reaches.
+  applies: the dataset's judge (``ebmjax.data.judges``; on digits the digits classifier, on mnist5k
+  the MNIST judge; the section is named after the dataset and says which network: comparable between
+  ebmjax runs on that dataset only, never with Inception numbers) and Inception-v3 when
+  ``eval.inception_weights`` names the weights file (otherwise the report says it was skipped;
+  nothing is ever estimated without it). Reference rows: the same metrics of training images
+  against test images, the floor a perfect model reaches.
 - ``ais``: log Z by forward AIS (stochastic lower bound) and reverse AIS from test images
   (stochastic upper bound), and the test NLL in bits/dim from each: lower and upper bound, on
   pixels in [0, eval.ais.pixel_scale] (the paper's convention: 255). ``ais.png``.
@@ -16,8 +18,9 @@ metrics are chosen by ``eval.metrics`` (see ``ebmjax.config``):
   ``ood_hist.png``, ``ood_roc.png``.
 - ``neighbours``: samples beside their k nearest training images (``neighbours.png``), and the
   mean distance to the nearest training image of samples vs. of test images.
-- ``coverage``: modes hit by samples of 8x8 digit stacks (10^C modes for C channels) counted by the
-  digits classifier per channel, with the KL to uniform (``coverage.png``).
+- ``coverage``: modes hit by the samples (10^C modes for C channels of a one-channel dataset's
+  classes: stacked digits) counted by the dataset's judge per channel, with the KL to uniform
+  (``coverage.png``).
 
 Samples are drawn with the ``sample.*`` settings (``eval.n_samples`` of them, cached in
 ``eval/samples.npz`` with a fingerprint of the parameters and settings) or read from
@@ -40,33 +43,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ebmjax import data, io, samplers, visualize
-from ebmjax.data.registry import TFDS_NAMES
 from ebmjax.errors import ConfigError, DataError
 from ebmjax.evaluation import ais, coverage, metrics, neighbours, ood, plots
-from ebmjax.evaluation.classifier import load_digits_classifier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "OOD_SYNTHETIC", "check_config", "default_ood_sets", "evaluate_to_workdir"]
+__all__ = ["METRICS", "check_config", "evaluate_to_workdir"]
 
 METRICS = ("fid", "ais", "ood", "neighbours", "coverage")
-OOD_SYNTHETIC = ("uniform", "constant", "interpolation", "faces")
-DIGITS_SHAPE = (8, 8, 1)
 INCEPTION_MISSING = (
     "skipped: no Inception weights file. Set --config.eval.inception_weights=PATH to "
     "pt_inception-2015-12-05-6726825d.pth (needs torch) or its .npz conversion (see "
     "ebmjax.evaluation.inception.CONVERT_COMMAND). Inception FID/KID/IS are never estimated without it."
 )
-
-
-def default_ood_sets(data_name: str) -> tuple[str, ...]:
-    """The OOD sets of the papers for a dataset: CIFAR-10 against SVHN, CIFAR-100, interpolations and
-    constant images (MDSM, CF-EBM); digits against synthetic sets and scikit-image faces."""
-    if data_name == "digits":
-        return ("uniform", "constant", "interpolation", "faces")
-    if data_name == "cifar10":
-        return ("svhn_cropped", "cifar100", "interpolation", "constant")
-    return ("uniform", "constant", "interpolation")
 
 
 def check_config(cfg: ml_collections.ConfigDict) -> None:
@@ -99,7 +88,7 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"eval.ais.{name} must be > 0, got {a[name]}.")
     if a.ref_step_size is not None and a.ref_step_size <= 0:
         raise ConfigError(f"eval.ais.ref_step_size must be > 0 or None, got {a.ref_step_size}.")
-    known = set(OOD_SYNTHETIC) | set(TFDS_NAMES) | {"auto", "digits"}
+    known = set(data.SYNTHETIC_OOD_SETS) | {n for n in data.data_names() if not data.holds_points(n)} | {"auto"}
     bad = [s for s in e.ood.sets if s not in known]
     if bad:
         raise ConfigError(f"Unknown eval.ood.sets {bad}; choose from {', '.join(sorted(known))}.")
@@ -110,7 +99,7 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
 def _resolve_ood_sets(cfg: ml_collections.ConfigDict) -> list[str]:
     out: list[str] = []
     for s in cfg.eval.ood.sets:
-        for name in (default_ood_sets(cfg.data.name) if s == "auto" else (s,)):
+        for name in (data.get(cfg.data.name).ood_sets if s == "auto" else (s,)):
             if name not in out and name != cfg.data.name:
                 out.append(name)
     return out
@@ -164,7 +153,8 @@ def _samples(cfg: ml_collections.ConfigDict, sampler: Any, shape: tuple[int, ...
 
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 10)
     x, _ = sampling.draw(sampler, e.n_samples, key, batch_size=cfg.sample.batch_size,
-                         chunk_steps=cfg.sample.chunk_steps, progress=progress)
+                         chunk_steps=cfg.sample.chunk_steps, progress=progress,
+                         unroll_steps=cfg.sample.unroll_steps)
     x = np.asarray(x, np.float32)
     if jax.process_index() == 0:
         io.savez_atomic(cache, images=x, fingerprint=np.asarray(fp))
@@ -194,12 +184,13 @@ class _Context:
         self.x_train = source.get(np.arange(min(len(source), self.e.n_data)))
         self.samples: np.ndarray | None = None
         self.files: list[str] = []
-        self._classifier = None
+        self._judge: Any = False
 
-    def classifier(self):
-        if self._classifier is None:
-            self._classifier = load_digits_classifier(self.e.classifier_seed)
-        return self._classifier
+    def judge(self):
+        """The dataset's judge for these images (``ebmjax.data.judge_for``), or None."""
+        if self._judge is False:
+            self._judge = data.judge_for(self.cfg.data, self.e.classifier_seed, self.shape)
+        return self._judge
 
     def energies(self, x: np.ndarray) -> np.ndarray:
         return ood.energies(self.energy_fn, x, batch_size=self.e.batch_size)
@@ -227,20 +218,21 @@ def _feature_metrics(feats_s: np.ndarray, probs_s: np.ndarray, feats_test: np.nd
 
 def _fid(ctx: _Context) -> dict[str, Any]:
     e, out = ctx.e, {}
-    if ctx.shape == DIGITS_SHAPE:
-        clf = ctx.classifier()
-        ls, fs = clf.logits_and_features(ctx.samples)
-        lt, ft = clf.logits_and_features(ctx.x_test)
-        _, fr = clf.logits_and_features(ctx.x_train)
+    judge, name = ctx.judge(), ctx.cfg.data.name
+    if judge is not None and ctx.shape[-1] == judge.shape[-1]:
+        ls, fs = judge.logits_and_features(ctx.samples)
+        lt, ft = judge.logits_and_features(ctx.x_test)
+        _, fr = judge.logits_and_features(ctx.x_train)
         softmax = lambda z: np.asarray(jax.nn.softmax(z, axis=-1), np.float64)  # noqa: E731
-        out["digits"] = {
-            "network": f"ebmjax digits classifier (seed {clf.seed}, test accuracy {clf.test_accuracy:.4f}), "
-                       "64 penultimate features, 10 classes",
-            "note": "digits FID/KID/IS: comparable between ebmjax digits runs only, NOT with Inception-v3 numbers",
+        out[name] = {
+            "network": f"{judge.describe()}; features: {judge.feature_space()}",
+            "note": f"FID/KID/IS in the {name} judge's features: comparable between ebmjax runs on {name} only, NOT "
+                    "with Inception-v3 numbers",
             **_feature_metrics(fs, softmax(ls), ft, softmax(lt), fr, e),
         }
     else:
-        out["digits"] = "skipped: digits FID/KID/IS need 8x8 grey images (data.name=digits without pad/resize)"
+        out["judge"] = (f"skipped: data.name={name!r} has no judge for images of shape {ctx.shape} "
+                        "(ebmjax.data.Dataset.judge)")
     if e.inception_weights is None:
         out["inception"] = INCEPTION_MISSING
     else:
@@ -341,18 +333,16 @@ def _ood_images(name: str, ctx: _Context, n: int, rng: np.random.Generator) -> n
     if name == "interpolation":
         return ood.interpolations(ctx.x_test, n, rng)
     pad = int(ctx.cfg.data.pad or 0)
+    size = shape[0] - 2 * pad  # the side of this model's images before their padding
     if name == "faces":
-        size = shape[0] - 2 * pad
         x = data.lfw_faces(size)[:n]
-        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
-        return np.repeat(x, shape[2], axis=-1) if shape[2] != 1 else x
-    # A tfds or bundled dataset: same transforms as the model's data, then channels matched.
-    dcfg = ctx.cfg.data.to_dict()
-    dcfg["name"] = name
-    src = data.load_source(dcfg, "test")
-    x = src.get(np.arange(min(n, len(src))))
-    if x.shape[1:3] != shape[:2]:
-        raise DataError(f"{name} images are {x.shape[1:3]} after the data.* transforms, the model takes {shape[:2]}.")
+    else:  # another dataset, resized to this model's images (e.g. the 8x8 digits up-sampled for MNIST)
+        dcfg = {**ctx.cfg.data.to_dict(), "name": name, "domain": None, "pad": 0, "image_size": size}
+        src = data.load_source(dcfg, "test")
+        x = src.get(np.arange(min(n, len(src))))
+    if x.shape[1:3] != (size, size):
+        raise DataError(f"{name} images are {x.shape[1:3]} after resizing, the model takes {shape[:2]}.")
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
     if x.shape[3] != shape[2]:
         x = np.repeat(x, shape[2], axis=-1) if x.shape[3] == 1 else x.mean(axis=-1, keepdims=True)
     return x
@@ -434,32 +424,22 @@ def _neighbours(ctx: _Context) -> dict[str, Any]:
 
 
 def _coverage(ctx: _Context) -> dict[str, Any]:
-    h, w, c = ctx.shape
-    if (h, w) != DIGITS_SHAPE[:2] or c not in (1, 3):
-        return {"skipped": "mode coverage counts 8x8 digit stacks (1 or 3 channels) with the digits classifier; "
-                           f"this model's images are {ctx.shape}. (Stacked MNIST needs an MNIST classifier.)"}
-    clf = ctx.classifier()
-    res = coverage.mode_coverage(coverage.channel_labels(ctx.samples, clf.predict))
+    judge = ctx.judge()
+    if judge is None:
+        return {"skipped": f"mode coverage counts the classes of data.name={ctx.cfg.data.name!r}'s judge, and it has "
+                           "none (ebmjax.data.Dataset.judge)"}
+    res = coverage.mode_coverage(coverage.channel_labels(ctx.samples, judge.predict))
+    ref = coverage.mode_coverage(coverage.channel_labels(ctx.x_test, judge.predict))
     n = len(ctx.samples)
-    if c == 1:
-        ref_labels = coverage.channel_labels(ctx.x_test, clf.predict)
-        ref_name = f"{ctx.test_split} images"
-    else:
-        digits_test = data.digits_source("test")
-        stacks, _ = coverage.stacked_digits(digits_test.get(np.arange(len(digits_test))),
-                                            digits_test.labels(np.arange(len(digits_test))), n, seed=ctx.cfg.seed)
-        ref_labels = coverage.channel_labels(stacks, clf.predict)
-        ref_name = f"{n} stacks of test digits"
-    ref = coverage.mode_coverage(ref_labels)
     plots.mode_histogram(res.counts, ctx.out_dir / "coverage.png",
                          f"{res.n_covered} of {res.n_modes} modes covered by {n} samples")
     ctx.files.append("coverage.png")
     return {"n_samples": n, "n_modes": res.n_modes, "modes_covered": res.n_covered,
             "kl_to_uniform_nats": res.kl_to_uniform,
             "expected_covered_if_uniform": coverage.expected_covered_modes(n, res.n_modes),
-            "reference": {"data": ref_name, "modes_covered": ref.n_covered, "kl_to_uniform_nats": ref.kl_to_uniform,
-                          "n": int(ref.counts.sum())},
-            "classifier_test_accuracy": clf.test_accuracy}
+            "reference": {"data": f"{ctx.test_split} images", "modes_covered": ref.n_covered,
+                          "kl_to_uniform_nats": ref.kl_to_uniform, "n": int(ref.counts.sum())},
+            "classifier": judge.describe(), "classifier_test_accuracy": judge.test_accuracy}
 
 
 SECTIONS: dict[str, Callable[[_Context], dict[str, Any]]] = {

@@ -1,9 +1,10 @@
 """Choosing the checkpoint: sample quality at every saved step, and the best one.
 
 The MDSM original keeps a checkpoint every 5k steps and picks the one with the best FID on 1000
-samples. :func:`score_samples` gives the quick score of one set of samples (on bundled digits the
-digits classifier's FID against test digits, confident share and label entropy; on other data the
-Inception FID when ``eval.inception_weights`` is given); :func:`scan_to_workdir` (``--mode eval``
+samples. :class:`Scorer` gives the quick score of one set of samples (with the dataset's judge,
+``ebmjax.data.judges``: the FID in its features against test images, the share it recognises and
+the label entropy; on data without a judge the Inception FID when ``eval.inception_weights`` is
+given); :func:`scan_to_workdir` (``--mode eval``
 with ``eval.checkpoints = "all"``) draws ``eval.scan_samples`` samples from every checkpoint with the
 same key, scores them, and writes ``eval/quality_vs_step.png`` and ``eval/best_checkpoint.json``,
 which ``--config.sample.checkpoint=best`` then uses.
@@ -35,13 +36,12 @@ class Scorer:
     """Scores sets of samples against the test split, with the features computed once."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, test_images: np.ndarray):
-        from ebmjax.evaluation.classifier import IMAGE_SHAPE, load_digits_classifier
+        from ebmjax import data
 
         self.kind = None
-        shape = tuple(test_images.shape[1:])
-        if cfg.data.name == "digits" and shape == IMAGE_SHAPE:
-            self.kind = "digits"
-            self.clf = load_digits_classifier(cfg.eval.classifier_seed)
+        self.clf = data.judge_for(cfg.data, cfg.eval.classifier_seed, tuple(test_images.shape[1:]))
+        if self.clf is not None:
+            self.kind = "judge"
             _, self.ref = self.clf.logits_and_features(test_images)
         elif cfg.eval.inception_weights is not None:
             from ebmjax.evaluation.inception import load_inception
@@ -51,11 +51,11 @@ class Scorer:
             self.ref, _ = self.net(test_images)
         else:
             raise ConfigError(
-                "Scoring checkpoints needs a feature network: the digits classifier (data.name=digits, 8x8) or the "
-                "Inception weights (--config.eval.inception_weights=PATH). Neither applies to this run.")
+                f"Scoring checkpoints needs a feature network: a judge of the dataset (data.name={cfg.data.name!r} has "
+                "none) or the Inception weights (--config.eval.inception_weights=PATH). Neither applies to this run.")
 
     def __call__(self, samples: np.ndarray) -> dict[str, float]:
-        if self.kind == "digits":
+        if self.kind == "judge":
             logits, feats = self.clf.logits_and_features(samples)
             probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
             q = quality.summary(probs)
@@ -96,7 +96,8 @@ def scan_to_workdir(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     for i, step in enumerate(steps):
         sampler, _ = load(step)
         x, _ = sampling.draw(sampler, int(e.scan_samples), key, batch_size=cfg.sample.batch_size,
-                             chunk_steps=cfg.sample.chunk_steps, progress=progress)
+                             chunk_steps=cfg.sample.chunk_steps, progress=progress,
+                             unroll_steps=cfg.sample.unroll_steps)
         entry = {"step": int(step), **scorer(x)}
         scores.append(entry)
         log.info("Checkpoint %d (%d of %d): %s", step, i + 1, len(steps),

@@ -8,6 +8,12 @@ saved state at any step.
 Randomness: step i (counted from the start of the whole schedule) uses
 ``jax.random.fold_in(key, i)``, so the result does not depend on how the chain is chunked or where
 it was interrupted.
+
+``run_chain_chunked(..., unroll_steps=U)`` compiles U steps as straight-line code (no loop) and runs
+a chunk as a Python loop over such pieces. XLA:CPU runs a convolution inside a loop body several
+times slower than the same convolution at the top level of a program (jax-ml/jax#12868): on a CPU,
+a network whose convolutions go through ``lax.conv`` (``model.conv = "xla"``) samples faster that
+way. With U = 0 (the default) a chunk is one ``lax.scan``.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ def _scan(
     record_every: int,
     record: RecordFn,
     n_valid: jax.Array | None,
+    unroll: bool = False,
 ) -> tuple[Any, Trace]:
     k = temperatures.shape[0]
     local = jnp.arange(k, dtype=jnp.int32)
@@ -97,6 +104,11 @@ def _scan(
         j, i, t, h = xs
         if n_valid is None:
             return advance(s, i, t, h)
+        if unroll:  # straight-line code: a select, since a cond's branches would be nested programs again
+            new_s, rec = advance(s, i, t, h)
+            valid = j < n_valid
+            return (jax.tree.map(lambda a, b: jnp.where(valid, a, b), new_s, s),
+                    jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), rec))
         # Padded steps past the end of the schedule leave the state untouched; lax.cond runs only
         # the branch taken, so the padding of a last, short chunk costs nothing.
         out_shape = jax.eval_shape(advance, s, i, t, h)[1]
@@ -107,8 +119,9 @@ def _scan(
         )
 
     xs = (local, index, temperatures, step_sizes)
+    scan = functools.partial(jax.lax.scan, unroll=True if unroll else 1)
     if record_every == 0 or record_every > k:
-        state, rec = jax.lax.scan(one_step, state, xs)
+        state, rec = scan(one_step, state, xs)
         return state, Trace(rec, None if record_every == 0 else _empty_snapshots(state))
 
     n_blocks, rem = divmod(k, record_every)
@@ -117,14 +130,14 @@ def _scan(
     )
 
     def block(s, xs_block):
-        s, rec = jax.lax.scan(one_step, s, xs_block)
+        s, rec = scan(one_step, s, xs_block)
         return s, (rec, s.position)
 
-    state, (rec, snaps) = jax.lax.scan(block, state, head)
+    state, (rec, snaps) = scan(block, state, head)
     rec = jax.tree.map(lambda a: a.reshape((n_blocks * record_every,) + a.shape[2:]), rec)
     if rem:
         tail = jax.tree.map(lambda a: a[n_blocks * record_every :], xs)
-        state, rec_tail = jax.lax.scan(one_step, state, tail)
+        state, rec_tail = scan(one_step, state, tail)
         rec = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), rec, rec_tail)
     return state, Trace(rec, snaps)
 
@@ -163,7 +176,7 @@ def run_chain(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "static_energy", "record_every", "record"))
+@functools.partial(jax.jit, static_argnames=("kernel", "static_energy", "record_every", "record", "unroll"))
 def _run_chunk(
     kernel: Kernel,
     static_energy: EnergyFn | None,
@@ -176,14 +189,49 @@ def _run_chunk(
     n_valid: jax.Array,
     record_every: int,
     record: RecordFn,
+    unroll: bool = False,
 ) -> tuple[Any, Trace]:
     # jit's cache is keyed on the static arguments and the shapes of the rest: one compilation per
     # (kernel, energy, record, shapes), whatever the schedule values, offsets or chunk lengths.
     energy_fn = static_energy if static_energy is not None else dynamic_energy
     return _scan(
         kernel, energy_fn, state, key, temperatures, step_sizes, step_offset, record_every,
-        record, n_valid,
+        record, n_valid, unroll,
     )
+
+
+def check_unroll(chunk_size: int, unroll_steps: int, record_every: int = 0) -> int:
+    """The steps of one compiled piece of a chunk: ``unroll_steps`` (straight-line code), or the
+    whole chunk (one loop) when it is 0. ConfigError when the pieces cannot tile the chunk."""
+    if isinstance(unroll_steps, bool) or not isinstance(unroll_steps, int) or unroll_steps < 0:
+        raise ConfigError(f"unroll_steps must be an int >= 0 (0: no unrolling), got {unroll_steps!r}.")
+    if unroll_steps == 0:
+        return chunk_size
+    if chunk_size % unroll_steps:
+        raise ConfigError(f"The chunk of {chunk_size} steps is run in unrolled pieces of {unroll_steps} steps, so "
+                          f"unroll_steps must divide it: e.g. sample.chunk_steps={unroll_steps * max(1, chunk_size // unroll_steps)} "
+                          f"or sample.unroll_steps={_largest_divisor(chunk_size, unroll_steps)}.")
+    if record_every and unroll_steps % record_every:
+        raise ConfigError(f"record_every={record_every} must divide unroll_steps={unroll_steps}.")
+    return unroll_steps
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def lower_chunk(kernel: Kernel, energy_fn: EnergyFn, state: Any, key: jax.Array, temperatures: jax.Array,
+                step_sizes: jax.Array, *, chunk_size: int, unroll_steps: int = 0,
+                record: RecordFn | None = None) -> Any:
+    """The lowered program that ``run_chain_chunked`` compiles for these arguments (one piece of
+    ``unroll_steps`` steps, or a chunk of ``chunk_size``), for memory estimates and benchmarks;
+    arguments may be ``jax.ShapeDtypeStruct``. ``energy_fn`` must be a ``jax.tree_util.Partial``."""
+    piece = check_unroll(chunk_size, unroll_steps)
+    t, h = _check_schedule(temperatures, step_sizes)
+    n = min(piece, t.shape[0])
+    t, h = _pad(t, piece)[:piece], _pad(h, piece)[:piece]
+    return _run_chunk.lower(kernel, None, energy_fn, state, key, t, h, jnp.asarray(0, jnp.int32),
+                            jnp.asarray(n, jnp.int32), 0, record or _default_record, unroll_steps > 0)
 
 
 def _pad(a: jax.Array, length: int) -> jax.Array:
@@ -206,6 +254,7 @@ def run_chain_chunked(
     on_chunk: Callable[[int, Any, Trace], None] | None = None,
     record_every: int = 0,
     record: RecordFn | None = None,
+    unroll_steps: int = 0,
 ) -> tuple[Any, Trace]:
     """Run steps start_step..K-1 of the schedule as a Python loop over jitted chunks.
 
@@ -216,7 +265,9 @@ def run_chain_chunked(
     of steps done so far (saving ``state`` with it is enough to resume).
 
     Every chunk has ``chunk_size`` steps (a short last chunk is padded with skipped steps), so
-    the chunk is compiled once per kernel, energy and shapes. ``energy_fn`` is a static argument;
+    the chunk is compiled once per kernel, energy and shapes. With ``unroll_steps`` U > 0 (it must
+    divide chunk_size) a chunk runs as chunk_size / U calls of one program of U unrolled steps (see
+    the module docstring); the result is the same. ``energy_fn`` is a static argument;
     pass a ``jax.tree_util.Partial(apply, params)`` to keep large parameters as arguments rather
     than compile-time constants. Build the kernel once and reuse it.
     """
@@ -239,6 +290,7 @@ def run_chain_chunked(
     else:
         static_energy, dynamic_energy = energy_fn, None
     record = record or _default_record
+    piece = check_unroll(chunk_size, unroll_steps, record_every)
     n_chunks = -(-(k - start_step) // chunk_size)
     t = _pad(t, start_step + n_chunks * chunk_size)
     h = _pad(h, start_step + n_chunks * chunk_size)
@@ -247,14 +299,22 @@ def run_chain_chunked(
     for c in range(n_chunks):
         lo = start_step + c * chunk_size
         n = min(chunk_size, k - lo)
-        state, tr = _run_chunk(
-            kernel, static_energy, dynamic_energy, state, key,
-            t[lo : lo + chunk_size], h[lo : lo + chunk_size],
-            jnp.asarray(lo, jnp.int32), jnp.asarray(n, jnp.int32), record_every, record,
-        )
-        tr = Trace(
-            jax.tree.map(lambda a: a[:n], tr.record),
-            None if tr.positions is None else tr.positions[: n // record_every],
+        parts = []
+        for p_lo in range(lo, lo + n, piece):
+            p_n = min(piece, lo + n - p_lo)
+            state, part = _run_chunk(
+                kernel, static_energy, dynamic_energy, state, key,
+                t[p_lo : p_lo + piece], h[p_lo : p_lo + piece],
+                jnp.asarray(p_lo, jnp.int32), jnp.asarray(p_n, jnp.int32), record_every, record,
+                unroll_steps > 0,
+            )
+            parts.append(Trace(
+                jax.tree.map(lambda a, p_n=p_n: a[:p_n], part.record),
+                None if part.positions is None else part.positions[: p_n // record_every],
+            ))
+        tr = parts[0] if len(parts) == 1 else Trace(
+            jax.tree.map(lambda *a: jnp.concatenate(a), *[q.record for q in parts]),
+            None if record_every == 0 else jnp.concatenate([q.positions for q in parts]),
         )
         records.append(tr.record)
         snaps.append(tr.positions)

@@ -55,7 +55,15 @@ def as_partial(energy_fn: EnergyFn) -> jax.tree_util.Partial:
     recompile."""
     return energy_fn if isinstance(energy_fn, jax.tree_util.Partial) else jax.tree_util.Partial(energy_fn)
 
+
+
+def identity(x: Any) -> Any:
+    """The finishing map that leaves chains as they end (module level, so every use is one function)."""
+    return x
+
+
 __all__ = [
+    "identity",
     "Kernel",
     "ULAState",
     "ULAInfo",

@@ -352,7 +352,7 @@ class BestKeeper:
         x, _ = sampling.draw(sampler, int(self.cfg.eval.scan_samples),
                              jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), 15),
                              batch_size=self.cfg.sample.batch_size, chunk_steps=self.cfg.sample.chunk_steps,
-                             mesh=self.mesh, progress=False)
+                             mesh=self.mesh, progress=False, unroll_steps=self.cfg.sample.unroll_steps)
         self.scores[step] = {"step": step, **self.scorer(x)}
         steps = sorted(self.scores)
         newest = set(self.ckpts.steps()[-self.cfg.train.keep_checkpoints:])

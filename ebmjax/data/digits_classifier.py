@@ -1,9 +1,9 @@
-"""The digits classifier: features and class probabilities for "digits FID / KID / IS" and mode coverage.
+"""The digits classifier: the judge of the bundled 8x8 digits (``ebmjax.data.judges``).
 
 A small Flax CNN trained by ebmjax itself on the bundled scikit-learn digits (train split only, 8x8
 grey in [0, 1]), deterministically from a seed, in a few seconds on a CPU. Nothing is downloaded:
 the trained parameters are cached as an .npz under ``$EBMJAX_CACHE_DIR`` (default
-``~/.cache/ebmjax``) and retrained when missing or unreadable. Same seed, same training.
+``~/.cache/ebmjax``; :func:`ebmjax.data.judges.cache_dir`) and retrained when missing or unreadable. Same seed, same training.
 
 Features are the 64 ReLU units before the output layer; probabilities are the softmax of the 10
 logits. Numbers computed with them ("digits FID", "digits IS") only compare ebmjax runs on
@@ -29,11 +29,11 @@ import optax
 from flax import traverse_util
 
 from ebmjax import io
-from ebmjax.errors import ConfigError
+from ebmjax.data.judges import Judge, cache_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DigitsNet", "DigitsClassifier", "train_digits_classifier", "load_digits_classifier", "cache_dir"]
+__all__ = ["DigitsNet", "DigitsClassifier", "train_digits_classifier", "load_digits_classifier"]
 
 IMAGE_SHAPE = (8, 8, 1)
 N_CLASSES = 10
@@ -59,27 +59,12 @@ class DigitsNet(nn.Module):
         return nn.Dense(N_CLASSES, name="logits")(feats), feats
 
 
-def cache_dir(path: str | os.PathLike | None = None) -> pathlib.Path:
-    """Where trained helper networks are cached: ``path``, else $EBMJAX_CACHE_DIR, else ~/.cache/ebmjax."""
-    if path is not None:
-        return pathlib.Path(path)
-    env = os.environ.get("EBMJAX_CACHE_DIR")
-    return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "ebmjax"
-
-
-def _check_images(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.shape[1:] != IMAGE_SHAPE:
-        raise ConfigError(f"the digits classifier takes 8x8 grey images, shape (n, 8, 8, 1); got {x.shape}. "
-                          "Digits metrics apply to models of data.name='digits' without pad or resize.")
-    # Samples are shown to the classifier as they would be saved as pictures: clipped to the data range.
-    return np.clip(x, 0.0, 1.0)
-
-
-class DigitsClassifier:
+class DigitsClassifier(Judge):
     """A trained :class:`DigitsNet`. Methods take (n, 8, 8, 1) images in [0, 1] and run in batches."""
+
+    shape = IMAGE_SHAPE
+    n_classes = N_CLASSES
+    feature_dim = FEATURE_DIM
 
     def __init__(self, params: Any, *, seed: int, test_accuracy: float):
         self.params = params
@@ -90,26 +75,16 @@ class DigitsClassifier:
     def describe(self) -> str:
         return f"ebmjax digits classifier (seed {self.seed}, test accuracy {self.test_accuracy:.4f})"
 
+    def feature_space(self) -> str:
+        return f"the {FEATURE_DIM} penultimate ReLU units of the ebmjax digits classifier, 10 classes"
+
     def logits_and_features(self, images: np.ndarray, batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
         """(logits (n, 10), features (n, 64)) as float64 numpy arrays."""
-        x = _check_images(images)
+        x = self.check_images(images)
         outs = [self._apply(self.params, jnp.asarray(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
         logits = np.concatenate([np.asarray(o[0]) for o in outs]) if outs else np.zeros((0, N_CLASSES))
         feats = np.concatenate([np.asarray(o[1]) for o in outs]) if outs else np.zeros((0, FEATURE_DIM))
         return logits.astype(np.float64), feats.astype(np.float64)
-
-    def features(self, images: np.ndarray) -> np.ndarray:
-        """(n, 64) penultimate-layer features."""
-        return self.logits_and_features(images)[1]
-
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(n, 10) softmax class probabilities."""
-        logits = self.logits_and_features(images)[0]
-        return np.asarray(jax.nn.softmax(logits, axis=-1), dtype=np.float64)
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """(n,) most probable class."""
-        return np.argmax(self.logits_and_features(images)[0], axis=-1)
 
 
 def train_digits_classifier(seed: int = 0) -> DigitsClassifier:
