@@ -1,16 +1,48 @@
-"""MDSM on MNIST with the original's settings: padded to 32x32, Res12 d=64, sigma geometric
-0.1..3.0, lr 1e-4 cosine over 100k steps, batch 128. Needs a prepared tfds mnist."""
+"""MDSM (multiscale denoising score matching) on the 5,000 bundled MNIST digits (data.name =
+"mnist5k"), padded to 32x32 as the original pads MNIST: sigma geometric 0.1..3.0, the Res12 energy
+at width 16, annealed Langevin from T = 100 to 1 then cooled, ending with the denoising jump.
+
+Sized for 2 CPU cores: the convolutions run as XLA convolutions (model.conv = "xla") on 4 virtual
+CPU devices, and the sampler runs its chains as straight-line pieces of 10 steps
+(sample.unroll_steps), which XLA:CPU runs several times faster than a loop. The paper's settings
+(Res12 d=64, lr 1e-4, 100k steps on tfds mnist) are configs/mdsm_mnist_tfds.py.
+
+Measured (seed 0, 2 CPU cores, judged by scripts/mnist_quality.py; held-out digits: 0.856):
+3,000 steps (this config; 31 minutes of training at 1.6 steps/s, 4.5 minutes for 200 samples):
+recognised 0.205, label entropy 0.972, nn ratio 1.33, FD in the judge's features 6.7. With
+--config.train.steps=1300 --config.sample.n=100 (about 15 minutes, the budget asked of MDSM):
+recognised 0.12, label entropy 0.90, nn ratio 1.36. Far below the maximum-likelihood recipes: the
+paper's MNIST model trains a network 4 times wider for 100k steps. Figures: docs/mnist.md.
+
+    python -m ebmjax.main --config configs/mdsm_mnist.py --workdir runs/mdsm_mnist
+    python scripts/mnist_quality.py runs/mdsm_mnist/samples/samples.npz
+"""
 
 from ebmjax.config import defaults
 
 
 def get_config():
     c = defaults()
-    c.data.name = "mnist"
+    c.data.name = "mnist5k"
     c.data.pad = 2
-    c.model.width = 64
+    c.model.width = 16
     c.model.blocks_per_stage = 1
+    c.model.conv = "xla"
     c.mdsm.sigma_low, c.mdsm.sigma_high, c.mdsm.spacing = 0.1, 3.0, "geometric"
-    c.train.steps = 100_000
-    c.train.lr = 1e-4
+    c.train.steps = 3000
+    c.train.batch_size = 128
+    c.train.lr = 2e-3
+    c.train.warmup_steps = 200
+    c.train.lr_end = 1e-5
+    c.train.log_every = 50
+    c.train.checkpoint_every = 500
+    c.dist.cpu_devices = "4"
+    c.sample.n = 200
+    c.sample.batch_size = 100
+    c.sample.n_hot, c.sample.n_anneal, c.sample.n_cool = 100, 1000, 100
+    c.sample.t_min = 1.0  # below 1 the chains collapse to blank images or blobs on MNIST
+    c.sample.step_size = 0.02
+    c.sample.chunk_steps = 100
+    c.sample.unroll_steps = 10
+    c.eval.n_samples = 600
     return c

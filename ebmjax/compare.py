@@ -1,12 +1,15 @@
 """Compare methods: ``python -m ebmjax.compare [--configs C ...] [--workdir runs/compare]``.
 
-Trains every config (default: every bundled-digits demo, one per method) in its own sub-workdir
+Trains every config of a suite (``--suite digits``, the default: every bundled-digits demo, one per
+method; ``--suite mnist``: every recipe on the bundled MNIST digits) or of ``--configs`` in its own
+sub-workdir
 ``<workdir>/<config name>/``, draws the same number of samples from each, evaluates them with the
 same ``--mode eval`` metrics and writes
 
 - ``<workdir>/table.md`` and ``<workdir>/table.json``: one row per config, the same columns for
-  every method (on digits the digits classifier's confident share and label entropy; FID/KID/IS
-  with the digits classifier's features on digits, Inception's on other data when
+  every method (the dataset's judge's confident share and label entropy, and FID/KID/IS in its
+  features: on digits the digits classifier, on MNIST the RBF-SVM judge, the one
+  ``scripts/mnist_quality.py`` uses; Inception's on other data when
   ``--config.eval.inception_weights`` is given;
   nearest-training-image distance ratio, mode coverage, OOD AUROC of the energy on each standard OOD
   set, training and sampling time and speed);
@@ -39,10 +42,15 @@ from ebmjax.errors import ConfigError, EbmjaxError
 
 log = logging.getLogger(__name__)
 
-# Every bundled-digits demo with its own method (translate_digits trains on bold digits instead).
-DEFAULT_CONFIGS = ("configs/mdsm_digits.py", "configs/ml_digits.py", "configs/pcd_digits.py",
-                   "configs/multigrid_digits.py", "configs/multigrid_gen_digits.py", "configs/coop_digits.py",
-                   "configs/cfebm_digits.py")
+# Every recipe with its own method, per bundled dataset (the translation recipes train on bold digits
+# from chains started at plain ones, and are judged by scripts/translate_quality.py instead).
+SUITES = {
+    "digits": ("configs/mdsm_digits.py", "configs/ml_digits.py", "configs/pcd_digits.py",
+               "configs/multigrid_digits.py", "configs/multigrid_gen_digits.py", "configs/coop_digits.py",
+               "configs/cfebm_digits.py"),
+    "mnist": ("configs/mdsm_mnist.py", "configs/ml_mnist.py", "configs/pcd_mnist.py", "configs/multigrid_mnist.py",
+              "configs/multigrid_gen_mnist.py", "configs/coop_mnist.py", "configs/cfebm_mnist.py"),
+}
 # What --mode eval computes for the table: no AIS (its bound is not comparable across methods whose
 # energies are trained at different temperatures, and it is the slow part).
 EVAL_METRICS = "fid,ood,neighbours,coverage"
@@ -247,11 +255,17 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
     parser = argparse.ArgumentParser(prog="python -m ebmjax.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
-                        help="config files to compare (default: every bundled-digits demo)")
-    parser.add_argument("--workdir", default="runs/compare", help="where the runs, table and picture go")
+    parser.add_argument("--suite", default="digits", choices=sorted(SUITES),
+                        help="the recipes to compare: digits (every bundled-digits demo) or mnist (every MNIST recipe)")
+    parser.add_argument("--configs", nargs="+", default=None, help="config files to compare instead of a suite")
+    parser.add_argument("--workdir", default=None, help="where the runs, table and picture go (default: "
+                        "runs/compare for digits, runs/compare_<suite> otherwise)")
     parser.add_argument("--n-samples", type=int, default=300, help="samples drawn from every method")
     args, overrides = parse_with_overrides(parser, argv)
+    if args.configs is None:
+        args.configs = list(SUITES[args.suite])
+    if args.workdir is None:
+        args.workdir = "runs/compare" if args.suite == "digits" else f"runs/compare_{args.suite}"
     return args, [f"--config.{key}={value}" for key, value in overrides]
 
 

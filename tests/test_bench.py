@@ -119,7 +119,7 @@ def test_cpu_peak_from_cpuinfo():
 def test_example_shape_without_prepared_data(tmp_path):
     cifar = load_config(CIFAR, [("data.data_dir", str(tmp_path))])
     assert bench.example_shape(cifar.data) == (32, 32, 3)
-    mnist = load_config(str(ROOT / "configs" / "mdsm_mnist.py"), [("data.data_dir", str(tmp_path))])
+    mnist = load_config(str(ROOT / "configs" / "mdsm_mnist_tfds.py"), [("data.data_dir", str(tmp_path))])
     assert bench.example_shape(mnist.data) == (32, 32, 1)
     assert bench.example_shape(load_config(DIGITS).data) == (8, 8, 1)
 

@@ -135,7 +135,7 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     empty = tmp_path / "tfds"
     empty.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "ebmjax.main", "--config", str(ROOT / "configs" / "mdsm_mnist.py"),
+        [sys.executable, "-m", "ebmjax.main", "--config", str(ROOT / "configs" / "mdsm_mnist_tfds.py"),
          "--workdir", str(tmp_path / "run"), f"--config.data.data_dir={empty}", "--no-progress"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2

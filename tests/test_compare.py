@@ -51,4 +51,14 @@ def test_compare_refuses_missing_config_files(tmp_path, capsys):
     assert compare.run(["--configs", str(tmp_path / "nope.py"), "--workdir", str(tmp_path / "w")]) == 2
     assert "No config file" in capsys.readouterr().err
     assert compare.table_markdown([]).count("\n") == 2  # the header alone
-    assert pathlib.Path(compare.DEFAULT_CONFIGS[0]).name == "mdsm_digits.py"
+
+
+def test_suites_name_existing_configs_and_their_own_workdirs():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for suite, configs in compare.SUITES.items():
+        assert all((root / c).is_file() for c in configs), suite
+        args, _ = compare.parse_args(["--suite", suite])
+        assert args.configs == list(configs)
+        assert args.workdir == ("runs/compare" if suite == "digits" else f"runs/compare_{suite}")
+    args, _ = compare.parse_args(["--configs", "a.py"])
+    assert args.configs == ["a.py"] and args.workdir == "runs/compare"

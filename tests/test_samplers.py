@@ -424,6 +424,29 @@ def test_chunked_equals_unchunked_and_resume_equals_uninterrupted(kernel):
     np.testing.assert_array_equal(resumed_trace.positions, chunk_trace.positions[6:])
 
 
+@pytest.mark.parametrize("kernel", [S.ula, S.mala], ids=["ula", "mala"])
+def test_unrolled_pieces_give_the_looped_chain(kernel):
+    """sample.unroll_steps: a chunk run as straight-line pieces of U steps is the same chain (same
+    keys, same schedule, the padded last chunk's skipped steps included) as the looped chunk."""
+    energy = mixture_energy
+    x0 = jax.random.normal(jax.random.key(19), (16, 2))
+    kw = dict(temperatures=jnp.linspace(2.0, 0.5, 17), step_sizes=jnp.linspace(0.4, 0.2, 17), record_every=2,
+              chunk_size=8)  # 17 = 8 + 8 + 1: the last chunk ends inside its first piece
+    looped_state, looped = S.run_chain_chunked(kernel, energy, kernel.init(x0, energy), jax.random.key(20), **kw)
+    seen = []
+    state, unrolled = S.run_chain_chunked(kernel, energy, kernel.init(x0, energy), jax.random.key(20),
+                                          unroll_steps=4, on_chunk=lambda step, st, tr: seen.append(step), **kw)
+    assert seen == [8, 16, 17]
+    np.testing.assert_allclose(state.position, looped_state.position, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(unrolled.record.energy, looped.record.energy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(unrolled.positions, looped.positions, rtol=1e-5, atol=1e-6)
+    assert unrolled.record.energy.shape == (17, 16) and unrolled.positions.shape == (8, 16, 2)
+    with pytest.raises(ConfigError, match="unroll_steps must divide"):
+        S.run_chain_chunked(kernel, energy, kernel.init(x0, energy), jax.random.key(20), unroll_steps=3, **kw)
+    with pytest.raises(ConfigError, match="record_every=2 must divide unroll_steps=1"):
+        S.run_chain_chunked(kernel, energy, kernel.init(x0, energy), jax.random.key(20), unroll_steps=1, **kw)
+
+
 # --------------------------------------------------------------------------------------------
 # Arguments a user can fix
 # --------------------------------------------------------------------------------------------
