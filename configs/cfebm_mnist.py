@@ -12,35 +12,16 @@ N(0, 0.015^2)) against the chain ends, with an L2 penalty on both energies. Stag
     python scripts/mnist_quality.py runs/cfebm_mnist/samples/samples.npz
 """
 
-from ebmjax.config import defaults
+import pathlib
+
+from ebmjax.config import load_config
 
 
 def get_config():
-    c = defaults()
-    c.method.name = "cfebm"
+    # configs/cfebm_digits.py with the MNIST digits: every other setting is that recipe's.
+    c = load_config(str(pathlib.Path(__file__).with_name("cfebm_digits.py")))
     c.data.name = "mnist5k"
     c.data.pad = 2
     c.cfebm.resolutions = (8, 16, 32)
-    c.cfebm.widths = (32, 32, 32)
-    c.cfebm.head_width = 32
-    c.cfebm.variant = "per_stage"
-    c.cfebm.phase_images = 9_600
-    c.cfebm.lr_by_stage = (1e-3, 1e-3, 2e-3)
-    c.cfebm.steps = 20
-    c.cfebm.sample_steps = 20
-    c.cfebm.step_size = 5.0
-    c.cfebm.cyclic_noise = True
-    c.cfebm.noise_max = 0.03
-    c.cfebm.data_noise = 0.015
-    c.cfebm.energy_l2 = 1.0
-    c.train.steps = 2500
-    c.train.batch_size = 64
-    c.train.b1, c.train.b2 = 0.5, 0.999
-    c.train.log_every = 50
-    c.train.checkpoint_every = 500
-    c.sample.n = 300
-    c.sample.batch_size = 300
     c.sample.chunk_steps = 20
-    c.eval.n_samples = 1000
-    c.eval.select_by = "confident_share"
     return c

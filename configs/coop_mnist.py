@@ -12,36 +12,13 @@ ends and regresses the generator onto the chain ends. Energy: the conv net of co
     python scripts/mnist_quality.py runs/coop_mnist/samples/samples.npz
 """
 
-from ebmjax.config import defaults
+import pathlib
+
+from ebmjax.config import load_config
 
 
 def get_config():
-    c = defaults()
-    c.method.name = "coop"
+    # configs/coop_digits.py with the MNIST digits: every other setting is that recipe's.
+    c = load_config(str(pathlib.Path(__file__).with_name("coop_digits.py")))
     c.data.name = "mnist5k"
-    c.model.name = "convnet"
-    c.model.widths = (16, 32)
-    c.model.activation = "lrelu"
-    c.coop.latent_dim = 16
-    c.coop.gen_widths = (64, 32)
-    c.coop.gen_output = "tanh"
-    c.coop.gen_lr = 2e-3
-    c.coop.gen_b1, c.coop.gen_b2 = 0.5, 0.999
-    c.coop.steps = 20
-    c.coop.step_size = 5.0
-    c.coop.noise = 0.005
-    c.coop.data_noise = 0.015
-    c.coop.sample_steps = 40
-    c.train.steps = 2500
-    c.train.batch_size = 64
-    c.train.lr = 1e-3
-    c.train.lr_end = 1e-5
-    c.train.b1, c.train.b2 = 0.5, 0.999
-    c.train.log_every = 100
-    c.train.checkpoint_every = 500
-    c.sample.n = 300
-    c.sample.batch_size = 300
-    c.sample.chunk_steps = 40
-    c.eval.n_samples = 1000
-    c.eval.select_by = "confident_share"
     return c

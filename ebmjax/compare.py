@@ -51,6 +51,7 @@ SUITES = {
     "mnist": ("configs/mdsm_mnist.py", "configs/ml_mnist.py", "configs/pcd_mnist.py", "configs/multigrid_mnist.py",
               "configs/multigrid_gen_mnist.py", "configs/coop_mnist.py", "configs/cfebm_mnist.py"),
 }
+SUITE_WORKDIRS = {"digits": "runs/compare", "mnist": "runs/compare_mnist"}  # where each suite's runs go by default
 # What --mode eval computes for the table: no AIS (its bound is not comparable across methods whose
 # energies are trained at different temperatures, and it is the slow part).
 EVAL_METRICS = "fid,ood,neighbours,coverage"
@@ -259,13 +260,13 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="the recipes to compare: digits (every bundled-digits demo) or mnist (every MNIST recipe)")
     parser.add_argument("--configs", nargs="+", default=None, help="config files to compare instead of a suite")
     parser.add_argument("--workdir", default=None, help="where the runs, table and picture go (default: "
-                        "runs/compare for digits, runs/compare_<suite> otherwise)")
+                        "the suite's, SUITE_WORKDIRS: runs/compare for digits, runs/compare_mnist for mnist)")
     parser.add_argument("--n-samples", type=int, default=300, help="samples drawn from every method")
     args, overrides = parse_with_overrides(parser, argv)
     if args.configs is None:
         args.configs = list(SUITES[args.suite])
     if args.workdir is None:
-        args.workdir = "runs/compare" if args.suite == "digits" else f"runs/compare_{args.suite}"
+        args.workdir = SUITE_WORKDIRS[args.suite]
     return args, [f"--config.{key}={value}" for key, value in overrides]
 
 

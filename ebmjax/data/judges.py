@@ -22,6 +22,7 @@ a config back first.
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import pathlib
@@ -51,7 +52,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-class Judge:
+class Judge(abc.ABC):
     """What every judge offers. Subclasses set ``shape`` (H, W, C), ``n_classes``,
     ``feature_dim`` and implement :meth:`logits_and_features` and :meth:`describe`."""
 
@@ -59,17 +60,20 @@ class Judge:
     n_classes: int
     feature_dim: int
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """The judge in words, with its test accuracy: named beside every figure it gives."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def feature_space(self) -> str:
         """What its features are (for FID/KID reports)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def logits_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits (n, n_classes), features (n, feature_dim)) float64 for images (n, *shape)."""
-        raise NotImplementedError
+        ...
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         """``images`` as float32 (n, *shape) clipped to [0, 1]; ConfigError for another shape."""
