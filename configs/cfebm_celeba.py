@@ -1,4 +1,4 @@
-"""CF-EBM (seed 004) on CelebA at 64x64: stages 8x8 -> 16x16 -> 32x32 -> 64x64. Not run here: it needs
+"""CF-EBM (the CF-EBM paper) on CelebA at 64x64: stages 8x8 -> 16x16 -> 32x32 -> 64x64. Not run here: it needs
 a prepared tfds celeb_a (--config.data.data_dir=DIR) and an accelerator. What it measures: --mode
 eval's FID/KID/IS (with eval.inception_weights), stages.png (a chain's image at the end of every
 stage), restoration (--mode inpaint, --mode denoise) on test faces.

@@ -1,4 +1,4 @@
-"""CF-EBM (seed 004) on CIFAR-10 at the paper's scale: stages 8x8 -> 16x16 -> 32x32. Not run here: it
+"""CF-EBM (the CF-EBM paper) on CIFAR-10 at the paper's scale: stages 8x8 -> 16x16 -> 32x32. Not run here: it
 needs the tfds CIFAR-10 files and an accelerator. What it measures: --mode eval's FID/KID/IS (with
 eval.inception_weights), the OOD AUROC of the energy against SVHN, CIFAR-100, CelebA, uniform noise,
 constant images and interpolations (the paper's anomaly-detection table), AIS bounds; stages.png

@@ -1,4 +1,4 @@
-"""CF-EBM (coarse-to-fine expanding training and sampling, seed 004) on scikit-learn's bundled 8x8
+"""CF-EBM (coarse-to-fine expanding training and sampling, the CF-EBM paper) on scikit-learn's bundled 8x8
 digits, stages 2x2 -> 4x4 -> 8x8: the offline demo of the cfebm method (its time on 2 CPU cores below).
 
 The per_stage variant (the original's train_v1): a residual energy per stage, each started from the

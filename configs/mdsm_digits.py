@@ -35,7 +35,7 @@ def get_config():
     c.train.lr_end = 1e-5
     c.train.log_every = 50
     # One XLA device per CPU core: this small network's many small operations run side by side
-    # (training 1.3x, Langevin 1.2x as fast on 2 cores; README "ebmjax against the PyTorch original").
+    # (training 1.3x, Langevin 1.2x as fast on 2 cores; docs/performance.md, "ebmjax against the PyTorch original on a CPU").
     c.dist.cpu_devices = "auto"
     c.train.checkpoint_every = 500
     c.sample.n = 300

@@ -1,7 +1,7 @@
 """Multigrid maximum likelihood (Gao et al., CVPR 2018) on CelebA at 64x64, grids 1x1 -> 4x4 ->
 16x16 -> 64x64, at the paper's scale. Not run here: it needs a prepared tfds celeb_a
 (--config.data.data_dir=DIR) and an accelerator. What it measures: --mode sample's grids.png (how a
-chain refines, seed 000 Fig. 1) and --mode eval's FID/KID/IS (with eval.inception_weights), OOD
+chain refines, Malhotra's paper Fig. 1) and --mode eval's FID/KID/IS (with eval.inception_weights), OOD
 AUROC of the 64x64 energy; the training log gives every grid's energy_gap and chain_move.
 
 The recipe (REFERENCE §3, ruiqigao/Multigrid_learning): the 1x1 "sample" is the block average of

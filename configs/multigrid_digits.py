@@ -1,4 +1,4 @@
-"""Multigrid maximum likelihood (Gao et al. 2018; seed 000 §IV, without its generator) on
+"""Multigrid maximum likelihood (Gao et al. 2018; Malhotra §IV, without its generator) on
 scikit-learn's bundled 8x8 digits, grids 1x1 -> 2x2 -> 4x4 -> 8x8: the offline demo of the
 multigrid method, a few minutes on 2 CPU cores.
 

@@ -1,9 +1,9 @@
-"""Seed 000's modified multigrid on CelebA at 64x64 (grids 1x1 -> 4x4 -> 16x16 -> 64x64, the paper's
+"""Malhotra's modified multigrid on CelebA at 64x64 (grids 1x1 -> 4x4 -> 16x16 -> 64x64, the paper's
 setting): configs/multigrid_celeba.py with the dilated-convolution generator G in front of every
 grid's chain, which starts from the up-sampled G(previous grid's sample). Not run here: it needs a
 prepared tfds celeb_a (--config.data.data_dir=DIR) and an accelerator. What it measures: grids.png
 (G's proposal and the chain's end per grid), --mode eval's FID/KID/IS, and the mode collapse of
-seed 000 §V: `--mode eval --config.eval.checkpoints=all --config.eval.inception_weights=W` scores
+Malhotra §V: `--mode eval --config.eval.checkpoints=all --config.eval.inception_weights=W` scores
 every saved checkpoint (quality_vs_step.png).
 
 G: conv3x3 (32) -> conv3x3 dilation 2 (32) -> six dilated branches (16 each, rates 1, 2, 4, 6, 12,

@@ -1,6 +1,6 @@
-"""Seed 000's modified multigrid on scikit-learn's bundled 8x8 digits: configs/multigrid_digits.py
+"""Malhotra's modified multigrid on scikit-learn's bundled 8x8 digits: configs/multigrid_digits.py
 (grids 1x1 -> 2x2 -> 4x4 -> 8x8, one GridEnergy per grid) with a generator G in front of every
-grid's chain, which starts from the up-sampled G(previous grid's sample). G is seed 000's
+grid's chain, which starts from the up-sampled G(previous grid's sample). G is Malhotra's
 dilated-convolution network (DilatedGenerator: conv3x3 -> conv3x3 dilation 2 -> six dilated branches
 -> 1x1 conv -> ReLU), learned jointly by MCMC teaching (multigrid.generator = "teach": G's proposal
 pulled towards each grid's revised samples; "autoencode" is the seed's other reading).

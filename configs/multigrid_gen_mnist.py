@@ -1,4 +1,4 @@
-"""The generator-initialised multigrid of seed 000 on the 5,000 bundled MNIST digits (data.name =
+"""The generator-initialised multigrid of Malhotra's paper on the 5,000 bundled MNIST digits (data.name =
 "mnist5k", 28x28): one energy per grid 7x7, 14x14 and 28x28, each grid's chains started at the
 previous grid's samples passed through a learned up-sampling generator (taught by the chains'
 ends, multigrid.generator = "teach"), the 1x1 grid sampled from the data's mean intensities.

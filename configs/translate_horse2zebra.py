@@ -1,7 +1,7 @@
 """Unpaired image-to-image translation on tfds' cycle_gan/horse2zebra: horses (domain A) -> zebras (B).
 
-Not run here: it needs the tfds files (prepared as array_record, see the README's "Real datasets,
-offline") and an accelerator. One EBM learns the target domain, the zebras of trainB
+Not run here: it needs the tfds files (prepared as array_record, see docs/getting-started.md,
+"Real datasets, offline") and an accelerator. One EBM learns the target domain, the zebras of trainB
 (data.domain = "B"); --mode translate (and --mode train, which translates when it is done) starts
 Langevin chains at the first translate.n horses of testA (translate.source_domain = "A", split
 "test") plus N(0, 0.01^2) noise and runs the model's own chain (ml: ml.sample_steps steps of

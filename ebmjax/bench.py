@@ -2,15 +2,19 @@
 
 Prints one JSON line per measurement on stdout (logs go to stderr):
 
-- ``train``: the MDSM training step (double back-propagation + Adam) at the config's batch,
-  ``train.steps_per_call`` steps per compiled call, state donated. Reports ``train_img_per_s``.
-- ``langevin``: annealed-Langevin steps (energy + input gradient) through the same chunked driver
-  that ``--mode sample`` uses, at ``sample.batch_size`` chains. Reports ``langevin_img_steps_per_s``.
+- ``train``: the method's training step (MDSM's double back-propagation, a maximum-likelihood step
+  with its chains, ...) and its optimiser update at the config's batch, ``train.steps_per_call``
+  steps per compiled call, state donated. Reports ``train_img_per_s``.
+- ``langevin``: the steps of the method's own sampler (its last stage: MDSM's annealed Langevin, a
+  maximum-likelihood chain, multigrid's finest grid, CF-EBM's last stage) through the same chunked
+  driver that ``--mode sample`` uses, at ``sample.batch_size`` chains. Reports
+  ``langevin_img_steps_per_s``.
 - ``precision``: relative error of bfloat16 against float32 compute for the config's network:
   energies, scores dE/dx, the MDSM loss and its parameter gradient.
 
-Every timing record carries the analytic FLOP count of the network (:func:`forward_flops`), the
-achieved TFLOP/s, the utilisation against the device's published dense peak (null where the peak is
+Every timing record carries a FLOP count (for MDSM's ResNet the analytic one, :func:`forward_flops`;
+for the Langevin steps of other methods XLA's cost analysis of one compiled step; none for other
+methods' training steps, whose chains are loops that XLA's count takes once), the achieved TFLOP/s, the utilisation against the device's published dense peak (null where the peak is
 unknown, e.g. CPUs), the peak device memory from ``device.memory_stats()`` (null on CPU) and XLA's
 own memory estimate for the compiled function (``--compile-only`` reports that estimate without
 running anything: how much a batch would need, on a machine too slow to run it). Inputs are
@@ -431,30 +435,46 @@ def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_c
     return {**rec, **(timing or {"calls": None, "first_call_s": None})}
 
 
+def _last_stage_start(sampler, key: jax.Array, n: int):
+    """The last stage of ``sampler`` and a start of the right shape for it: the sampler's ``init``
+    passed through every stage's ``enter`` (the chains of the stages before it are not run: their
+    cost is not what is timed, and the time of a step does not depend on where a chain stands)."""
+    x = sampler.init(key, n)
+    for i, st in enumerate(sampler.stages):
+        if st.enter is not None:
+            x = st.enter(x, jax.random.fold_in(key, i + 1))
+    return sampler.stages[-1], x
+
+
 def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_calls: int = 3,
                    min_seconds: float = 3.0, compile_only: bool = False,
                    compare: Compare | None = None) -> dict[str, Any]:
-    """Image-steps per second of annealed Langevin at ``sample.batch_size`` chains, one call being a
-    chunk of ``sample.chunk_steps`` steps through ``samplers.run_chain_chunked`` as in sampling.
+    """Image-steps per second of the config's own sampler (``--mode sample``'s chains: MDSM's annealed
+    Langevin, a maximum-likelihood chain, the finest grid of multigrid, CF-EBM's last stage) at
+    ``sample.batch_size`` chains, one call being a chunk of ``sample.chunk_steps`` steps of the
+    sampler's last stage through ``samplers.run_chain_chunked``, as sampling runs it. The parameters
+    are the method's initial ones (a step costs the same whatever they are).
     ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing.
-    ``compare``: also time the same steps in PyTorch on the same weights and chains."""
-    from ebmjax import models, parallel, samplers, sampling
-    from ebmjax.methods import mdsm
+    ``compare``: also time the same steps in PyTorch on the same weights and chains (MDSM's ResNet)."""
+    from ebmjax import methods, models, parallel, samplers, sampling
 
     mesh = parallel.make_mesh()
     b, chunk = cfg.sample.batch_size, cfg.sample.chunk_steps
     parallel.check_divisible(b, mesh, "sample.batch_size")
-    model, params = _model_and_params(cfg, shape)
-    params = parallel.put_replicated(params, mesh)
-    energy = jax.tree_util.Partial(model.apply, params)
-    temps = np.resize(mdsm.annealing_temperatures(cfg.sample), chunk)
-    x0 = cfg.sample.init_mean + cfg.sample.init_std * jax.random.normal(jax.random.key(1), (b, *shape))
-    box = [samplers.ula.init(parallel.put_batch(x0, mesh), energy)]
+    method = methods.build(cfg, shape)
+    params = parallel.put_replicated(method.init_params(jax.random.key(cfg.seed, impl="rbg")), mesh)
+    carry = parallel.put_replicated(method.init_carry(jax.random.PRNGKey(0)), mesh)
+    stage, x0 = _last_stage_start(method.sampler(params, carry), jax.random.PRNGKey(1), b)
+    energy = samplers.as_partial(stage.energy)
+    temps = np.resize(np.asarray(stage.temperatures, np.float32), chunk)
+    steps = np.resize(np.broadcast_to(np.asarray(stage.step_sizes, np.float32), (len(stage.temperatures),)), chunk)
+    x0 = parallel.put_batch(np.asarray(x0), mesh)
+    box = [stage.kernel.init(x0, energy)]
     key = jax.random.PRNGKey(2)
 
     def call():
         box[0], trace = samplers.run_chain_chunked(
-            samplers.ula, energy, box[0], key, temperatures=temps, step_sizes=cfg.sample.step_size,
+            stage.kernel, energy, box[0], key, temperatures=temps, step_sizes=steps,
             chunk_size=chunk, record=sampling.mean_energy, unroll_steps=cfg.sample.unroll_steps)
         jax.block_until_ready((box[0], trace))
 
@@ -463,36 +483,56 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
         from ebmjax import bench_torch
 
         torch_call = bench_torch.torch_langevin_call(
-            models.to_torch_state_dict(jax.device_get(params)), np.asarray(x0), float(cfg.sample.step_size), chunk,
-            bench_torch.torch_device(jax.devices()[0].platform))
+            models.to_torch_state_dict(jax.device_get(params["energy"])), np.asarray(x0),
+            float(cfg.sample.step_size), chunk, bench_torch.torch_device(jax.devices()[0].platform))
     t0 = time.perf_counter()
     timing = None if compile_only else _timed("langevin_img_steps_per_s", call, torch_call, b * chunk,
                                                  min_calls=min_calls, min_seconds=min_seconds, compare=compare)
     # After timing this comes from jit's cache; with compile_only it is the one compilation.
-    compiled = _compiled_chunk(energy, box[0], key, temps, cfg.sample.step_size, chunk, cfg.sample.unroll_steps)
+    compiled = _compiled_chunk(stage.kernel, energy, box[0], key, temps, steps, chunk, cfg.sample.unroll_steps)
     compile_s = time.perf_counter() - t0 if compile_only else None
-    flops = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
-    flops_valid = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape, exclude_padding=True)
+    if cfg.method.name == "mdsm":  # the analytic count, which tests/test_bench.py checks against XLA's
+        model = method.networks["energy"]
+        flops = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape)
+        flops_valid = LANGEVIN_FLOPS_PER_FORWARD * forward_flops(model, shape, exclude_padding=True)
+    else:  # XLA's cost analysis of one compiled step of the chain (padding included)
+        flops = flops_valid = _xla_step_flops(stage.kernel, energy, box[0], key, temps[0], steps[0], b)
     rate = None if timing is None else timing.pop("rate")
-    rec = {"bench": "langevin", **_device_record(shape, cfg.model.dtype), "batch": b,
-           "chunk_steps": chunk, "unroll_steps": cfg.sample.unroll_steps, "langevin_img_steps_per_s": rate,
+    rec = {"bench": "langevin", **_device_record(shape, cfg.model.dtype), "method": cfg.method.name,
+           "stage": stage.name, "batch": b, "chunk_steps": chunk, "unroll_steps": cfg.sample.unroll_steps,
+           "langevin_img_steps_per_s": rate,
            "step_ms": None if timing is None else 1e3 * timing.pop("seconds_per_call") / chunk,
-           "gflop_per_img_step": flops / 1e9, "gflop_per_img_step_valid": flops_valid / 1e9,
+           "gflop_per_img_step": None if flops is None else flops / 1e9,
+           "gflop_per_img_step_valid": None if flops is None else flops_valid / 1e9,
            **_throughput_fields(flops, flops_valid, rate, cfg.model.dtype, compiled_memory_bytes(compiled)),
            "compile_s": compile_s}
     return {**rec, **(timing or {"calls": None, "first_call_s": None})}
 
 
-def _compiled_chunk(energy, state, key, temps, step_size, chunk, unroll_steps=0):
+def _xla_step_flops(kernel, energy, state, key, temperature, step_size, batch: int) -> float | None:
+    """FLOPs per chain of one kernel step, by XLA's cost analysis of that step compiled alone (a
+    step has no loop inside, which XLA's count would take once); None where XLA gives no count."""
+    try:
+        compiled = jax.jit(lambda s, k: kernel.step(k, s, energy, step_size, temperature)).lower(state, key).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost["flops"]) if cost and "flops" in cost else None
+    except Exception as e:  # the count is optional, like the memory estimate
+        log.warning("no XLA FLOP count for the chain step: %s", e)
+        return None
+    return flops / batch if flops and flops > 0 else None
+
+
+def _compiled_chunk(kernel, energy, state, key, temps, steps, chunk, unroll_steps=0):
     """The compiled chunk (or unrolled piece) ``run_chain_chunked`` runs for these arguments (taken
     from jit's cache when it already ran), for XLA's memory estimate; None if it cannot be had."""
-    from ebmjax import samplers, sampling
+    from ebmjax import sampling
     from ebmjax.samplers import driver
 
     t = jnp.asarray(temps, jnp.float32)
-    h = jnp.broadcast_to(jnp.asarray(step_size, jnp.float32), (chunk,))
+    h = jnp.asarray(steps, jnp.float32)
     try:
-        return driver.lower_chunk(samplers.ula, energy, state, key, t, h, chunk_size=chunk, unroll_steps=unroll_steps,
+        return driver.lower_chunk(kernel, energy, state, key, t, h, chunk_size=chunk, unroll_steps=unroll_steps,
                                   record=sampling.mean_energy).compile()
     except Exception as e:  # the estimate is optional: a driver change must not break the benchmark
         log.warning("no compiled-memory estimate for the Langevin chunk: %s", e)
@@ -649,6 +689,9 @@ def run(argv: Sequence[str], out=None) -> int:
         # As `python -m ebmjax.main` runs; both timed batches must split evenly.
         parallel.use_cpu_cores(cfg.dist.cpu_devices, math.gcd(methods.split_rows(cfg), cfg.sample.batch_size))
         whats = _split(args.what, WHATS, "--what")
+        if "precision" in whats and cfg.method.name != "mdsm":
+            raise ConfigError("--what precision measures bfloat16 against float32 on MDSM's network and loss; this "
+                              f"config trains method {cfg.method.name!r}: time it with --what train,langevin.")
         if args.compare_torch:
             if args.compile_only:
                 raise ConfigError("--compare-torch times both sides; it cannot be combined with --compile-only.")

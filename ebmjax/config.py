@@ -81,7 +81,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.ml.sample_from = "noise"  # --mode sample starts at: noise | buffer (ml.init = buffer only)
     c.ml.energy_bound = 1e4  # stop the run when |mean energy| of data or samples exceeds this (divergence)
 
-    # Multigrid maximum likelihood (ebmjax.methods.multigrid; Gao et al. CVPR 2018, seed 000 §IV): one
+    # Multigrid maximum likelihood (ebmjax.methods.multigrid; Gao et al. CVPR 2018, Malhotra §IV): one
     # energy per grid (GridEnergy, networks "energy_<side>"), the coarsest grid the block average of
     # the data, every finer grid's chain started from the up-sampled sample of the grid before. Langevin
     # as in ml: x <- clamp(x - step_size * clip(dE/dx) + noise * z). Per-grid settings are tuples with
@@ -99,18 +99,18 @@ def defaults() -> ml_collections.ConfigDict:
     c.multigrid.sample_steps = ()  # --mode sample: steps per learned grid or shared; (): as multigrid.steps
     c.multigrid.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry of the chains; None: no clipping
     c.multigrid.clamp = True  # clamp the chains to the data's range after every step (Gao: [0, 255])
-    c.multigrid.ref_sigma = ml_collections.config_dict.placeholder(float)  # None: no reference; else add |x|^2 / (2 ref_sigma^2) to every grid's energy (seed 000 eq. 1)
+    c.multigrid.ref_sigma = ml_collections.config_dict.placeholder(float)  # None: no reference; else add |x|^2 / (2 ref_sigma^2) to every grid's energy (Malhotra's paper eq. 1)
     c.multigrid.data_noise = 0.0  # std of Gaussian noise added to each grid's data
     c.multigrid.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 in each grid's loss
     c.multigrid.coarse_buffer = 1024  # coarsest-grid block averages of past training batches kept (in the carry) as --mode sample's starts
     c.multigrid.energy_bound = 1e4  # stop the run when |mean energy| of data or samples on any grid exceeds this
-    # Seed 000's modified multigrid: a generator G (network "generator", DilatedGenerator, one for every
+    # Malhotra's modified multigrid: a generator G (network "generator", DilatedGenerator, one for every
     # grid) in front of every grid's chain, which then starts from the up-sampled G(previous grid's sample).
     # The seed is loose about what G learns; two readings: "teach" (MCMC teaching, as CoopNets: G's
     # up-sampled output is pulled towards the grid's revised samples) and "autoencode" (§III.I: G
     # regenerates the training images of every grid it is applied to). Loss |.|^2 / (2 gen_sigma^2)
     # summed over pixels; G's Adam has the train.* schedule shape with gen_lr, gen_b1, gen_b2.
-    c.multigrid.generator = "none"  # none (Gao et al.) | teach | autoencode (seed 000's two readings)
+    c.multigrid.generator = "none"  # none (Gao et al.) | teach | autoencode (Malhotra's two readings)
     c.multigrid.gen_rates = (1, 2, 4, 6, 12, 18)  # dilation rates of G's six parallel branches (not in the seed; see DilatedGenerator)
     c.multigrid.gen_width = 32  # channels of G's first two conv layers (not in the seed: small, as it asks)
     c.multigrid.gen_branch_width = 16  # channels of each of G's dilated branches
@@ -119,7 +119,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.multigrid.gen_b1 = 0.5  # G's Adam betas (CoopNets: 0.5, 0.999)
     c.multigrid.gen_b2 = 0.999
 
-    # CF-EBM (ebmjax.methods.cfebm; seed 004, REFERENCE §2): coarse-to-fine expanding training. One
+    # CF-EBM (ebmjax.methods.cfebm; the CF-EBM paper, REFERENCE §2): coarse-to-fine expanding training. One
     # expanding energy (ExpandingEnergy: per-resolution from_rgb, residual blocks added at the bottom,
     # the Expand block alpha * new + (1 - alpha) * old) learns at resolutions[0] for one phase, then
     # each finer stage fades in over one phase (alpha linear in images seen) and trains stable for

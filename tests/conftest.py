@@ -1,7 +1,12 @@
 """Shared fixtures: a small MDSM energy trained once on the bundled digits, for tests that need a
-model that has learned something (restoration, evaluation)."""
+model that has learned something (restoration, evaluation); and one JAX compilation cache for the
+whole run, so that the many command-line subprocesses (a killed run and its resumption, every mode
+of a workdir) compile each program once rather than once per process."""
 
+import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -15,6 +20,25 @@ TRAINED_DIGITS_OVERRIDES = (("model.width", "8"), ("train.steps", "400"), ("trai
                             ("train.warmup_steps", "0"),
                             ("sample.n_hot", "50"), ("sample.n_anneal", "200"), ("sample.n_cool", "50"),
                             ("sample.t_min", "1.0"), ("sample.chunk_steps", "50"))
+
+
+def pytest_configure(config):
+    """Before any test imports JAX: a fresh, empty compilation cache for this run, inherited by the
+    xdist workers and by every subprocess. Each run starts cold (nothing carries over between runs),
+    so a run times and tests what a fresh checkout gets. JAX_COMPILATION_CACHE_DIR set by the user wins."""
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    cache = tempfile.mkdtemp(prefix="ebmjax-tests-jax-cache-")
+    config._ebmjax_jax_cache = cache
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_ebmjax_jax_cache", None)
+    if cache is not None:
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

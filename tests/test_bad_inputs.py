@@ -32,6 +32,9 @@ from ebmjax.train import checkpoint, loop
 from scale_helpers import (DIGITS, TINY, TINY_SAMPLING, bitwise_equal, cli_command, final_state,
                            persistent_compile_cache, subprocess_env)
 
+# One worker builds the trained workdirs of the table (a module fixture) rather than each worker its own copy.
+pytestmark = pytest.mark.xdist_group("bad_inputs")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def compile_cache(tmp_path_factory):
@@ -80,7 +83,7 @@ RUNS = {"mdsm": (),
         # Maximum likelihood with a replay buffer (its carried state) and samples drawn from it.
         "ml": ("--config.method.name=ml", "--config.ml.init=buffer", "--config.ml.buffer_size=64",
                "--config.ml.steps=4", "--config.ml.sample_steps=6", "--config.ml.sample_from=buffer"),
-        # Multigrid with seed 000's generator: one network per grid (1 -> 2 -> 4 -> 8) and the
+        # Multigrid with Malhotra's generator: one network per grid (1 -> 2 -> 4 -> 8) and the
         # generator in front of every grid's chain, the coarse starts of sampling in the carry.
         "multigrid": ("--config.method.name=multigrid", "--config.multigrid.grids=1,2,4,8",
                       "--config.multigrid.widths=4,8", "--config.multigrid.steps=3",
@@ -271,6 +274,7 @@ SLOW_RUNS = ("coop", "cfebm", "multigrid")
     pytest.param(m, x, marks=[pytest.mark.slow] if m in SLOW_RUNS else [])
     for m in RUNS for x in MISTAKES if x.methods is None or m in x.methods],
     ids=lambda v: v if isinstance(v, str) else v.id)
+@pytest.mark.slow  # about 108 s on 2 CPU cores; the whole suite (CI) runs it
 def test_mistake(method, mistake, trained_runs, compile_cache, tmp_path, capsys, monkeypatch):
     wd = copy_of(trained_runs(method), tmp_path)
     workdir = wd
@@ -300,6 +304,7 @@ def test_mistake(method, mistake, trained_runs, compile_cache, tmp_path, capsys,
     assert snapshot(tmp_path) == before  # config.json, checkpoints, samples, shards: nothing changed
 
 
+@pytest.mark.slow  # about 25 s on 2 CPU cores; the whole suite (CI) runs it
 def test_the_table_covers_every_mode_and_the_workdir_holds_samples(trained):
     assert {f"workdir-is-a-file-{m}" for m in main.MODES} <= {x.id for x in MISTAKES}
     assert len({x.id for x in MISTAKES}) == len(MISTAKES)
@@ -310,6 +315,7 @@ def test_the_table_covers_every_mode_and_the_workdir_holds_samples(trained):
 # Beyond the table.
 
 
+@pytest.mark.slow  # about 35 s on 2 CPU cores; the whole suite (CI) runs it
 def test_no_progress_logs_one_line_per_logging_window(trained, compile_cache, tmp_path, caplog):
     """Issue 11, case 7: with --no-progress (CI logs, batch jobs) training is not silent: one log
     line per logging window. With the progress bar, the bar shows them instead."""
@@ -365,6 +371,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_resumes_exactly(trained, tmp_p
     assert losses(wd) == losses(trained)
 
 
+@pytest.mark.slow  # about 23 s on 2 CPU cores; the whole suite (CI) runs it
 def test_truncated_checkpoint_files_cost_one_paragraph_on_stderr(trained, compile_cache, tmp_path):
     """Issue 11, case 3, as the user did it: every file under checkpoints/20/ cut to half its length.
     Orbax used to log errors for the damaged metadata, and TensorStore a traceback for every read
@@ -476,6 +483,7 @@ def test_non_finite_values_in_the_data(tmp_path, capsys, monkeypatch):
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
 
 
+@pytest.mark.slow  # about 13 s on 2 CPU cores; the whole suite (CI) runs it
 def test_persistent_divergence_names_the_last_good_checkpoint(trained, tmp_path, capsys):
     wd = copy_of(trained, tmp_path)
     # lr 1e6: the first update blows the parameters up; every later loss is non-finite and skipped.

@@ -129,6 +129,7 @@ TINY = ["--config.model.hidden=(16,16)", "--config.train.batch_size=8", "--confi
         "--config.sample.batch_size=8", "--config.sample.chunk_steps=3", "--min-seconds=0", "--min-calls=1"]
 
 
+@pytest.mark.slow  # about 11 s on 2 CPU cores; the whole suite (CI) runs it
 def test_command_line_prints_train_langevin_and_precision_records():
     out = io.StringIO()
     assert bench.run(["--config", TOY, "--what", "train,langevin,precision", "--precision-batch=8", *TINY],
@@ -157,8 +158,11 @@ def test_command_line_errors_are_clear(capsys):
     assert "--what takes a comma list of train, langevin, precision" in capsys.readouterr().err
     assert bench.run(["--config", DIGITS, "--dtype", "float16"]) == 2
     assert "--dtype" in capsys.readouterr().err
+    assert bench.run(["--config", str(ROOT / "configs" / "pcd_digits.py"), "--what", "precision"]) == 2
+    assert "--what precision measures bfloat16 against float32 on MDSM's network" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # about 15 s on 2 CPU cores; the whole suite (CI) runs it
 def test_bfloat16_errors_are_small_but_not_zero():
     cfg = load_config(DIGITS, [("model.width", "8"), ("model.blocks_per_stage", "0")])
     model = models.build_model(cfg.model)
@@ -182,6 +186,7 @@ def test_compile_only_reports_memory_without_timing():
     assert rec["compiled_memory_bytes"] > 0 and rec["gflop_per_img_step"] > 0
 
 
+@pytest.mark.slow  # about 39 s on 2 CPU cores; the whole suite (CI) runs it
 def test_train_bench_times_other_methods_in_their_last_phase():
     """CF-EBM (per_stage: networks initialised from each other, phases = stages) times its last stage;
     FLOPs are MDSM's count, so other methods report the rate alone."""
@@ -201,3 +206,24 @@ def test_train_bench_times_other_methods_in_their_last_phase():
                      out=out) == 0
     rec = json.loads(out.getvalue())
     assert rec["bench"] == "train" and rec["batch"] == 8 and rec["train_img_per_s"] > 0
+
+
+def test_langevin_bench_times_every_methods_own_sampler():
+    """The Langevin bench runs the chains the method samples with: multigrid's finest grid (it once
+    timed a default MDSM network and failed on multigrid's parameters), and a maximum-likelihood
+    chain whose FLOPs per step XLA counts: a forward pass and its input gradient, about 2 forwards."""
+    out = io.StringIO()
+    assert bench.run(["--config", str(ROOT / "configs" / "multigrid_digits.py"), "--what", "langevin",
+                      "--config.multigrid.widths=4,4", "--config.sample.batch_size=8", "--config.sample.chunk_steps=2",
+                      "--min-seconds=0", "--min-calls=1"], out=out) == 0
+    rec = json.loads(out.getvalue())
+    assert rec["method"] == "multigrid" and rec["stage"] == "grid 8x8" and rec["batch"] == 8
+    assert rec["langevin_img_steps_per_s"] > 0 and rec["gflop_per_img_step"] > 0
+    out = io.StringIO()
+    # Wide enough that the products outweigh the elementwise work and the noise, which XLA counts too.
+    assert bench.run(["--config", str(ROOT / "configs" / "ml_toy2d.py"), "--what", "langevin", *TINY,
+                      "--config.model.hidden=(256,256)"], out=out) == 0
+    rec = json.loads(out.getvalue())
+    fwd = bench.forward_flops(MLPEnergy(hidden=(256, 256)), (2,))
+    assert rec["method"] == "ml" and rec["stage"] == "langevin"
+    assert 2 * fwd <= rec["gflop_per_img_step"] * 1e9 <= 2.3 * fwd, (rec["gflop_per_img_step"] * 1e9, fwd)

@@ -1,4 +1,4 @@
-"""CF-EBM (seed 004): the Expand block's two ends, the fade schedule by images seen, stage boundaries,
+"""CF-EBM (the CF-EBM paper): the Expand block's two ends, the fade schedule by images seen, stage boundaries,
 weights carried into a new stage unchanged (both variants), the coarse-to-fine chains' up-sampling,
 the smooth hand-over, a run resumed mid-fade and across a stage boundary bit-exactly, and
 configs/cfebm_digits.py (shrunk) through the command line."""
@@ -42,6 +42,7 @@ def _cfg(**fields):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 34 s on 2 CPU cores; the whole suite (CI) runs it
 def test_expand_block_at_alpha_0_is_the_old_network_on_the_downsampled_input_and_at_1_the_new_path():
     net = models.ExpandingEnergy(resolutions=(2, 4, 8), widths=(8, 6, 4), head_width=5)
     v = init_all(net, jax.random.PRNGKey(0), 3)
@@ -65,6 +66,7 @@ def test_expand_block_at_alpha_0_is_the_old_network_on_the_downsampled_input_and
         net.apply(v, x, 1, 1.0)
 
 
+@pytest.mark.slow  # about 37 s on 2 CPU cores; the whole suite (CI) runs it
 def test_fade_schedule_by_images_seen_and_the_stage_boundaries():
     assert schedules.stage_starts(3, 5) == (0, 5, 15)
     # 64 images per phase at 16 a step: alpha = 16 (step - start) / 64, capped at 1.
@@ -160,6 +162,7 @@ def test_per_stage_run_resumed_mid_fade_and_across_a_boundary_ends_bitwise_like_
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 13 s on 2 CPU cores; the whole suite (CI) runs it
 def test_sampler_climbs_the_stages_by_exact_upsampling_and_hands_over_while_fading():
     method = methods.build(_cfg(cyclic_noise=False, noise=0.0), (8, 8, 1))
     params = method.init_params(jax.random.PRNGKey(0))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from ebmjax import main
 
@@ -27,6 +28,7 @@ def metrics(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # about 102 s on 2 CPU cores; the whole suite (CI) runs it
 def test_digits_train_resume_sample(tmp_path, caplog):
     wd = tmp_path / "run"
     assert main.run(["--config", DIGITS, "--workdir", str(wd), "--config.train.steps=80", *TINY]) == 0
@@ -71,6 +73,7 @@ def test_digits_train_resume_sample(tmp_path, caplog):
     assert files(wd / "samples") == before
 
 
+@pytest.mark.slow  # about 12 s on 2 CPU cores; the whole suite (CI) runs it
 def test_toy_density_learns_the_modes(tmp_path):
     """On eight Gaussians, the learned energy is lower on the modes than between them."""
     wd = tmp_path / "toy"

@@ -4,6 +4,8 @@ each; a failing config reported in its row; a second call resumes instead of red
 import json
 import pathlib
 
+import pytest
+
 from ebmjax import compare
 from scale_helpers import DIGITS
 
@@ -15,6 +17,7 @@ TINY = ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config
         "--config.eval.n_data=64", "--config.eval.kid_subsets=2", "--config.eval.neighbours_summary=16"]
 
 
+@pytest.mark.slow  # about 50 s on 2 CPU cores; the whole suite (CI) runs it
 def test_compare_rows_failures_and_resume(tmp_path, capsys):
     broken = tmp_path / "broken.py"
     broken.write_text("from ebmjax.config import defaults\n\n\ndef get_config():\n    c = defaults()\n"

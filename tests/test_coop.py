@@ -1,4 +1,4 @@
-"""Cooperative learning (CoopNets) and the generators: seed 000's dilated generator keeps an image's
+"""Cooperative learning (CoopNets) and the generators: Malhotra's dilated generator keeps an image's
 shape and is non-negative; the latent generator makes the data's shape; the energy's and the
 generator's losses touch disjoint parameters, so one gradient of their sum is the two original
 updates; on a Gaussian target the pair recovers the mean and variance (and, without latent
@@ -31,6 +31,7 @@ SHRUNK = ["--config.model.widths=4,8", "--config.coop.latent_dim=4", "--config.c
           "--config.sample.n=8", "--config.sample.batch_size=8", "--config.sample.chunk_steps=4", "--no-progress"]
 
 
+@pytest.mark.slow  # about 11 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("shape", [(8, 8, 1), (32, 32, 3), (6, 10, 2)])
 def test_dilated_generator_keeps_shapes_and_is_non_negative(shape):
     g = models.DilatedGenerator()
@@ -101,6 +102,7 @@ def _norm(tree):
 
 @pytest.mark.parametrize("coop", [{}, {"infer_steps": 3, "ref_sigma": 0.5, "energy_l2": 0.1}],
                          ids=["default", "inference+reference"])
+@pytest.mark.slow  # about 50 s on 2 CPU cores; the whole suite (CI) runs it
 def test_energy_and_generator_losses_touch_disjoint_parameters(coop):
     method = methods.build(_digits_cfg(**coop), (8, 8, 1))
     params = method.init_params(jax.random.PRNGKey(0))
@@ -195,6 +197,7 @@ def _metrics(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # about 36 s on 2 CPU cores; the whole suite (CI) runs it
 def test_coop_digits_config_trains_and_samples(tmp_path):
     cfg = load_config(COOP_DIGITS)
     assert cfg.method.name == "coop" and cfg.data.name == "digits"
@@ -218,6 +221,7 @@ def test_coop_digits_config_trains_and_samples(tmp_path):
     assert other.shape == images.shape and not np.allclose(other, images)
 
 
+@pytest.mark.slow  # about 12 s on 2 CPU cores; the whole suite (CI) runs it
 def test_coop_sampler_starts_at_the_generator_s_proposals():
     """Sampler.init is the generator's output for fresh z (jittable, parameters as its argument), and
     its one stage is the energy's Langevin."""

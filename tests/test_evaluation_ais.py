@@ -128,6 +128,8 @@ def test_invalid_settings_are_config_errors():
                               betas=np.array([0.0, 0.7, 0.5, 1.0]))
 
 
+@pytest.mark.slow  # about 67 s on 2 CPU cores; the whole suite (CI) runs it
+@pytest.mark.xdist_group("trained_digits")  # the worker that trains conftest.trained_digits
 def test_ais_bounds_on_the_trained_digits_energy(trained_digits):
     """On a learned energy the truth is unknown; what must hold: finite estimates, a working HMC,
     and forward (lower) below reverse (upper) for the mean-of-log estimators, whose gap is the

@@ -12,6 +12,9 @@ from ebmjax import main
 from ebmjax.data import digits_source
 from ebmjax.data import digits_classifier as clf_mod
 
+# On the worker that trains the session's digits energy (conftest.trained_digits) and this module's classifier once.
+pytestmark = pytest.mark.xdist_group("trained_digits")
+
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
@@ -23,6 +26,7 @@ def classifier(tmp_path_factory):
         yield clf_mod.load_digits_classifier(0), cache
 
 
+@pytest.mark.slow  # about 14 s on 2 CPU cores; the whole suite (CI) runs it
 def test_digits_classifier_is_accurate_cached_and_reloaded_exactly(classifier):
     clf, cache = classifier
     assert clf.test_accuracy > 0.95

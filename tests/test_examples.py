@@ -54,6 +54,7 @@ def test_own_energy_sampler_moments(tmp_path):
     assert np.abs(c - np.eye(2)).max() > 0.25, c  # ... and far enough off that the test sees it
 
 
+@pytest.mark.slow  # about 14 s on 2 CPU cores; the whole suite (CI) runs it
 def test_ml_replay_buffer_learns(tmp_path):
     out, summary = tmp_path / "run", tmp_path / "summary.json"
     stdout = run_example("ml_replay_buffer.py", "--steps", 100, "--log-every", 20, "--buffer", 256,
@@ -102,6 +103,7 @@ def _tiny_mdsm(seed=1):
     return model, jax.tree.map(lambda s: rng.uniform(-0.2, 0.2, s.shape).astype(np.float32), shapes)
 
 
+@pytest.mark.slow  # about 14 s on 2 CPU cores; the whole suite (CI) runs it
 def test_import_mdsm_npz(tmp_path):
     """A state dict written from a model's parameters imports as the same energy, and samples."""
     import jax

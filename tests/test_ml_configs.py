@@ -33,6 +33,7 @@ def metrics(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # about 43 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("config,init", [(ML_DIGITS, "noise"), (PCD_DIGITS, "buffer")], ids=["ml_digits", "pcd_digits"])
 def test_digits_ml_config_trains_and_samples(config, init, tmp_path):
     cfg = load_config(config)
@@ -66,6 +67,7 @@ def test_digits_ml_config_trains_and_samples(config, init, tmp_path):
     assert (wd / "samples_seed1" / "grid.png").exists()
 
 
+@pytest.mark.slow  # about 11 s on 2 CPU cores; the whole suite (CI) runs it
 def test_ml_toy_config_draws_the_density_picture(tmp_path):
     cfg = load_config(ML_TOY)
     method = methods.build(cfg, (2,), (-4.0, 4.0))

@@ -120,6 +120,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # about 12 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("bps,channels,hw,prefix", CASES)
 def test_import_matches_numpy_reference(bps, channels, hw, prefix):
     rng = np.random.default_rng(bps * 10 + channels)
@@ -299,6 +300,7 @@ def test_bfloat16_compute_is_close_and_returns_float32():
     np.testing.assert_allclose(e16, e32, atol=0.05 * float(jnp.abs(e32).max()))
 
 
+@pytest.mark.slow  # about 19 s on 2 CPU cores; the whole suite (CI) runs it
 def test_second_derivatives_through_score():
     """MDSM differentiates the score again (w.r.t. input and parameters); check both against
     central differences, in float64 so that the differences are exact to ~1e-8."""

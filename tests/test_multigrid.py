@@ -1,4 +1,4 @@
-"""Multigrid maximum likelihood (Gao et al. 2018; seed 000 §IV, with and without its generator): the
+"""Multigrid maximum likelihood (Gao et al. 2018; Malhotra §IV, with and without its generator): the
 resolution operators are exact, every grid's chain runs on that grid's own energy from the up-sampled
 sample of the grid below, or from the up-sampled generator output of it (checked with planted linear
 energies whose chains are computed by hand), each grid's loss touches only its own network and the
@@ -77,6 +77,7 @@ def test_operators_refuse_sizes_that_do_not_divide():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 25 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("side", [1, 2, 4, 8])
 def test_grid_energy_works_on_every_grid_and_ignores_the_rest_of_the_batch(side):
     net = models.GridEnergy(widths=(4, 8), ref_sigma=2.0)
@@ -87,7 +88,7 @@ def test_grid_energy_works_on_every_grid_and_ignores_the_rest_of_the_batch(side)
     # No batch statistics: an image's energy is the same alone as in any batch.
     alone = np.asarray(jnp.concatenate([net.apply(params, x[i:i + 1]) for i in range(5)]))
     np.testing.assert_allclose(alone, e, rtol=1e-5, atol=1e-6)
-    # The Gaussian reference term of seed 000's eq. 1 is added on top of the network.
+    # The Gaussian reference term of Malhotra's eq. 1 is added on top of the network.
     bare = models.GridEnergy(widths=(4, 8))
     np.testing.assert_allclose(e - np.asarray(bare.apply(params, x)),
                                np.sum(np.asarray(x).reshape(5, -1) ** 2, axis=1) / (2 * 2.0**2), rtol=1e-5, atol=1e-6)
@@ -146,6 +147,7 @@ def test_planted_networks_are_the_linear_energies_they_are_meant_to_be():
                                    rtol=1e-5)
 
 
+@pytest.mark.slow  # about 12 s on 2 CPU cores; the whole suite (CI) runs it
 def test_sampler_runs_each_grid_on_its_own_energy_from_the_upsampled_coarser_sample():
     cfg = _cfg(steps=(9,), sample_steps=(2, 3, 4), step_size=(0.01, 0.02, 0.005))
     method = methods.build(cfg, (8, 8, 1))
@@ -167,6 +169,7 @@ def test_sampler_runs_each_grid_on_its_own_energy_from_the_upsampled_coarser_sam
                                np.asarray(method.networks["energy_8"].apply(params["energy_8"], z)))
 
 
+@pytest.mark.slow  # about 23 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("order", ["sequential", "joint"])
 def test_training_chains_and_losses_follow_the_cascade(order):
     steps, sizes = (2, 3, 1), (0.01, 0.02, 0.03)
@@ -192,6 +195,7 @@ def test_training_chains_and_losses_follow_the_cascade(order):
     np.testing.assert_allclose(coarse[:, 0, 0, 0], np.resize(data[1][:, 0, 0, 0], 16), rtol=1e-6)
 
 
+@pytest.mark.slow  # about 23 s on 2 CPU cores; the whole suite (CI) runs it
 def test_each_grids_loss_touches_only_its_own_network():
     method = methods.build(_cfg(steps=(2,), step_size=(0.05,)), (8, 8, 1))
     params = method.init_params(jax.random.PRNGKey(0))
@@ -215,7 +219,7 @@ def test_each_grids_loss_touches_only_its_own_network():
 
 
 # ---------------------------------------------------------------------------------------------
-# Seed 000's generator in front of every grid's chain
+# Malhotra's generator in front of every grid's chain
 # ---------------------------------------------------------------------------------------------
 
 GEN = {"gen_width": 4, "gen_branch_width": 2, "gen_rates": (1, 2), "gen_sigma": 0.5}
@@ -231,6 +235,7 @@ def _planted_with_generator(method):
     return {**_planted({k: v for k, v in p.items() if k != "generator"}), "generator": g}
 
 
+@pytest.mark.slow  # about 13 s on 2 CPU cores; the whole suite (CI) runs it
 def test_with_a_generator_each_chain_starts_from_the_upsampled_generator_output_of_the_coarser_sample():
     cfg = _cfg(steps=(9,), sample_steps=(2, 3, 4), step_size=(0.01, 0.02, 0.005), generator="teach", **GEN)
     method = methods.build(cfg, (8, 8, 1))
@@ -252,6 +257,7 @@ def test_with_a_generator_each_chain_starts_from_the_upsampled_generator_output_
     assert sampler.settings["generator"] == "teach"
 
 
+@pytest.mark.slow  # about 27 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("reading", ["teach", "autoencode"])
 def test_generator_readings_losses_computed_by_hand(reading):
     steps, sizes = (2, 3, 1), (0.01, 0.02, 0.03)
@@ -280,6 +286,7 @@ def test_generator_readings_losses_computed_by_hand(reading):
     np.testing.assert_allclose(loss, total + gen_total, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # about 62 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("reading", ["teach", "autoencode"])
 def test_generator_and_energies_losses_touch_disjoint_parameters(reading):
     method = methods.build(_cfg(steps=(2,), step_size=(0.05,), generator=reading, **GEN), (8, 8, 1))
@@ -334,6 +341,7 @@ def test_settings_per_grid_or_shared_and_the_grids_are_checked():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 50 s on 2 CPU cores; the whole suite (CI) runs it
 def test_multigrid_digits_config_trains_samples_and_draws_grids_png(tmp_path):
     cfg = load_config(MULTIGRID_DIGITS)
     assert cfg.method.name == "multigrid" and cfg.data.name == "digits" and cfg.multigrid.grids == (1, 2, 4, 8)

@@ -110,6 +110,7 @@ def test_use_cpu_cores_sets_the_device_count_before_jax_starts(tmp_path, flags, 
     assert got == expected
 
 
+@pytest.mark.slow  # about 39 s on 2 CPU cores; the whole suite (CI) runs it
 def test_the_command_line_splits_the_batch_over_the_cpu_devices_it_asks_for(tmp_path):
     env = subprocess_env(tmp_path / "cache")
     env.pop("XLA_FLAGS", None)
@@ -310,7 +311,7 @@ print(json.dumps(out))
 """
 
 # (config, shrinking overrides, networks, rows of each carried array): the replay buffer of persistent
-# chains (64 rows), multigrid's coarse starts (64 rows) with seed 000's generator, coop (no carry).
+# chains (64 rows), multigrid's coarse starts (64 rows) with Malhotra's generator, coop (no carry).
 EIGHT_DEVICE_RUNS = {
     "pcd": ("pcd_digits.py", ["--config.model.widths=4,8", "--config.ml.steps=5", "--config.ml.buffer_size=64"],
             ["energy"], [64]),
@@ -330,7 +331,7 @@ def test_maximum_likelihood_updates_on_8_devices_equal_1(tmp_path, run):
     """Two updates of a maximum-likelihood config (shrunk) with the batch and the carried state split
     over 8 devices vs on 1 device: persistent chains (the second step draws replay-buffer rows the
     first wrote back, so the buffer's sharding, the draws and the write-back must agree across
-    devices, not only the gradient), multigrid with seed 000's generator (every grid's network and
+    devices, not only the gradient), multigrid with Malhotra's generator (every grid's network and
     the generator; the coarse starts), and cooperative learning (energy and generator).
 
     Tolerance: as for MDSM, the 8-device gradient is summed in another order, so it may differ in

@@ -187,6 +187,7 @@ def test_posterior_langevin_ends_at_the_posterior_mean_of_a_gaussian():
     assert out.jump is None  # no smoothed density, no jump
 
 
+@pytest.mark.slow  # about 19 s on 2 CPU cores; the whole suite (CI) runs it
 def test_sharded_batches_match_one_device_and_keep_the_order():
     """On 4 fake CPU devices, 10 images in batches of 8 (the last padded): the sharded run equals
     the one-device run, and at T = 0 every image gets its own conditional mean back."""
@@ -243,6 +244,8 @@ def cli_runs(trained_digits):
     return workdir, int(state.step)
 
 
+@pytest.mark.slow  # about 35 s on 2 CPU cores; the whole suite (CI) runs it
+@pytest.mark.xdist_group("trained_digits")  # the worker that trains conftest.trained_digits
 def test_cli_inpaint_writes_panels_report_and_arrays(cli_runs):
     workdir, step = cli_runs
     out = workdir / "inpaint"
@@ -268,6 +271,8 @@ def test_cli_inpaint_writes_panels_report_and_arrays(cli_runs):
                                rtol=1e-5)
 
 
+@pytest.mark.slow  # shares the CLI runs on the trained digits energy (cli_runs); the whole suite (CI) runs it
+@pytest.mark.xdist_group("trained_digits")  # the worker that trains conftest.trained_digits
 def test_inpainting_digits_keeps_known_pixels_and_restores_the_centre(cli_runs):
     """Known pixels come back bit for bit; the restored centres are closer (PSNR over the free
     region) than the corrupted input, with the hole black or filled with the sampler's start
@@ -285,6 +290,8 @@ def test_inpainting_digits_keeps_known_pixels_and_restores_the_centre(cli_runs):
     assert ours > black + 1.0 and ours > noise + 1.0, (ours, black, noise)
 
 
+@pytest.mark.slow  # about 16 s on 2 CPU cores; the whole suite (CI) runs it
+@pytest.mark.xdist_group("trained_digits")  # the worker that trains conftest.trained_digits
 def test_inpainting_random_pixels_beats_the_mid_grey_fill(trained_digits):
     """With half the pixels missing at random the context is rich: the restored pixels beat even
     the mid-grey fill (0.5, the report's "corrupted"), the harder baseline a centre box does not."""
@@ -305,6 +312,8 @@ def test_inpainting_random_pixels_beats_the_mid_grey_fill(trained_digits):
     assert (ours > grey).sum() >= 11, (ours, grey)
 
 
+@pytest.mark.slow  # shares the CLI runs on the trained digits energy (cli_runs); the whole suite (CI) runs it
+@pytest.mark.xdist_group("trained_digits")  # the worker that trains conftest.trained_digits
 def test_cli_denoise_report_and_the_jump_improves_noisy_digits(cli_runs):
     workdir, step = cli_runs
     out = workdir / "denoise"

@@ -176,7 +176,7 @@ MULTIGRID_TINY = ["--config.multigrid.widths=4,8", "--config.multigrid.gen_width
 
 @pytest.mark.slow  # subprocess runs; runs in CI (the README's test command)
 def test_killed_multigrid_run_with_a_generator_resumes_exactly(tmp_path):
-    """configs/multigrid_gen_digits.py (seed 000's multigrid with a generator, shrunk) killed with
+    """configs/multigrid_gen_digits.py (Malhotra's multigrid with a generator, shrunk) killed with
     SIGKILL after its first checkpoint and rerun ends bitwise like a run never interrupted: every
     grid's parameters and Adam state, the generator's, the carried coarse starts of sampling, the
     samples (whose chains start from those, through the generator) and the logged losses."""

@@ -381,6 +381,7 @@ def test_partial_energy_keeps_parameters_as_arguments():
     np.testing.assert_allclose(outs[1], np.broadcast_to([3.0, -3.0], (8, 2)), atol=1e-4)  # T = 0: descent
 
 
+@pytest.mark.slow  # about 11 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("kernel", [S.ula, S.mala], ids=["ula", "mala"])
 def test_chunked_equals_unchunked_and_resume_equals_uninterrupted(kernel):
     energy = mixture_energy
@@ -424,6 +425,7 @@ def test_chunked_equals_unchunked_and_resume_equals_uninterrupted(kernel):
     np.testing.assert_array_equal(resumed_trace.positions, chunk_trace.positions[6:])
 
 
+@pytest.mark.slow  # about 12 s on 2 CPU cores; the whole suite (CI) runs it
 @pytest.mark.parametrize("kernel", [S.ula, S.mala], ids=["ula", "mala"])
 def test_unrolled_pieces_give_the_looped_chain(kernel):
     """sample.unroll_steps: a chunk run as straight-line pieces of U steps is the same chain (same

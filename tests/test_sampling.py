@@ -348,6 +348,7 @@ assert seen == [4], seen  # one batch of 8 chains, two on each of the 4 devices
 """
 
 
+@pytest.mark.slow  # about 13 s on 2 CPU cores; the whole suite (CI) runs it
 def test_chains_are_split_over_devices(tmp_path):
     """With 4 (fake CPU) devices each holds a quarter of the chains, and the samples are those of one
     device: chains are independent, so splitting them changes nothing but where they run."""

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from ebmjax import methods
+from ebmjax import methods, optim
 from ebmjax.config import load_config
 from ebmjax.errors import ConfigError
 from ebmjax.train import state as train_state
@@ -31,6 +31,7 @@ def fresh_state(method, ema=False):
     return train_state.create(method.init_params(jax.random.PRNGKey(0)), method.optimizer, (), ema=ema)
 
 
+@pytest.mark.slow  # about 14 s on 2 CPU cores; the whole suite (CI) runs it
 def test_multi_step_equals_single_steps():
     cfg, method = toy_method()
     state = fresh_state(method)
@@ -81,7 +82,7 @@ def test_moving_average_follows_its_formula():
 
 def test_each_network_gets_its_own_optimiser():
     """Two networks in one params dict: SGD with lr 1 on one, lr 0 on the other."""
-    opt = train_state.per_network({"a": optax.sgd(1.0), "b": optax.sgd(0.0)})
+    opt = optim.per_network({"a": optax.sgd(1.0), "b": optax.sgd(0.0)})
     params = {"a": {"w": jnp.ones(3)}, "b": {"w": jnp.ones(2)}}
     grads = {"a": {"w": jnp.full(3, 0.5)}, "b": {"w": jnp.full(2, 0.5)}}
     updates, _ = opt.update(grads, opt.init(params), params)
@@ -100,7 +101,7 @@ def two_network_method(boundary=2):
         value = jnp.sum((params["a"]["w"] - target) ** 2) + jnp.sum((params["b"]["w"] - 3.0) ** 2)
         return value, (carry, {"target": jnp.asarray(target)})
 
-    opt = train_state.per_network({"a": optax.sgd(0.25), "b": optax.adam(0.1)})
+    opt = optim.per_network({"a": optax.sgd(0.25), "b": optax.adam(0.1)})
     base = dict(name="two", networks=("a", "b"), init_params=lambda key: {"a": {"w": jnp.zeros(2)},
                                                                           "b": {"w": jnp.zeros(2)}},
                 optimizer=opt, learning_rates={}, init_carry=lambda key: (), carry_specs=(), loss=loss,
@@ -132,13 +133,13 @@ def test_frozen_networks_keep_parameters_and_optimiser_state():
 def test_learning_rate_warms_up_linearly_then_follows_the_cosine():
     cfg = load_config(DIGITS, [("train.steps", "1000"), ("train.lr", "2e-3"), ("train.lr_end", "1e-5"),
                               ("train.warmup_steps", "0")])
-    _, plain = train_state.adam(cfg.train)
+    _, plain = optim.adam(cfg.train)
     # No warm-up: the paper's cosine from lr to lr_end.
     for t in (0, 250, 1000):
         want = 1e-5 + (2e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * t / 1000))
         np.testing.assert_allclose(float(plain(t)), want, rtol=1e-5)
     cfg.train.warmup_steps = 100
-    _, warm = train_state.adam(cfg.train)
+    _, warm = optim.adam(cfg.train)
     np.testing.assert_allclose([float(warm(t)) for t in (0, 50, 100)], [0.0, 1e-3, 2e-3], rtol=1e-5, atol=1e-12)
     # After the warm-up, the cosine spans the remaining 900 steps.
     want = 1e-5 + (2e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * 450 / 900))
@@ -146,7 +147,7 @@ def test_learning_rate_warms_up_linearly_then_follows_the_cosine():
     np.testing.assert_allclose(float(warm(1000)), 1e-5, rtol=1e-5)
     # A run shorter than its warm-up only ramps up.
     cfg.train.steps, cfg.train.warmup_steps = 50, 100
-    _, short = train_state.adam(cfg.train)
+    _, short = optim.adam(cfg.train)
     np.testing.assert_allclose([float(short(t)) for t in (0, 25, 50)], [0.0, 5e-4, 1e-3], rtol=1e-5, atol=1e-12)
     with pytest.raises(ConfigError, match="warmup_steps"):
         load_config(DIGITS, [("train.warmup_steps", "-1")])

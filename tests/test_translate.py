@@ -223,6 +223,7 @@ def test_ink_figures():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 30 s on 2 CPU cores; the whole suite (CI) runs it
 def test_source_started_training_chains_step_from_the_source_images():
     """ml.init = "source": the training chain starts at the source batch (translate.noise 0); one
     noise-free clamped Langevin step x1 = clip(x - step dE/dx, 0, 1) by hand, and the loss is then

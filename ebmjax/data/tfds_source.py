@@ -207,7 +207,7 @@ def _tfds_dataset(name: str) -> Dataset:
     def load(split, o):
         return load_tfds_source(name, split, data_dir=o.data_dir, pad=o.pad, image_size=o.image_size)
 
-    return Dataset(name, load, f"tfds {name} (a prepared array_record directory; see README 'Real datasets')",
+    return Dataset(name, load, f"tfds {name} (a prepared array_record directory; see docs/getting-started.md, 'Real datasets, offline')",
                    ood_sets=OOD_SETS.get(name, ("uniform", "constant", "interpolation")))
 
 

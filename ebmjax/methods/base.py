@@ -20,6 +20,11 @@ from ebmjax.samplers.kernels import EnergyFn, Kernel
 Params = dict[str, Any]
 
 
+def identity(x: Any) -> Any:
+    """A sampler's ``finish`` (or ``init``) that leaves its input as it is."""
+    return x
+
+
 def phase_of(method: "Method", step: int) -> Any:
     """The static phase of ``step`` (None for methods with one phase)."""
     return None if method.phase is None else method.phase(int(step))

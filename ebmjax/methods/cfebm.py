@@ -1,4 +1,4 @@
-"""CF-EBM: coarse-to-fine expanding training and sampling (Zhao, Xie, Li; seed 004, REFERENCE §2).
+"""CF-EBM: coarse-to-fine expanding training and sampling (Zhao, Xie, Li; the CF-EBM paper, REFERENCE §2).
 
 One energy learns from low to high resolution. The stages ``cfebm.resolutions = (r_0, ..., r_S)``
 (each side twice the one before, r_S the image side) see the data block-averaged to r_s x r_s
@@ -60,12 +60,11 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from ebmjax import losses, ops, samplers, schedules
+from ebmjax import ops, optim, samplers, schedules
 from ebmjax.errors import ConfigError
-from ebmjax.methods import pictures
+from ebmjax.methods import contrastive, pictures
 from ebmjax.methods.base import Method, Sampler, Stage
 from ebmjax.models.cfebm import ExpandingEnergy, init_all
-from ebmjax.train import state as train_state
 
 VARIANTS = ("grow", "per_stage")
 PICTURE = "stages.png"
@@ -206,8 +205,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 
         tx = optax.adam(lr, b1=cfg.train.b1, b2=cfg.train.b2, eps=cfg.train.eps)
     else:
-        tx, lr = train_state.adam(cfg.train)
-    optimizer = train_state.per_network({name: tx for name in names})
+        tx, lr = optim.adam(cfg.train)
+    optimizer = optim.per_network({name: tx for name in names})
 
     def variables(params, k):
         """Stage k's weights: the one network (grow) or W_k = D_0 + ... + D_k (per_stage)."""
@@ -264,15 +263,13 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         k_data, k_init, k_chain = jax.random.split(key, 3)
         alpha = alpha_at(step, s)
         x_data = ops.downsample(batch_x, h // res[s])
-        x_data = x_data + m.data_noise * jax.random.normal(k_data, x_data.shape, x_data.dtype)
+        x_data = contrastive.noised(x_data, k_data, m.data_noise)
         x0 = UniformInit((res[0], res[0], c), lo, hi)(k_init, batch_x.shape[0])
         # The chains run with the parameters held constant: the samples carry no gradient.
         x_model = jax.lax.stop_gradient(chains(jax.lax.stop_gradient(params), x0, k_chain, s, alpha, int(m.steps)))
-        e = stage_energy(params, s, alpha)
-        total = losses.ml_loss(e, x_data, x_model, energy_l2=m.energy_l2)
-        e_data, e_model = jnp.mean(e(x_data)), jnp.mean(e(x_model))
-        metrics = {"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data,
-                   "stage": jnp.float32(s), "side": jnp.float32(res[s]), "fade": jnp.asarray(alpha, jnp.float32)}
+        total, metrics = contrastive.step(stage_energy(params, s, alpha), None, x_data, x_model,
+                                          energy_l2=m.energy_l2)
+        metrics.update({"stage": jnp.float32(s), "side": jnp.float32(res[s]), "fade": jnp.asarray(alpha, jnp.float32)})
         return total, ({"trained": (jnp.asarray(step, jnp.int32) + 1)}, metrics)
 
     def probe(params, carry, batch_x, key, *, phase):
@@ -324,8 +321,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         learning_rates={name: lr for name in names}, init_carry=init_carry, carry_specs={"trained": P()},
         loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
         temperature=chain_t if chain_t > 0 else 1.0,
-        bounds={"energy_data": (float(m.energy_bound), "cfebm.energy_bound"),
-                "energy_model": (float(m.energy_bound), "cfebm.energy_bound")},
+        bounds=contrastive.energy_bounds(m.energy_bound, "cfebm.energy_bound"),
         identity=("cfebm.resolutions", "cfebm.widths", "cfebm.head_width", "cfebm.variant", "cfebm.phase_images",
                   "train.batch_size"),
         phase=stage_of, phase_boundaries=boundaries,

@@ -1,6 +1,6 @@
 """Cooperative learning of an energy and a generator (CoopNets: Xie, Lu, Gao, Zhu, Wu, "Cooperative
 learning of energy-based model and latent variable model via MCMC teaching", AAAI 2018; REFERENCE §4;
-the scheme seed 000 borrows for its generator).
+the scheme Malhotra's paper borrows for its generator).
 
 Two networks: ``energy`` (``model.*``) and ``generator`` (:class:`ebmjax.models.LatentGenerator`,
 ``coop.gen_*``), each with its own Adam (the energy's on ``train.*``, the generator's learning rate
@@ -35,19 +35,18 @@ ML literature's (step, noise) form (CoopNets' delta is noise = delta, step = del
 from __future__ import annotations
 
 import pathlib
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ebmjax import losses, models, samplers, visualize
+from ebmjax import models, optim, samplers, visualize
 from ebmjax.errors import ConfigError
 from ebmjax.methods import pictures
-from ebmjax.methods.base import Method, Sampler, Stage
+from ebmjax.methods import contrastive
+from ebmjax.methods.base import Method, Sampler, Stage, identity
 from ebmjax.models import generator as gen_models
-from ebmjax.train import state as train_state
 
 ENERGY = "energy"
 GENERATOR = "generator"
@@ -95,9 +94,9 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     generator = models.LatentGenerator(out_shape=shape, widths=tuple(int(w) for w in m.gen_widths),
                                        kernel=int(m.gen_kernel), output=m.gen_output, value_range=(lo, hi),
                                        norm=m.gen_norm)
-    tx_e, lr_e = train_state.adam(cfg.train)
-    tx_g, lr_g = train_state.adam_like(cfg.train, m.gen_lr, m.gen_b1, m.gen_b2)
-    optimizer = train_state.per_network({ENERGY: tx_e, GENERATOR: tx_g})
+    tx_e, lr_e = optim.adam(cfg.train)
+    tx_g, lr_g = optim.adam_like(cfg.train, m.gen_lr, m.gen_b1, m.gen_b2)
+    optimizer = optim.per_network({ENERGY: tx_e, GENERATOR: tx_g})
     kernel = samplers.langevin_kernel(m.grad_clip, (lo, hi) if m.clamp else None)
     eps, temp = samplers.decoupled(m.step_size, m.noise)
     latent = int(m.latent_dim)
@@ -146,7 +145,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     def loss(params, carry, batch_x, key, step):
         del step
         k_data, k_z, k_chain, k_infer = jax.random.split(key, 4)
-        x_data = batch_x + m.data_noise * jax.random.normal(k_data, batch_x.shape, batch_x.dtype)
+        x_data = contrastive.noised(batch_x, k_data, m.data_noise)
         n = batch_x.shape[0]
         # Proposals and their revision use both networks' parameters held constant: x^ is a constant.
         const = jax.lax.stop_gradient(params)
@@ -157,21 +156,15 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         if m.infer_steps:
             z = jax.lax.stop_gradient(infer_latent(const[GENERATOR], z, revised, k_infer))
         # The energy's term: data against the revised samples (gradient into the energy only).
-        e = energy(params)
-        energy_loss = losses.ml_loss(e, x_data, revised, energy_l2=m.energy_l2)
+        energy_loss, metrics = contrastive.step(energy(params), e_const, x_data, revised, energy_l2=m.energy_l2,
+                                                step_size=m.step_size, grad_clip=m.grad_clip)
         # The generator's term: reproduce the revised samples (gradient into the generator only).
         residual = (generator.apply(params[GENERATOR], z) - revised).reshape(n, -1)
         gen_loss = jnp.mean(0.5 * jnp.sum(residual**2, axis=1) / sigma_g2)
-        e_data, e_model = jnp.mean(e(x_data)), jnp.mean(e(revised))
-        _, g = samplers.energy_and_grad(e_const, revised)
-        if m.grad_clip is not None:
-            g = jnp.clip(g, -m.grad_clip, m.grad_clip)
-        metrics = {"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data,
-                   "energy_loss": energy_loss, "gen_loss": gen_loss,
-                   # RMS per pixel of g(z) - x^ (before this step's update): how far the energy's
-                   # chains still move the generator's proposals, i.e. the generator's error.
-                   "gen_error": jnp.sqrt(jnp.mean((proposal - revised) ** 2)),
-                   "grad_step_rms": m.step_size * jnp.sqrt(jnp.mean(g**2))}
+        metrics.update({"energy_loss": energy_loss, "gen_loss": gen_loss,
+                        # RMS per pixel of g(z) - x^ (before this step's update): how far the energy's
+                        # chains still move the generator's proposals, i.e. the generator's error.
+                        "gen_error": jnp.sqrt(jnp.mean((proposal - revised) ** 2))})
         return energy_loss + gen_loss, (carry, metrics)
 
     def probe(params, carry, batch_x, key):
@@ -188,7 +181,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         s = Sampler(jax.tree_util.Partial(propose, params[GENERATOR]),
                     (Stage("langevin", energy(params), kernel, np.full(k, float(temp), np.float32),
                            np.full(k, float(eps), np.float32)),),
-                    jax.tree_util.Partial(_identity), settings)
+                    jax.tree_util.Partial(identity), settings)
         return s._replace(pictures=lambda out_dir, key: proposals_picture(s, out_dir, key))
 
     return Method(
@@ -196,8 +189,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         optimizer=optimizer, learning_rates={ENERGY: lr_e, GENERATOR: lr_g}, init_carry=lambda key: (),
         carry_specs=(), loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
         temperature=float(temp),
-        bounds={"energy_data": (float(m.energy_bound), "coop.energy_bound"),
-                "energy_model": (float(m.energy_bound), "coop.energy_bound")},
+        bounds=contrastive.energy_bounds(m.energy_bound, "coop.energy_bound"),
         identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
                   "coop.latent_dim", "coop.gen_widths", "coop.gen_kernel", "coop.gen_output", "coop.gen_norm",
                   "coop.ref_sigma"))
@@ -214,6 +206,3 @@ def proposals_picture(sampler: Sampler, out_dir: str | pathlib.Path, key: jax.Ar
                               title="coop: generator proposals (top), after Langevin (bottom)")
     return [PICTURE]
 
-
-def _identity(x: Any) -> Any:
-    return x

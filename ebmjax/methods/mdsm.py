@@ -1,4 +1,4 @@
-"""Multiscale denoising score matching (Li, Chen & Sommer; seed 003) as a training method.
+"""Multiscale denoising score matching (Li, Chen & Sommer; the MDSM paper) as a training method.
 
 One network, ``energy`` (``model.*``), trained by :func:`ebmjax.losses.mdsm_loss` with noise levels
 fixed per batch position (``mdsm.*``); sampled by annealed Langevin from
@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ebmjax import losses, models, samplers, schedules
-from ebmjax.methods.base import Method, Sampler, Stage
-from ebmjax.train import state as train_state
+from ebmjax import losses, models, optim, samplers, schedules
+from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 NETWORK = "energy"
 
@@ -53,7 +52,7 @@ def annealed_sampler(energy: Any, example_shape: tuple[int, ...], sample_cfg: ml
     temps = annealing_temperatures(s)
     steps = np.full(temps.shape, s.step_size, np.float32)
     finish = (jax.tree_util.Partial(samplers.denoise_jump, energy, sigma0=float(sigma0)) if s.denoise
-              else jax.tree_util.Partial(_identity))
+              else jax.tree_util.Partial(identity))
     settings = {"kind": "annealed langevin", "sigma0": float(sigma0),
                 **{k: s[k] for k in ("schedule", "t_max", "t_min", "n_hot", "n_anneal", "n_cool", "step_size",
                                      "init_mean", "init_std", "denoise")}}
@@ -67,8 +66,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     ``value_range`` plays no part (chains start from sample.init_mean + sample.init_std N(0, I))."""
     del value_range
     model = models.build_model(cfg.model)
-    tx, lr = train_state.adam(cfg.train)
-    optimizer = train_state.per_network({NETWORK: tx})
+    tx, lr = optim.adam(cfg.train)
+    optimizer = optim.per_network({NETWORK: tx})
     sigmas = noise_levels(cfg)
     sigma0 = float(cfg.mdsm.sigma0)
     s = cfg.sample
@@ -102,6 +101,3 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         energy=energy, sampler=sampler, denoise_sigma=sigma0, temperature=1.0, bounds={},
         identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths"))
 
-
-def _identity(x: Any) -> Any:
-    return x

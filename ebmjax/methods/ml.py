@@ -1,4 +1,4 @@
-"""Maximum-likelihood EBMs trained with Langevin chains inside the training step (seed 000 §III.C-D;
+"""Maximum-likelihood EBMs trained with Langevin chains inside the training step (Malhotra §III.C-D;
 Nijkamp et al.'s short-run EBM; Hinton's contrastive divergence; IGEBM and JEM's persistent chains).
 
 One network, ``energy`` (``model.*``). Every training step starts ``train.batch_size`` chains,
@@ -26,18 +26,16 @@ and its chains from noise are not samples of the data (its configs set ``sample.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from ebmjax import data, losses, models, parallel, samplers, translate
+from ebmjax import data, models, optim, parallel, samplers, translate
 from ebmjax.errors import ConfigError
-from ebmjax.methods.base import Method, Sampler, Stage
-from ebmjax.train import state as train_state
+from ebmjax.methods import contrastive
+from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 NETWORK = "energy"
 INITS = ("noise", "data", "buffer", "source")
@@ -94,8 +92,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     m = cfg.ml
     check_config(m)
     model = models.build_model(cfg.model)
-    tx, lr = train_state.adam(cfg.train)
-    optimizer = train_state.per_network({NETWORK: tx})
+    tx, lr = optim.adam(cfg.train)
+    optimizer = optim.per_network({NETWORK: tx})
     shape = tuple(example_shape)
     kernel = samplers.langevin_kernel(m.grad_clip, tuple(value_range) if m.clamp else None)
     eps, temp = samplers.decoupled(m.step_size, m.noise)
@@ -126,7 +124,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         del step
         batch_x, x_source = split(batch)
         k_data, k_fresh, k_draw, k_chain = jax.random.split(key, 4)
-        x_data = batch_x + m.data_noise * jax.random.normal(k_data, batch_x.shape, batch_x.dtype)
+        x_data = contrastive.noised(batch_x, k_data, m.data_noise)
         # The chains run on the energy with its parameters held constant: no gradient through them.
         e_const = energy(jax.lax.stop_gradient(params))
         metrics = {}
@@ -141,15 +139,9 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         else:
             x0 = fresh(k_fresh, batch_x.shape[0])
         x_model = jax.lax.stop_gradient(chains(e_const, x0, k_chain, int(m.steps)))
-        e = energy(params)
-        value = losses.ml_loss(e, x_data, x_model, energy_l2=m.energy_l2)
-        e_data, e_model = jnp.mean(e(x_data)), jnp.mean(e(x_model))
-        # How far the chains' last gradient step moves a pixel (RMS), what practitioners watch.
-        _, g = samplers.energy_and_grad(e_const, x_model)
-        if m.grad_clip is not None:
-            g = jnp.clip(g, -m.grad_clip, m.grad_clip)
-        metrics.update({"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data,
-                        "grad_step_rms": m.step_size * jnp.sqrt(jnp.mean(g**2))})
+        value, terms = contrastive.step(energy(params), e_const, x_data, x_model, energy_l2=m.energy_l2,
+                                        step_size=m.step_size, grad_clip=m.grad_clip)
+        metrics.update(terms)
         if m.init == "buffer":
             carry = {"buffer": samplers.buffer_update(carry["buffer"], idx, x_model)}
         return value, (carry, metrics)
@@ -176,19 +168,15 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                     "clamp": bool(m.clamp)}
         return Sampler(init, (Stage("langevin", e, kernel, np.full(k, float(temp), np.float32),
                                     np.full(k, float(eps), np.float32)),),
-                       jax.tree_util.Partial(_identity), settings)
+                       jax.tree_util.Partial(identity), settings)
 
     carry_specs = {"buffer": P(parallel.DATA_AXIS)} if m.init == "buffer" else ()
     return Method(
         name="ml", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,
         learning_rates={NETWORK: lr}, init_carry=init_carry, carry_specs=carry_specs, loss=loss, probe=probe,
         energy=energy, sampler=sampler, denoise_sigma=None, temperature=float(temp),
-        bounds={"energy_data": (float(m.energy_bound), "ml.energy_bound"),
-                "energy_model": (float(m.energy_bound), "ml.energy_bound")},
+        bounds=contrastive.energy_bounds(m.energy_bound, "ml.energy_bound"),
         identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
                   "ml.init", "ml.buffer_size"),
         source_data=data.source_domain_config(cfg) if m.init == "source" else None)
 
-
-def _identity(x: Any) -> Any:
-    return x

@@ -1,4 +1,4 @@
-"""Multigrid maximum likelihood (Gao, Lu, Zhou, Zhu, Wu, CVPR 2018; seed 000 §IV) and seed 000's
+"""Multigrid maximum likelihood (Gao, Lu, Zhou, Zhu, Wu, CVPR 2018; Malhotra §IV) and Malhotra's
 modified multigrid with a generator: one energy per grid, each learned by maximum likelihood with
 short Langevin chains that start from the up-sampled sample of the grid below (with the generator:
 from the up-sampled G(sample of the grid below)).
@@ -23,7 +23,7 @@ original's one Adam step per grid, one grid after the other. Gao's code updates 
 running grid k+1's chain, but grid k+1's chain starts from grid k's chain ends, which the update of
 grid k does not change: the order of the updates does not matter.
 
-Seed 000's generator (``multigrid.generator`` = ``teach`` or ``autoencode``; ``none``: Gao's method).
+Malhotra's generator (``multigrid.generator`` = ``teach`` or ``autoencode``; ``none``: Gao's method).
 One :class:`ebmjax.models.DilatedGenerator` G (network ``generator``; its convolutions do not depend
 on the image size, so one G serves every grid) sits in front of every grid's chain: grid k's chain
 starts from upsample(G(x_{k-1})), x_{k-1} the previous grid's sample (``sequential``) or data
@@ -48,7 +48,7 @@ the energies, so one Adam step on the sum is each network's own update.
 step, checkpointed with the parameters; the original starts from the current data batch, which a
 sampler without data cannot), then one stage per finer grid, each entered by up-sampling, with
 ``multigrid.sample_steps`` (default: training's) steps (entered through G where there is one).
-``grids.png`` shows a few chains at the end of every grid, coarse to fine (seed 000 Fig. 1), and
+``grids.png`` shows a few chains at the end of every grid, coarse to fine (Malhotra's paper Fig. 1), and
 with G its proposals above each grid's ends. Restoration and evaluation use the finest grid's
 energy.
 """
@@ -65,11 +65,11 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from ebmjax import losses, models, ops, parallel, samplers
+from ebmjax import models, ops, optim, parallel, samplers
 from ebmjax.errors import ConfigError
 from ebmjax.methods import pictures
-from ebmjax.methods.base import Method, Sampler, Stage
-from ebmjax.train import state as train_state
+from ebmjax.methods import contrastive
+from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 ORDERS = ("sequential", "joint")
 GENERATORS = ("none", "teach", "autoencode")
@@ -196,7 +196,7 @@ class Upsample:
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorUpsample:
-    """``enter`` of a sampler stage with seed 000's generator: pixel replication of G(x) by ``factor``
+    """``enter`` of a sampler stage with Malhotra's generator: pixel replication of G(x) by ``factor``
     (wrapped in a Partial over G's parameters)."""
 
     generator: Any
@@ -231,17 +231,17 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             for name, strided in zip(names, pl.strided)}
     shapes = {name: (h // f, w // f, c) for name, f in zip(names, pl.factors[1:])}
     coarse_shape = (h // pl.factors[0], w // pl.factors[0], c)
-    tx, lr = train_state.adam(cfg.train)
+    tx, lr = optim.adam(cfg.train)
     transforms, rates = {name: tx for name in names}, {name: lr for name in names}
     gen = None if m.generator == "none" else models.DilatedGenerator(
         rates=tuple(m.gen_rates), width=int(m.gen_width), branch_width=int(m.gen_branch_width))
     if gen is not None:
         if value_range[0] < 0:
-            raise ConfigError(f"multigrid.generator={m.generator!r}: seed 000's generator ends in a ReLU (its "
+            raise ConfigError(f"multigrid.generator={m.generator!r}: Malhotra's generator ends in a ReLU (its "
                               f"output is >= 0), but the data's range is {tuple(value_range)}. Use data in [0, 1] "
                               f"or multigrid.generator=none.")
-        transforms[GENERATOR], rates[GENERATOR] = train_state.adam_like(cfg.train, m.gen_lr, m.gen_b1, m.gen_b2)
-    optimizer = train_state.per_network(transforms)
+        transforms[GENERATOR], rates[GENERATOR] = optim.adam_like(cfg.train, m.gen_lr, m.gen_b1, m.gen_b2)
+    optimizer = optim.per_network(transforms)
     sigma_g2 = float(m.gen_sigma) ** 2
     kernel = samplers.langevin_kernel(m.grad_clip, tuple(value_range) if m.clamp else None)
     decoupled = [samplers.decoupled(s, z) for s, z in zip(pl.step_size, pl.noise)]
@@ -285,24 +285,18 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         for k, side in enumerate(pl.learned):
             ratio = pl.sides[k + 1] // pl.sides[k]
             source = previous if m.order == "sequential" else data[k]
-            # Seed 000: the chain starts from the up-sampled G(previous grid's sample) (G held constant).
+            # Malhotra: the chain starts from the up-sampled G(previous grid's sample) (G held constant).
             start = ops.upsample(source if gen is None else gen.apply(frozen[GENERATOR], source), ratio)
             # The chains run on grid k's energy with its parameters held constant: no gradient through them.
             e_const = grid_energy(frozen, k)
             x_model = jax.lax.stop_gradient(chain(e_const, start, keys[2 * k], k, pl.steps[k]))
-            x_data = data[k + 1] + m.data_noise * jax.random.normal(keys[2 * k + 1], data[k + 1].shape,
-                                                                    data[k + 1].dtype)
-            e = grid_energy(params, k)
-            total = total + losses.ml_loss(e, x_data, x_model, energy_l2=m.energy_l2)
-            e_data, e_model = jnp.mean(e(x_data)), jnp.mean(e(x_model))
-            _, g = samplers.energy_and_grad(e_const, x_model)
-            if m.grad_clip is not None:
-                g = jnp.clip(g, -m.grad_clip, m.grad_clip)
-            metrics.update({f"energy_data_{side}": e_data, f"energy_model_{side}": e_model,
-                            f"energy_gap_{side}": e_model - e_data,
-                            f"grad_step_rms_{side}": pl.step_size[k] * jnp.sqrt(jnp.mean(g**2)),
-                            # How far the chain moved its start (RMS per pixel): 0 = the chain did nothing.
-                            f"chain_move_{side}": jnp.sqrt(jnp.mean((x_model - start) ** 2))})
+            x_data = contrastive.noised(data[k + 1], keys[2 * k + 1], m.data_noise)
+            value, terms = contrastive.step(grid_energy(params, k), e_const, x_data, x_model, energy_l2=m.energy_l2,
+                                            step_size=pl.step_size[k], grad_clip=m.grad_clip)
+            total = total + value
+            metrics.update({f"{name}_{side}": v for name, v in terms.items()})
+            # How far the chain moved its start (RMS per pixel): 0 = the chain did nothing.
+            metrics[f"chain_move_{side}"] = jnp.sqrt(jnp.mean((x_model - start) ** 2))
             if m.generator == "teach":  # MCMC teaching: G's proposal pulled towards the revised samples
                 gen_loss = gen_loss + per_example_sq(ops.upsample(gen.apply(params[GENERATOR], source), ratio)
                                                      - x_model)
@@ -346,14 +340,12 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                     "steps": list(pl.sample_steps), "step": list(pl.step_size), "noise": list(pl.noise),
                     "grad_clip": m.grad_clip, "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma,
                     "generator": m.generator}
-        s = Sampler(jax.tree_util.Partial(_coarse_rows, carry["coarse"]), stages, jax.tree_util.Partial(_identity),
+        s = Sampler(jax.tree_util.Partial(_coarse_rows, carry["coarse"]), stages, jax.tree_util.Partial(identity),
                     settings)
         return s._replace(pictures=lambda out_dir, key: grids_picture(s, pl, out_dir, key))
 
-    bounds = {}
-    for side in pl.learned:
-        for what in ("energy_data", "energy_model"):
-            bounds[f"{what}_{side}"] = (float(m.energy_bound), "multigrid.energy_bound")
+    bounds = contrastive.energy_bounds(m.energy_bound, "multigrid.energy_bound",
+                                       tuple(f"_{side}" for side in pl.learned))
     return Method(
         name="multigrid", networks=nets if gen is None else {**nets, GENERATOR: gen}, init_params=init_params,
         optimizer=optimizer, learning_rates=rates, init_carry=init_carry,
@@ -370,7 +362,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 def grids_picture(sampler: Sampler, pl: Plan, out_dir: str | pathlib.Path, key: jax.Array,
                   n: int = PICTURE_CHAINS) -> list[str]:
     """Writes ``grids.png``: one row per grid, coarse (top) to fine, ``n`` chains in columns, every
-    grid's sample shown at the image's size (pixels repeated). With seed 000's generator, each finer
+    grid's sample shown at the image's size (pixels repeated). With Malhotra's generator, each finer
     grid's row of chain ends has above it the row of the chains' starts, the up-sampled G(previous
     grid's sample). Returns the file names written."""
     with_gen = sampler.settings.get("generator", "none") != "none"
@@ -381,6 +373,3 @@ def grids_picture(sampler: Sampler, pl: Plan, out_dir: str | pathlib.Path, key: 
     pictures.save_rows(rows, pl.sides[-1], pathlib.Path(out_dir) / PICTURE, title)
     return [PICTURE]
 
-
-def _identity(x: Any) -> Any:
-    return x

@@ -4,7 +4,7 @@
 - :func:`load_torch_mdsm` / :func:`to_torch_state_dict`: PyTorch MDSM checkpoints in and out.
 - :class:`ConvEnergy`: a plain conv net with a linear read-out, for maximum-likelihood EBMs.
 - :class:`GridEnergy`: the per-grid energy of the multigrid method (Gao et al.), any grid size.
-- :class:`DilatedGenerator` (seed 000, image -> image) and :class:`LatentGenerator` (CoopNets, z ->
+- :class:`DilatedGenerator` (Malhotra's paper, image -> image) and :class:`LatentGenerator` (CoopNets, z ->
   image): generators that start Langevin chains.
 - :class:`MLPEnergy`: small smooth MLP for toy data; :class:`GaussianEnergy`: a learned Gaussian.
 - :func:`build_model`, :func:`init_params`, :func:`count_params`: config-driven construction.

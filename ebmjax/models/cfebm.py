@@ -1,4 +1,4 @@
-"""The expanding energy network of CF-EBM (coarse-to-fine EBM; seed 004, REFERENCE §2).
+"""The expanding energy network of CF-EBM (coarse-to-fine EBM; the CF-EBM paper, REFERENCE §2).
 
 One network serves every resolution ``resolutions = (r_0, r_1, ..., r_S)`` (each side twice the
 one before). Stage s reads an r_s x r_s image::
@@ -11,7 +11,7 @@ A residual block k maps widths[k] channels at r_k to widths[k-1] (block 0: ``hea
 the side: main = conv3x3 -> act -> conv3x3 -> 2x2 mean pool -> act, skip = 1x1 conv -> 2x2 mean
 pool, output (main + skip) / sqrt(2). ``act`` is the original's swish(x) / 1.1.
 
-The Expand block (seed 004's Expand(x) = beta Primal(x) + (1 - beta) Fade(x)) fades stage s in:
+The Expand block (the CF-EBM paper's Expand(x) = beta Primal(x) + (1 - beta) Fade(x)) fades stage s in:
 the features entering block_{s-1} are
 
     alpha * block_s(from_rgb_s(x)) + (1 - alpha) * act(from_rgb_{s-1}(meanpool2(x)))

@@ -1,6 +1,6 @@
 """Generators that propose images for an energy's Langevin chains.
 
-- :class:`DilatedGenerator`: seed 000's generator (§III.F, after Yu and Koltun's dilated-convolution
+- :class:`DilatedGenerator`: Malhotra's generator (§III.F, after Yu and Koltun's dilated-convolution
   context module), image in, image of the same shape out. Layout::
 
       conv3x3 (width) -> act -> conv3x3 dilation 2 (width) -> act
@@ -43,7 +43,7 @@ NORMS = ("none", "layer")
 
 
 class DilatedGenerator(nn.Module):
-    """Seed 000's dilated-convolution generator: (B, H, W, C) -> (B, H, W, C), values >= 0."""
+    """Malhotra's dilated-convolution generator: (B, H, W, C) -> (B, H, W, C), values >= 0."""
 
     rates: tuple[int, ...] = DILATION_RATES
     width: int = 32

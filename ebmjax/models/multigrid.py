@@ -1,4 +1,4 @@
-"""The per-grid energy network of the multigrid method (Gao et al., CVPR 2018; seed 000 §IV).
+"""The per-grid energy network of the multigrid method (Gao et al., CVPR 2018; Malhotra §IV).
 
 Gao et al. learn one small ConvNet per grid (4x4, 16x16, 64x64): convolutions with LeakyReLU 0.2,
 the first one with stride 2, then a dense read-out to one number. :class:`GridEnergy` is that
@@ -8,7 +8,7 @@ at least ``stride_from``), with the channel counts a config field. Layout, for `
     layer i: conv k x k (c_i channels; layers i < strided strided 2 while min(H, W) >= stride_from) -> LeakyReLU 0.2
     head:    flatten -> dense -> 1                                                       E(x)
 
-plus, when ``ref_sigma`` is set, the Gaussian reference term |x|^2 / (2 ref_sigma^2) of seed 000's
+plus, when ``ref_sigma`` is set, the Gaussian reference term |x|^2 / (2 ref_sigma^2) of Malhotra's
 eq. 1 (p(x) ∝ exp(f(x)) q(x), q = N(0, ref_sigma^2 I), so E = -f + |x|^2 / (2 ref_sigma^2)).
 Weights are Xavier-uniform, biases zero, as the original's.
 

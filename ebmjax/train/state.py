@@ -1,18 +1,18 @@
 """The train state: one PyTree updated by optax and saved by Orbax, whatever the method.
 
 ``params`` is a dict by network name (``{"energy": variables}`` for MDSM), ``opt_state`` one
-optimiser state over that dict (each network with its own transformation, see :func:`per_network`),
+optimiser state over that dict (each network with its own transformation, see
+:func:`ebmjax.optim.per_network`),
 ``carry`` the method's carried state (a replay buffer; ``()`` when none), and ``ema`` an exponential
 moving average of ``params`` (``()`` when ``train.ema_decay`` is 0).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 
@@ -23,47 +23,6 @@ class TrainState(NamedTuple):
     carry: Any  # the method's carried state; () when none
     ema: Any  # moving average of params; () when off
     skipped: jax.Array  # int32 scalar: updates skipped because the loss or a gradient was not finite
-
-
-def lr_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
-    """Cosine decay from ``lr`` to ``lr_end`` over ``steps`` (the MDSM original's recipe)."""
-    return optax.cosine_decay_schedule(train_cfg.lr, train_cfg.steps, alpha=train_cfg.lr_end / train_cfg.lr)
-
-
-def adam(opt_cfg: Any, steps: int | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(Adam on the cosine schedule, the schedule) from a group with fields lr, lr_end, b1, b2, eps
-    (and steps, unless given; warmup_steps, if present: a linear warm-up from 0 to lr first, the
-    cosine decay then spanning the remaining steps; a run no longer than the warm-up only ramps up)."""
-    steps = opt_cfg.steps if steps is None else steps
-    warmup = int(opt_cfg.get("warmup_steps", 0) or 0)
-    if warmup >= steps:
-        schedule = optax.linear_schedule(0.0, opt_cfg.lr, warmup)
-    elif warmup:
-        schedule = optax.warmup_cosine_decay_schedule(0.0, opt_cfg.lr, warmup, steps, end_value=opt_cfg.lr_end)
-    else:
-        schedule = optax.cosine_decay_schedule(opt_cfg.lr, steps, alpha=opt_cfg.lr_end / opt_cfg.lr)
-    return optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps), schedule
-
-
-def adam_like(train_cfg: Any, lr: float, b1: float, b2: float) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(Adam, schedule) of a second network: ``train_cfg``'s schedule shape (steps, warm-up, cosine
-    decay to the same fraction lr_end / lr) with its own learning rate and betas."""
-    fraction = float(train_cfg.lr_end) / float(train_cfg.lr)
-    return adam(ml_collections.ConfigDict({
-        "steps": int(train_cfg.steps), "warmup_steps": int(train_cfg.get("warmup_steps", 0) or 0), "lr": float(lr),
-        "lr_end": float(lr) * fraction, "b1": float(b1), "b2": float(b2), "eps": float(train_cfg.eps)}))
-
-
-def per_network(transforms: Mapping[str, optax.GradientTransformation]) -> optax.GradientTransformation:
-    """One transformation over a params dict {network name: tree}: each network gets its own."""
-    names = tuple(transforms)
-
-    def labels(params):
-        if set(params) != set(names):
-            raise ValueError(f"params hold networks {sorted(params)}, the optimiser expects {sorted(names)}")
-        return {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()}
-
-    return optax.multi_transform(dict(transforms), labels)
 
 
 def create(params: Any, optimizer: optax.GradientTransformation, carry: Any = (), ema: bool = False) -> TrainState:

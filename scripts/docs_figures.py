@@ -1,6 +1,6 @@
-"""Regenerates every figure the README reports, from a fresh checkout, with the README's own commands.
+"""Regenerates the figures of the digits tables in docs/ from a fresh checkout, with the documented commands.
 
-    python scripts/readme_figures.py [--out runs/readme] [--seeds 0 1 2] [--parts demo,eval,restore,toy,bench]
+    python scripts/docs_figures.py [--out runs/readme] [--seeds 0 1 2] [--parts demo,eval,restore,toy,bench]
                                      [--pictures docs/figures]
 
 Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``python -m ebmjax.bench
@@ -10,7 +10,7 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
   set judged by ``scripts/digits_quality.py`` (a classifier ebmjax does not train against);
 - ``ml``: the other methods' digits configs (short-run and persistent chains, multigrid,
   cooperative learning), trained, sampled and judged the same way, training seed 0;
-- ``collapse``: seed 000's "mode collapse" (§V): ``multigrid_digits`` and ``multigrid_gen_digits``
+- ``collapse``: Malhotra's "mode collapse" (§V): ``multigrid_digits`` and ``multigrid_gen_digits``
   trained 4x longer (``COLLAPSE_TRAIN``), every checkpoint scored by ``--mode eval
   --config.eval.checkpoints=all`` (``COLLAPSE_SCAN``), both scans drawn in one picture;
 - ``eval``: ``--mode eval`` on the first seed's run (every metric of the digits config), timed;
@@ -21,8 +21,8 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
   torch is not installed: ``pip install torch``);
 - ``bench_cifar``: the same on the CIFAR network (Res18 d=128) at batch 8 (see ``CIFAR_BENCH``).
 
-Writes ``<out>/figures.json`` (everything) and ``<out>/figures.md`` (the README's tables), and with
-``--pictures DIR`` copies the pictures the README shows into DIR. Runs that already finished are
+Writes ``<out>/figures.json`` (everything) and ``<out>/figures.md`` (the tables of docs/), and with
+``--pictures DIR`` copies the pictures the docs show into DIR. Runs that already finished are
 reused (training resumes, sampling reuses its shards), so a second call only redoes what is missing;
 delete ``<out>`` to start afresh. The whole set takes about 25 minutes on 2 CPU cores.
 """
@@ -45,7 +45,7 @@ TOY = "configs/mdsm_toy2d.py"
 ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py", "configs/multigrid_digits.py",
               "configs/multigrid_gen_digits.py", "configs/coop_digits.py")
 PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "bench", "bench_cifar")
-# Seed 000 §V's mode collapse: multigrid with and without its generator trained 4x longer than their
+# Malhotra §V's mode collapse: multigrid with and without its generator trained 4x longer than their
 # configs, a checkpoint every 500 steps, every checkpoint scored by --mode eval's scan.
 COLLAPSE_CONFIGS = {"multigrid": "configs/multigrid_digits.py", "multigrid + generator": "configs/multigrid_gen_digits.py"}
 COLLAPSE_TRAIN = ["--config.train.steps=6000", "--config.train.checkpoint_every=500", "--config.train.keep_checkpoints=12",
@@ -64,7 +64,7 @@ def run(args: list[str], log: pathlib.Path) -> float:
     with open(log, "a") as f:
         done = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        sys.exit(f"readme_figures: the command failed (exit {done.returncode}); see {log}")
+        sys.exit(f"docs_figures: the command failed (exit {done.returncode}); see {log}")
     return time.perf_counter() - start
 
 
@@ -128,7 +128,7 @@ def part_collapse(out: pathlib.Path) -> dict[str, Any]:
         print(f"  {label}: " + ", ".join(f"{s['step']}: {s['confident_share']:.2f}/{s['label_entropy']:.2f}"
                                          for s in scan["scores"]), flush=True)
     plots.runs_quality_vs_step({k: v["scores"] for k, v in result.items()}, out / "multigrid_collapse.png",
-                               title="multigrid on digits, with and without seed 000's generator: 300 samples "
+                               title="multigrid on digits, with and without Malhotra's generator: 300 samples "
                                      "per checkpoint")
     return result
 
@@ -169,7 +169,7 @@ def part_bench(out: pathlib.Path, args: list[str], name: str = "bench") -> dict[
         done = subprocess.run([sys.executable, "-m", "ebmjax.bench", *args, "--compare-torch"],
                               cwd=ROOT, stdout=f, stderr=err)
     if done.returncode != 0:
-        sys.exit(f"readme_figures: the benchmark failed; see {out / f'{name}.log'}")
+        sys.exit(f"docs_figures: the benchmark failed; see {out / f'{name}.log'}")
     return {"records": [json.loads(line) for line in lines.read_text().splitlines() if line.strip()]}
 
 
@@ -275,7 +275,7 @@ def tables(fig: dict[str, Any]) -> str:
     return "\n".join(md)
 
 
-PICTURES = {  # README picture -> where a run writes it, relative to <out>
+PICTURES = {  # docs picture -> where a run writes it, relative to <out>
     "digits_grid.png": "digits_seed{seed}/samples/grid.png",
     "digits_curves.png": "digits_seed{seed}/curves.png",
     "digits_inpaint.png": "digits_seed{seed}/inpaint/panels.png",
@@ -291,7 +291,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/readme", help="where the runs and figures go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the demo")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
-    parser.add_argument("--pictures", default=None, help="copy the README's pictures into this directory")
+    parser.add_argument("--pictures", default=None, help="copy the docs' pictures into this directory")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if bad := [p for p in parts if p not in PARTS]:

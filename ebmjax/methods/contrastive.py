@@ -1,0 +1,61 @@
+"""The contrastive step that every maximum-likelihood method shares (``ml``, ``coop``, ``multigrid``,
+``cfebm``): noised data against chain ends, :func:`ebmjax.losses.ml_loss`, the diagnostics logged
+with it, and the bound on the energies that marks an update as diverged.
+
+A method runs its own chains (from noise, a buffer, a generator, a coarser grid); what it does with
+their ends is the same, and is written once here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from ebmjax import losses, samplers
+
+EnergyFn = Callable[[jax.Array], jax.Array]
+
+
+def noised(x: jax.Array, key: jax.Array, std: float) -> jax.Array:
+    """The data plus N(0, std^2) noise (the ``*.data_noise`` setting), in the data's dtype."""
+    return x + std * jax.random.normal(key, x.shape, x.dtype)
+
+
+def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: jax.Array, *,
+         energy_l2: float = 0.0, step_size: float | None = None,
+         grad_clip: float | None = None) -> tuple[jax.Array, dict[str, Any]]:
+    """``ml_loss(energy, x_data, x_model)`` and its diagnostics.
+
+    Args:
+        energy: the energy under training (its parameters receive the gradient).
+        energy_const: the same energy with its parameters held constant, which ran the chains.
+        x_data: the (noised) data batch.
+        x_model: the chains' ends (no gradient flows through them).
+        energy_l2: the weight of the penalty on both mean energies.
+        step_size: the chains' gradient step; given, the metrics include ``grad_step_rms``, how far
+            the chains' last gradient step moves a pixel (RMS of ``step_size * clip(dE/dx)``).
+        grad_clip: the chains' gradient clip, for ``grad_step_rms``.
+
+    Returns:
+        (loss, metrics): ``energy_data``, ``energy_model``, ``energy_gap`` (model minus data) and,
+        with ``step_size``, ``grad_step_rms``.
+    """
+    value = losses.ml_loss(energy, x_data, x_model, energy_l2=energy_l2)
+    e_data, e_model = jnp.mean(energy(x_data)), jnp.mean(energy(x_model))
+    metrics = {"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data}
+    if step_size is not None:
+        _, g = samplers.energy_and_grad(energy_const, x_model)
+        if grad_clip is not None:
+            g = jnp.clip(g, -grad_clip, grad_clip)
+        metrics["grad_step_rms"] = step_size * jnp.sqrt(jnp.mean(g**2))
+    return value, metrics
+
+
+def energy_bounds(bound: float, setting: str, suffixes: tuple[str, ...] = ("",)) -> dict[str, tuple[float, str]]:
+    """The ``Method.bounds`` entries that mark an update as diverged when a mean energy of the data
+    or of the chains' ends passes ``bound`` (named ``setting`` in the message), one pair per suffix
+    (``"_7"``, ``"_14"``: one per grid)."""
+    return {f"{what}{suffix}": (float(bound), setting)
+            for suffix in suffixes for what in ("energy_data", "energy_model")}
