@@ -463,7 +463,10 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
     parallel.check_divisible(b, mesh, "sample.batch_size")
     method = methods.build(cfg, shape)
     params = parallel.put_replicated(method.init_params(jax.random.key(cfg.seed, impl="rbg")), mesh)
-    carry = parallel.put_replicated(method.init_carry(jax.random.PRNGKey(0)), mesh)
+    # A method whose computation changes during training (phases: CF-EBM's stages) is timed in its
+    # last phase, as bench_train does: its carry says which stage the parameters reached, and None
+    # means the end of training (as for Method.energy).
+    carry = None if method.phase is not None else parallel.put_replicated(method.init_carry(jax.random.PRNGKey(0)), mesh)
     stage, x0 = _last_stage_start(method.sampler(params, carry), jax.random.PRNGKey(1), b)
     energy = samplers.as_partial(stage.energy)
     temps = np.resize(np.asarray(stage.temperatures, np.float32), chunk)

@@ -219,6 +219,14 @@ def test_langevin_bench_times_every_methods_own_sampler():
     rec = json.loads(out.getvalue())
     assert rec["method"] == "multigrid" and rec["stage"] == "grid 8x8" and rec["batch"] == 8
     assert rec["langevin_img_steps_per_s"] > 0 and rec["gflop_per_img_step"] > 0
+    # CF-EBM is timed in its last stage, at the full resolution (not the first stage a fresh run has).
+    out = io.StringIO()
+    assert bench.run(["--config", str(ROOT / "configs" / "cfebm_digits.py"), "--what", "langevin",
+                      "--config.cfebm.widths=4,4,4", "--config.cfebm.head_width=4", "--config.cfebm.sample_steps=2",
+                      "--config.sample.batch_size=8", "--config.sample.chunk_steps=2", "--min-seconds=0",
+                      "--min-calls=1"], out=out) == 0
+    rec = json.loads(out.getvalue())
+    assert rec["method"] == "cfebm" and rec["stage"] == "8x8" and rec["shape"] == [8, 8, 1], rec
     out = io.StringIO()
     # Wide enough that the products outweigh the elementwise work and the noise, which XLA counts too.
     assert bench.run(["--config", str(ROOT / "configs" / "ml_toy2d.py"), "--what", "langevin", *TINY,
