@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 
 import numpy as np
@@ -95,7 +96,12 @@ def main(argv: list[str]) -> int:
         parser.error("give .npz files of samples, or --controls")
     loaded = {}
     for path in args.files:
+        if not pathlib.Path(path).is_file():
+            parser.error(f"no file {path}: pass the samples.npz a run wrote (<workdir>/samples/samples.npz), "
+                         "after its training and sampling finished")
         with np.load(path) as f:
+            if "images" not in f:
+                parser.error(f"{path} holds {sorted(f.files)}, not the key 'images' that samples.npz files have")
             loaded[path] = np.asarray(f["images"], np.float32)
     sides = {x.shape[1] for x in loaded.values()} or {SIDE}
     if len(sides) != 1:

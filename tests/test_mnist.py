@@ -332,3 +332,11 @@ def test_the_pytorch_peer_trains_and_writes_samples_the_script_can_judge(tmp_pat
     assert images.shape == (8, 32, 32, 1) and images.min() >= 0 and images.max() <= 1
     log = json.loads((out / "log.json").read_text())
     assert log["steps"] == 2 and log["nf"] == 4 and (out / "grid.png").exists()
+
+
+def test_the_script_says_which_samples_file_is_missing(tmp_path, capsys):
+    """A run that diverged writes no samples: the judge says so in one line, not a traceback."""
+    with pytest.raises(SystemExit) as e:
+        _script().main([str(tmp_path / "runs" / "samples.npz")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "no file" in err and "samples.npz a run wrote" in err and "Traceback" not in err
