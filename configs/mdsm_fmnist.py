@@ -1,16 +1,13 @@
-"""MDSM on Fashion-MNIST: the MNIST settings (Res12 d=64, sigma geometric 0.1..3.0, lr 1e-4 cosine
-over 100k steps). Needs a prepared tfds fashion_mnist."""
+"""MDSM on Fashion-MNIST: the MNIST settings of configs/mdsm_mnist_tfds.py (padded to 32x32, Res12
+d=64, sigma geometric 0.1..3.0, lr 1e-4 cosine over 100k steps). Needs a prepared tfds fashion_mnist."""
 
-from ebmjax.config import defaults
+import pathlib
+
+from ebmjax.config import load_config
 
 
 def get_config():
-    c = defaults()
+    # configs/mdsm_mnist_tfds.py with Fashion-MNIST: every other setting is that recipe's.
+    c = load_config(str(pathlib.Path(__file__).with_name("mdsm_mnist_tfds.py")))
     c.data.name = "fashion_mnist"
-    c.data.pad = 2
-    c.model.width = 64
-    c.model.blocks_per_stage = 1
-    c.mdsm.sigma_low, c.mdsm.sigma_high, c.mdsm.spacing = 0.1, 3.0, "geometric"
-    c.train.steps = 100_000
-    c.train.lr = 1e-4
     return c
