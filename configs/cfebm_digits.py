@@ -20,20 +20,7 @@ seeds 1 and 2 (--config.seed=N; two sampling keys each): 0.52 / 0.54 and 0.54 / 
 11.5 minutes on one core beside another run (about 8 on both cores alone: 330 images/s at 8x8,
 `python -m ebmjax.bench --config configs/cfebm_digits.py --what train`).
 
-Tried on the way (same judge, two sampling keys, training seed 0 unless said):
-- last session's recipe (1e-3 at every stage, no energy penalty): 0.49 / 0.43 at step 2500 (0.33 at
-  1500, 0.40 at 2000); trained on, 0.58 / 0.53 at 3000, then diverged at step 3450.
-- 2e-3 at 8x8 without the penalty: 0.60 / 0.59 (seed 2: 0.53 / 0.52), but training seed 1 diverged
-  at step 2100; with the penalty every seed trains to 2500; trained on to 3000, seed 0's updates
-  turn noisy after 2500 and its samples collapse (0.18), so the run stops at 2500.
-- one cosine decay over the whole run (train.lr 1e-3 -> 1e-5): 0.40 / 0.39; a moving average of the
-  parameters (train.ema_decay 0.999): 0.47 / 0.44.
-- on last session's model, longer chains at sampling time score higher but look worse: 40 steps per
-  stage 0.58, 80 steps 0.64, both with saturated, blocky strokes and many 1s (label entropy 0.86,
-  distance 1.45x-1.72x); lower noise or other step sizes at sampling time score 0.41-0.48.
-- the grow variant scores 0.12-0.31 (its 2x2 and 4x4 energies drift as the shared layers keep
-  learning, and sampling from the beginning collapses to one pattern at 4x4); 30 Langevin steps per
-  stage diverged at step 2450.
+How the recipe was chosen: docs/tuning.md (cfebm_digits).
 
     python -m ebmjax.main --config configs/cfebm_digits.py --workdir runs/cfebm_digits
     python scripts/digits_quality.py runs/cfebm_digits/samples/samples.npz

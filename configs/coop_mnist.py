@@ -21,4 +21,6 @@ def get_config():
     # configs/coop_digits.py with the MNIST digits: every other setting is that recipe's.
     c = load_config(str(pathlib.Path(__file__).with_name("coop_digits.py")))
     c.data.name = "mnist5k"
+    # As for the other 28x28 maximum-likelihood recipes: IGEBM's penalty keeps the energies near zero.
+    c.coop.energy_l2 = 1.0
     return c

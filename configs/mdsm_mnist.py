@@ -39,9 +39,9 @@ def get_config():
     c.dist.cpu_devices = "4"
     c.sample.n = 200
     c.sample.batch_size = 100
-    c.sample.n_hot, c.sample.n_anneal, c.sample.n_cool = 100, 1000, 100
-    c.sample.t_min = 1.0  # below 1 the chains collapse to blank images or blobs on MNIST
-    c.sample.step_size = 0.02
+    c.mdsm.n_hot, c.mdsm.n_anneal, c.mdsm.n_cool = 100, 1000, 100
+    c.mdsm.t_min = 1.0  # below 1 the chains collapse to blank images or blobs on MNIST
+    c.mdsm.step_size = 0.02
     c.sample.chunk_steps = 100
     c.sample.unroll_steps = 10
     c.eval.n_samples = 600

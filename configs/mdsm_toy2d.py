@@ -19,8 +19,8 @@ def get_config():
     c.train.checkpoint_every = 1000
     c.sample.n = 2000
     c.sample.batch_size = 2000
-    c.sample.init_mean = 0.0
-    c.sample.init_std = 2.0
-    c.sample.n_hot, c.sample.n_anneal, c.sample.n_cool = 100, 400, 100
-    c.sample.step_size = 0.05
+    c.mdsm.init_mean = 0.0
+    c.mdsm.init_std = 2.0
+    c.mdsm.n_hot, c.mdsm.n_anneal, c.mdsm.n_cool = 100, 400, 100
+    c.mdsm.step_size = 0.05
     return c

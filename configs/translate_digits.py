@@ -24,14 +24,7 @@ ink 0.306 / 0.394 / 0.391, ink area 0.307 / 0.416 / 0.409, RMS distance to the t
 0.149 (sources) -> 0.068; train + translate 2.2 minutes. Seed 1 (--config.seed=1): 0.946, ink 0.394,
 ink area 0.412, RMS 0.071. The digits keep their label and take on the target's stroke weight.
 
-Tried on the way (1500 steps, 20-step chains, batch 32; label kept, ink): chains from noise
-(ml.init = "noise", short-run) learn the bold digits alone and say little about where a plain digit
-should go: with clamped chains and data noise 0.015, 0.82, 0.295 (the energy sharpens strokes;
-40 steps thin them more: 0.63, 0.291); the best of them, unclamped chains on data noise 0.2, 0.893,
-0.333 (seed 1: 0.854), a third of the way to the target's weight. A replay buffer (ml.init =
-"buffer", 2000 steps): 0.975, 0.307 (the translations hardly move); CD (ml.init = "data"): diverged,
-or with IGEBM's clipping and energy penalty 0.966, 0.307. MDSM on the same data (1500 steps, 300
-annealing steps from noise 0.2): 0.54, 0.273, 8 minutes.
+How the recipe was chosen: docs/tuning.md (translate_digits).
 
     python -m ebmjax.main --config configs/translate_digits.py --workdir runs/translate_digits
     python scripts/translate_quality.py runs/translate_digits/translate/translated.npz

@@ -3,7 +3,8 @@
 A config file is a Python file with ``get_config() -> ml_collections.ConfigDict`` (see
 ``configs/``). Config files start from :func:`defaults` and override a few fields, so every field
 that exists is documented here. ``method.name`` picks the training method; each method reads its
-own group (``mdsm``, ...) and the shared ones (``data``, ``model``, ``train``, ``sample``, ...).
+own group (``mdsm``, ...; its fields, defaults and checks live in the method's module, see
+``ebmjax.methods.settings``) and the shared ones (``data``, ``model``, ``train``, ``sample``, ...).
 Overrides come as ``--config.a.b=value``: numbers (``1e-3``, ``nan`` and ``inf`` are read as
 numbers and then refused where they cannot work), ``true``/``false``, ``none``, text as is, and
 tuples either as a Python literal (``--config.eval.metrics='("fid", "ood")'``) or as a comma list
@@ -25,6 +26,8 @@ from typing import Any, Iterable
 import ml_collections
 
 from ebmjax.errors import ConfigError
+from ebmjax.methods import METHODS
+from ebmjax.methods.settings import broken_rule, rule_message
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -54,129 +57,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     c.model.conv = "auto"  # how convolutions are computed: auto (matrix products on CPU, XLA's convolution on GPU/TPU) | matmul | xla
 
-    # Multiscale denoising score matching (ebmjax.methods.mdsm).
-    c.mdsm = ml_collections.ConfigDict()
-    c.mdsm.sigma0 = 0.1  # width of the kernel whose smoothed density is learned (also the denoising jump's)
-    c.mdsm.sigma_low = 0.05  # noise levels, fixed per batch position
-    c.mdsm.sigma_high = 1.2
-    c.mdsm.spacing = "linear"  # linear | geometric
-
-    # Maximum-likelihood training with Langevin chains in every step (ebmjax.methods.ml): short-run
-    # chains from noise (Nijkamp et al.), from the data (contrastive divergence) or persistent chains
-    # in a replay buffer (IGEBM, JEM). Langevin as the ML literature writes it:
-    # x <- clamp(x - step_size * clip(dE/dx, grad_clip) + noise * z) (ebmjax.samplers.decoupled).
-    c.ml = ml_collections.ConfigDict()
-    c.ml.init = "noise"  # noise | data | buffer | source (training images of the translation's source domain, translate.data_name, plus translate.noise): where every training step's chains start
-    c.ml.noise_init = "uniform"  # uniform (over the data's range) | gaussian: fresh chain starts
-    c.ml.steps = 40  # Langevin steps per training step
-    c.ml.step_size = 1.0  # step on the energy's gradient
-    c.ml.noise = 0.005  # std of the noise added every step
-    c.ml.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry to +-grad_clip (IGEBM: 0.01); None: no clipping
-    c.ml.clamp = True  # clamp the chains to the data's range after every step
-    c.ml.data_noise = 0.0  # std of Gaussian noise added to the data (short-run, JEM: 0.03 on [-1, 1])
-    c.ml.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 in the loss (IGEBM: 1.0)
-    c.ml.buffer_size = 10_000  # buffer: chain ends kept (IGEBM, JEM: 10,000); split over the devices
-    c.ml.reinit_prob = 0.05  # buffer: share of chains restarted from fresh noise each step (IGEBM, JEM: 5%)
-    c.ml.sample_steps = 200  # --mode sample: Langevin steps of the same kind per chain
-    c.ml.sample_from = "noise"  # --mode sample starts at: noise | buffer (ml.init = buffer only)
-    c.ml.energy_bound = 1e4  # stop the run when |mean energy| of data or samples exceeds this (divergence)
-
-    # Multigrid maximum likelihood (ebmjax.methods.multigrid; Gao et al. CVPR 2018, Malhotra §IV): one
-    # energy per grid (GridEnergy, networks "energy_<side>"), the coarsest grid the block average of
-    # the data, every finer grid's chain started from the up-sampled sample of the grid before. Langevin
-    # as in ml: x <- clamp(x - step_size * clip(dE/dx) + noise * z). Per-grid settings are tuples with
-    # one entry (shared by every learned grid) or one per learned grid (grids[1:]). Gao's code: 90 steps
-    # (paper 30) of x += (d^2/2) df/dx with d = 0.3 on [0, 255] pixels, no noise (the paper adds it).
-    c.multigrid = ml_collections.ConfigDict()
-    c.multigrid.grids = (1, 4, 16, 64)  # grid sides, coarse to fine; the last is the image side (Gao: 1, 4, 16, 64)
-    c.multigrid.widths = (96, 128, 256)  # channels of every grid's conv layers (Gao's 4x4 net: 96, 128, 256)
-    c.multigrid.kernel = 3  # conv kernel side (Gao: 5 for the strided first layer, 3 after)
-    c.multigrid.strided_layers = (1,)  # leading conv layers with stride 2 (on grids of side >= 4), per learned grid or shared (Gao: 1, 1, 4)
-    c.multigrid.order = "sequential"  # sequential (as the original: grid k starts from grid k-1's sample) | joint (every grid starts from the up-sampled data of the grid before; chains independent)
-    c.multigrid.steps = (30,)  # Langevin steps per training step, per learned grid or shared
-    c.multigrid.step_size = (1.0,)  # step on the energy's gradient, per learned grid or shared
-    c.multigrid.noise = (0.0,)  # std of the Langevin noise, per learned grid or shared (0: off, as Gao's code)
-    c.multigrid.sample_steps = ()  # --mode sample: steps per learned grid or shared; (): as multigrid.steps
-    c.multigrid.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry of the chains; None: no clipping
-    c.multigrid.clamp = True  # clamp the chains to the data's range after every step (Gao: [0, 255])
-    c.multigrid.ref_sigma = ml_collections.config_dict.placeholder(float)  # None: no reference; else add |x|^2 / (2 ref_sigma^2) to every grid's energy (Malhotra's paper eq. 1)
-    c.multigrid.data_noise = 0.0  # std of Gaussian noise added to each grid's data
-    c.multigrid.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 in each grid's loss
-    c.multigrid.coarse_buffer = 1024  # coarsest-grid block averages of past training batches kept (in the carry) as --mode sample's starts
-    c.multigrid.energy_bound = 1e4  # stop the run when |mean energy| of data or samples on any grid exceeds this
-    # Malhotra's modified multigrid: a generator G (network "generator", DilatedGenerator, one for every
-    # grid) in front of every grid's chain, which then starts from the up-sampled G(previous grid's sample).
-    # The seed is loose about what G learns; two readings: "teach" (MCMC teaching, as CoopNets: G's
-    # up-sampled output is pulled towards the grid's revised samples) and "autoencode" (§III.I: G
-    # regenerates the training images of every grid it is applied to). Loss |.|^2 / (2 gen_sigma^2)
-    # summed over pixels; G's Adam has the train.* schedule shape with gen_lr, gen_b1, gen_b2.
-    c.multigrid.generator = "none"  # none (Gao et al.) | teach | autoencode (Malhotra's two readings)
-    c.multigrid.gen_rates = (1, 2, 4, 6, 12, 18)  # dilation rates of G's six parallel branches (not in the seed; see DilatedGenerator)
-    c.multigrid.gen_width = 32  # channels of G's first two conv layers (not in the seed: small, as it asks)
-    c.multigrid.gen_branch_width = 16  # channels of each of G's dilated branches
-    c.multigrid.gen_sigma = 0.3  # sigma_g of G's loss (CoopNets' 0.3)
-    c.multigrid.gen_lr = 1e-4  # G's Adam learning rate (CoopNets' generator: 1e-4; the seed gives none)
-    c.multigrid.gen_b1 = 0.5  # G's Adam betas (CoopNets: 0.5, 0.999)
-    c.multigrid.gen_b2 = 0.999
-
-    # CF-EBM (ebmjax.methods.cfebm; the CF-EBM paper, REFERENCE §2): coarse-to-fine expanding training. One
-    # expanding energy (ExpandingEnergy: per-resolution from_rgb, residual blocks added at the bottom,
-    # the Expand block alpha * new + (1 - alpha) * old) learns at resolutions[0] for one phase, then
-    # each finer stage fades in over one phase (alpha linear in images seen) and trains stable for
-    # one phase; the last stage trains until train.steps. Negative samples are drawn from the
-    # beginning every step: uniform noise at the coarsest side, `steps` Langevin steps per stage
-    # x <- clamp(x - step_size * clip(dE/dx) + sigma z), up-sampled (pixel replication) between stages.
-    c.cfebm = ml_collections.ConfigDict()
-    c.cfebm.resolutions = (8, 16, 32)  # stage sides, coarse to fine, each twice the one before; the last is the image side (CIFAR: 8, 16, 32)
-    c.cfebm.widths = (128, 128, 64)  # feature channels at each stage's side (from_rgb's output)
-    c.cfebm.head_width = 128  # channels of the head and of block 0's output
-    c.cfebm.variant = "grow"  # grow (one network, every layer keeps learning; train_v0) | per_stage (a network per stage started from the previous stage's weights, coarser ones frozen; train_v1)
-    c.cfebm.phase_images = 1_200_000  # images seen per fade phase and per stable phase (CIFAR: 1.2M, CelebA: 1.5M)
-    c.cfebm.lr_by_stage = ()  # constant learning rate per stage (the original: 1e-3 up to 32x32, 1.2e-3 at 64); (): train.lr's schedule
-    c.cfebm.steps = 15  # Langevin steps per stage in every training step (the original: 15)
-    c.cfebm.sample_steps = 15  # --mode sample: Langevin steps per stage
-    c.cfebm.step_size = 0.25  # step on dE/dx (the original: 1.0 on [-1, 1] images, i.e. 0.25 on [0, 1])
-    c.cfebm.noise = 0.0025  # sigma of fixed-noise chains (the original: 0.005 on [-1, 1])
-    c.cfebm.cyclic_noise = True  # sigma decays linearly from noise_max to 0 over all of a chain's steps (the original's "cyclic"); False: fixed noise
-    c.cfebm.noise_max = 0.0075  # start of the cyclic decay (the original: 0.015 on [-1, 1])
-    c.cfebm.smooth_handover = True  # while a stage fades in: int(steps (1 - alpha)) steps at the old side, then x <- c + sqrt(1 - alpha^2) (up(x) - c) + alpha (range / 2) z
-    c.cfebm.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry of the chains; None: no clipping
-    c.cfebm.clamp = True  # clamp the chains to the data's range after every step and up-sampling
-    c.cfebm.data_noise = 0.0  # std of Gaussian noise added to the data (the original: 0.01 on CelebA)
-    c.cfebm.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(samples)^2 (the original's "l2" has the wrong sign and weight 0)
-    c.cfebm.energy_bound = 1e4  # stop the run when |mean energy| of data or samples exceeds this (the original stops at |loss| > 1000)
-
-    # Cooperative learning (ebmjax.methods.coop; CoopNets, Xie et al.): a generator g (network
-    # "generator", LatentGenerator) proposes g(z), z ~ N(0, I); the energy ("energy", model.*) revises
-    # the proposals with Langevin as in ml, x <- clamp(x - step_size * clip(dE/dx) + noise * z), learns
-    # from (data, revised) by ml_loss, and g learns to reproduce the revised samples (|g(z) - x|^2 /
-    # (2 gen_sigma^2)). The energy's Adam is train.*; the generator's is coop.gen_* (the same schedule
-    # shape: warm-up, cosine decay to gen_lr * train.lr_end / train.lr). Defaults: CoopNets' TF code on
-    # images in [-1, 1] (delta 0.002 -> step 2e-6, noise 0.002; sigma 0.016; 15 steps; sigma_g 0.3;
-    # generator lr 1e-4, beta1 0.5; z of 100; CIFAR generator 256@4 -> 128@8 -> 64@16 -> 3@32).
-    c.coop = ml_collections.ConfigDict()
-    c.coop.latent_dim = 100  # size of z (CoopNets: 100)
-    c.coop.gen_widths = (256, 128, 64)  # generator channels per map, one stride-2 transposed conv each (CoopNets CIFAR); (): linear z -> x
-    c.coop.gen_kernel = 4  # side of the generator's transposed-conv kernels
-    c.coop.gen_output = "tanh"  # tanh (CoopNets; scaled to the data's range) | linear
-    c.coop.gen_norm = "none"  # none | layer (batch-independent; CoopNets has BatchNorm, which this drops)
-    c.coop.gen_sigma = 0.3  # sigma_g of the generator's loss |g(z) - revised|^2 / (2 sigma_g^2)
-    c.coop.gen_lr = 1e-4  # the generator's Adam learning rate (CoopNets: 1e-4)
-    c.coop.gen_b1 = 0.5  # the generator's Adam betas (CoopNets: 0.5, 0.999)
-    c.coop.gen_b2 = 0.999
-    c.coop.steps = 15  # Langevin steps revising the proposals in every training step (CoopNets: 15)
-    c.coop.step_size = 2e-6  # step on the energy's gradient (CoopNets: delta^2 / 2 = 2e-6)
-    c.coop.noise = 0.002  # std of the Langevin noise (CoopNets: delta = 0.002)
-    c.coop.grad_clip = ml_collections.config_dict.placeholder(float)  # clip each gradient entry of the chains; None: no clipping
-    c.coop.clamp = True  # clamp the chains to the data's range after every step
-    c.coop.ref_sigma = ml_collections.config_dict.placeholder(float)  # None: none; else add |x - c|^2 / (2 ref_sigma^2) to the energy, c the middle of the data's range (CoopNets: 0.016 on [-1, 1])
-    c.coop.data_noise = 0.0  # std of Gaussian noise added to the data
-    c.coop.energy_l2 = 0.0  # weight of mean E(data)^2 + mean E(revised)^2 in the energy's loss
-    c.coop.infer_steps = 0  # latent Langevin steps inferring z from the revised samples before g learns (0: off, CoopNets' default)
-    c.coop.infer_step_size = 0.045  # latent Langevin: step on the gradient of |z|^2 / 2 + |x - g(z)|^2 / (2 sigma_g^2) (CoopNets: 0.3^2 / 2)
-    c.coop.infer_noise = 0.3  # latent Langevin: noise std (CoopNets: 0.3)
-    c.coop.sample_steps = 15  # --mode sample: Langevin steps after the generator's proposal
-    c.coop.energy_bound = 1e4  # stop the run when |mean energy| of data or revised samples exceeds this
+    # Each method's own group (c.mdsm, c.ml, c.multigrid, c.cfebm, c.coop): its fields, defaults and
+    # rules live in its module (ebmjax.methods.<name>.defaults and RULES; ebmjax.methods.settings).
+    for name, entry in METHODS.items():
+        c[name] = entry.defaults()
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300_000
@@ -195,18 +79,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.ema_decay = 0.0  # 0: off; e.g. 0.999: keep an exponential moving average of the parameters, which sampling, restoration and evaluation then use
 
     c.sample = ml_collections.ConfigDict()
+    # --mode sample (and --mode train when sample.n > 0): how many chains, in what batches, where they are
+    # written. The chains themselves are the method's (MDSM's annealing: the mdsm group).
     c.sample.n = 64  # samples written after training and by --mode sample
     c.sample.batch_size = 1024  # chains run at once
-    c.sample.schedule = "exp"  # exp | lin (ebmjax.schedules.annealing_schedule)
-    c.sample.t_max = 100.0
-    c.sample.t_min = 1.0  # the annealing ends here before cooling to 0 (paper: 1; < 1 favours the most likely images)
-    c.sample.n_hot = 500
-    c.sample.n_anneal = 2000
-    c.sample.n_cool = 200
-    c.sample.step_size = 0.02  # Langevin epsilon
-    c.sample.init_mean = 0.5  # chains start at init_mean + init_std * N(0, I)
-    c.sample.init_std = 1.0
-    c.sample.denoise = True  # finish with the single-step denoising jump x - mdsm.sigma0^2 dE/dx
     c.sample.chunk_steps = 100  # Langevin steps per compiled call (progress and resume granularity)
     c.sample.unroll_steps = 0  # > 0: every chain (sampling, restoration, translation) runs as programs of this many unrolled steps (no loop), which XLA:CPU runs faster with model.conv = "xla"; must divide chunk_steps
     c.sample.resume = True  # keep finished shards (and the in-flight chains) of an interrupted run
@@ -218,8 +94,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.sample.checkpoint = "latest"  # latest | best (eval/best_checkpoint.json, from --mode eval with eval.checkpoints=all) | a step number: the checkpoint sample, inpaint, denoise and eval use
     c.sample.merge_max_gb = 8.0  # also write one samples.npz when all samples fit in this many GB
 
-    # --mode inpaint / denoise (ebmjax.restore). Inpainting anneals with the sample.* schedule, step
-    # size, start distribution and chunking, and ends with the jump (on free pixels) if sample.denoise.
+    # --mode inpaint / denoise (ebmjax.apps.restore). Inpainting runs the method's own last chain (MDSM: its
+    # annealing, start distribution and step size) with sample.chunk_steps, and ends with MDSM's jump (on
+    # free pixels) if mdsm.denoise.
     c.restore = ml_collections.ConfigDict()
     c.restore.n = 64  # images restored: the first n of restore.split
     c.restore.split = "test"  # falls back to "train" (with a logged notice) if the dataset has no test split
@@ -238,7 +115,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.restore.denoise_steps = 100  # denoise: Langevin steps started from the noisy image
     c.restore.denoise_t_start = 0.01  # denoise: first temperature of the chain (linear down to 0)
 
-    # --mode translate (ebmjax.translate): unpaired image-to-image translation with the energy of the
+    # --mode translate (ebmjax.apps.translate): unpaired image-to-image translation with the energy of the
     # target domain (the training data). Chains start at source-domain images plus noise * N(0, I) and
     # run the method's own last chain (kernel, temperatures, step sizes); <workdir>/translate/.
     c.translate = ml_collections.ConfigDict()
@@ -262,7 +139,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.dist.process_id = ml_collections.config_dict.placeholder(int)  # None: $JAX_PROCESS_ID or cluster detection
     c.dist.cpu_devices = "1"  # XLA devices on a CPU (ebmjax.parallel.use_cpu_cores): "1" = one device using every core; "auto" = one per core (fewer if train.batch_size or a carried buffer would not split evenly), faster for small MDSM networks (mdsm_digits sets it), slower for large ones and for maximum-likelihood training; "N" = N devices. Ignored on GPU/TPU, with several processes, and when $XLA_FLAGS sets xla_force_host_platform_device_count
 
-    # --mode eval (ebmjax.evaluation.report): <workdir>/eval/report.json and pictures. Defaults follow
+    # --mode eval (ebmjax.apps.evaluate): <workdir>/eval/report.json and pictures. Defaults follow
     # the paper (50k samples, AIS with 10,000 betas and 10 leapfrog steps); shrink them for CPU runs.
     c.eval = ml_collections.ConfigDict()
     c.eval.checkpoints = "latest"  # latest | all: first score every saved checkpoint (eval/quality_vs_step.png, eval/best_checkpoint.json), then evaluate the best
@@ -270,7 +147,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval.select_by = "fid"  # fid (lowest) | confident_share (highest, digits): what "best" means
     c.eval.metrics = ("fid", "ais", "ood", "neighbours", "coverage")  # any subset; fid = FID, KID and IS with every feature net that applies
     c.eval.n_samples = 50_000  # model samples for fid / neighbours / coverage (paper: 50k for CIFAR-10 IS/FID, 8000 for stacked-MNIST modes)
-    c.eval.samples_file = ml_collections.config_dict.placeholder(str)  # .npz with key "images" to evaluate instead; None: draw n_samples with sample.* (cached in eval/samples.npz)
+    c.eval.samples_file = ml_collections.config_dict.placeholder(str)  # .npz with key "images" to evaluate instead; None: draw n_samples with the method's sampler (cached in eval/samples.npz)
     c.eval.n_data = 10_000  # test images (first n) as FID/KID reference, OOD in-distribution set and AIS energies; as many train images for the train-vs-test rows
     c.eval.batch_size = 500  # images per energy / feature-network call
     c.eval.inception_weights = ml_collections.config_dict.placeholder(str)  # pt_inception-2015-12-05-6726825d.pth (needs torch) or its .npz; None: Inception metrics skipped, said so in the report
@@ -486,8 +363,8 @@ def load_config(path: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_coll
     return cfg
 
 
-# Number fields and the values that work for them: (dotted name, what it is, rule). Rules: "> 0" and
-# ">= 0" (finite), "[0, 1)", "(0, 1)", "finite", ">= 0 or inf". Fields of a method's own group join here.
+# Number fields and the values that work for them: (dotted name, what it is, rule); the rules are
+# ebmjax.methods.settings'. The shared groups' are listed here, each method's (Entry.rules) join them.
 NUMBER_RULES = (
     ("train.lr", "the learning rate", "> 0"),
     ("train.lr_end", "the learning rate at the end of the decay", ">= 0"),
@@ -495,50 +372,6 @@ NUMBER_RULES = (
     ("train.b2", "Adam's second-moment decay", "[0, 1)"),
     ("train.eps", "Adam's epsilon", "> 0"),
     ("train.ema_decay", "the decay of the parameters' moving average (0 = off)", "[0, 1)"),
-    ("ml.step_size", "the Langevin step on the energy's gradient", "> 0"),
-    ("ml.noise", "the Langevin noise", ">= 0"),
-    ("ml.grad_clip", "the clip of the chains' gradients", "> 0"),
-    ("ml.data_noise", "the noise added to the data", ">= 0"),
-    ("ml.energy_l2", "the weight of the energy penalty", ">= 0"),
-    ("ml.reinit_prob", "the share of chains restarted from noise", "[0, 1)"),
-    ("ml.energy_bound", "the energy magnitude at which the run stops", "> 0"),
-    ("multigrid.grad_clip", "the clip of the chains' gradients", "> 0"),
-    ("multigrid.ref_sigma", "the width of the Gaussian reference", "> 0"),
-    ("multigrid.data_noise", "the noise added to the data", ">= 0"),
-    ("multigrid.energy_l2", "the weight of the energy penalty", ">= 0"),
-    ("multigrid.energy_bound", "the energy magnitude at which the run stops", "> 0"),
-    ("multigrid.gen_sigma", "the generator's sigma_g", "> 0"),
-    ("multigrid.gen_lr", "the generator's learning rate", "> 0"),
-    ("multigrid.gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),
-    ("multigrid.gen_b2", "the generator's Adam second-moment decay", "[0, 1)"),
-    ("cfebm.step_size", "the Langevin step on the energy's gradient", "> 0"),
-    ("cfebm.noise", "the Langevin noise", ">= 0"),
-    ("cfebm.noise_max", "the start of the cyclic noise decay", ">= 0"),
-    ("cfebm.grad_clip", "the clip of the chains' gradients", "> 0"),
-    ("cfebm.data_noise", "the noise added to the data", ">= 0"),
-    ("cfebm.energy_l2", "the weight of the energy penalty", ">= 0"),
-    ("cfebm.energy_bound", "the energy magnitude at which the run stops", "> 0"),
-    ("coop.gen_sigma", "the generator's sigma_g", "> 0"),
-    ("coop.gen_lr", "the generator's learning rate", "> 0"),
-    ("coop.gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),
-    ("coop.gen_b2", "the generator's Adam second-moment decay", "[0, 1)"),
-    ("coop.step_size", "the Langevin step on the energy's gradient", "> 0"),
-    ("coop.noise", "the Langevin noise", ">= 0"),
-    ("coop.grad_clip", "the clip of the chains' gradients", "> 0"),
-    ("coop.ref_sigma", "the width of the Gaussian reference", "> 0"),
-    ("coop.data_noise", "the noise added to the data", ">= 0"),
-    ("coop.energy_l2", "the weight of the energy penalty", ">= 0"),
-    ("coop.infer_step_size", "the latent Langevin step", "> 0"),
-    ("coop.infer_noise", "the latent Langevin noise", ">= 0"),
-    ("coop.energy_bound", "the energy magnitude at which the run stops", "> 0"),
-    ("mdsm.sigma0", "the width of the smoothing kernel", "> 0"),
-    ("mdsm.sigma_low", "the smallest noise level", "> 0"),
-    ("mdsm.sigma_high", "the largest noise level", "> 0"),
-    ("sample.t_max", "the temperature the chains start at", "> 0"),
-    ("sample.t_min", "the temperature the annealing ends at", "> 0"),
-    ("sample.step_size", "the Langevin step size", "> 0"),
-    ("sample.init_mean", "the mean of the chains' start", "finite"),
-    ("sample.init_std", "the spread of the chains' start", ">= 0"),
     ("sample.merge_max_gb", "the size up to which samples.npz is written", ">= 0 or inf"),
     ("restore.box_fraction", "the side of the inpainting box over the image side", "(0, 1)"),
     ("restore.mask_fraction", "the share of pixels to restore", "(0, 1)"),
@@ -558,19 +391,7 @@ NUMBER_RULES = (
     ("eval.ais.ref_mean", "the mean of the AIS reference", "finite"),
     ("eval.ais.temperature", "the temperature of the AIS target", "> 0"),
     ("eval.ais.pixel_scale", "the pixel range of the bits/dim", "> 0"),
-)
-_RULE_TEXT = {"> 0": "a finite number > 0", ">= 0": "a finite number >= 0", "[0, 1)": "a number in [0, 1)",
-              "(0, 1)": "a number strictly between 0 and 1", "finite": "a finite number", ">= 0 or inf": "a number >= 0"}
-
-
-def _obeys(value: float, rule: str) -> bool:
-    if math.isnan(value):
-        return False
-    return {"> 0": lambda v: math.isfinite(v) and v > 0, ">= 0": lambda v: math.isfinite(v) and v >= 0,
-            "[0, 1)": lambda v: 0 <= v < 1, "(0, 1)": lambda v: 0 < v < 1, "finite": math.isfinite,
-            ">= 0 or inf": lambda v: v >= 0}[rule](value)
-
-
+) + tuple((f"{name}.{field}", what, rule) for name, entry in METHODS.items() for field, what, rule in entry.rules)
 def _lookup(cfg: ml_collections.ConfigDict, dotted: str) -> tuple[bool, Any]:
     node: Any = cfg
     for part in dotted.split("."):
@@ -610,10 +431,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"sample.n must be >= 0, got {s.n}.")
     if t.get("warmup_steps", 0) < 0:
         raise ConfigError(f"train.warmup_steps must be >= 0 (0: no warm-up), got {t.warmup_steps}.")
-    for name in ("sample.n_hot", "sample.n_anneal", "sample.n_cool"):
-        found, value = _lookup(cfg, name)
-        if found and value is not None and value < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value}.")
     seed = s.get("seed")
     if seed is not None and not 0 <= seed < 2**32:
         raise ConfigError(f"sample.seed must be None (samples from the run's seed, in <workdir>/samples/) or an "
@@ -625,19 +442,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     defaults_ = defaults()
     for name, what, rule in NUMBER_RULES:
         found, value = _lookup(cfg, name)
-        if not found or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if not _obeys(float(value), rule):
-            known, default = _lookup(defaults_, name)
-            hint = f" (the default is {default})" if known and default is not None else ""
-            raise ConfigError(f"{name} must be {_RULE_TEXT[rule]} (it is {what}); got {value}. Set another value "
-                              f"with --config.{name}=VALUE or in the config file{hint}.")
+        if found and broken_rule(value, rule):
+            raise ConfigError(rule_message(name, what, rule, value, _lookup(defaults_, name)[1]))
     for name, value in _numbers(cfg):
         if math.isnan(value):
             raise ConfigError(f"{name} is nan; it must be a number. Set it with --config.{name.split('[')[0]}=VALUE "
                               "or in the config file.")
-    for low, high, what in (("mdsm.sigma_low", "mdsm.sigma_high", "noise levels"),
-                            ("sample.t_min", "sample.t_max", "annealing temperatures")):
-        (f_low, v_low), (f_high, v_high) = _lookup(cfg, low), _lookup(cfg, high)
-        if f_low and f_high and v_low is not None and v_high is not None and v_low > v_high:
-            raise ConfigError(f"{low} = {v_low} is above {high} = {v_high}; the {what} need {low} <= {high}.")
+    method = cfg.get("method", {}).get("name")
+    if method in METHODS and method in cfg:
+        METHODS[method].check(cfg[method])  # the chosen method's own checks of its group

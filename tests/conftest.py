@@ -18,8 +18,8 @@ DIGITS_CONFIG = str(ROOT / "configs" / "mdsm_digits.py")
 TRAINED_DIGITS_OVERRIDES = (("model.width", "8"), ("train.steps", "400"), ("train.log_every", "100"),
                             ("train.checkpoint_every", "400"), ("sample.n", "0"), ("train.lr", "1e-3"),
                             ("train.warmup_steps", "0"),
-                            ("sample.n_hot", "50"), ("sample.n_anneal", "200"), ("sample.n_cool", "50"),
-                            ("sample.t_min", "1.0"), ("sample.chunk_steps", "50"))
+                            ("mdsm.n_hot", "50"), ("mdsm.n_anneal", "200"), ("mdsm.n_cool", "50"),
+                            ("mdsm.t_min", "1.0"), ("sample.chunk_steps", "50"))
 
 
 def pytest_configure(config):

@@ -23,8 +23,8 @@ TINY = ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config
         "--config.train.log_every=10", "--config.train.checkpoint_every=10", "--config.sample.n=0",
         "--config.train.warmup_steps=0", "--no-progress"]
 # A short annealing schedule for tests that also sample.
-TINY_SAMPLING = ["--config.sample.n=4", "--config.sample.batch_size=4", "--config.sample.n_hot=3",
-                 "--config.sample.n_anneal=10", "--config.sample.n_cool=3", "--config.sample.chunk_steps=16"]
+TINY_SAMPLING = ["--config.sample.n=4", "--config.sample.batch_size=4", "--config.mdsm.n_hot=3",
+                 "--config.mdsm.n_anneal=10", "--config.mdsm.n_cool=3", "--config.sample.chunk_steps=16"]
 
 
 def overrides(args: list[str]) -> list[tuple[str, str]]:

@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 import ebmjax.data
-from ebmjax import main, sampling
+from ebmjax import memory
+from ebmjax.apps import main
 from ebmjax.config import load_config
 from ebmjax.data.source import ArraySource
 from ebmjax.train import checkpoint, loop
@@ -202,10 +203,10 @@ MISTAKES = [
     Mistake("sigma0-zero", ("--config.mdsm.sigma0=0",), says=("mdsm.sigma0 must be a finite number > 0 (it is the width of the smoothing kernel); got 0.0",), methods=EARLY),
     Mistake("noise-levels-swapped", ("--config.mdsm.sigma_low=5",),
             says=("mdsm.sigma_low = 5.0 is above mdsm.sigma_high = 3.0",), methods=EARLY),
-    Mistake("step-size-inf", ("--mode", "sample", "--config.sample.step_size=inf"),
-            says=("sample.step_size must be a finite number > 0 (it is the Langevin step size); got inf",), methods=EARLY),
-    Mistake("t-min-above-t-max", ("--mode", "sample", "--config.sample.t_min=200"),
-            says=("sample.t_min = 200.0 is above sample.t_max = 100.0",), methods=EARLY),
+    Mistake("step-size-inf", ("--mode", "sample", "--config.mdsm.step_size=inf"),
+            says=("mdsm.step_size must be a finite number > 0 (it is the Langevin step size); got inf",), methods=EARLY),
+    Mistake("t-min-above-t-max", ("--mode", "sample", "--config.mdsm.t_min=200"),
+            says=("mdsm.t_min = 200.0 is above mdsm.t_max = 100.0",), methods=EARLY),
     Mistake("int-given-a-word", ("--config.train.steps=many",),
             says=("expected a value of type int", "e.g. --config.train.steps=3000"), methods=EARLY),
     Mistake("tuple-of-the-wrong-items", ("--config.model.hidden=wide",),
@@ -295,7 +296,7 @@ def test_mistake(method, mistake, trained_runs, compile_cache, tmp_path, capsys,
         code, err = proc.returncode, proc.stderr
     else:
         if mistake.free_gb is not None:
-            monkeypatch.setattr(sampling, "available_memory_bytes",
+            monkeypatch.setattr(memory, "available_memory_bytes",
                                 lambda mesh: (int(mistake.free_gb * 1e9), "host memory"))
         code = main.run(args)
         err = capsys.readouterr().err

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ebmjax import bench, losses, models
+from ebmjax import losses, models
+from ebmjax.apps import bench
 from ebmjax.config import load_config
 from ebmjax.models import MDSMResNet, MLPEnergy
 

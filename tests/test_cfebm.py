@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ebmjax import main, methods, models, ops, schedules
+from ebmjax import methods, models, ops, schedules
+from ebmjax.apps import main
 from ebmjax.config import load_config
 from ebmjax.errors import ConfigError
 from ebmjax.methods import pictures

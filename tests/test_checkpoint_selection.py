@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from ebmjax import main
+from ebmjax.apps import main
 from ebmjax.evaluation import scan
 from scale_helpers import DIGITS, TINY
 
@@ -17,8 +17,8 @@ PLANTED_BEST = 30
 def test_eval_scan_picks_the_planted_best_and_sampling_uses_it(tmp_path, monkeypatch, capsys):
     wd = tmp_path / "run"
     common = ["--config", DIGITS, "--workdir", str(wd), *TINY, "--config.train.steps=50",
-              "--config.train.keep_checkpoints=5", "--config.sample.batch_size=8", "--config.sample.n_hot=2",
-              "--config.sample.n_anneal=4", "--config.sample.n_cool=2", "--config.sample.chunk_steps=8"]
+              "--config.train.keep_checkpoints=5", "--config.sample.batch_size=8", "--config.mdsm.n_hot=2",
+              "--config.mdsm.n_anneal=4", "--config.mdsm.n_cool=2", "--config.sample.chunk_steps=8"]
     assert main.run(common) == 0
     from ebmjax.train import loop
 
@@ -62,8 +62,8 @@ def test_training_keeps_the_newest_and_the_best(tmp_path, monkeypatch):
     wd = tmp_path / "run"
     assert main.run(["--config", DIGITS, "--workdir", str(wd), *TINY, "--config.train.steps=60",
                      "--config.train.keep_checkpoints=1", "--config.train.keep_best=2",
-                     "--config.eval.scan_samples=8", "--config.sample.batch_size=8", "--config.sample.n_hot=2",
-                     "--config.sample.n_anneal=4", "--config.sample.n_cool=2", "--config.sample.chunk_steps=8"]) == 0
+                     "--config.eval.scan_samples=8", "--config.sample.batch_size=8", "--config.mdsm.n_hot=2",
+                     "--config.mdsm.n_anneal=4", "--config.mdsm.n_cool=2", "--config.sample.chunk_steps=8"]) == 0
     assert calls == [10, 20, 30, 40, 50, 60]
     kept = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
     assert kept == [30, 40, 60]

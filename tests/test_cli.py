@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from ebmjax import main
+from ebmjax.apps import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "mdsm_digits.py")
@@ -19,8 +19,8 @@ TOY = str(ROOT / "configs" / "mdsm_toy2d.py")
 TINY = [
     "--config.model.width=4", "--config.train.batch_size=32", "--config.train.log_every=20",
     "--config.train.checkpoint_every=40", "--config.train.lr=3e-3", "--config.sample.n=6",
-    "--config.sample.batch_size=6", "--config.sample.n_hot=5", "--config.sample.n_anneal=20",
-    "--config.sample.n_cool=5", "--config.sample.chunk_steps=10", "--config.train.warmup_steps=0", "--no-progress",
+    "--config.sample.batch_size=6", "--config.mdsm.n_hot=5", "--config.mdsm.n_anneal=20",
+    "--config.mdsm.n_cool=5", "--config.sample.chunk_steps=10", "--config.train.warmup_steps=0", "--no-progress",
 ]
 
 

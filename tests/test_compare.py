@@ -6,14 +6,14 @@ import pathlib
 
 import pytest
 
-from ebmjax import compare
+from ebmjax.apps import compare
 from scale_helpers import DIGITS
 
 # A digits MDSM run small enough to train, sample and evaluate in seconds.
 TINY = ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.train.batch_size=8",
         "--config.train.steps=4", "--config.train.log_every=2", "--config.train.checkpoint_every=4",
-        "--config.train.warmup_steps=0", "--config.sample.n_hot=2", "--config.sample.n_anneal=4",
-        "--config.sample.n_cool=2", "--config.sample.batch_size=16", "--config.eval.ood.n=32",
+        "--config.train.warmup_steps=0", "--config.mdsm.n_hot=2", "--config.mdsm.n_anneal=4",
+        "--config.mdsm.n_cool=2", "--config.sample.batch_size=16", "--config.eval.ood.n=32",
         "--config.eval.n_data=64", "--config.eval.kid_subsets=2", "--config.eval.neighbours_summary=16"]
 
 

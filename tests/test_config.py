@@ -43,7 +43,7 @@ def test_a_tuple_of_the_wrong_items_shows_the_syntax_that_works():
 @pytest.mark.parametrize("key,text,value", [
     ("train.lr", "1e-3", 1e-3), ("train.lr", "2", 2.0), ("train.steps", "1e4", 10_000),
     ("sample.seed", "3", 3), ("sample.seed", "none", None), ("sample.merge_max_gb", "inf", math.inf),
-    ("data.image_size", "32", 32), ("sample.denoise", "false", False),
+    ("data.image_size", "32", 32), ("mdsm.denoise", "false", False),
 ])
 def test_values(key, text, value):
     group, field = key.split(".")
@@ -60,14 +60,14 @@ def test_values(key, text, value):
     ("train.ema_decay", "1", "train.ema_decay"),
     ("mdsm.sigma0", "nan", "mdsm.sigma0 must be a finite number > 0 (it is the width of the smoothing kernel)"),
     ("mdsm.sigma_high", "-3", "mdsm.sigma_high must be a finite number > 0 (it is the largest noise level)"),
-    ("sample.step_size", "0", "sample.step_size must be a finite number > 0 (it is the Langevin step size); got 0.0"),
-    ("sample.t_max", "inf", "sample.t_max"),
-    ("sample.init_mean", "nan", "sample.init_mean"),
+    ("mdsm.step_size", "0", "mdsm.step_size must be a finite number > 0 (it is the Langevin step size); got 0.0"),
+    ("mdsm.t_max", "inf", "mdsm.t_max"),
+    ("mdsm.init_mean", "nan", "mdsm.init_mean"),
     ("sample.merge_max_gb", "-1", "sample.merge_max_gb"),
     ("restore.mask_fraction", "0", "strictly between 0 and 1"),
     ("eval.ais.step_size", "nan", "eval.ais.step_size"),
     ("eval.ais.ref_step_size", "-0.5", "eval.ais.ref_step_size"),
-    ("sample.n_anneal", "-5", "sample.n_anneal must be >= 0"),
+    ("mdsm.n_anneal", "-5", "mdsm.n_anneal must be an integer >= 0"),
     ("sample.seed", "-1", "sample.seed must be None"),
     ("sample.seed", "4294967296", "[0, 2**32)"),
     ("sample.seed", "abc", "--config.sample.seed=abc: expected a value of type int"),

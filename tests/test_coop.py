@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ebmjax import main, methods, models
+from ebmjax import methods, models
+from ebmjax.apps import main
 from ebmjax.config import defaults, load_config, validate
 from ebmjax.errors import ConfigError
 

@@ -19,9 +19,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PACKAGE = ROOT / "ebmjax"
 
-# Modules of ebmjax that the reference deliberately leaves out: command-line entry points
-# (documented in README.md) and helpers of the command line's own files and pictures.
-NOT_DOCUMENTED = {"main", "bench", "bench_torch", "compare", "io", "visualize"}
+# Modules of ebmjax that the reference deliberately leaves out: the commands' entry points (their
+# applications are ebmjax.apps) and helpers of the command line's own files and pictures.
+NOT_DOCUMENTED = {"main", "bench", "compare", "io", "visualize"}
 
 # A page that renders nothing would still build; these names must appear on the samplers page.
 SAMPLER_NAMES = ("run_chain", "run_chain_chunked", "langevin_kernel", "hmc", "decoupled", "buffer_draw",

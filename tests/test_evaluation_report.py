@@ -8,7 +8,7 @@ import pytest
 from conftest import DIGITS_CONFIG, TRAINED_DIGITS_OVERRIDES
 
 from ebmjax import evaluation as ev
-from ebmjax import main
+from ebmjax.apps import main
 from ebmjax.data import digits_source
 from ebmjax.data import digits_classifier as clf_mod
 
@@ -69,8 +69,8 @@ def test_stacked_test_digits_cover_the_modes_a_uniform_draw_would(classifier):
 
 
 EVAL_SMALL = [
-    "--config.eval.n_samples=64", "--config.sample.batch_size=64", "--config.sample.n_hot=5",
-    "--config.sample.n_anneal=30", "--config.sample.n_cool=5", "--config.sample.chunk_steps=40",
+    "--config.eval.n_samples=64", "--config.sample.batch_size=64", "--config.mdsm.n_hot=5",
+    "--config.mdsm.n_anneal=30", "--config.mdsm.n_cool=5", "--config.sample.chunk_steps=40",
     "--config.eval.ais.n_betas=20", "--config.eval.ais.n_chains=8", "--config.eval.ais.n_data=8",
     "--config.eval.ais.chunk=10", "--config.eval.ais.n_leapfrog=3", "--config.eval.ood.n=100", "--config.eval.neighbours_summary=32",
     "--config.eval.kid_subsets=5", "--no-progress",

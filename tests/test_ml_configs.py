@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ebmjax import main, methods
+from ebmjax import methods
+from ebmjax.apps import main
 from ebmjax.config import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ import pathlib
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -206,7 +205,7 @@ def _stripes(split, options):
 
 @pytest.mark.slow  # about 43 s on 2 CPU cores; the whole suite (CI) runs it
 def test_a_dataset_registered_here_trains_samples_and_is_judged(tmp_path):
-    from ebmjax import sampling
+    from ebmjax.apps import sample
     from ebmjax.config import load_config
     from ebmjax.train import loop
 
@@ -226,10 +225,10 @@ def test_a_dataset_registered_here_trains_samples_and_is_judged(tmp_path):
         cfg = load_config(str(ROOT / "configs" / "mdsm_digits.py"), [
             ("data.name", "stripes_test"), ("model.width", "4"), ("train.steps", "4"), ("train.batch_size", "32"),
             ("train.warmup_steps", "0"), ("train.log_every", "2"), ("train.checkpoint_every", "4"),
-            ("dist.cpu_devices", "1"), ("sample.n", "16"), ("sample.batch_size", "16"), ("sample.n_hot", "2"),
-            ("sample.n_anneal", "4"), ("sample.n_cool", "2"), ("sample.chunk_steps", "4")])
+            ("dist.cpu_devices", "1"), ("sample.n", "16"), ("sample.batch_size", "16"), ("mdsm.n_hot", "2"),
+            ("mdsm.n_anneal", "4"), ("mdsm.n_cool", "2"), ("sample.chunk_steps", "4")])
         state, method, source = loop.train(cfg, tmp_path, progress=False)
-        summary = sampling.sample_to_workdir(cfg, method.sampler(state.params, state.carry), source, tmp_path,
+        summary = sample.sample_to_workdir(cfg, method.sampler(state.params, state.carry), source, tmp_path,
                                              progress=False)
         assert summary["quality"]["classifier"] == "stripes judge (test)"
         assert sum(summary["quality"]["class_counts"]) == 16
@@ -250,8 +249,8 @@ COMMON = ["--config.train.steps=4", "--config.train.batch_size=8", "--config.tra
           "--config.eval.ood.n=32", "--config.eval.kid_subsets=2", "--config.eval.neighbours_summary=16",
           "--config.eval.neighbours_train=256", "--config.eval.metrics=fid,ood,neighbours,coverage", "--no-progress"]
 SHRINK = {
-    "mdsm_mnist": ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.sample.n_hot=2",
-                   "--config.sample.n_anneal=4", "--config.sample.n_cool=2", "--config.sample.chunk_steps=4",
+    "mdsm_mnist": ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.mdsm.n_hot=2",
+                   "--config.mdsm.n_anneal=4", "--config.mdsm.n_cool=2", "--config.sample.chunk_steps=4",
                    "--config.sample.unroll_steps=2"],
     "ml_mnist": ["--config.model.widths=4,8", "--config.ml.steps=3", "--config.ml.sample_steps=4",
                  "--config.sample.chunk_steps=4"],
@@ -277,7 +276,7 @@ def test_every_mnist_recipe_trains_and_samples(name, judge, tmp_path):
     MNIST evaluation protocol (the dataset's judge, its OOD sets) is the dataset's, not the method's:
     it runs on the MDSM recipe here (the --mode eval of other methods runs on their digits workdirs in
     test_multigrid and test_cfebm)."""
-    from ebmjax import compare, main
+    from ebmjax.apps import compare, main
     from ebmjax.config import load_config
 
     config = str(ROOT / "configs" / f"{name}.py")

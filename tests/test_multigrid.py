@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ebmjax import main, methods, models, ops
+from ebmjax import methods, models, ops
+from ebmjax.apps import main
 from ebmjax.config import load_config
 from ebmjax.errors import ConfigError
 from ebmjax.methods import multigrid, pictures

@@ -145,7 +145,8 @@ def test_initialize_distributed_calls_jax_and_explains_failures(monkeypatch):
 EIGHT_DEVICES = r"""
 import contextlib, io, json, sys
 import jax, numpy as np
-from ebmjax import main, parallel, sampling
+from ebmjax import chains, parallel
+from ebmjax.apps import main
 from ebmjax.config import load_config
 from ebmjax.train import loop
 from scale_helpers import DIGITS, max_abs_diff, bitwise_equal
@@ -169,7 +170,7 @@ samples = {}
 for n in (1, 8):
     mesh = parallel.make_mesh(jax.devices()[:n])
     params = parallel.put_replicated(states[1].params, mesh)
-    samples[n], _ = sampling.draw(method.sampler(params, ()), 8, jax.random.PRNGKey(3), batch_size=8,
+    samples[n], _ = chains.draw(method.sampler(params, ()), 8, jax.random.PRNGKey(3), batch_size=8,
                                   chunk_steps=cfg.sample.chunk_steps, mesh=mesh, progress=False)
 out["sample_diff"] = max_abs_diff(samples[1], samples[8])
 out["sample_shape"] = list(samples[8].shape)

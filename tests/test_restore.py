@@ -23,14 +23,15 @@ import numpy as np
 import pytest
 from conftest import DIGITS_CONFIG, TRAINED_DIGITS_OVERRIDES
 
-from ebmjax import main, restore
+from ebmjax.apps import main
+from ebmjax.restoration import restore
 from ebmjax.errors import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURE_ARGS = [f"--config.{k}={v}" for k, v in TRAINED_DIGITS_OVERRIDES]
 # 100 Langevin steps in chunks of 50: the paper's schedule shape, short enough for a test.
-SHORT_SCHEDULE = ["--config.sample.n_hot=0", "--config.sample.n_anneal=50", "--config.sample.n_cool=50",
-                  "--config.sample.t_max=10.0", "--config.sample.chunk_steps=50", "--no-progress"]
+SHORT_SCHEDULE = ["--config.mdsm.n_hot=0", "--config.mdsm.n_anneal=50", "--config.mdsm.n_cool=50",
+                  "--config.mdsm.t_max=10.0", "--config.sample.chunk_steps=50", "--no-progress"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +198,8 @@ def test_sharded_batches_match_one_device_and_keep_the_order():
         import jax, jax.numpy as jnp, numpy as np
         import sys; sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_restore import correlated_energy, conditional_mean
-        from ebmjax import parallel, restore
+        from ebmjax import parallel
+        from ebmjax.restoration import restore
         assert len(jax.devices()) == 4
         x = np.random.default_rng(0).uniform(size=(10, 2, 2, 1)).astype(np.float32)
         m = np.asarray(restore.random_pixel_mask(jax.random.PRNGKey(1), x.shape, 0.5))

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ebmjax import sampling, samplers
+from ebmjax import chains, memory, parallel, samplers
+from ebmjax.apps import sample
 from ebmjax.config import load_config
 from ebmjax.errors import ConfigError, Interrupted
 from ebmjax.methods import mdsm
@@ -41,22 +42,27 @@ class Source:
 
 def sampler(cfg, params=PARAMS):
     """MDSM's annealed sampler (with the denoising jump) on the Gaussian energy."""
-    return mdsm.annealed_sampler(jax.tree_util.Partial(gaussian_apply, params), SHAPE, cfg.sample, cfg.mdsm.sigma0)
+    return mdsm.annealed_sampler(jax.tree_util.Partial(gaussian_apply, params), SHAPE, cfg.mdsm, cfg.mdsm.sigma0)
 
 
 def write(cfg, workdir, params=PARAMS):
-    return sampling.sample_to_workdir(cfg, sampler(cfg, params), Source(), workdir, progress=False)
+    return sample.sample_to_workdir(cfg, sampler(cfg, params), Source(), workdir, progress=False)
 
 
 def draw(cfg, n, key, params=PARAMS):
-    return sampling.draw(sampler(cfg, params), n, key, batch_size=cfg.sample.batch_size,
+    return chains.draw(sampler(cfg, params), n, key, batch_size=cfg.sample.batch_size,
                          chunk_steps=cfg.sample.chunk_steps, progress=False)
+
+
+ANNEALING = ("n_hot", "n_anneal", "n_cool", "step_size", "t_max", "t_min", "init_mean", "init_std", "denoise",
+             "schedule")  # the mdsm group's sampler settings; the others are the sample group's
 
 
 def config(**sample):
     overrides = {"n": 10, "batch_size": 4, "n_hot": 4, "n_anneal": 12, "n_cool": 4, "chunk_steps": 4,
                  "step_size": 0.1, **sample}
-    return load_config(DIGITS, [(f"sample.{k}", str(v)) for k, v in overrides.items()])
+    return load_config(DIGITS, [(f"{'mdsm' if k in ANNEALING else 'sample'}.{k}", str(v))
+                                for k, v in overrides.items()])
 
 
 def images(workdir, folder="samples"):
@@ -91,7 +97,7 @@ def test_streams_shards_and_merges_what_annealed_samples_returns(tmp_path):
     x = images(tmp_path)
     assert x.shape == (10, *SHAPE) and x.dtype == np.float32
     # Same key, same samples, whether streamed to disk or returned in memory.
-    ref, trace = draw(cfg, 10, sampling.sampling_key(cfg))
+    ref, trace = draw(cfg, 10, sample.sampling_key(cfg))
     np.testing.assert_array_equal(x, ref)
     with np.load(shards[0]) as f:
         np.testing.assert_allclose(f["energy"], trace)
@@ -111,8 +117,8 @@ def test_samples_have_the_exact_law_of_ula_on_a_gaussian():
     the denoising jump then scales x - mu by 1 - sigma0^2. The samples must have that variance."""
     cfg = config(n=256, batch_size=128, step_size=0.5)
     x, trace = draw(cfg, 256, jax.random.PRNGKey(0))
-    eps, a, v = 0.5, 1 - 0.5**2 / 2, cfg.sample.init_std**2
-    for t in np.asarray(mdsm.annealing_temperatures(cfg.sample), np.float64):
+    eps, a, v = 0.5, 1 - 0.5**2 / 2, cfg.mdsm.init_std**2
+    for t in np.asarray(mdsm.annealing_temperatures(cfg.mdsm), np.float64):
         v = a**2 * v + eps**2 * t
     v *= (1 - cfg.mdsm.sigma0**2) ** 2
     d = (np.asarray(x, np.float64) - 0.5).ravel()  # 4096 independent coordinates, mean mu = init_mean
@@ -282,13 +288,13 @@ def test_a_batch_too_large_for_memory_is_refused_before_anything_is_written(tmp_
     write(config(), tmp_path)
     before = snapshot(tmp_path)
     cfg = config(n=3_000_000, batch_size=100_000_000)
-    mesh = sampling.parallel.make_mesh()
-    plan = sampling.make_plan(cfg.sample.batch_size, cfg.sample.n, mesh.devices.size, sampler(cfg).steps)
-    need = sampling.batch_memory_bytes(sampler(cfg), plan.batch, cfg.sample.chunk_steps, mesh)
-    small = sampling.batch_memory_bytes(sampler(cfg), 1000, cfg.sample.chunk_steps, mesh)
+    mesh = parallel.make_mesh()
+    plan = chains.make_plan(cfg.sample.batch_size, cfg.sample.n, mesh.devices.size, sampler(cfg).steps)
+    need = chains.batch_memory_bytes(sampler(cfg), plan.batch, cfg.sample.chunk_steps, mesh)
+    small = chains.batch_memory_bytes(sampler(cfg), 1000, cfg.sample.chunk_steps, mesh)
     assert need > 1000 * small  # 3,000,000 chains need far more than 1000 (roughly linear)
     free = need // 10  # the same verdict whatever machine runs the test
-    monkeypatch.setattr(sampling, "available_memory_bytes", lambda mesh: (free, "host memory"))
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda mesh: (free, "host memory"))
     with pytest.raises(ConfigError) as e:
         write(cfg, tmp_path)
     msg = str(e.value)
@@ -296,18 +302,18 @@ def test_a_batch_too_large_for_memory_is_refused_before_anything_is_written(tmp_
     assert "Nothing was written" in msg
     best = int(re.search(r"--config\.sample\.batch_size to (\d+) or less", msg).group(1))
     # It fits, and is close to the largest that does: 10% more does not.
-    assert sampling.batch_memory_bytes(sampler(cfg), best, 4, mesh) <= sampling.MEMORY_SHARE * free
-    assert sampling.batch_memory_bytes(sampler(cfg), int(best * 1.1), 4, mesh) > sampling.MEMORY_SHARE * free
+    assert chains.batch_memory_bytes(sampler(cfg), best, 4, mesh) <= chains.MEMORY_SHARE * free
+    assert chains.batch_memory_bytes(sampler(cfg), int(best * 1.1), 4, mesh) > chains.MEMORY_SHARE * free
     assert 0.05 * plan.batch < best < 0.1 * plan.batch
     assert snapshot(tmp_path) == before  # the earlier samples and shards are untouched
     # With that batch size the check passes.
-    sampling.check_memory(sampler(cfg), sampling.make_plan(best, cfg.sample.n, mesh.devices.size, 20), 4, mesh)
+    chains.check_memory(sampler(cfg), chains.make_plan(best, cfg.sample.n, mesh.devices.size, 20), 4, mesh)
 
 
 def test_the_memory_check_is_skipped_where_memory_is_unknown(tmp_path, monkeypatch):
-    monkeypatch.setattr(sampling, "available_memory_bytes", lambda mesh: (None, "TPU memory per device"))
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda mesh: (None, "TPU memory per device"))
     assert write(config(), tmp_path)["n"] == 10
-    assert sampling.host_available_bytes() > 0  # this machine does say
+    assert memory.host_available_bytes() > 0  # this machine does say
 
 
 def test_sample_seed_draws_fresh_samples_into_their_own_folder(tmp_path, caplog):
@@ -333,7 +339,7 @@ import sys
 import jax, jax.numpy as jnp, numpy as np
 sys.path.insert(0, sys.argv[2])
 import test_sampling as t
-from ebmjax import parallel, sampling, samplers
+from ebmjax import samplers
 
 assert jax.device_count() == 4
 cfg = t.config(batch_size=8, n=8)

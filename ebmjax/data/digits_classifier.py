@@ -99,7 +99,7 @@ def train_digits_classifier(seed: int = 0) -> DigitsClassifier:
     x_train = train.get(np.arange(len(train)))
     y_train = train.labels(np.arange(len(train)))
     model = DigitsNet()
-    key = jax.random.PRNGKey(seed)
+    key = jax.random.key(seed)
     params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, *IMAGE_SHAPE)))
     opt = optax.adamw(optax.cosine_decay_schedule(LEARNING_RATE, TRAIN_STEPS), weight_decay=1e-4)
     opt_state = opt.init(params)

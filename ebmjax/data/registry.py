@@ -191,6 +191,31 @@ def source_domain_config(cfg: Any) -> dict:
     return source
 
 
+def check_domains_match(cfg: Any, source: ImageSource, target: ImageSource, split: str) -> None:
+    """ConfigError unless the source domain's images (split ``split``) are images of the target's
+    (the data's) shape and range."""
+    source_cfg = source_domain_config(cfg)
+    t = cfg.translate
+    where = f"{source_cfg['name']!r}" + (f" domain {source_cfg['domain']}" if source_cfg["domain"] else "")
+    if len(source.shape) != 3:
+        raise ConfigError(f"Translation needs images (H, W, C); the source {where} gives examples of shape "
+                          f"{source.shape}.")
+    if tuple(source.shape) != tuple(target.shape):
+        if source.shape[-1] != target.shape[-1]:
+            fix = (f"the channels differ ({source.shape[-1]} against {target.shape[-1]}): translate from a "
+                   f"dataset with {target.shape[-1]} channel(s) (--config.translate.data_name)")
+        else:
+            fix = (f"set --config.translate.image_size={target.shape[0] - 2 * int(cfg.data.pad)} so that the "
+                   "source images are resized to the model's size")
+        raise ConfigError(f"The model learns images of shape {tuple(target.shape)} (data.name={cfg.data.name!r}, "
+                          f"data.image_size={cfg.data.image_size}, data.pad={cfg.data.pad}), but the source images "
+                          f"({where}, split {split!r}, translate.image_size={t.image_size}) have shape "
+                          f"{tuple(source.shape)}; {fix}.")
+    if tuple(source.value_range) != tuple(target.value_range):
+        raise ConfigError(f"The source images lie in {source.value_range}, the model's in {target.value_range}; "
+                          "translate between datasets of the same range.")
+
+
 def _field(cfg: Any, key: str, default: Any) -> Any:
     if isinstance(cfg, Mapping):
         return cfg.get(key, default)

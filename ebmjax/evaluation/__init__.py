@@ -11,9 +11,9 @@ Pure functions of arrays / ``energy_fn`` (jax or numpy only):
 Feature networks: each dataset's judge (``ebmjax.data.judge_for``; the digits classifier, the MNIST
 judge) and :class:`InceptionV3FID` with :func:`load_inception` (weights file by path; nothing
 downloaded).
-``python -m ebmjax.main --mode eval`` runs :func:`evaluate_to_workdir` (``report``).
+``python -m ebmjax.main --mode eval`` runs :func:`ebmjax.apps.evaluate.evaluate_to_workdir` over these.
 
-Modules that pull in heavy dependencies (Flax networks, plotting, the report) are imported lazily.
+Modules that pull in heavy dependencies (Flax networks) are imported lazily.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ _LAZY = {
     "InceptionV3FID": "ebmjax.evaluation.inception",
     "InceptionFeatures": "ebmjax.evaluation.inception",
     "load_inception": "ebmjax.evaluation.inception",
-    "evaluate_to_workdir": "ebmjax.evaluation.report",
 }
 
 

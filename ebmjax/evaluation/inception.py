@@ -262,7 +262,7 @@ def _from_torch_layout(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
 @functools.cache
 def _param_shapes() -> dict[tuple[str, ...], tuple[int, ...]]:
     # Cached: tracing the 94-layer init takes a second or two; callers only read the result.
-    shapes = jax.eval_shape(InceptionV3FID().init, jax.random.PRNGKey(0), jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3)))
+    shapes = jax.eval_shape(InceptionV3FID().init, jax.random.key(0), jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3)))
     return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes["params"]).items()}
 
 

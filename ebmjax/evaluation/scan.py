@@ -21,7 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ebmjax import io
+from ebmjax import io, keys
 from ebmjax.errors import ConfigError
 from ebmjax.evaluation import metrics, quality
 
@@ -86,16 +86,16 @@ def scan_to_workdir(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                     progress: bool = True) -> dict[str, Any]:
     """Scores ``eval.scan_samples`` samples of every checkpoint step in ``steps`` (``load(step) ->
     (sampler, step)``) with one key, and writes the picture and ``best_checkpoint.json``."""
-    from ebmjax import sampling
+    from ebmjax import chains
     from ebmjax.evaluation import plots
 
     e = cfg.eval
     scorer = Scorer(cfg, test_images)
-    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 15)
+    key = keys.stream(cfg.seed, keys.CHECKPOINT_SCORES)
     scores = []
     for i, step in enumerate(steps):
         sampler, _ = load(step)
-        x, _ = sampling.draw(sampler, int(e.scan_samples), key, batch_size=cfg.sample.batch_size,
+        x, _ = chains.draw(sampler, int(e.scan_samples), key, batch_size=cfg.sample.batch_size,
                              chunk_steps=cfg.sample.chunk_steps, progress=progress,
                              unroll_steps=cfg.sample.unroll_steps)
         entry = {"step": int(step), **scorer(x)}

@@ -2,7 +2,7 @@
 
 ``build(cfg, example_shape)`` returns the method named by ``cfg.method.name``. The training loop,
 sampling, restoration and evaluation only use the record's fields, so a new method plugs in by
-adding a module and a line to :data:`METHODS`.
+adding a module (``build``, ``defaults``, ``RULES``, ``check_config``) and a line to :data:`METHODS`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ class Entry(NamedTuple):
 
     Attributes:
         build: ``build(cfg, example_shape, value_range) -> Method``.
+        defaults: ``defaults() -> ConfigDict``: the method's config group (``cfg.<name>``), every
+            field with its default; :func:`ebmjax.config.defaults` assembles every method's.
+        rules: the group's number fields as ``(field, what it is, rule)`` (``ebmjax.methods.settings``),
+            checked for every config.
+        check: ``check(group)``: ConfigError for settings of the group that cannot work (its rules
+            and the checks that are not about one number); run for the chosen method.
         carried_rows: ``carried_rows(cfg)``: the sizes of the leading axes of the method's carried
             state that are split over the ``data`` axis (a replay buffer's rows). It reads the config
             alone because it is needed before JAX starts its devices (the device count must divide
@@ -33,15 +39,15 @@ class Entry(NamedTuple):
     """
 
     build: Callable[..., Method]
+    defaults: Callable[[], ml_collections.ConfigDict]
+    rules: tuple[tuple[str, str, str], ...]
+    check: Callable[[ml_collections.ConfigDict], None]
     carried_rows: Callable[[ml_collections.ConfigDict], tuple[int, ...]] = _no_carried_rows
 
 
 METHODS: dict[str, Entry] = {
-    "cfebm": Entry(cfebm.build),
-    "coop": Entry(coop.build),
-    "mdsm": Entry(mdsm.build),
-    "ml": Entry(ml.build, ml.carried_rows),
-    "multigrid": Entry(multigrid.build, multigrid.carried_rows),
+    name: Entry(m.build, m.defaults, m.RULES, m.check_config, getattr(m, "carried_rows", _no_carried_rows))
+    for name, m in (("mdsm", mdsm), ("ml", ml), ("multigrid", multigrid), ("cfebm", cfebm), ("coop", coop))
 }
 
 __all__ = ["METHODS", "Entry", "Method", "Params", "Sampler", "Stage", "build", "names", "split_rows"]

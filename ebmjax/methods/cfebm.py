@@ -62,7 +62,7 @@ from jax.sharding import PartitionSpec as P
 
 from ebmjax import ops, optim, samplers, schedules
 from ebmjax.errors import ConfigError
-from ebmjax.methods import contrastive, pictures
+from ebmjax.methods import contrastive, pictures, settings
 from ebmjax.methods.base import Method, Sampler, Stage
 from ebmjax.models.cfebm import ExpandingEnergy, init_all
 
@@ -72,9 +72,44 @@ PICTURE_CHAINS = 12
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def defaults() -> ml_collections.ConfigDict:
+    """The ``cfebm`` config group, every field with its default (``ebmjax.methods.settings``)."""
+    # CF-EBM (ebmjax.methods.cfebm; the CF-EBM paper, REFERENCE §2): coarse-to-fine expanding training. One
+    # expanding energy (ExpandingEnergy: per-resolution from_rgb, residual blocks added at the bottom,
+    # the Expand block alpha * new + (1 - alpha) * old) learns at resolutions[0] for one phase, then
+    # each finer stage fades in over one phase (alpha linear in images seen) and trains stable for
+    # one phase; the last stage trains until train.steps. Negative samples are drawn from the
+    # beginning every step: uniform noise at the coarsest side, `steps` Langevin steps per stage
+    # x <- clamp(x - step_size * clip(dE/dx) + sigma z), up-sampled (pixel replication) between stages.
+    g = ml_collections.ConfigDict()
+    g.resolutions = (8, 16, 32)  # stage sides, coarse to fine, each twice the one before; the last is the image side (CIFAR: 8, 16, 32)
+    g.widths = (128, 128, 64)  # feature channels at each stage's side (from_rgb's output)
+    g.head_width = 128  # channels of the head and of block 0's output
+    g.variant = "grow"  # grow (one network, every layer keeps learning; train_v0) | per_stage (a network per stage started from the previous stage's weights, coarser ones frozen; train_v1)
+    g.phase_images = 1_200_000  # images seen per fade phase and per stable phase (CIFAR: 1.2M, CelebA: 1.5M)
+    g.lr_by_stage = ()  # constant learning rate per stage (the original: 1e-3 up to 32x32, 1.2e-3 at 64); (): train.lr's schedule
+    g.steps = 15  # Langevin steps per stage in every training step (the original: 15)
+    g.sample_steps = 15  # --mode sample: Langevin steps per stage
+    g.cyclic_noise = True  # sigma decays linearly from noise_max to 0 over all of a chain's steps (the original's "cyclic"); False: fixed noise
+    g.noise_max = 0.0075  # start of the cyclic decay (the original: 0.015 on [-1, 1])
+    g.smooth_handover = True  # while a stage fades in: int(steps (1 - alpha)) steps at the old side, then x <- c + sqrt(1 - alpha^2) (up(x) - c) + alpha (range / 2) z
+    # step_size: step on dE/dx (the original: 1.0 on [-1, 1] images, i.e. 0.25 on [0, 1])
+    # noise: sigma of fixed-noise chains (the original: 0.005 on [-1, 1])
+    # data_noise: std of Gaussian noise added to the data (the original: 0.01 on CelebA)
+    # energy_l2: weight of mean E(data)^2 + mean E(samples)^2 (the original's "l2" has the wrong sign and weight 0)
+    # energy_bound: stop the run when |mean energy| of data or samples exceeds this (the original stops at |loss| > 1000)
+    settings.chain_settings(g, step_size=0.25, noise=0.0025)
+    return g
+
+
+# Number fields of the group and the values that work for them (ebmjax.methods.settings).
+RULES = settings.CHAIN_RULES + (("noise_max", "the start of the cyclic noise decay", ">= 0"),)
+
+
 def check_config(m: ml_collections.ConfigDict) -> None:
     """ConfigError for settings of the ``cfebm`` group that cannot work (the resolutions are checked
     against the images by :func:`build`)."""
+    settings.check_numbers(m, "cfebm", RULES)
     if m.variant not in VARIANTS:
         raise ConfigError(f"cfebm.variant must be one of {', '.join(VARIANTS)}, got {m.variant!r}.")
     for name in ("resolutions", "widths"):
@@ -88,9 +123,7 @@ def check_config(m: ml_collections.ConfigDict) -> None:
                           f"got {m.resolutions!r}.")
     if len(m.widths) != len(res):
         raise ConfigError(f"cfebm.widths needs one channel count per resolution ({len(res)}), got {m.widths!r}.")
-    for name, low in (("head_width", 1), ("phase_images", 1), ("steps", 1), ("sample_steps", 1)):
-        if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < low:
-            raise ConfigError(f"cfebm.{name} must be an integer >= {low}, got {m[name]!r}.")
+    settings.check_counts(m, "cfebm", (("head_width", 1), ("phase_images", 1), ("steps", 1), ("sample_steps", 1)))
     lrs = m.lr_by_stage
     if not isinstance(lrs, (tuple, list)) or (lrs and (len(lrs) != len(res) or any(
             isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in lrs))):

@@ -43,8 +43,7 @@ import numpy as np
 
 from ebmjax import models, optim, samplers, visualize
 from ebmjax.errors import ConfigError
-from ebmjax.methods import pictures
-from ebmjax.methods import contrastive
+from ebmjax.methods import contrastive, pictures, settings
 from ebmjax.methods.base import Method, Sampler, Stage, identity
 from ebmjax.models import generator as gen_models
 
@@ -54,11 +53,55 @@ PICTURE = "proposals.png"
 PICTURE_CHAINS = 16
 
 
+def defaults() -> ml_collections.ConfigDict:
+    """The ``coop`` config group, every field with its default (``ebmjax.methods.settings``)."""
+    # Cooperative learning (ebmjax.methods.coop; CoopNets, Xie et al.): a generator g (network
+    # "generator", LatentGenerator) proposes g(z), z ~ N(0, I); the energy ("energy", model.*) revises
+    # the proposals with Langevin as in ml, x <- clamp(x - step_size * clip(dE/dx) + noise * z), learns
+    # from (data, revised) by ml_loss, and g learns to reproduce the revised samples (|g(z) - x|^2 /
+    # (2 gen_sigma^2)). The energy's Adam is train.*; the generator's is coop.gen_* (the same schedule
+    # shape: warm-up, cosine decay to gen_lr * train.lr_end / train.lr). Defaults: CoopNets' TF code on
+    # images in [-1, 1] (delta 0.002 -> step 2e-6, noise 0.002; sigma 0.016; 15 steps; sigma_g 0.3;
+    # generator lr 1e-4, beta1 0.5; z of 100; CIFAR generator 256@4 -> 128@8 -> 64@16 -> 3@32).
+    g = ml_collections.ConfigDict()
+    g.latent_dim = 100  # size of z (CoopNets: 100)
+    g.gen_widths = (256, 128, 64)  # generator channels per map, one stride-2 transposed conv each (CoopNets CIFAR); (): linear z -> x
+    g.gen_kernel = 4  # side of the generator's transposed-conv kernels
+    g.gen_output = "tanh"  # tanh (CoopNets; scaled to the data's range) | linear
+    g.gen_norm = "none"  # none | layer (batch-independent; CoopNets has BatchNorm, which this drops)
+    g.gen_sigma = 0.3  # sigma_g of the generator's loss |g(z) - revised|^2 / (2 sigma_g^2)
+    g.gen_lr = 1e-4  # the generator's Adam learning rate (CoopNets: 1e-4)
+    g.gen_b1 = 0.5  # the generator's Adam betas (CoopNets: 0.5, 0.999)
+    g.gen_b2 = 0.999
+    g.steps = 15  # Langevin steps revising the proposals in every training step (CoopNets: 15)
+    g.ref_sigma = ml_collections.config_dict.placeholder(float)  # None: none; else add |x - c|^2 / (2 ref_sigma^2) to the energy, c the middle of the data's range (CoopNets: 0.016 on [-1, 1])
+    g.infer_steps = 0  # latent Langevin steps inferring z from the revised samples before g learns (0: off, CoopNets' default)
+    g.infer_step_size = 0.045  # latent Langevin: step on the gradient of |z|^2 / 2 + |x - g(z)|^2 / (2 sigma_g^2) (CoopNets: 0.3^2 / 2)
+    g.infer_noise = 0.3  # latent Langevin: noise std (CoopNets: 0.3)
+    g.sample_steps = 15  # --mode sample: Langevin steps after the generator's proposal
+    # step_size: step on the energy's gradient (CoopNets: delta^2 / 2 = 2e-6)
+    # noise: std of the Langevin noise (CoopNets: delta = 0.002)
+    settings.chain_settings(g, step_size=2e-6, noise=0.002)
+    return g
+
+
+# Number fields of the group and the values that work for them (ebmjax.methods.settings).
+RULES = settings.CHAIN_RULES + (
+    ("gen_sigma", "the generator's sigma_g", "> 0"),
+    ("gen_lr", "the generator's learning rate", "> 0"),
+    ("gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),
+    ("gen_b2", "the generator's Adam second-moment decay", "[0, 1)"),
+    ("ref_sigma", "the width of the Gaussian reference", "> 0"),
+    ("infer_step_size", "the latent Langevin step", "> 0"),
+    ("infer_noise", "the latent Langevin noise", ">= 0"),
+)
+
+
 def check_config(m: ml_collections.ConfigDict) -> None:
     """ConfigError for settings of the ``coop`` group that cannot work."""
-    for name, low in (("latent_dim", 1), ("gen_kernel", 1), ("steps", 1), ("sample_steps", 1), ("infer_steps", 0)):
-        if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < low:
-            raise ConfigError(f"coop.{name} must be an integer >= {low}, got {m[name]!r}.")
+    settings.check_numbers(m, "coop", RULES)
+    settings.check_counts(m, "coop", (("latent_dim", 1), ("gen_kernel", 1), ("steps", 1), ("sample_steps", 1),
+                                      ("infer_steps", 0)))
     widths = m.gen_widths
     if not isinstance(widths, (tuple, list)) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
                                                      for w in widths):
@@ -69,15 +112,6 @@ def check_config(m: ml_collections.ConfigDict) -> None:
                           f"{m.gen_output!r}.")
     if m.gen_norm not in gen_models.NORMS:
         raise ConfigError(f"coop.gen_norm must be one of {', '.join(gen_models.NORMS)}, got {m.gen_norm!r}.")
-    for name in ("gen_sigma", "gen_lr", "step_size", "infer_step_size", "energy_bound"):
-        if not (np.isfinite(m[name]) and m[name] > 0):
-            raise ConfigError(f"coop.{name} must be a finite number > 0, got {m[name]!r}.")
-    for name in ("noise", "data_noise", "energy_l2", "infer_noise"):
-        if not (np.isfinite(m[name]) and m[name] >= 0):
-            raise ConfigError(f"coop.{name} must be a finite number >= 0, got {m[name]!r}.")
-    for name in ("gen_b1", "gen_b2"):
-        if not 0 <= m[name] < 1:
-            raise ConfigError(f"coop.{name} must be in [0, 1), got {m[name]!r}.")
     for name in ("grad_clip", "ref_sigma"):
         if m[name] is not None and not (np.isfinite(m[name]) and m[name] > 0):
             raise ConfigError(f"coop.{name} must be > 0 or None, got {m[name]!r}.")

@@ -2,8 +2,8 @@
 
 One network, ``energy`` (``model.*``), trained by :func:`ebmjax.losses.mdsm_loss` with noise levels
 fixed per batch position (``mdsm.*``); sampled by annealed Langevin from
-``sample.init_mean + sample.init_std * N(0, I)`` along the ``sample.*`` schedule, then the
-single-step denoising jump x - sigma0^2 dE/dx (``sample.denoise``).
+``mdsm.init_mean + mdsm.init_std * N(0, I)`` along the schedule of ``mdsm.schedule``, ``mdsm.t_max``, ..., then the
+single-step denoising jump x - sigma0^2 dE/dx (``mdsm.denoise``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,57 @@ import ml_collections
 import numpy as np
 
 from ebmjax import losses, models, optim, samplers, schedules
+from ebmjax.errors import ConfigError
+from ebmjax.methods import settings
 from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 NETWORK = "energy"
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """The ``mdsm`` config group, every field with its default (``ebmjax.methods.settings``)."""
+    # Multiscale denoising score matching (ebmjax.methods.mdsm).
+    g = ml_collections.ConfigDict()
+    g.sigma0 = 0.1  # width of the kernel whose smoothed density is learned (also the denoising jump's)
+    g.sigma_low = 0.05  # noise levels, fixed per batch position
+    g.sigma_high = 1.2
+    g.spacing = "linear"  # linear | geometric
+    # --mode sample (and inpainting's chains): annealed Langevin along this schedule, from init_mean +
+    # init_std * N(0, I), then the denoising jump
+    g.schedule = "exp"  # exp | lin (ebmjax.schedules.annealing_schedule)
+    g.t_max = 100.0
+    g.t_min = 1.0  # the annealing ends here before cooling to 0 (paper: 1; < 1 favours the most likely images)
+    g.n_hot = 500
+    g.n_anneal = 2000
+    g.n_cool = 200
+    g.step_size = 0.02  # Langevin epsilon
+    g.init_mean = 0.5  # chains start at init_mean + init_std * N(0, I)
+    g.init_std = 1.0
+    g.denoise = True  # finish with the single-step denoising jump x - mdsm.sigma0^2 dE/dx
+    return g
+
+
+# Number fields of the group and the values that work for them (ebmjax.methods.settings).
+RULES = (
+    ("sigma0", "the width of the smoothing kernel", "> 0"),
+    ("sigma_low", "the smallest noise level", "> 0"),
+    ("sigma_high", "the largest noise level", "> 0"),
+    ("t_max", "the temperature the chains start at", "> 0"),
+    ("t_min", "the temperature the annealing ends at", "> 0"),
+    ("step_size", "the Langevin step size", "> 0"),
+    ("init_mean", "the mean of the chains' start", "finite"),
+    ("init_std", "the spread of the chains' start", ">= 0"),
+)
+
+
+def check_config(m: ml_collections.ConfigDict) -> None:
+    """ConfigError for settings of the ``mdsm`` group that cannot work."""
+    settings.check_numbers(m, "mdsm", RULES)
+    settings.check_counts(m, "mdsm", (("n_hot", 0), ("n_anneal", 0), ("n_cool", 0)))
+    for low, high, what in (("sigma_low", "sigma_high", "noise levels"), ("t_min", "t_max", "annealing temperatures")):
+        if m[low] > m[high]:
+            raise ConfigError(f"mdsm.{low} = {m[low]} is above mdsm.{high} = {m[high]}; the {what} need "
+                              f"mdsm.{low} <= mdsm.{high}.")
 
 
 def noise_levels(cfg: ml_collections.ConfigDict) -> jax.Array:
@@ -27,9 +75,9 @@ def noise_levels(cfg: ml_collections.ConfigDict) -> jax.Array:
     return losses.noise_levels(cfg.train.batch_size, m.sigma_low, m.sigma_high, m.spacing)
 
 
-def annealing_temperatures(sample_cfg: ml_collections.ConfigDict) -> np.ndarray:
-    """The annealing schedule of ``sample.*``: one temperature per Langevin step, (K,) float32."""
-    s = sample_cfg
+def annealing_temperatures(mdsm_cfg: ml_collections.ConfigDict) -> np.ndarray:
+    """The annealing schedule of the ``mdsm`` group: one temperature per Langevin step, (K,) float32."""
+    s = mdsm_cfg
     return np.asarray(schedules.annealing_schedule(s.schedule, t_max=s.t_max, n_hot=s.n_hot,
                                                    n_anneal=s.n_anneal, n_cool=s.n_cool, t_min=s.t_min))
 
@@ -43,34 +91,35 @@ def gaussian_init(shape: tuple[int, ...], mean: float, std: float):
     return init
 
 
-def annealed_sampler(energy: Any, example_shape: tuple[int, ...], sample_cfg: ml_collections.ConfigDict,
+def annealed_sampler(energy: Any, example_shape: tuple[int, ...], mdsm_cfg: ml_collections.ConfigDict,
                      sigma0: float) -> Sampler:
-    """The paper's sampler: annealed Langevin (ULA, step ``sample.step_size``) along the ``sample.*``
-    schedule from init_mean + init_std * N(0, I), then the denoising jump x - sigma0^2 dE/dx if
-    ``sample.denoise``. ``energy``: a Partial over parameters."""
-    s = sample_cfg
+    """The paper's sampler: annealed Langevin (ULA, step ``mdsm.step_size``) along the ``mdsm``
+    group's schedule from init_mean + init_std * N(0, I), then the denoising jump x - sigma0^2 dE/dx
+    if ``mdsm.denoise``. ``energy``: a Partial over parameters."""
+    s = mdsm_cfg
     temps = annealing_temperatures(s)
     steps = np.full(temps.shape, s.step_size, np.float32)
     finish = (jax.tree_util.Partial(samplers.denoise_jump, energy, sigma0=float(sigma0)) if s.denoise
               else jax.tree_util.Partial(identity))
-    settings = {"kind": "annealed langevin", "sigma0": float(sigma0),
-                **{k: s[k] for k in ("schedule", "t_max", "t_min", "n_hot", "n_anneal", "n_cool", "step_size",
-                                     "init_mean", "init_std", "denoise")}}
+    described = {"kind": "annealed langevin", "sigma0": float(sigma0),
+                 **{k: s[k] for k in ("schedule", "t_max", "t_min", "n_hot", "n_anneal", "n_cool", "step_size",
+                                      "init_mean", "init_std", "denoise")}}
     return Sampler(gaussian_init(tuple(example_shape), float(s.init_mean), float(s.init_std)),
-                   (Stage("anneal", energy, samplers.ula, temps, steps),), finish, settings)
+                   (Stage("anneal", energy, samplers.ula, temps, steps),), finish, described)
 
 
 def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
           value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
     """The MDSM method for examples of ``example_shape`` (e.g. (8, 8, 1)); the data's
-    ``value_range`` plays no part (chains start from sample.init_mean + sample.init_std N(0, I))."""
+    ``value_range`` plays no part (chains start from mdsm.init_mean + mdsm.init_std N(0, I))."""
     del value_range
     model = models.build_model(cfg.model)
     tx, lr = optim.adam(cfg.train)
     optimizer = optim.per_network({NETWORK: tx})
     sigmas = noise_levels(cfg)
+    check_config(cfg.mdsm)
     sigma0 = float(cfg.mdsm.sigma0)
-    s = cfg.sample
+    s = cfg.mdsm
 
     def energy(params, carry=None):
         del carry

@@ -32,9 +32,11 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from ebmjax import data, models, optim, parallel, samplers, translate
+from ebmjax import data, models, optim, parallel, samplers
+from ebmjax.restoration.translate import translation_start
 from ebmjax.errors import ConfigError
 from ebmjax.methods import contrastive
+from ebmjax.methods import settings
 from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 NETWORK = "energy"
@@ -42,8 +44,31 @@ INITS = ("noise", "data", "buffer", "source")
 NOISE_INITS = ("uniform", "gaussian")
 
 
+def defaults() -> ml_collections.ConfigDict:
+    """The ``ml`` config group, every field with its default (``ebmjax.methods.settings``)."""
+    # Maximum-likelihood training with Langevin chains in every step (ebmjax.methods.ml): short-run
+    # chains from noise (Nijkamp et al.), from the data (contrastive divergence) or persistent chains
+    # in a replay buffer (IGEBM, JEM). Langevin as the ML literature writes it:
+    # x <- clamp(x - step_size * clip(dE/dx, grad_clip) + noise * z) (ebmjax.samplers.decoupled).
+    g = ml_collections.ConfigDict()
+    g.init = "noise"  # noise | data | buffer | source (training images of the translation's source domain, translate.data_name, plus translate.noise): where every training step's chains start
+    g.noise_init = "uniform"  # uniform (over the data's range) | gaussian: fresh chain starts
+    g.steps = 40  # Langevin steps per training step
+    g.buffer_size = 10_000  # buffer: chain ends kept (IGEBM, JEM: 10,000); split over the devices
+    g.reinit_prob = 0.05  # buffer: share of chains restarted from fresh noise each step (IGEBM, JEM: 5%)
+    g.sample_steps = 200  # --mode sample: Langevin steps of the same kind per chain
+    g.sample_from = "noise"  # --mode sample starts at: noise | buffer (ml.init = buffer only)
+    settings.chain_settings(g, step_size=1.0, noise=0.005)
+    return g
+
+
+# Number fields of the group and the values that work for them (ebmjax.methods.settings).
+RULES = settings.CHAIN_RULES + (("reinit_prob", "the share of chains restarted from noise", "[0, 1)"),)
+
+
 def check_config(m: ml_collections.ConfigDict) -> None:
     """ConfigError for settings of the ``ml`` group that cannot work."""
+    settings.check_numbers(m, "ml", RULES)
     if m.init not in INITS:
         raise ConfigError(f"ml.init must be one of {', '.join(INITS)}, got {m.init!r}.")
     if m.noise_init not in NOISE_INITS:
@@ -51,18 +76,7 @@ def check_config(m: ml_collections.ConfigDict) -> None:
     if m.sample_from not in ("noise", "buffer") or (m.sample_from == "buffer" and m.init != "buffer"):
         raise ConfigError(f"ml.sample_from must be 'noise', or 'buffer' when ml.init is 'buffer'; got {m.sample_from!r} "
                           f"with ml.init={m.init!r}.")
-    for name in ("steps", "sample_steps", "buffer_size"):
-        if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < 1:
-            raise ConfigError(f"ml.{name} must be an integer >= 1, got {m[name]!r}.")
-    for name in ("step_size", "noise", "data_noise", "energy_l2", "reinit_prob"):
-        if not (np.isfinite(m[name]) and m[name] >= 0):
-            raise ConfigError(f"ml.{name} must be a finite number >= 0, got {m[name]!r}.")
-    if m.step_size == 0:
-        raise ConfigError("ml.step_size must be > 0.")
-    if m.reinit_prob > 1:
-        raise ConfigError(f"ml.reinit_prob is a probability, got {m.reinit_prob}.")
-    if m.grad_clip is not None and not m.grad_clip > 0:
-        raise ConfigError(f"ml.grad_clip must be > 0 or None, got {m.grad_clip!r}.")
+    settings.check_counts(m, "ml", (("steps", 1), ("sample_steps", 1), ("buffer_size", 1)))
 
 
 def noise_init(kind: str, shape: tuple[int, ...], value_range: tuple[float, float]):
@@ -135,7 +149,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         elif m.init == "data":
             x0 = batch_x
         elif m.init == "source":
-            x0 = translate.translation_start(x_source, k_fresh, cfg.translate.noise)
+            x0 = translation_start(x_source, k_fresh, cfg.translate.noise)
         else:
             x0 = fresh(k_fresh, batch_x.shape[0])
         x_model = jax.lax.stop_gradient(chains(e_const, x0, k_chain, int(m.steps)))

@@ -67,8 +67,7 @@ from jax.sharding import PartitionSpec as P
 
 from ebmjax import models, ops, optim, parallel, samplers
 from ebmjax.errors import ConfigError
-from ebmjax.methods import pictures
-from ebmjax.methods import contrastive
+from ebmjax.methods import contrastive, pictures, settings
 from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 ORDERS = ("sequential", "joint")
@@ -156,30 +155,67 @@ def plan(m: ml_collections.ConfigDict, example_shape: tuple[int, ...]) -> Plan:
                 per_grid(m.noise, "noise", n))
 
 
+def defaults() -> ml_collections.ConfigDict:
+    """The ``multigrid`` config group, every field with its default (``ebmjax.methods.settings``)."""
+    # Multigrid maximum likelihood (ebmjax.methods.multigrid; Gao et al. CVPR 2018, Malhotra §IV): one
+    # energy per grid (GridEnergy, networks "energy_<side>"), the coarsest grid the block average of
+    # the data, every finer grid's chain started from the up-sampled sample of the grid before. Langevin
+    # as in ml: x <- clamp(x - step_size * clip(dE/dx) + noise * z). Per-grid settings are tuples with
+    # one entry (shared by every learned grid) or one per learned grid (grids[1:]). Gao's code: 90 steps
+    # (paper 30) of x += (d^2/2) df/dx with d = 0.3 on [0, 255] pixels, no noise (the paper adds it).
+    g = ml_collections.ConfigDict()
+    g.grids = (1, 4, 16, 64)  # grid sides, coarse to fine; the last is the image side (Gao: 1, 4, 16, 64)
+    g.widths = (96, 128, 256)  # channels of every grid's conv layers (Gao's 4x4 net: 96, 128, 256)
+    g.kernel = 3  # conv kernel side (Gao: 5 for the strided first layer, 3 after)
+    g.strided_layers = (1,)  # leading conv layers with stride 2 (on grids of side >= 4), per learned grid or shared (Gao: 1, 1, 4)
+    g.order = "sequential"  # sequential (as the original: grid k starts from grid k-1's sample) | joint (every grid starts from the up-sampled data of the grid before; chains independent)
+    g.steps = (30,)  # Langevin steps per training step, per learned grid or shared
+    g.sample_steps = ()  # --mode sample: steps per learned grid or shared; (): as multigrid.steps
+    g.ref_sigma = ml_collections.config_dict.placeholder(float)  # None: no reference; else add |x|^2 / (2 ref_sigma^2) to every grid's energy (Malhotra's paper eq. 1)
+    g.coarse_buffer = 1024  # coarsest-grid block averages of past training batches kept (in the carry) as --mode sample's starts
+    # Malhotra's modified multigrid: a generator G (network "generator", DilatedGenerator, one for every
+    # grid) in front of every grid's chain, which then starts from the up-sampled G(previous grid's sample).
+    # The seed is loose about what G learns; two readings: "teach" (MCMC teaching, as CoopNets: G's
+    # up-sampled output is pulled towards the grid's revised samples) and "autoencode" (§III.I: G
+    # regenerates the training images of every grid it is applied to). Loss |.|^2 / (2 gen_sigma^2)
+    # summed over pixels; G's Adam has the train.* schedule shape with gen_lr, gen_b1, gen_b2.
+    g.generator = "none"  # none (Gao et al.) | teach | autoencode (Malhotra's two readings)
+    g.gen_rates = (1, 2, 4, 6, 12, 18)  # dilation rates of G's six parallel branches (not in the seed; see DilatedGenerator)
+    g.gen_width = 32  # channels of G's first two conv layers (not in the seed: small, as it asks)
+    g.gen_branch_width = 16  # channels of each of G's dilated branches
+    g.gen_sigma = 0.3  # sigma_g of G's loss (CoopNets' 0.3)
+    g.gen_lr = 1e-4  # G's Adam learning rate (CoopNets' generator: 1e-4; the seed gives none)
+    g.gen_b1 = 0.5  # G's Adam betas (CoopNets: 0.5, 0.999)
+    g.gen_b2 = 0.999
+    # step_size: step on the energy's gradient, per learned grid or shared
+    # noise: std of the Langevin noise, per learned grid or shared (0: off, as Gao's code)
+    # clamp: clamp the chains to the data's range after every step (Gao: [0, 255])
+    settings.chain_settings(g, step_size=(1.0,), noise=(0.0,))
+    return g
+
+
+# Number fields of the group and the values that work for them (ebmjax.methods.settings).
+RULES = settings.CHAIN_RULES + (
+    ("ref_sigma", "the width of the Gaussian reference", "> 0"),
+    ("gen_sigma", "the generator's sigma_g", "> 0"),
+    ("gen_lr", "the generator's learning rate", "> 0"),
+    ("gen_b1", "the generator's Adam first-moment decay", "[0, 1)"),
+    ("gen_b2", "the generator's Adam second-moment decay", "[0, 1)"),
+)
+
+
 def check_config(m: ml_collections.ConfigDict) -> None:
     """ConfigError for settings of the ``multigrid`` group that cannot work (the grids are checked
     against the images by :func:`plan`)."""
+    settings.check_numbers(m, "multigrid", RULES)
     if m.order not in ORDERS:
         raise ConfigError(f"multigrid.order must be one of {', '.join(ORDERS)}, got {m.order!r}.")
     _positive_ints(m.widths, "widths")
     if m.generator not in GENERATORS:
         raise ConfigError(f"multigrid.generator must be one of {', '.join(GENERATORS)}, got {m.generator!r}.")
     _positive_ints(m.gen_rates, "gen_rates")
-    for name in ("kernel", "coarse_buffer", "gen_width", "gen_branch_width"):
-        if isinstance(m[name], bool) or not isinstance(m[name], int) or m[name] < 1:
-            raise ConfigError(f"multigrid.{name} must be an integer >= 1, got {m[name]!r}.")
-    for name in ("gen_sigma", "gen_lr"):
-        if not (np.isfinite(m[name]) and m[name] > 0):
-            raise ConfigError(f"multigrid.{name} must be a finite number > 0, got {m[name]!r}.")
-    for name in ("gen_b1", "gen_b2"):
-        if not 0 <= m[name] < 1:
-            raise ConfigError(f"multigrid.{name} must be in [0, 1), got {m[name]!r}.")
-    for name in ("data_noise", "energy_l2"):
-        if not (np.isfinite(m[name]) and m[name] >= 0):
-            raise ConfigError(f"multigrid.{name} must be a finite number >= 0, got {m[name]!r}.")
-    for name in ("grad_clip", "ref_sigma"):
-        if m[name] is not None and not (np.isfinite(m[name]) and m[name] > 0):
-            raise ConfigError(f"multigrid.{name} must be > 0 or None, got {m[name]!r}.")
+    settings.check_counts(m, "multigrid", (("kernel", 1), ("coarse_buffer", 1), ("gen_width", 1),
+                                           ("gen_branch_width", 1)))
 
 
 @dataclasses.dataclass(frozen=True)

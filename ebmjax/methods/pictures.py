@@ -22,11 +22,16 @@ def _run_stage(kernel, energy, x, key, temperatures, step_sizes):
     return state.position
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _start(init, key, n):
+    return init(key, n)
+
+
 def stage_ends(sampler: Sampler, key: jax.Array, n: int, *, starts: bool = False) -> list[np.ndarray]:
     """The sampler's start and the end of each of its stages for ``n`` chains (no finishing map);
     with ``starts``, each stage's start (after its ``enter``) before its end."""
     k_init, k_run = jax.random.split(key)
-    x = jax.jit(sampler.init, static_argnums=1)(k_init, n)
+    x = _start(samplers.as_partial(sampler.init), k_init, n)
     ends = [np.asarray(x)]
     for i, st in enumerate(sampler.stages):
         k_enter, k_chain = jax.random.split(jax.random.fold_in(k_run, i))

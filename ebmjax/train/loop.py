@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from ebmjax import data, io, methods, parallel, translate
+from ebmjax import chains, data, io, keys, methods, parallel
 from ebmjax.errors import CheckpointError, ConfigError, DataError, Diverged, Interrupted
 from ebmjax.methods.base import Method, phase_of, with_phase
 from ebmjax.train import state as train_state
@@ -110,7 +110,7 @@ def make_train_call(cfg: ml_collections.ConfigDict, method: Method, phase: Any =
     multi = train_step.make_multi_step(method, int(cfg.train.steps_per_call), float(cfg.train.ema_decay), phase)
 
     def call(state: train_state.TrainState, batches: jax.Array, votes: jax.Array):
-        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+        key = keys.stream(cfg.seed, keys.TRAIN_STEP)
         state, metrics = multi(state, batches, key)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(b)) for b in jax.tree.leaves(batches)]))
         control = {"data_finite": finite, "stop": jnp.any(votes)}
@@ -125,7 +125,7 @@ def make_probe_call(cfg: ml_collections.ConfigDict, method: Method, phase: Any =
     probe = with_phase(method.probe, method, phase)
 
     def call(state: train_state.TrainState, batches: jax.Array):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2), state.step)
+        key = jax.random.fold_in(keys.stream(cfg.seed, keys.PROBE), state.step)
         return probe(state.params, state.carry, jax.tree.map(lambda b: b[-1], batches), key)
 
     return call
@@ -212,14 +212,12 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
     source_domain = None
     if method.source_data is not None:
         source_domain = data.load_source(method.source_data, "train")
-        translate.check_domains_match(cfg, source_domain, source, "train")
+        data.check_domains_match(cfg, source_domain, source, "train")
         _check_batch_fits(cfg, source_domain)
 
     def init():
-        # An "rbg" key compiles the many uniform initialisers several times faster than threefry on CPU.
-        key = jax.random.key(cfg.seed, impl="rbg")
-        params = method.init_params(key)
-        carry = method.init_carry(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7))
+        params = method.init_params(keys.init_key(cfg.seed))
+        carry = method.init_carry(keys.stream(cfg.seed, keys.CARRY))
         return train_state.create(params, method.optimizer, carry, ema=cfg.train.ema_decay > 0)
 
     try:
@@ -344,13 +342,12 @@ class BestKeeper:
         self.scores = {int(k): v for k, v in scores.items() if int(k) in set(ckpts.steps())}
 
     def after_save(self, state: train_state.TrainState) -> None:
-        from ebmjax import sampling
         from ebmjax.evaluation import scan
 
         step = int(state.step)
         sampler = self.method.sampler(train_state.inference_params(state), state.carry)
-        x, _ = sampling.draw(sampler, int(self.cfg.eval.scan_samples),
-                             jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), 15),
+        x, _ = chains.draw(sampler, int(self.cfg.eval.scan_samples),
+                             keys.stream(self.cfg.seed, keys.CHECKPOINT_SCORES),
                              batch_size=self.cfg.sample.batch_size, chunk_steps=self.cfg.sample.chunk_steps,
                              mesh=self.mesh, progress=False, unroll_steps=self.cfg.sample.unroll_steps)
         self.scores[step] = {"step": step, **self.scorer(x)}

@@ -1,6 +1,6 @@
 """``--mode eval``: every measurement of the MDSM paper on a trained energy, in one report.
 
-Layer 3. :func:`evaluate_to_workdir` writes ``<workdir>/eval/report.json`` and pictures; the
+Layer 4 (an application over :mod:`ebmjax.evaluation`). :func:`evaluate_to_workdir` writes ``<workdir>/eval/report.json`` and pictures; the
 metrics are chosen by ``eval.metrics`` (see ``ebmjax.config``):
 
 - ``fid``: FID, KID and IS of model samples against test images, with every feature network that
@@ -22,7 +22,7 @@ metrics are chosen by ``eval.metrics`` (see ``ebmjax.config``):
   classes: stacked digits) counted by the dataset's judge per channel, with the KL to uniform
   (``coverage.png``).
 
-Samples are drawn with the ``sample.*`` settings (``eval.n_samples`` of them, cached in
+Samples are drawn by the method's sampler (``eval.n_samples`` of them, cached in
 ``eval/samples.npz`` with a fingerprint of the parameters and settings) or read from
 ``eval.samples_file``. Everything runs on the default device of each process; process 0 writes.
 """
@@ -42,7 +42,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ebmjax import data, io, samplers, visualize
+from ebmjax import chains, data, io, keys, samplers, visualize
 from ebmjax.errors import ConfigError, DataError
 from ebmjax.evaluation import ais, coverage, metrics, neighbours, ood, plots
 
@@ -120,10 +120,9 @@ def _test_source(cfg: ml_collections.ConfigDict, train: Any) -> tuple[Any, str]:
 
 def _fingerprint(sampler: Any, cfg: ml_collections.ConfigDict, n: int) -> str:
     """What cached samples depend on: the sampler's settings and parameters, the seed and the count."""
-    from ebmjax import sampling
 
     settings = json.dumps({"sampler": dict(sampler.settings), "seed": cfg.seed, "n": n}, sort_keys=True, default=str)
-    return hashlib.blake2b((settings + sampling.sampler_fingerprint(sampler)).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b((settings + chains.sampler_fingerprint(sampler)).encode(), digest_size=16).hexdigest()
 
 
 def _samples(cfg: ml_collections.ConfigDict, sampler: Any, shape: tuple[int, ...],
@@ -149,16 +148,15 @@ def _samples(cfg: ml_collections.ConfigDict, sampler: Any, shape: tuple[int, ...
             if "fingerprint" in f.files and str(f["fingerprint"]) == fp:
                 log.info("Reusing the %d samples in %s", len(f["images"]), cache)
                 return np.asarray(f["images"], np.float32), str(cache)
-    from ebmjax import sampling
 
-    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 10)
-    x, _ = sampling.draw(sampler, e.n_samples, key, batch_size=cfg.sample.batch_size,
+    key = keys.stream(cfg.seed, keys.EVAL_SAMPLES)
+    x, _ = chains.draw(sampler, e.n_samples, key, batch_size=cfg.sample.batch_size,
                          chunk_steps=cfg.sample.chunk_steps, progress=progress,
                          unroll_steps=cfg.sample.unroll_steps)
     x = np.asarray(x, np.float32)
     if jax.process_index() == 0:
         io.savez_atomic(cache, images=x, fingerprint=np.asarray(fp))
-    return x, f"drawn with the sample.* settings (cached in {cache.name})"
+    return x, f"drawn by the method's sampler (cached in {cache.name})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +176,7 @@ class _Context:
         self.shape = tuple(source.shape)
         self.out_dir = out_dir
         self.progress = progress
-        self.key = jax.random.PRNGKey(cfg.seed)
+        self.seed = cfg.seed
         self.test, self.test_split = _test_source(cfg, source)
         self.x_test = self.test.get(np.arange(min(len(self.test), self.e.n_data)))
         self.x_train = source.get(np.arange(min(len(source), self.e.n_data)))
@@ -262,9 +260,9 @@ def _ais(ctx: _Context) -> dict[str, Any]:
         bar.update(k - done[0])
         done[0] = k if k < total else 0
     try:
-        fwd = ais.ais_log_partition(ctx.energy_fn, jax.random.fold_in(ctx.key, 11), shape=ctx.shape,
+        fwd = ais.ais_log_partition(ctx.energy_fn, keys.stream(ctx.seed, keys.AIS_FORWARD), shape=ctx.shape,
                                     n_chains=int(a.n_chains), on_chunk=tick, **kwargs)
-        rev = ais.reverse_ais_log_partition(ctx.energy_fn, x_rev, jax.random.fold_in(ctx.key, 12),
+        rev = ais.reverse_ais_log_partition(ctx.energy_fn, x_rev, keys.stream(ctx.seed, keys.AIS_REVERSE),
                                             on_chunk=tick, **kwargs)
     finally:
         bar.close()
@@ -353,7 +351,7 @@ def _ood(ctx: _Context) -> dict[str, Any]:
     n_in = min(e.ood.n, len(ctx.x_test))
     x_in = ctx.x_test[:n_in]
     sigma0 = ctx.method.denoise_sigma
-    noise_key = jax.random.fold_in(ctx.key, 13)
+    noise_key = keys.stream(ctx.seed, keys.OOD_NOISE)
     variants = {"clean": lambda x, i: ctx.energies(x)}
     if e.ood.noise and sigma0 is not None:
         variants[f"sigma0={sigma0:g} noise"] = lambda x, i: ood.noisy_energies(
