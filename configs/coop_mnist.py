@@ -4,7 +4,8 @@ from where they end) on the 5,000 bundled MNIST digits (data.name = "mnist5k", 2
 Every step draws 64 latents z ~ N(0, I_16), maps them through the generator (dense -> transposed
 convs 64, 32 -> tanh image), runs 20 Langevin steps x <- clamp(x - 5 dE/dx + 0.005 z) on the energy
 from the generator's images, lowers the energy of the data (plus N(0, 0.015^2)) against the chain
-ends and regresses the generator onto the chain ends. Energy: the conv net of configs/coop_digits.py
+ends, with IGEBM's penalty mean E(data)^2 + mean E(chains)^2 at weight 1, and regresses the generator
+onto the chain ends. Energy: the conv net of configs/coop_digits.py
 (16, 32 channels, LeakyReLU); both nets Adam (betas 0.5, 0.999), energy 1e-3 -> 1e-5, generator
 2e-3. Samples: generator images revised by 40 Langevin steps. Figures: docs/mnist.md.
 

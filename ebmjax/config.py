@@ -76,7 +76,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     c.train.keep_best = 0  # also keep the k best checkpoints by eval.select_by, each scored on eval.scan_samples samples when saved (0: only the newest keep_checkpoints)
     c.train.steps_per_call = 1  # training steps per compiled call (train.step.make_multi_step); compile time grows with it
-    c.train.ema_decay = 0.0  # 0: off; e.g. 0.999: keep an exponential moving average of the parameters, which sampling, restoration and evaluation then use
+    c.train.ema_decay = 0.0  # 0: off; e.g. 0.999: keep an exponential moving average of the parameters (checkpointed with them), which sampling, restoration and evaluation use with sample.weights = ema
 
     c.sample = ml_collections.ConfigDict()
     # --mode sample (and --mode train when sample.n > 0): how many chains, in what batches, where they are
@@ -92,6 +92,7 @@ def defaults() -> ml_collections.ConfigDict:
     # overwrite earlier ones.
     c.sample.seed = ml_collections.config_dict.placeholder(int)
     c.sample.checkpoint = "latest"  # latest | best (eval/best_checkpoint.json, from --mode eval with eval.checkpoints=all) | a step number: the checkpoint sample, inpaint, denoise and eval use
+    c.sample.weights = "raw"  # raw | ema: the parameters sampling, restoration, translation and evaluation use (ema: their moving average, kept when train.ema_decay > 0)
     c.sample.merge_max_gb = 8.0  # also write one samples.npz when all samples fit in this many GB
 
     # --mode inpaint / denoise (ebmjax.apps.restore). Inpainting runs the method's own last chain (MDSM: its
@@ -215,7 +216,15 @@ def _config_line(e: BaseException, path: pathlib.Path) -> str:
     return "" if line is None else f" at line {line}"
 
 
+# Fields that moved: the old dotted name -> the new one (said in the error for the old name).
+MOVED = {f"sample.{k}": f"mdsm.{k}" for k in ("schedule", "t_max", "t_min", "n_hot", "n_anneal", "n_cool",
+                                              "step_size", "init_mean", "init_std", "denoise")}
+
+
 def _did_you_mean(name: str, options: Iterable[str], prefix: str = "") -> str:
+    if f"{prefix}{name}" in MOVED:
+        return (f' It is now "{MOVED[prefix + name]}": MDSM\'s annealed sampler has its settings in its own group, '
+                'mdsm (the sample group holds what every method shares).')
     close = difflib.get_close_matches(name, list(options), n=1)
     return f' Did you mean "{prefix}{close[0]}"?' if close else ""
 
@@ -431,6 +440,13 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"sample.n must be >= 0, got {s.n}.")
     if t.get("warmup_steps", 0) < 0:
         raise ConfigError(f"train.warmup_steps must be >= 0 (0: no warm-up), got {t.warmup_steps}.")
+    if s.get("weights", "raw") not in ("raw", "ema"):
+        raise ConfigError(f"sample.weights must be raw (the trained parameters) or ema (their moving average), "
+                          f"got {s.weights!r}.")
+    if s.get("weights") == "ema" and not t.get("ema_decay", 0.0) > 0:
+        raise ConfigError("sample.weights = ema samples from the moving average of the parameters, which is kept "
+                          "only when train.ema_decay > 0: set --config.train.ema_decay=0.999 for the training run "
+                          "(and the same value when sampling from it).")
     seed = s.get("seed")
     if seed is not None and not 0 <= seed < 2**32:
         raise ConfigError(f"sample.seed must be None (samples from the run's seed, in <workdir>/samples/) or an "

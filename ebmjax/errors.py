@@ -28,3 +28,7 @@ class Interrupted(EbmjaxError):
 
 class Diverged(EbmjaxError):
     """Training went non-finite (or past a configured bound) for long enough to stop the run."""
+
+
+class WorkdirBusy(EbmjaxError):
+    """Another ebmjax process is running in the same workdir."""

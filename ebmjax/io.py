@@ -1,15 +1,19 @@
-"""Files and signals: atomic writes, and SIGTERM / SIGINT turned into a flag long runs check.
+"""Files and signals: atomic writes, the workdir's lock, and SIGTERM / SIGINT turned into a flag
+long runs check.
 
 Everything ebmjax writes that a later run trusts (configs, sample shards, in-flight chains, reports)
 goes through a temporary file and a rename, so a kill leaves the old file or the new one, never half
 of one. Long runs (training, sampling, restoration) install :class:`StopSignal` and stop at the next
-point where their work is saved.
+point where their work is saved. :class:`WorkdirLock` keeps a second run out of a workdir while one
+runs there.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import socket
 import pathlib
 import signal
 from typing import Any
@@ -70,3 +74,63 @@ class StopSignal:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir for as long as a run uses it (a context manager).
+
+    The lock is an advisory ``flock`` on ``<workdir>/.ebmjax.lock``, which also records who holds it
+    (process id, host, mode, start time), and is removed when the run ends (with the workdir, if the
+    lock made it and nothing else was written there: a run refused for bad settings leaves nothing).
+    The operating system drops the lock when its process ends, however it ends, so a run that was
+    killed never blocks the next one. A second run on a locked
+    workdir raises :class:`~ebmjax.errors.WorkdirBusy` naming the holder. On systems without
+    ``fcntl`` (Windows) or filesystems that refuse locks, the run goes on unlocked.
+    """
+
+    NAME = ".ebmjax.lock"
+
+    def __init__(self, workdir: str | os.PathLike, what: str = "a run"):
+        self.path = pathlib.Path(workdir) / self.NAME
+        self.what = what
+        self._fd: int | None = None
+        self._made_dir = False
+
+    def __enter__(self) -> "WorkdirLock":
+        from ebmjax.errors import WorkdirBusy
+
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this system
+            return self
+        self._made_dir = not self.path.parent.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise WorkdirBusy(f"The workdir {self.path.parent} is in use by {holder}. Two runs in one workdir would "
+                              "overwrite each other's checkpoints and samples: wait for that run to finish (or stop "
+                              "it), or pass another --workdir.") from None
+        except OSError:  # the filesystem does not lock (some network mounts): go on unlocked
+            os.close(fd)
+            return self
+        started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"ebmjax {self.what} (pid {os.getpid()} on {socket.gethostname()}, started {started})".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # while still held, so no other run locks the old file
+        os.close(self._fd)  # closing the descriptor releases the lock
+        self._fd = None
+        if self._made_dir:
+            try:
+                self.path.parent.rmdir()  # only if the run wrote nothing there
+            except OSError:
+                pass

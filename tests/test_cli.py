@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -145,3 +146,64 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "mnist" in proc.stderr and "tfds build" in proc.stderr and str(empty) in proc.stderr
     assert not any(empty.iterdir())
+
+
+@pytest.mark.slow  # about 60 s on 2 CPU cores (130 s beside two training runs); the whole suite runs it
+def test_sampling_from_the_moving_average_of_the_weights(tmp_path, capsys):
+    """train.ema_decay keeps a moving average of the weights; --config.sample.weights=ema samples from
+    it (raw, the default, from the trained weights). The average is checkpointed: a run stopped at
+    step 20 and resumed to 40 samples exactly what an unbroken run to 40 does. Asking for the average
+    of a run that kept none is a one-line error."""
+    ema = ["--config.train.ema_decay=0.9", "--config.train.checkpoint_every=20"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main.run(["--config", DIGITS, "--workdir", str(whole), "--config.train.steps=40", *TINY, *ema,
+                     "--config.sample.weights=ema"]) == 0
+    # The same run stopped after its checkpoint at step 20: its later checkpoint and samples removed.
+    shutil.copytree(whole, parts)
+    shutil.rmtree(parts / "checkpoints" / "40")
+    shutil.rmtree(parts / "samples")
+    assert main.run(["--config", DIGITS, "--workdir", str(parts), "--config.train.steps=40", *TINY, *ema,
+                     "--config.sample.weights=ema"]) == 0
+    from_ema = np.load(whole / "samples" / "samples.npz")["images"]
+    np.testing.assert_array_equal(np.load(parts / "samples" / "samples.npz")["images"], from_ema)
+    assert main.run(["--config", DIGITS, "--workdir", str(whole), "--mode", "sample", "--config.train.steps=40",
+                     *TINY, *ema, "--config.sample.seed=0"]) == 0  # raw weights, the default
+    from_raw_seed0 = np.load(whole / "samples_seed0" / "samples.npz")["images"]
+    assert main.run(["--config", DIGITS, "--workdir", str(whole), "--mode", "sample", "--config.train.steps=40",
+                     *TINY, *ema, "--config.sample.seed=0", "--config.sample.weights=ema",
+                     "--config.sample.resume=false"]) == 0
+    from_ema_seed0 = np.load(whole / "samples_seed0" / "samples.npz")["images"]
+    assert not np.allclose(from_raw_seed0, from_ema_seed0)  # other weights, the same chains' noise
+    capsys.readouterr()
+    assert main.run(["--config", DIGITS, "--workdir", str(tmp_path / "none"), "--mode", "sample", *TINY,
+                     "--config.sample.weights=ema"]) == 2
+    assert "train.ema_decay" in capsys.readouterr().err
+
+
+HOLD_LOCK = """
+import sys, time
+from ebmjax import io
+with io.WorkdirLock(sys.argv[1], "--mode train"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_in_a_busy_workdir_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, capsys):
+    """Two runs in one workdir would overwrite each other's checkpoints: while one process holds the
+    workdir, another run there stops with a message naming the holder; once that process is killed
+    (SIGKILL: no clean-up of its own), the workdir is free again."""
+    wd = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(wd)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        argv = ["--config", TOY, "--workdir", str(wd), "--mode", "sample", "--no-progress"]
+        assert main.run(argv) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by ebmjax --mode train (pid {holder.pid}" in err and "another --workdir" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main.run(argv) == 2  # free again: it now stops only because nothing was trained there
+    err = capsys.readouterr().err
+    assert "in use" not in err and "checkpoint" in err

@@ -112,3 +112,32 @@ def test_typos_in_a_config_file_are_refused(tmp_path, line, says):
         load_config(str(path))
     for fragment in says:
         assert fragment.lower() in str(e.value).lower(), str(e.value)
+
+
+@pytest.mark.parametrize("old", sorted(config.MOVED))
+def test_a_moved_field_names_its_new_place(old, tmp_path):
+    """MDSM's annealing moved from sample.* to mdsm.*: the old name, on the command line or in a config
+    file, says where it went, and the new name holds the same default."""
+    new = config.MOVED[old]
+    with pytest.raises(ConfigError, match=f'It is now "{new}"'):
+        load_config(DIGITS, [(old, "1")])
+    group, field = old.split(".")
+    path = tmp_path / "old.py"
+    path.write_text(f"from ebmjax.config import defaults\n\ndef get_config():\n    c = defaults()\n"
+                    f"    c.{group}.{field} = c.{new}\n    return c\n")
+    with pytest.raises(ConfigError):
+        load_config(str(path))
+    assert field not in config.defaults().sample and field in config.defaults().mdsm
+
+
+def test_every_method_group_comes_from_its_module():
+    """The schema holds each method's own group as its module's defaults(), and its rules are checked
+    by load_config for every config (a bad ml.step_size fails even when the method is mdsm)."""
+    from ebmjax.methods import METHODS
+
+    c = config.defaults()
+    for name, entry in METHODS.items():
+        assert c[name].to_dict() == entry.defaults().to_dict()
+        assert {f for f, _, _ in entry.rules} <= set(entry.defaults().keys())
+    with pytest.raises(ConfigError, match="ml.step_size must be a finite number > 0"):
+        load_config(DIGITS, [("ml.step_size", "-1")])

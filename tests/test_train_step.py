@@ -74,10 +74,12 @@ def test_moving_average_follows_its_formula():
         r = min(decay, (1 + t) / (10 + t))
         want = jax.tree.map(lambda e, p: r * e + (1 - r) * np.asarray(p), want, state.params)
     chex.assert_trees_all_close(state.ema, want, rtol=1e-6, atol=1e-7)
-    assert train_state.inference_params(state) is state.ema
+    assert train_state.inference_params(state, "ema") is state.ema
+    assert train_state.inference_params(state) is state.params  # sample.weights' default: raw
     skipped, _ = step(state, batches[0].at[0, 0].set(jnp.inf), jax.random.PRNGKey(3))
     chex.assert_trees_all_equal(skipped.ema, state.ema)
-    assert train_state.inference_params(fresh_state(method)) is not None  # no average kept: the params
+    with pytest.raises(ConfigError, match="train.ema_decay"):  # no average kept
+        train_state.inference_params(fresh_state(method), "ema")
 
 
 def test_each_network_gets_its_own_optimiser():

@@ -480,7 +480,7 @@ def scan_checkpoints(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path
 
     def load(step):
         state, method, _ = loop.load_trained(cfg, workdir, step=step)
-        return method.sampler(inference_params(state), state.carry), step
+        return method.sampler(inference_params(state, cfg.sample.weights), state.carry), step
 
     test, _ = _test_source(cfg, data.load_source(cfg.data, "train"))
     x_test = test.get(np.arange(min(len(test), cfg.eval.n_data)))
@@ -503,7 +503,7 @@ def evaluate_to_workdir(cfg: ml_collections.ConfigDict, method: Any, state: Any,
     out_dir = pathlib.Path(workdir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ctx = _Context(cfg, method, inference_params(state), state.carry, source, out_dir, progress)
+    ctx = _Context(cfg, method, inference_params(state, cfg.sample.weights), state.carry, source, out_dir, progress)
     report: dict[str, Any] = {"step": step, "method": cfg.method.name, "data": cfg.data.name, "shape": list(shape),
                               "reference_split": ctx.test_split, "n_reference": len(ctx.x_test), "metrics": {},
                               "seconds": {}}

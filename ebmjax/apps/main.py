@@ -17,6 +17,7 @@ Problems the user can fix end with a one-line message and exit code 2 (130 when 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import pathlib
@@ -34,7 +35,7 @@ def _write_samples(cfg, workdir: pathlib.Path, progress: bool, state, method, so
             "This model was trained with chains started at images of another domain (%s; e.g. ml.init = 'source'): "
             "it translates (--mode translate); its chains from noise are not samples of %s.",
             method.source_data["name"], cfg.data.name)
-    sample.sample_to_workdir(cfg, method.sampler(inference_params(state), state.carry), source, workdir,
+    sample.sample_to_workdir(cfg, method.sampler(inference_params(state, cfg.sample.weights), state.carry), source, workdir,
                              progress=progress)
 
 
@@ -46,7 +47,7 @@ def _translate_trained(cfg, workdir: pathlib.Path, progress: bool, state, method
     from ebmjax.apps import translate
     from ebmjax.train.state import inference_params
 
-    translate.translate_to_workdir(cfg, method.sampler(inference_params(state), state.carry), workdir,
+    translate.translate_to_workdir(cfg, method.sampler(inference_params(state, cfg.sample.weights), state.carry), workdir,
                                    sources=inputs, progress=progress, step=int(state.step))
 
 
@@ -94,7 +95,7 @@ def _restore(which: str):
 
         images = restore.restoration_source(cfg)  # bad settings fail before the checkpoint is read
         state, method, _ = loop.load_trained(cfg, workdir, step=loop.checkpoint_step(cfg, workdir))
-        sampler = method.sampler(inference_params(state), state.carry)
+        sampler = method.sampler(inference_params(state, cfg.sample.weights), state.carry)
         if which == "inpaint":
             restore.inpaint_to_workdir(cfg, sampler, workdir, sigma0=method.denoise_sigma, source=images,
                                        progress=progress, step=int(state.step))
@@ -206,13 +207,18 @@ def run(argv: list[str]) -> int:
         cfg = load_config(args.config, overrides)
         workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
         check_workdir(workdir)
-        from ebmjax import methods, parallel
+        from ebmjax import io, methods, parallel
 
         # Both must run before anything touches devices (see configs' dist.* fields): several processes
         # (multi-host) keep one CPU device each; one process splits its batches over its CPU cores.
         if not parallel.initialize_distributed(cfg.get("dist")):
             parallel.use_cpu_cores(cfg.dist.cpu_devices, methods.split_rows(cfg))
-        MODES[args.mode](cfg, workdir, not args.no_progress)
+            main_process = True  # one process; asking JAX would start its devices before use_cpu_cores
+        else:
+            main_process = parallel.is_main_process()
+        # Process 0 holds the workdir for the run's processes; a second run there stops here.
+        with io.WorkdirLock(workdir, f"--mode {args.mode}") if main_process else contextlib.nullcontext():
+            MODES[args.mode](cfg, workdir, not args.no_progress)
     except Interrupted as e:
         print(f"ebmjax: {e}", file=sys.stderr)
         return 130

@@ -345,7 +345,7 @@ class BestKeeper:
         from ebmjax.evaluation import scan
 
         step = int(state.step)
-        sampler = self.method.sampler(train_state.inference_params(state), state.carry)
+        sampler = self.method.sampler(train_state.inference_params(state, self.cfg.sample.weights), state.carry)
         x, _ = chains.draw(sampler, int(self.cfg.eval.scan_samples),
                              keys.stream(self.cfg.seed, keys.CHECKPOINT_SCORES),
                              batch_size=self.cfg.sample.batch_size, chunk_steps=self.cfg.sample.chunk_steps,

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ebmjax.errors import ConfigError
+
 
 class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: number of updates applied
@@ -30,9 +32,21 @@ def create(params: Any, optimizer: optax.GradientTransformation, carry: Any = ()
                       jax.tree.map(jnp.copy, params) if ema else (), jnp.zeros((), jnp.int32))
 
 
-def inference_params(state: TrainState) -> Any:
-    """The parameters sampling, restoration and evaluation use: the moving average when kept."""
-    return state.ema if jax.tree.leaves(state.ema) else state.params
+WEIGHTS = ("raw", "ema")  # the values of sample.weights
+
+
+def inference_params(state: TrainState, weights: str = "raw") -> Any:
+    """The parameters sampling, restoration and evaluation use (``sample.weights``): ``"raw"``, the
+    trained parameters, or ``"ema"``, their moving average (kept when ``train.ema_decay`` > 0)."""
+    if weights == "raw":
+        return state.params
+    if weights != "ema":
+        raise ConfigError(f"sample.weights must be one of {', '.join(WEIGHTS)}, got {weights!r}.")
+    if not jax.tree.leaves(state.ema):
+        raise ConfigError("sample.weights='ema' samples from the moving average of the weights, but this run kept "
+                          "none: train with --config.train.ema_decay=0.999 (any value in (0, 1)), or sample with "
+                          "--config.sample.weights=raw.")
+    return state.ema
 
 
 def ema_rate(decay: float, step: jax.Array) -> jax.Array:
