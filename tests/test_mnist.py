@@ -339,3 +339,27 @@ def test_the_script_says_which_samples_file_is_missing(tmp_path, capsys):
         _script().main([str(tmp_path / "runs" / "samples.npz")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "no file" in err and "samples.npz a run wrote" in err and "Traceback" not in err
+
+
+@pytest.mark.slow  # about 20 s on 2 CPU cores; the whole suite (CI) runs it
+def test_the_mnist_translation_recipe_trains_and_translates(tmp_path):
+    """configs/translate_mnist.py, shrunk: trains on bold MNIST digits from chains started at plain
+    ones, then translates plain test digits; the report's stroke weights are those of the arrays."""
+    from ebmjax.apps import main
+    from ebmjax.config import load_config
+    from ebmjax.restoration.translate import ink
+
+    config = str(ROOT / "configs" / "translate_mnist.py")
+    cfg = load_config(config)
+    assert (cfg.data.name, cfg.translate.data_name, cfg.ml.init) == ("mnist5k_bold", "mnist5k", "source")
+    wd = tmp_path / "translate_mnist"
+    assert main.run(["--config", config, "--workdir", str(wd), "--config.train.steps=4", "--config.train.batch_size=8",
+                     "--config.train.log_every=2", "--config.train.checkpoint_every=4", "--config.model.widths=4,8",
+                     "--config.ml.steps=2", "--config.ml.sample_steps=2", "--config.translate.n=8",
+                     "--config.translate.batch_size=8", "--config.translate.target_n=8", "--config.sample.chunk_steps=2",
+                     "--no-progress"]) == 0
+    with np.load(wd / "translate" / "translated.npz") as f:
+        source, translated = f["source"], f["translated"]
+    assert source.shape == translated.shape == (8, 28, 28, 1) and np.isfinite(translated).all()
+    report = json.loads((wd / "translate" / "report.json").read_text())
+    assert report["ink"]["source"] == pytest.approx(ink(source)) and report["ink"]["translated"] == pytest.approx(ink(translated))
