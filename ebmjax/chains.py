@@ -113,12 +113,6 @@ class _Progress:
 
 
 @jax.jit
-def apply(fn: jax.tree_util.Partial, x: jax.Array) -> jax.Array:
-    # A Partial is a pytree: one compilation per function and shapes, whatever its parameters.
-    return fn(x)
-
-
-@jax.jit
 def _enter(fn: jax.tree_util.Partial, x: jax.Array, key: jax.Array) -> jax.Array:
     return fn(x, key)
 
@@ -197,7 +191,7 @@ def run_batches(sampler: Sampler, chunk_steps: int, plan: SamplePlan, key: jax.A
                     temperatures=stage.temperatures, step_sizes=stage.step_sizes, chunk_size=chunk_steps,
                     start_step=start, on_chunk=on_chunk, record=mean_energy, unroll_steps=unroll_steps)
                 x, start = state.position, 0
-            x = apply(finish, x)
+            x = samplers.apply(finish, x)
             eta = bar.eta_s()
             # Without a progress bar (batch jobs, --no-progress) the log carries the ETA instead.
             log.log(logging.DEBUG if progress else logging.INFO, "Batch %d/%d of %d chains done%s.", b + 1,
@@ -269,7 +263,7 @@ def batch_memory_bytes(sampler: Sampler, batch: int, chunk_steps: int, mesh, unr
         compiled = driver.lower_chunk(stage.kernel, energy, state, key, stage.temperatures, stage.step_sizes,
                                       chunk_size=chunk_steps, unroll_steps=unroll_steps, record=mean_energy).compile()
         estimates.append(parallel.compiled_memory_bytes(compiled))
-    estimates.append(parallel.compiled_memory_bytes(apply.lower(samplers.as_partial(sampler.finish), spec(x)).compile()))
+    estimates.append(parallel.compiled_memory_bytes(samplers.apply.lower(samplers.as_partial(sampler.finish), spec(x)).compile()))
     if any(e is None for e in estimates):
         return None
     resident = _array_bytes_per_device([[(st.energy, st.enter) for st in sampler.stages], sampler.finish])

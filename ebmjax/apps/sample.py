@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ebmjax import chains, data, io, keys, memory, parallel, visualize
+from ebmjax import chains, data, io, keys, memory, parallel, samplers, visualize
 from ebmjax.chains import SamplePlan
 from ebmjax.errors import ConfigError, Interrupted
 from ebmjax.methods.base import Sampler
@@ -337,7 +337,7 @@ def _sample_report(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
     final = sampler.stages[-1].energy
 
     def energy_fn(x: np.ndarray) -> np.ndarray:
-        return np.asarray(chains.apply(final, jnp.asarray(x)))
+        return np.asarray(samplers.apply(final, jnp.asarray(x)))
 
     def draw_warm(n: int) -> np.ndarray:
         x, _ = chains.draw(chains.at_least_temperature(sampler), n, jax.random.fold_in(sampling_key(cfg), keys.SAMPLE_WARM),

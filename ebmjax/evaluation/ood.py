@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebmjax.errors import ConfigError
-from ebmjax.samplers.kernels import as_partial
+from ebmjax.samplers.kernels import apply, as_partial
 
 __all__ = [
     "ood_auroc",
@@ -69,12 +69,6 @@ def roc_curve(energy_in: np.ndarray, energy_out: np.ndarray) -> tuple[np.ndarray
     return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
 
 
-@jax.jit
-def _apply(fn: jax.tree_util.Partial, x: jax.Array) -> jax.Array:
-    # One compilation per energy function and shape, whatever its parameters (see as_partial).
-    return fn(x)
-
-
 def energies(energy_fn: EnergyFn, x: np.ndarray, *, batch_size: int = 500) -> np.ndarray:
     """E(x) (n,) float64 for inputs (n, ...), evaluated ``batch_size`` rows at a time (jitted).
     The last batch is padded so all calls share one compiled shape."""
@@ -87,7 +81,7 @@ def energies(energy_fn: EnergyFn, x: np.ndarray, *, batch_size: int = 500) -> np
         n = len(chunk)
         if n < bs:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
-        out.append(np.asarray(_apply(fn, jnp.asarray(chunk)), np.float64)[:n])
+        out.append(np.asarray(apply(fn, jnp.asarray(chunk)), np.float64)[:n])
     return np.concatenate(out) if out else np.zeros((0,))
 
 

@@ -359,7 +359,7 @@ def inpaint_batches(energy_fn: EnergyFn, x_true: np.ndarray, mask: np.ndarray, k
                        unroll_steps=unroll_steps)
 
     return chains.over_batches(run_one, (x_true, mask), key, batch_size=batch_size, mesh=mesh,
-                         n_steps=len(temperatures), progress=progress, desc="inpaint", batch_axes=(0, 0, 1))
+                               n_steps=len(temperatures), progress=progress, desc="inpaint", batch_axes=(0, 0, 1))
 
 
 def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *, sigma0: float | None,
@@ -380,4 +380,4 @@ def denoise_batches(energy_fn: EnergyFn, x_noisy: np.ndarray, key: jax.Array, *,
         return res if res.jump is not None else res._replace(jump=jnp.zeros_like(res.langevin))
 
     return chains.over_batches(run_one, (x_noisy,), key, batch_size=batch_size, mesh=mesh,
-                         n_steps=len(temperatures), progress=progress, desc="denoise", batch_axes=(0, 0, 1))
+                               n_steps=len(temperatures), progress=progress, desc="denoise", batch_axes=(0, 0, 1))

@@ -136,16 +136,6 @@ def ink_area(images: ArrayLike, value_range: tuple[float, float] = (0.0, 1.0)) -
 # ---------------------------------------------------------------------------------------------
 
 
-@jax.jit
-def _finish(finish: Any, x: jax.Array) -> jax.Array:
-    return finish(x)
-
-
-@jax.jit
-def _energy(energy_fn: Any, x: jax.Array) -> jax.Array:
-    return energy_fn(x)
-
-
 def translate_batches(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: np.ndarray, key: jax.Array, *,
                       temperatures: Any, step_sizes: Any, noise: float = 0.0, finish: Callable | None = None,
                       batch_size: int = 256, chunk_size: int = 100, unroll_steps: int = 0, mesh: Any = None,
@@ -163,10 +153,10 @@ def translate_batches(energy_fn: EnergyFn, kernel: samplers.Kernel, x_source: np
     def run_one(x, k, tick):
         res = translate(energy, kernel, x, k, temperatures=temperatures, step_sizes=step_sizes, noise=noise,
                         chunk_size=chunk_size, on_chunk=tick, unroll_steps=unroll_steps)
-        return res if fin is None else res._replace(translated=_finish(fin, res.translated))
+        return res if fin is None else res._replace(translated=samplers.apply(fin, res.translated))
 
     return chains.over_batches(run_one, (x_source,), key, batch_size=batch_size, mesh=mesh,
-                         n_steps=len(temperatures), progress=progress, desc="translate", batch_axes=(0, 0, 1))
+                               n_steps=len(temperatures), progress=progress, desc="translate", batch_axes=(0, 0, 1))
 
 
 def mean_energy(energy_fn: EnergyFn, images: np.ndarray, batch_size: int = 256) -> float:
@@ -174,6 +164,6 @@ def mean_energy(energy_fn: EnergyFn, images: np.ndarray, batch_size: int = 256) 
     if len(images) == 0:
         return float("nan")
     energy = samplers.as_partial(energy_fn)
-    values = [np.asarray(_energy(energy, jnp.asarray(images[i:i + batch_size])))
+    values = [np.asarray(samplers.apply(energy, jnp.asarray(images[i:i + batch_size])))
               for i in range(0, len(images), batch_size)]
     return float(np.concatenate(values).mean())

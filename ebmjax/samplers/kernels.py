@@ -57,6 +57,13 @@ def as_partial(energy_fn: EnergyFn) -> jax.tree_util.Partial:
 
 
 
+@jax.jit
+def apply(fn: jax.tree_util.Partial, x: jax.Array) -> jax.Array:
+    """``fn(x)``, compiled once per function and shapes: ``fn`` is a Partial (:func:`as_partial`), so
+    an energy or a finishing map with new parameters reuses the compiled program."""
+    return fn(x)
+
+
 def identity(x: Any) -> Any:
     """The finishing map that leaves chains as they end (module level, so every use is one function)."""
     return x
