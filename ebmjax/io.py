@@ -10,12 +10,16 @@ runs there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import json
 import os
 import socket
 import pathlib
+import re
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,12 +29,24 @@ def _tmp(path: pathlib.Path) -> pathlib.Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+@contextlib.contextmanager
+def _removed_on_failure(tmp: pathlib.Path) -> Iterator[None]:
+    """Removes the temporary file ``tmp`` if the block fails (a full disk: the half-written file would
+    only take the space that freeing the disk is meant to give back)."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Writes ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
     path = pathlib.Path(path)
     tmp = _tmp(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with _removed_on_failure(tmp):
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -41,11 +57,44 @@ def savez_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """``np.savez`` to ``path`` through a temporary file (flushed to disk) and a rename."""
     path = pathlib.Path(path)
     tmp = _tmp(path)
-    with tmp.open("wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _removed_on_failure(tmp):
+        with tmp.open("wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+# errno values that mean "no room left": the disk (ENOSPC) or the user's quota (EDQUOT).
+DISK_FULL_ERRNOS = tuple(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+# How TensorStore (under Orbax's checkpoints) words it: "... No space left on device [os_error_code='28']".
+_DISK_FULL_TEXT = tuple(os.strerror(e) for e in DISK_FULL_ERRNOS)
+
+
+def disk_full(error: BaseException) -> str | None:
+    """If ``error`` (or an exception it was raised from or during) says the disk or the quota is full,
+    a one-line description of the failed write (``"No space left on device: '<file>'"``); else None.
+
+    Python's writers raise ``OSError`` with ``errno.ENOSPC``; Orbax's asynchronous checkpoint writes
+    re-raise TensorStore's error as a ``ValueError`` whose text holds the operating system's words.
+    """
+    seen: set[int] = set()
+    stack = [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            where = f": {e.filename!r}" if e.filename else ""
+            return f"{os.strerror(e.errno)}{where}"
+        text = str(e)
+        for words in _DISK_FULL_TEXT:
+            if words in text:
+                files = re.findall(r'Failed writing: "([^"]+)"', text)
+                return f"{words}: {files[0]!r}" if files else words
+        stack += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+    return None
 
 
 class StopSignal:

@@ -27,6 +27,30 @@ TINY_SAMPLING = ["--config.sample.n=4", "--config.sample.batch_size=4", "--confi
                  "--config.mdsm.n_anneal=10", "--config.mdsm.n_cool=3", "--config.sample.chunk_steps=16"]
 
 
+# One tiny run per training method: the arguments that, added to TINY, train the method in seconds on
+# 2 CPU cores. A new method joins by adding its entry here: the bad-input table (test_bad_inputs) and
+# the kill harness (test_resume) then run against it too.
+TINY_METHODS = {
+    "mdsm": (),
+    # Maximum likelihood with a replay buffer (its carried state) and samples drawn from it.
+    "ml": ("--config.method.name=ml", "--config.ml.init=buffer", "--config.ml.buffer_size=64",
+           "--config.ml.steps=4", "--config.ml.sample_steps=6", "--config.ml.sample_from=buffer"),
+    # Multigrid with Malhotra's generator: one network per grid (1 -> 2 -> 4 -> 8) and the
+    # generator in front of every grid's chain, the coarse starts of sampling in the carry.
+    "multigrid": ("--config.method.name=multigrid", "--config.multigrid.grids=1,2,4,8",
+                  "--config.multigrid.widths=4,8", "--config.multigrid.steps=3",
+                  "--config.multigrid.sample_steps=4", "--config.multigrid.coarse_buffer=64",
+                  "--config.multigrid.generator=teach", "--config.multigrid.gen_width=4",
+                  "--config.multigrid.gen_branch_width=2"),
+    # Cooperative learning: two networks (the energy, a latent generator), no carried state.
+    "coop": ("--config.method.name=coop", "--config.coop.gen_widths=8,4", "--config.coop.latent_dim=4",
+             "--config.coop.steps=3", "--config.coop.sample_steps=4"),
+    # CF-EBM: stages 2 -> 4 -> 8 of 8 steps each phase; 20 steps end mid-fade of stage 4x4.
+    "cfebm": ("--config.method.name=cfebm", "--config.cfebm.resolutions=2,4,8", "--config.cfebm.widths=4,4,4",
+              "--config.cfebm.head_width=4", "--config.cfebm.phase_images=64", "--config.cfebm.steps=2",
+              "--config.cfebm.sample_steps=3")}
+
+
 def overrides(args: list[str]) -> list[tuple[str, str]]:
     """``--config.a.b=v`` arguments as (key, value) pairs for ``load_config``."""
     return [tuple(a[len("--config."):].split("=", 1)) for a in args if a.startswith("--config.")]

@@ -8,6 +8,7 @@ data, damaged files, long runs). (An unprepared tfds dataset: tests/test_cli.py.
 
 import asyncio
 import dataclasses
+import errno
 import gc
 import hashlib
 import json
@@ -30,7 +31,8 @@ from ebmjax.apps import main
 from ebmjax.config import load_config
 from ebmjax.data.source import ArraySource
 from ebmjax.train import checkpoint, loop
-from scale_helpers import (DIGITS, TINY, TINY_SAMPLING, bitwise_equal, cli_command, final_state,
+from scale_helpers import (DIGITS, TINY, TINY_METHODS, TINY_SAMPLING, bitwise_equal, checkpoint_steps, cli_command,
+                           final_state,
                            persistent_compile_cache, subprocess_env)
 
 # One worker builds the trained workdirs of the table (a module fixture) rather than each worker its own copy.
@@ -75,29 +77,11 @@ def assert_one_message(err: str, fragments) -> str:
     return err
 
 
-# The tiny trained runs the table is checked against, one per training method: the arguments that,
-# added to TINY, train the method in seconds on 2 CPU cores. A new method joins by adding its entry
-# here: every row then also runs against a copy of its workdir, so its carried state (replay buffers,
-# persistent chains, growing networks: all part of its checkpoints) meets the same bar. Rows that
-# only make sense for some methods name them in ``Mistake.methods``.
-RUNS = {"mdsm": (),
-        # Maximum likelihood with a replay buffer (its carried state) and samples drawn from it.
-        "ml": ("--config.method.name=ml", "--config.ml.init=buffer", "--config.ml.buffer_size=64",
-               "--config.ml.steps=4", "--config.ml.sample_steps=6", "--config.ml.sample_from=buffer"),
-        # Multigrid with Malhotra's generator: one network per grid (1 -> 2 -> 4 -> 8) and the
-        # generator in front of every grid's chain, the coarse starts of sampling in the carry.
-        "multigrid": ("--config.method.name=multigrid", "--config.multigrid.grids=1,2,4,8",
-                      "--config.multigrid.widths=4,8", "--config.multigrid.steps=3",
-                      "--config.multigrid.sample_steps=4", "--config.multigrid.coarse_buffer=64",
-                      "--config.multigrid.generator=teach", "--config.multigrid.gen_width=4",
-                      "--config.multigrid.gen_branch_width=2"),
-        # Cooperative learning: two networks (the energy, a latent generator), no carried state.
-        "coop": ("--config.method.name=coop", "--config.coop.gen_widths=8,4", "--config.coop.latent_dim=4",
-                 "--config.coop.steps=3", "--config.coop.sample_steps=4"),
-        # CF-EBM: stages 2 -> 4 -> 8 of 8 steps each phase; 20 steps end mid-fade of stage 4x4.
-        "cfebm": ("--config.method.name=cfebm", "--config.cfebm.resolutions=2,4,8", "--config.cfebm.widths=4,4,4",
-                  "--config.cfebm.head_width=4", "--config.cfebm.phase_images=64", "--config.cfebm.steps=2",
-                  "--config.cfebm.sample_steps=3")}
+# The tiny trained runs the table is checked against, one per training method (scale_helpers.TINY_METHODS):
+# every row also runs against a copy of each method's workdir, so its carried state (replay buffers,
+# persistent chains, growing networks: all part of its checkpoints) meets the same bar. Rows that only
+# make sense for some methods name them in ``Mistake.methods``.
+RUNS = TINY_METHODS
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +122,15 @@ def digits_config_with(line: str) -> str:
 
 
 ADDED_LINE = pathlib.Path(DIGITS).read_text().splitlines().index("    return c") + 1
+
+
+def own_data(change: str) -> str:
+    """One line of a config file that trains on the user's own array (``x``: the bundled digits,
+    (N, 8, 8, 1) in [0, 1]) after ``change``, registered as the dataset 'my_digits'."""
+    return ("import numpy as np; from ebmjax import data; "
+            "x = data.load_source({'name': 'digits'}, 'all').get(np.arange(64)); " + change + "; "
+            "data.register(data.Dataset('my_digits', lambda split, o: data.ArraySource('my_digits', x), "
+            "'my digits'), replace=True); c.data.name = 'my_digits'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +255,19 @@ MISTAKES = [
             says=("Sampling 3000000 chains at once", "GB of host memory", "8.0 GB are free", "Nothing was written",
                   "Lower --config.sample.batch_size to")),
     Mistake("sampling-n-zero", ("--mode", "sample", "--config.sample.n=0"), says=("sample.n must be >= 1",)),
+    # Broken data (issue 25): a user's own array, registered in their config file, refused before
+    # anything trains on it, in every mode that reads it.
+    *[Mistake(f"broken-data-{what}-{mode}", ("--mode", mode), config=digits_config_with(own_data(change)),
+              says=("Dataset 'my_digits' (split 'train')", *says), methods=EARLY)
+      for what, change, says in (
+          ("nan", "x[7, 3, 3, 0] = np.nan", ("holds non-finite values (NaN or infinity) in example 7", "Clean the data")),
+          ("out-of-range", "x = x * 255", ("holds values outside its range [0, 1]", "span [0, 255]",
+                                           "rescale the data when preparing it")),
+          ("rgba", "x = np.concatenate([x, x, x, np.ones_like(x)], axis=-1)",
+           ("gives images with 4 channels (shape (8, 8, 4))", "Drop the alpha channel (x[..., :3])")),
+          ("no-channel-axis", "x = x[..., 0]",
+           ("gives examples of shape (8, 8)", "must be (height, width, channels)", "x[..., None]")))
+      for mode in ("train", "sample")],
 ]
 
 
@@ -547,3 +553,112 @@ def test_runaway_energies_stop_the_run_at_ml_energy_bound(trained_runs, tmp_path
     # What a rerun resumes from: the good state of step 20, buffer included, as trained.
     args = TINY + list(RUNS["ml"]) + ["--config.train.steps=20"]
     assert bitwise_equal(final_state(wd, args), final_state(trained, args))
+
+
+# ------------------------------------------------------------------------------------------------
+# A full disk (issue 25): the error is injected at the writer, as the operating system or TensorStore
+# raises it (the checkpoint's text is TensorStore's, as a run on a 3 MB tmpfs printed it). Each row:
+# the mode, the write that fails, what the message must say. After the failure the files written
+# before are unchanged, no half-written file is left, and the same command, once there is space,
+# ends exactly as an unbroken run.
+
+def _tensorstore_disk_full(path: pathlib.Path) -> ValueError:
+    return ValueError(
+        f'RESOURCE_EXHAUSTED: Error writing "params.energy.conv0.kernel/0" in OCDBT database at local file "{path}/": '
+        f'Failed writing: "{path}/d/7463f6481776e052fb64c3505f79db94": Failed to write 22457 bytes to file 15: '
+        "No space left on device [os_error_code='28']")
+
+
+def _fail_checkpoint_at(step: int):
+    """Checkpoints.save raising at ``step`` as Orbax does when TensorStore cannot write."""
+    def inject(monkeypatch):
+        real = checkpoint.Checkpoints.save
+
+        def save(self, state, *, force=False):
+            if int(state.step) == step:
+                raise _tensorstore_disk_full(self.directory / f"{step}.orbax-checkpoint-tmp" / "default")
+            return real(self, state, force=force)
+
+        monkeypatch.setattr(checkpoint.Checkpoints, "save", save)
+    return inject
+
+
+def _fail_npz_write(nth: int):
+    """The ``nth`` np.savez (a sample shard) writes part of its bytes, then the disk is full."""
+    def inject(monkeypatch):
+        real, calls = np.savez, []
+
+        def savez(file, *args, **kwargs):
+            calls.append(file)
+            if len(calls) == nth:
+                file.write(b"PK\x03\x04 half a shard")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(file, *args, **kwargs)
+
+        monkeypatch.setattr(np, "savez", savez)
+    return inject
+
+
+def _fail_text_write(prefix: str):
+    """Writing a text file whose (temporary) name starts with ``prefix`` writes part of it, then the
+    disk is full."""
+    def inject(monkeypatch):
+        real = pathlib.Path.write_text
+
+        def write_text(self, text, *args, **kwargs):
+            if self.name.startswith(prefix):
+                real(self, text[: len(text) // 2], *args, **kwargs)
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            return real(self, text, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    return inject
+
+
+# (The trained workdir holds one shard of samples/ already; the rows sample into samples_seed5/.)
+FULL_DISK = {
+    "checkpoint": (("--config.train.steps=40",), _fail_checkpoint_at(30),
+                   ("The disk is full (No space left on device: '", "30.orbax-checkpoint-tmp",
+                    "while --mode train was writing to", "The checkpoint at step 20 in", "is whole")),
+    "sample-shard": (("--config.train.steps=20", "--mode", "sample", *TINY_SAMPLING, "--config.sample.n=12",
+                      "--config.sample.seed=5"), _fail_npz_write(2),
+                     ("The disk is full (No space left on device)", "while --mode sample", "is whole, and so are the 2 "
+                      "finished sample shards in")),
+    "sample-report": (("--config.train.steps=20", "--mode", "sample", *TINY_SAMPLING, "--config.sample.n=12",
+                       "--config.sample.seed=5"), _fail_text_write(".summary.json.tmp"),
+                      ("The disk is full (No space left on device: '", ".summary.json.tmp", "while --mode sample",
+                       "is whole, and so are the 4 finished sample shards in")),
+}
+
+
+@pytest.mark.slow  # about 20 s each on 2 CPU cores; the whole suite (CI) runs them
+@pytest.mark.parametrize("writer", sorted(FULL_DISK))
+def test_a_full_disk_is_one_message_keeps_what_was_written_and_the_rerun_ends_as_an_unbroken_one(
+        writer, trained, tmp_path, capsys, monkeypatch):
+    args, inject, says = FULL_DISK[writer]
+    wd = copy_of(trained, tmp_path)
+    before = snapshot(wd)
+    with monkeypatch.context() as m:
+        inject(m)
+        assert run(wd, *args) == 2
+    err = assert_clear_error(capsys, *says, f"df -h {wd}", "run the same command again: it goes on from there")
+    assert "Traceback" not in err
+    after = snapshot(wd)
+    # The checkpoints and samples written before are whole and untouched.
+    changed = [f for f in before if f.startswith(("checkpoints/", "samples")) and after.get(f) != before[f]]
+    assert not changed, changed
+    assert not [f for f in after if ".tmp" in pathlib.Path(f).name]  # no half-written file left
+    # Space is back: the same command finishes, as a run that never met a full disk does.
+    assert run(wd, *args) == 0
+    unbroken = copy_of(trained, tmp_path / "unbroken")
+    assert run(unbroken, *args) == 0
+    capsys.readouterr()
+    if writer == "checkpoint":
+        assert bitwise_equal(final_params(wd, 40), final_params(unbroken, 40))
+        assert checkpoint_steps(wd) == checkpoint_steps(unbroken) == [20, 30, 40]
+    else:
+        a, b = (np.load(w / "samples_seed5" / "samples.npz")["images"] for w in (wd, unbroken))
+        np.testing.assert_array_equal(a, b)
+        summary = json.loads((wd / "samples_seed5" / "summary.json").read_text())
+        # The shards written before the failure are not drawn again.
+        assert (summary["batches_reused"], summary["batches_run"]) == {"sample-shard": (1, 2), "sample-report": (3, 0)}[writer]

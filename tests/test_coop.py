@@ -8,7 +8,6 @@ bit-exactly."""
 
 import json
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -255,48 +254,3 @@ def test_coop_cifar_config_builds_on_32x32x3():
     assert method.learning_rates["generator"](0) != method.learning_rates["energy"](0)
 
 
-# coop_digits shrunk for the resume test: 300 steps, checkpoints every 100.
-RESUME = ["--config.model.widths=4,8", "--config.coop.latent_dim=4", "--config.coop.gen_widths=8,4",
-          "--config.train.batch_size=16", "--config.train.steps=300", "--config.train.log_every=10",
-          "--config.train.checkpoint_every=100", "--config.train.keep_checkpoints=2", "--config.coop.steps=4",
-          "--config.coop.infer_steps=2", "--config.coop.sample_steps=6", "--config.sample.n=4",
-          "--config.sample.batch_size=4", "--config.sample.chunk_steps=3", "--no-progress"]
-
-
-def _coop_state(workdir):
-    from scale_helpers import overrides
-
-    from ebmjax.train import loop
-
-    state, _, _ = loop.load_trained(load_config(COOP_DIGITS, overrides(RESUME)), workdir)
-    return jax.tree.map(np.asarray, state)
-
-
-@pytest.mark.slow  # subprocess runs; runs in CI (the README's test command)
-def test_killed_coop_run_resumes_exactly(tmp_path):
-    """configs/coop_digits.py (shrunk, latent inference on) killed with SIGKILL after its first
-    checkpoint and rerun ends bitwise like a run never interrupted: both networks' parameters and Adam
-    states, the samples (proposals revised by Langevin) and the logged losses."""
-    from scale_helpers import bitwise_equal, kill_at_first_checkpoint, run_to_completion, subprocess_env
-
-    env = subprocess_env(tmp_path / "cache")
-    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-
-    def command(workdir):
-        return [sys.executable, "-m", "ebmjax.main", "--config", COOP_DIGITS, "--workdir", str(workdir), *RESUME]
-
-    killed_at = kill_at_first_checkpoint(command(broken), broken, env)
-    assert killed_at and killed_at[-1] < 300, killed_at
-    assert not (broken / "samples").exists()
-    done = run_to_completion({w: command(w) for w in (broken, unbroken)}, env)
-    assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
-    a, b = _coop_state(broken), _coop_state(unbroken)
-    assert int(a.step) == int(b.step) == 300
-    assert set(a.params) == {"energy", "generator"}
-    assert bitwise_equal(a, b)
-    samples = [np.load(w / "samples" / "samples.npz")["images"] for w in (broken, unbroken)]
-    assert samples[0].shape == (4, 8, 8, 1) and np.array_equal(samples[0], samples[1])
-    la = {r["step"]: r["loss"] for r in _metrics(broken) if r["window_steps"] == 10}
-    lb = {r["step"]: r["loss"] for r in _metrics(unbroken)}
-    assert sorted(lb) == sorted(la) == list(range(10, 301, 10))
-    assert all(la[s] == lb[s] for s in la)

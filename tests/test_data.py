@@ -225,6 +225,56 @@ def test_cifar10_and_celeba_mock(tmp_path):
         np.testing.assert_allclose(y[0], data.prepare_image(raw[2]["image"], crop=140, image_size=32), atol=1e-7)
 
 
+def _mock_images(images):
+    """``as_data_source_fn`` for tfds.testing.mock_data: every split holds ``images`` (label 0)."""
+    def as_data_source(self, split, *args, **kwargs):
+        return [{"image": im, "label": 0} for im in images]
+    return as_data_source
+
+
+@pytest.mark.parametrize("images,says", [
+    # Photos of several sizes (a scraped folder): the example and both shapes, and the setting that fixes it.
+    ([np.zeros((28, 28, 1), np.uint8)] * 3 + [np.zeros((30, 28, 1), np.uint8)],
+     ("gives images of several shapes: example 3 is (30, 28, 1) after preparation, example 0 (28, 28, 1)",
+      "set --config.data.image_size")),
+    # PNGs with an alpha channel.
+    ([np.zeros((28, 28, 4), np.uint8)] * 4, ("gives images with 4 channels (shape (28, 28, 4))", "Drop the alpha channel")),
+    # 16-bit scans, which prepare_image does not scale.
+    ([np.full((28, 28, 1), 4000, np.uint16)] * 4, ("holds values outside its range [0, 1]", "span [4000, 4000]")),
+])
+def test_a_tfds_dataset_that_cannot_be_trained_on_is_refused_when_loaded(tmp_path, images, says):
+    with tfds.testing.mock_data(num_examples=4, as_data_source_fn=_mock_images(images)):
+        with pytest.raises(DataError) as e:
+            data.load_source(data_config(name="mnist", data_dir=str(tmp_path)), "train")
+    assert str(e.value).startswith("Dataset 'mnist' (split 'train') ")
+    for part in says:
+        assert part in str(e.value), str(e.value)
+
+
+def test_check_source_reads_every_example_of_a_small_set_and_a_spread_of_a_large_one():
+    x = np.full((3000, 2, 2, 1), 0.5, np.float32)
+    seen = []
+
+    class Spy(data.ArraySource):
+        def get(self, indices):
+            seen.extend(np.asarray(indices).tolist())
+            return super().get(indices)
+
+    data.check_source(Spy("spy", x), "train", scan=1024)
+    assert len(seen) == 1024 and seen[0] == 0 and seen[-1] == 2999 and len(set(seen)) == 1024
+    seen.clear()
+    data.check_source(Spy("spy", x[:500]), "train", scan=1024)
+    assert seen == list(range(500))
+    x[2999, 0, 0, 0] = np.inf  # the last example is always read
+    with pytest.raises(DataError, match=r"non-finite values \(NaN or infinity\) in example 2999\. "):
+        data.check_source(Spy("spy", x), "train", scan=1024)
+    # Toy points may lie outside the box of their value_range; images may not.
+    data.check_source(data.ArraySource("pts", np.array([[9.0, 0.0]], np.float32), value_range=(-4, 4)), "train",
+                      points=True)
+    with pytest.raises(DataError, match=r"outside its range \[-4, 4\] in example 0 "):
+        data.check_source(data.ArraySource("img", np.full((1, 2, 2, 1), 9.0, np.float32), value_range=(-4, 4)), "train")
+
+
 def test_missing_dataset_is_a_clear_data_error(tmp_path):
     with pytest.raises(DataError) as e:
         data.load_source(data_config(name="cifar10", data_dir=str(tmp_path)), "train")

@@ -143,7 +143,7 @@ def test_initialize_distributed_calls_jax_and_explains_failures(monkeypatch):
 
 # Runs in a process with 8 fake CPU devices; prints one JSON line of results.
 EIGHT_DEVICES = r"""
-import contextlib, io, json, sys
+import contextlib, io, json, shutil, sys
 import jax, numpy as np
 from ebmjax import chains, parallel
 from ebmjax.apps import main
@@ -173,6 +173,13 @@ for n in (1, 8):
     samples[n], _ = chains.draw(method.sampler(params, ()), 8, jax.random.PRNGKey(3), batch_size=8,
                                   chunk_steps=cfg.sample.chunk_steps, mesh=mesh, progress=False)
 out["sample_diff"] = max_abs_diff(samples[1], samples[8])
+# One step further on the other device count (issue 24), against the run that stayed where it was.
+cfg2 = load_config(DIGITS, overrides + [["train.steps", "2"]])
+for a, b in ((1, 8), (8, 1)):
+    shutil.copytree(f"{workdir}/d{a}", f"{workdir}/d{a}to{b}")
+    moved, _, _ = loop.train(cfg2, f"{workdir}/d{a}to{b}", progress=False, mesh=parallel.make_mesh(jax.devices()[:b]))
+    stayed, _, _ = loop.train(cfg2, f"{workdir}/d{a}", progress=False, mesh=parallel.make_mesh(jax.devices()[:a]))
+    out[f"resumed_{a}to{b}"] = [int(moved.step), max_abs_diff(jax.tree.map(np.asarray, moved), jax.tree.map(np.asarray, stayed))]
 out["sample_shape"] = list(samples[8].shape)
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
@@ -206,6 +213,10 @@ def test_update_on_8_devices_equals_update_on_1(tmp_path):
     assert r["adam_diff"] <= 1e-6, r
     assert r["loss_rel_diff"] <= 1e-6, r
     assert r["sample_shape"] == [8, 8, 8, 1] and r["sample_diff"] <= 1e-5, r
+    # The checkpoint of the 1-device run resumed on 8 devices, and the 8-device one on 1, end their
+    # second step where the runs that stayed on their devices end (train state, to 1e-6).
+    assert r["resumed_1to8"][0] == r["resumed_8to1"][0] == 2, r
+    assert r["resumed_1to8"][1] <= 1e-6 and r["resumed_8to1"][1] <= 1e-6, r
     assert r["odd_batch_code"] == 2
     assert "train.batch_size = 12 is not divisible by the 8 devices in use; choose a multiple of 8" in r["odd_batch_message"]
     assert "Traceback" not in r["odd_batch_message"]
@@ -280,7 +291,7 @@ def _free_port() -> int:
 # Runs in a process with 8 fake CPU devices: two steps of a maximum-likelihood config (shrunk) on 1
 # and on 8 devices; prints one JSON line of results.
 ML_EIGHT_DEVICES = r"""
-import json, sys
+import io, json, logging, shutil, sys
 import jax, numpy as np
 from ebmjax import parallel
 from ebmjax.config import load_config
@@ -295,25 +306,47 @@ for n in (1, 8):
     state, method, source = loop.train(cfg, f"{workdir}/d{n}", progress=False, mesh=mesh)
     leaves = jax.tree.leaves(state.carry)
     out[f"carry_devices_{n}"] = [len(x.sharding.device_set) for x in leaves]
-    out[f"carry_rows_per_device_{n}"] = [sorted({s.data.shape[0] for s in x.addressable_shards}) for x in leaves]
+    out[f"carry_rows_per_device_{n}"] = [sorted({s.data.shape[0] if s.data.ndim else 0 for s in x.addressable_shards})
+                                         for x in leaves]  # 0: a scalar, on every device
     states[n] = jax.tree.map(np.asarray, state)
     losses[n] = [json.loads(line)["loss"] for line in open(f"{workdir}/d{n}/metrics.jsonl")]
 out["networks"] = sorted(states[1].params)
 out["step"] = int(states[8].step)
 out["param_diff"] = max_abs_diff(states[1].params, states[8].params)
 initial = method.init_params(jax.random.key(cfg.seed, impl="rbg"))  # the loop's initial parameters
-out["param_change"] = min(max_abs_diff(states[1].params[k], jax.tree.map(np.asarray, initial[k]))
-                          for k in initial)  # the network that moved least
+out["moved"] = sorted(k for k in initial  # the networks that moved, so that comparing them means something
+                     if max_abs_diff(states[1].params[k], jax.tree.map(np.asarray, initial[k])) > 1e-5)
 out["adam_diff"] = max_abs_diff(states[1].opt_state, states[8].opt_state)
 out["carry_diff"] = max_abs_diff(states[1].carry, states[8].carry) if leaves else 0.0
 out["loss_diff"] = max(abs(a - b) for a, b in zip(losses[1], losses[8]))
 out["skipped"] = [int(states[n].skipped) for n in (1, 8)]
+# One step further on the other device count (issue 24): the checkpoint written on 1 device resumes
+# on 8 and the one written on 8 on 1, each against the run that stayed where it was.
+cfg3 = load_config(config, overrides + [["train.steps", "3"]])
+for a, b in ((1, 8), (8, 1)):
+    shutil.copytree(f"{workdir}/d{a}", f"{workdir}/d{a}to{b}")
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    logging.getLogger("ebmjax").addHandler(handler)
+    logging.getLogger("ebmjax").setLevel(logging.INFO)
+    moved, _, _ = loop.train(cfg3, f"{workdir}/d{a}to{b}", progress=False, mesh=parallel.make_mesh(jax.devices()[:b]))
+    logging.getLogger("ebmjax").removeHandler(handler)
+    stayed, _, _ = loop.train(cfg3, f"{workdir}/d{a}", progress=False, mesh=parallel.make_mesh(jax.devices()[:a]))
+    out[f"resumed_{a}to{b}_step"] = int(moved.step)
+    out[f"resumed_{a}to{b}_diff"] = max_abs_diff(jax.tree.map(np.asarray, moved), jax.tree.map(np.asarray, stayed))
+    out[f"resumed_{a}to{b}_note"] = [line for line in log.getvalue().splitlines() if "was written by a run on" in line]
 print(json.dumps(out))
 """
 
-# (config, shrinking overrides, networks, rows of each carried array): the replay buffer of persistent
-# chains (64 rows), multigrid's coarse starts (64 rows) with Malhotra's generator, coop (no carry).
+# (config, shrinking overrides, networks, rows of each carried array, networks two steps leave untouched):
+# CF-EBM, the replay buffer of persistent chains (64 rows), multigrid's coarse starts (64 rows) with
+# Malhotra's generator, coop (no carry). (MDSM: test_update_on_8_devices_equals_update_on_1.)
 EIGHT_DEVICE_RUNS = {
+    # CF-EBM: one network per stage; its carry is the count of images trained on (a scalar, 0 rows).
+    "cfebm": ("cfebm_digits.py", ["--config.cfebm.resolutions=2,4,8", "--config.cfebm.widths=4,4,4",
+                                  "--config.cfebm.head_width=4", "--config.cfebm.phase_images=16",
+                                  "--config.cfebm.steps=2"], ["energy_2", "energy_4", "energy_8"], [0],
+              "energy_8"),  # two steps of 16 images reach stage 4x4 only; the third fades 8x8 in
     "pcd": ("pcd_digits.py", ["--config.model.widths=4,8", "--config.ml.steps=5", "--config.ml.buffer_size=64"],
             ["energy"], [64]),
     "multigrid_gen": ("multigrid_gen_digits.py",
@@ -343,7 +376,7 @@ def test_maximum_likelihood_updates_on_8_devices_equal_1(tmp_path, run):
     the gradient for gradients below 1e-3, so the parameters compare the gradients themselves
     (|difference| <= 1e-6, against a change of > 1e-5 of every network). Langevin chains hold no
     cross-chain sums, so the carried state matches to 1e-5."""
-    config, shrink, networks, rows = EIGHT_DEVICE_RUNS[run]
+    config, shrink, networks, rows, *still = EIGHT_DEVICE_RUNS[run]
     args = ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.train.batch_size=16",
             "--config.train.steps=2", "--config.train.log_every=1", "--config.train.lr=1e-3",
             "--config.train.eps=1e-3", "--config.train.warmup_steps=0", "--config.sample.n=0", *shrink]
@@ -358,8 +391,19 @@ def test_maximum_likelihood_updates_on_8_devices_equal_1(tmp_path, run):
     assert r["step"] == 2 and r["skipped"] == [0, 0] and r["networks"] == networks
     assert r["carry_devices_8"] == [8] * len(rows) and r["carry_rows_per_device_8"] == [[n // 8] for n in rows]
     assert r["carry_devices_1"] == [1] * len(rows) and r["carry_rows_per_device_1"] == [[n] for n in rows]
-    assert r["param_change"] > 1e-5, r  # every network did move, so the comparison means something
+    assert r["moved"] == [n for n in networks if n not in still], r  # so the comparison means something
     assert r["param_diff"] <= 1e-6, r
     assert r["adam_diff"] <= 1e-6, r
     assert r["carry_diff"] <= 1e-5, r
     assert r["loss_diff"] <= 1e-6, r
+    # Resumed on the other device count: the run goes on, says so once, and ends where the run that
+    # stayed on its devices ends, to the same tolerance (parameters, Adam, carried chains).
+    for a, b in ((1, 8), (8, 1)):
+        assert r[f"resumed_{a}to{b}_step"] == 3, r
+        assert r[f"resumed_{a}to{b}_diff"] <= 1e-5, r
+        s = "s" * (a > 1)
+        assert r[f"resumed_{a}to{b}_note"] == [
+            f"The checkpoint at step 2 was written by a run on {a} CPU device{s} in 1 process; this run has {b} CPU "
+            f"device{'s' * (b > 1)} in 1 process. Checkpoints hold whole arrays, so it goes on: the batch and any "
+            "carried chains are split over this run's devices, and sums over the batch come out in another order, "
+            "so results differ from a run that stayed on the old devices in the last bits of floating point only."], r

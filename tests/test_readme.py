@@ -66,3 +66,30 @@ def test_restoration_howto_example_runs():
     assert float(ns["ours"]) > float(ns["grey"]) + 5.0
     known = ~np.asarray(ns["mask"]).astype(bool)[..., 0]
     np.testing.assert_allclose(np.asarray(ns["restored"])[:, known], np.asarray(ns["x_true"])[:, known], atol=1e-6)
+
+
+def test_reliability_page_own_data_config_loads_and_refuses_broken_images(tmp_path, monkeypatch):
+    """docs/reliability.md's config for one's own images: it registers the dataset, its splits hold
+    what it says, and images with a NaN are refused when loaded, naming the example."""
+    from ebmjax import data
+    from ebmjax.config import load_config
+    from ebmjax.errors import DataError
+
+    (example,) = _python_blocks(ROOT / "docs" / "reliability.md")
+    config = tmp_path / "my_config.py"
+    config.write_text(example)
+    images = np.random.default_rng(0).random((40, 8, 8, 1), dtype=np.float32)
+    np.save(tmp_path / "my_images.npy", images)
+    monkeypatch.chdir(tmp_path)
+    try:
+        cfg = load_config(str(config))
+        assert cfg.data.name == "my_images"
+        train, test = data.load_source(cfg.data, "train"), data.load_source(cfg.data, "test")
+        assert (len(train), len(test)) == (36, 4)
+        np.testing.assert_array_equal(test.get(np.arange(4)), images[::10])
+        images[13, 2, 2, 0] = np.nan
+        np.save(tmp_path / "my_images.npy", images)
+        with pytest.raises(DataError, match=r"Dataset 'my_images' \(split 'train'\) holds non-finite values .* example 11\. "):
+            data.load_source(load_config(str(config)).data, "train")
+    finally:
+        data.unregister("my_images")

@@ -101,119 +101,6 @@ def test_killed_and_interrupted_run_ends_exactly_like_an_unbroken_one(tmp_path):
     assert [x for x in a if x[3] == 10] == [y for x, y in zip(a, b) if x[3] == 10]
 
 
-PCD_DIGITS = str(ROOT / "configs" / "pcd_digits.py")
-# pcd_digits shrunk: a small network, short chains, a buffer of 64 rows; 300 steps, checkpoints every 100.
-PCD_TINY = ["--config.model.widths=4,8", "--config.model.width=4", "--config.model.blocks_per_stage=0",
-            "--config.train.batch_size=16", "--config.train.steps=300", "--config.train.log_every=10",
-            "--config.train.checkpoint_every=100", "--config.train.keep_checkpoints=2", "--config.ml.steps=4",
-            "--config.ml.buffer_size=64", "--config.ml.sample_steps=6", "--config.sample.n=4",
-            "--config.sample.batch_size=4", "--config.sample.chunk_steps=3", "--no-progress"]
-
-
-def _pcd_state(workdir):
-    from scale_helpers import overrides
-
-    from ebmjax.train import loop
-
-    state, _, _ = loop.load_trained(load_config(PCD_DIGITS, overrides(PCD_TINY)), workdir)
-    return jax.tree.map(np.asarray, state)
-
-
-@pytest.mark.slow  # subprocess runs; runs in CI (the README's test command)
-def test_killed_persistent_chains_resume_exactly_buffer_included(tmp_path):
-    """configs/pcd_digits.py (shrunk) killed with SIGKILL after its first checkpoint and rerun ends
-    bitwise like a run never interrupted: parameters, Adam state and the replay buffer (every
-    training step reads rows of it and writes chain ends back), the samples drawn from the buffer,
-    and the logged losses."""
-    env = subprocess_env(tmp_path / "cache")
-    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-
-    def command(workdir):
-        return [sys.executable, "-m", "ebmjax.main", "--config", PCD_DIGITS, "--workdir", str(workdir), *PCD_TINY]
-
-    killed_at = kill_at_first_checkpoint(command(broken), broken, env)
-    assert killed_at and killed_at[-1] < 300, killed_at
-    assert not (broken / "samples").exists()
-    done = run_to_completion({w: command(w) for w in (broken, unbroken)}, env)
-    assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
-    a, b = _pcd_state(broken), _pcd_state(unbroken)
-    assert int(a.step) == int(b.step) == 300
-    assert a.carry["buffer"].shape == (64, 8, 8, 1)
-    # The buffer moved: chain ends were written into it (it is not the noise it started as).
-    assert not np.allclose(a.carry["buffer"], _initial_buffer())
-    assert np.array_equal(a.carry["buffer"], b.carry["buffer"])
-    assert bitwise_equal(a, b)
-    samples = [np.load(w / "samples" / "samples.npz")["images"] for w in (broken, unbroken)]
-    assert samples[0].shape == (4, 8, 8, 1) and np.array_equal(samples[0], samples[1])
-    la = {r["step"]: r["loss"] for r in map(json.loads, (broken / "metrics.jsonl").read_text().splitlines())
-          if r["window_steps"] == 10}
-    lb = {r["step"]: r["loss"] for r in map(json.loads, (unbroken / "metrics.jsonl").read_text().splitlines())}
-    assert sorted(lb) == sorted(la) == list(range(10, 301, 10))
-    assert all(la[s] == lb[s] for s in la)
-
-
-def _initial_buffer():
-    """The buffer a fresh pcd_digits (shrunk) run starts with (the key the training loop uses)."""
-    from scale_helpers import overrides
-
-    from ebmjax import methods
-
-    cfg = load_config(PCD_DIGITS, overrides(PCD_TINY))
-    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7)
-    return np.asarray(methods.build(cfg, (8, 8, 1)).init_carry(key)["buffer"])
-
-
-MULTIGRID_GEN_DIGITS = str(ROOT / "configs" / "multigrid_gen_digits.py")
-# multigrid_gen_digits shrunk: narrow per-grid networks and generator, 3-step chains per grid; 300 steps,
-# checkpoints every 100.
-MULTIGRID_TINY = ["--config.multigrid.widths=4,8", "--config.multigrid.gen_width=4",
-                  "--config.multigrid.gen_branch_width=2", "--config.multigrid.steps=3", "--config.multigrid.sample_steps=4",
-                  "--config.multigrid.coarse_buffer=64", "--config.train.batch_size=16", "--config.train.steps=300",
-                  "--config.train.log_every=10", "--config.train.checkpoint_every=100",
-                  "--config.train.keep_checkpoints=2", "--config.sample.n=4", "--config.sample.batch_size=4",
-                  "--config.sample.chunk_steps=2", "--no-progress"]
-
-
-@pytest.mark.slow  # subprocess runs; runs in CI (the README's test command)
-def test_killed_multigrid_run_with_a_generator_resumes_exactly(tmp_path):
-    """configs/multigrid_gen_digits.py (Malhotra's multigrid with a generator, shrunk) killed with
-    SIGKILL after its first checkpoint and rerun ends bitwise like a run never interrupted: every
-    grid's parameters and Adam state, the generator's, the carried coarse starts of sampling, the
-    samples (whose chains start from those, through the generator) and the logged losses."""
-    from scale_helpers import overrides
-
-    from ebmjax.train import loop
-
-    env = subprocess_env(tmp_path / "cache")
-    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-
-    def command(workdir):
-        return [sys.executable, "-m", "ebmjax.main", "--config", MULTIGRID_GEN_DIGITS, "--workdir", str(workdir),
-                *MULTIGRID_TINY]
-
-    def state(workdir):
-        s, _, _ = loop.load_trained(load_config(MULTIGRID_GEN_DIGITS, overrides(MULTIGRID_TINY)), workdir)
-        return jax.tree.map(np.asarray, s)
-
-    killed_at = kill_at_first_checkpoint(command(broken), broken, env)
-    assert killed_at and killed_at[-1] < 300, killed_at
-    done = run_to_completion({w: command(w) for w in (broken, unbroken)}, env)
-    assert f"Resuming from the checkpoint at step {killed_at[-1]}" in done[broken].stderr
-    a, b = state(broken), state(unbroken)
-    assert int(a.step) == int(b.step) == 300
-    assert sorted(a.params) == ["energy_2", "energy_4", "energy_8", "generator"]
-    assert a.carry["coarse"].shape == (64, 1, 1, 1) and a.carry["coarse"].std() > 0  # digits' means
-    assert bitwise_equal(a, b)
-    samples = [np.load(w / "samples" / "samples.npz")["images"] for w in (broken, unbroken)]
-    assert samples[0].shape == (4, 8, 8, 1) and np.array_equal(samples[0], samples[1])
-    assert all((w / "samples" / "grids.png").exists() for w in (broken, unbroken))
-    la = {r["step"]: r["loss"] for r in map(json.loads, (broken / "metrics.jsonl").read_text().splitlines())
-          if r["window_steps"] == 10}
-    lb = {r["step"]: r["loss"] for r in map(json.loads, (unbroken / "metrics.jsonl").read_text().splitlines())}
-    assert sorted(lb) == sorted(la) == list(range(10, 301, 10))
-    assert all(la[s] == lb[s] for s in la)
-
-
 TRANSLATE_DIGITS = str(ROOT / "configs" / "translate_digits.py")
 # translate_digits shrunk (chains from the source domain, ml.init = "source"): 300 steps, checkpoints every 100.
 TRANSLATE_TINY = ["--config.model.widths=4,8", "--config.ml.steps=3", "--config.train.batch_size=16",
@@ -247,3 +134,84 @@ def test_killed_two_domain_run_resumes_exactly(tmp_path):
     assert int(a.step) == int(b.step) == 300 and bitwise_equal(a, b)
     translated = [np.load(w / "translate" / "translated.npz")["translated"] for w in (broken, unbroken)]
     assert translated[0].shape == (8, 16, 16, 1) and np.array_equal(translated[0], translated[1])
+
+
+# The kill harness (scripts/kill_and_resume.py, issue 25) on every method's tiny run: SIGKILL while a
+# checkpoint is being written, at a logged step (for CF-EBM the step where the 8x8 stage starts to
+# fade in and its network first trains), and for MDSM also while sample shards are written; each
+# restart must resume from the newest complete checkpoint, and the run end as an unbroken one:
+# bitwise the same train state (parameters, Adam, carried chains), samples and logged losses.
+SAMPLE = ("--config.sample.n=8", "--config.sample.batch_size=4", "--config.sample.chunk_steps=16",
+          "--config.mdsm.n_hot=3", "--config.mdsm.n_anneal=10", "--config.mdsm.n_cool=3")
+KILLS = {"mdsm": ("checkpoint,shard", SAMPLE),
+         "ml": ("checkpoint", SAMPLE),  # the replay buffer: its carried state
+         "multigrid": ("checkpoint", SAMPLE),  # every grid's network, the generator, coarse starts
+         "coop": ("checkpoint", (*SAMPLE, "--config.coop.infer_steps=2")),  # latent inference on
+         "cfebm": ("step=24", SAMPLE)}  # the step where the 8x8 stage starts to fade in
+
+
+@pytest.mark.slow  # three or four starts of a tiny run each (about 50 s on 2 cores); CI runs them
+@pytest.mark.parametrize("method", sorted(KILLS))
+def test_the_kill_harness_finds_every_method_resumes_exactly(method, tmp_path):
+    from scale_helpers import TINY_METHODS
+
+    moments, extra = KILLS[method]
+    args = [a for a in TINY if a != "--no-progress"] + list(TINY_METHODS[method]) + [
+        "--config.train.steps=30", "--config.train.log_every=4", *extra]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "kill_and_resume.py"), "--config", DIGITS,
+                           "--workdir", str(tmp_path / "h"), "--kills", str(moments.count(",") + 1), "--at", moments,
+                           "--json", str(tmp_path / "report.json"), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    kills = report["kills"]
+    assert [k["moment"] for k in kills] == moments.split(",") and all(k["killed"] for k in kills), kills
+    assert report["state_equal"] and report["samples_equal"] and report["metrics_equal"] and report["problems"] == []
+    first = kills[0]
+    if first["moment"] == "checkpoint":  # killed while checkpoint 20 was being written: it goes on from 10
+        assert (first["checkpoint"], first["resumed_from"]) == (10, 10), kills
+    else:  # killed at step 24: from the newest complete checkpoint, 20 (or 10 if 20 was still being written)
+        assert first["logged_step"] >= 24 and first["resumed_from"] in (10, 20), kills
+    if method == "mdsm":  # killed between sample shards: training was done
+        assert (kills[1]["checkpoint"], kills[1]["resumed_from"]) == (30, 30), kills
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory):
+    """The tiny MDSM run trained to 20 steps, for the modes that start from a trained workdir."""
+    wd = tmp_path_factory.mktemp("trained_tiny") / "run"
+    proc = subprocess.run(cli_command(wd, *TINY, "--config.train.steps=20"), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return wd
+
+
+# Modes that start from a trained workdir, killed at a random moment of the run (after a warm-up run
+# that compiles) or, for sampling, between shards; what they wrote must equal an unbroken run's.
+MODES = {"sample": ("shard", ("--config.sample.n=12", "--config.sample.batch_size=4", "--config.mdsm.n_hot=3",
+                              "--config.mdsm.n_anneal=10", "--config.mdsm.n_cool=3", "--config.sample.chunk_steps=4")),
+         "eval": ("time", ("--config.eval.metrics=fid,ood,neighbours", "--config.eval.n_samples=16",
+                           "--config.eval.n_data=64", "--config.eval.ood.n=32", "--config.eval.kid_subsets=2",
+                           "--config.sample.batch_size=8", "--config.mdsm.n_hot=3", "--config.mdsm.n_anneal=10",
+                           "--config.mdsm.n_cool=3")),
+         "inpaint": ("time", ("--config.restore.n=16", "--config.restore.batch_size=4", "--config.restore.n_chains=2", "--config.mdsm.n_hot=3",
+                              "--config.mdsm.n_anneal=10", "--config.mdsm.n_cool=3"))}
+
+
+@pytest.mark.slow  # three or four starts each (about 40 s on 2 cores); CI runs them
+@pytest.mark.xdist_group("trained_tiny")  # one worker trains the fixture once
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_the_kill_harness_on_the_modes_that_read_a_trained_workdir(mode, trained_tiny, tmp_path):
+    moment, extra = MODES[mode]
+    args = [a for a in TINY if a != "--no-progress"] + ["--config.train.steps=20", *extra]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "kill_and_resume.py"), "--config", DIGITS,
+                           "--workdir", str(tmp_path / "h"), "--mode", mode, "--from", str(trained_tiny),
+                           "--kills", "1", "--at", moment, "--json", str(tmp_path / "report.json"), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["kills"]) == 1 and report["kills"][0]["killed"], report["kills"]
+    assert report["mode"] == mode and report["problems"] == [] and report["outputs_differ"] == []
+    assert report["state_equal"]  # the modes read the checkpoint and leave it as it was
+    written = {"sample": "samples/samples.npz", "eval": "eval/", "inpaint": "inpaint/restored.npz"}[mode]
+    assert any(name.startswith(written) for name in report["outputs_compared"]), report["outputs_compared"]

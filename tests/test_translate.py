@@ -91,7 +91,7 @@ def test_cycle_gan_domains_read_their_own_splits(tmp_path):
         raw = tfds.data_source(name, split="trainB", data_dir=str(tmp_path), download=False)
         np.testing.assert_allclose(src.get(np.array([3]))[0], data.prepare_image(raw[3]["image"], image_size=16),
                                    atol=1e-7)
-        assert data.load_source(dict(name=name, data_dir=str(tmp_path), domain="A"), "test").split == "testA"
+        assert data.load_source(dict(name=name, data_dir=str(tmp_path), domain="A", image_size=16), "test").split == "testA"
     with pytest.raises(ConfigError, match="data.domain must say which one"):
         data.load_source(dict(name=name, data_dir=str(tmp_path)), "train")
     with pytest.raises(ConfigError, match="applies to two-domain sets"):

@@ -203,9 +203,9 @@ def run(argv: list[str]) -> int:
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on CPU machines
     from ebmjax.config import load_config
 
+    workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
     try:
         cfg = load_config(args.config, overrides)
-        workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
         check_workdir(workdir)
         from ebmjax import io, methods, parallel
 
@@ -225,7 +225,33 @@ def run(argv: list[str]) -> int:
     except EbmjaxError as e:
         print(f"ebmjax: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from ebmjax import io
+
+        reason = io.disk_full(e)
+        if reason is None:
+            raise
+        print(f"ebmjax: error: {disk_full_message(workdir, args.mode, reason)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def disk_full_message(workdir: pathlib.Path, mode: str, reason: str) -> str:
+    """What a user must know when a write failed for lack of space: what failed, what survived
+    (checkpoints are written to a temporary folder and renamed, other files to a temporary file and
+    renamed, so every finished one is whole), and how to go on."""
+    ckpt_dir = workdir / "checkpoints"
+    steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
+    kept = (f"The checkpoint at step {steps[-1]} in {ckpt_dir} is whole" if steps
+            else "No checkpoint had been completed in this workdir")
+    shards = sorted(workdir.glob("samples*/shards/*/shard_*.npz"))  # samples/, samples_seed<N>/, ...
+    if shards:
+        where = {p.parent.parent for p in shards}
+        kept += (f", and so are the {len(shards)} finished sample shards in "
+                 f"{where.pop() if len(where) == 1 else workdir}")
+    return (f"The disk is full ({reason}) while --mode {mode} was writing to {workdir}. {kept}. Free space on "
+            f"the disk that holds {workdir} (df -h {workdir} shows what is left) and run the same command again: "
+            "it goes on from there.")
 
 
 def main() -> None:

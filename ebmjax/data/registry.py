@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ebmjax.data.source import ImageSource
+from ebmjax.data.source import ImageSource, check_source
 from ebmjax.errors import ConfigError
 
 # The modules that hold the built-in records (each has a DATASETS tuple).
@@ -264,12 +264,16 @@ def load_source(data_config: Any, split: str) -> ImageSource:
         for tfds).
 
     Raises:
-      ConfigError: unknown name or invalid field. DataError: a dataset that is missing or not prepared.
+      ConfigError: unknown name or invalid field. DataError: a dataset that is missing or not prepared,
+        or whose examples cannot be trained on (:func:`ebmjax.data.source.check_source`: shapes,
+        channels, non-finite or out-of-range values), named with what is wrong.
     """
     dataset, options = data_options(data_config)
     if not isinstance(split, str):
         raise ConfigError(f"split must be a string such as 'train' or 'test', got {split!r}")
-    return dataset.load(split, options)
+    source = dataset.load(split, options)
+    check_source(source, split, points=dataset.points)
+    return source
 
 
 def native_view(data_config: Any, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:

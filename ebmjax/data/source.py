@@ -123,6 +123,75 @@ class ArraySource:
 
 
 # ----------------------------------------------------------------------------------------------
+# Checking a source before anything trains on it.
+
+CHANNELS: tuple[int, ...] = (1, 3)  # grey or RGB: what the models and the pictures take
+SCAN: int = 1024  # examples read by check_source (all of them for a smaller dataset)
+
+
+def _examples(idx: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in idx[:limit])
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return f"example{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def check_source(source: ImageSource, split: str, *, points: bool = False, scan: int = SCAN) -> None:
+    """DataError unless ``source`` gives what training needs: images (H, W, C) with 1 or 3 channels
+    (points: a flat vector), finite values inside ``source.value_range``, every example of one shape.
+
+    It reads ``scan`` examples evenly spread over the dataset (all of them when it is smaller), so
+    a broken dataset is refused before anything trains on it; the training loop still refuses a
+    non-finite batch among the examples not read here.
+    """
+    from ebmjax.errors import DataError
+
+    name = f"Dataset {source.name!r} (split {split!r})"
+    shape = tuple(source.shape)
+    if points:
+        if len(shape) != 1 or shape[0] < 1:
+            raise DataError(f"{name} gives points of shape {shape}; points must be flat vectors (D,).")
+    elif len(shape) != 3 or min(shape) < 1:
+        raise DataError(f"{name} gives examples of shape {shape}; images must be (height, width, channels). "
+                        "Give grey images a channel axis of size 1 (x[..., None]).")
+    elif shape[-1] not in CHANNELS:
+        hint = (" Drop the alpha channel (x[..., :3]) when preparing it." if shape[-1] == 4
+                else " Convert it to grey (one channel) or RGB (three) when preparing it.")
+        raise DataError(f"{name} gives images with {shape[-1]} channels (shape {shape}); ebmjax trains on grey "
+                        f"(1 channel) or RGB (3 channels) images.{hint}")
+    n = len(source)
+    if n == 0:
+        raise DataError(f"{name} holds no examples; choose another split or fill the dataset.")
+    idx = np.arange(n) if n <= scan else np.unique(np.linspace(0, n - 1, scan).round().astype(np.int64))
+    low, high = source.value_range
+    tol = 1e-6 * max(1.0, abs(low), abs(high))
+    for start in range(0, len(idx), 256):
+        part = idx[start:start + 256]
+        try:
+            x = source.get(part)
+        except (ValueError, TypeError) as e:  # e.g. images of several sizes that cannot be stacked
+            raise DataError(f"{name} cannot give {_examples(part)} as one batch of shape {shape}: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Give every example "
+                            "the same shape (image data: set --config.data.image_size to resize them all).") from None
+        x = np.asarray(x)
+        if x.shape != (len(part), *shape):
+            raise DataError(f"{name} gave an array of shape {x.shape} for {len(part)} examples of shape {shape}: "
+                            "its get() must return (n, *shape).")
+        flat = x.reshape(len(part), -1)
+        if not np.issubdtype(flat.dtype, np.number):
+            raise DataError(f"{name} gives values of dtype {flat.dtype}; it must give numbers (float32).")
+        finite = np.isfinite(flat).all(axis=1)
+        if not finite.all():
+            raise DataError(f"{name} holds non-finite values (NaN or infinity) in {_examples(part[~finite])}. "
+                            "Clean the data (or fix its preparation) and rerun.")
+        outside = (flat.min(axis=1) < low - tol) | (flat.max(axis=1) > high + tol)
+        if outside.any() and not points:  # a toy's range is a box around its density, not a bound
+            raise DataError(
+                f"{name} holds values outside its range [{low:g}, {high:g}] in {_examples(part[outside])} "
+                f"(they span [{float(flat.min()):g}, {float(flat.max()):g}]). Images must be floats in [0, 1] "
+                "(or uint8 0..255, which ebmjax divides by 255): rescale the data when preparing it.")
+
+
+# ----------------------------------------------------------------------------------------------
 # Image transforms (numpy + PIL), shared by the bundled and tfds sources.
 
 

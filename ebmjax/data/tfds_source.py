@@ -173,6 +173,13 @@ class TfdsSource:
         if len(idx) == 0:
             return np.zeros((0, *self.shape), dtype=np.float32)
         images = [self._prepare(r["image"]) for r in self._records(idx)]
+        for i, image in zip(idx, images):
+            if image.shape != self.shape:
+                fix = ("set --config.data.image_size to resize every image to one size" if image.shape[:2] != self.shape[:2]
+                       else "convert every image to the same number of channels when preparing the dataset")
+                raise DataError(f"Dataset {self.name!r} (split {self.split!r}) gives images of several shapes: example "
+                                f"{int(i)} is {image.shape} after preparation, example 0 {self.shape}. To train on it, "
+                                f"{fix}.")
         return np.stack(images).astype(np.float32, copy=False)
 
     def labels(self, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:

@@ -1,7 +1,7 @@
 """Orbax checkpoints of the train state, with the experiment's config saved beside them.
 
 Layout of a workdir: ``config.json`` (the config of the run that wrote the checkpoints),
-``checkpoints/<step>/`` (Orbax), ``metrics.jsonl``, ``samples/``; checkpoints that could not be
+``devices.json`` (the devices it trained on), ``checkpoints/<step>/`` (Orbax), ``metrics.jsonl``, ``samples/``; checkpoints that could not be
 read, or that hold diverged parameters, are moved (never deleted) to ``checkpoints_unreadable/`` and
 ``checkpoints_diverged/``.
 
@@ -24,6 +24,7 @@ import logging
 import pathlib
 import shutil
 import sys
+import threading
 import warnings
 from typing import Any, Iterator
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 IDENTITY_FIELDS = ("method.name", "data.name", "data.domain", "data.pad", "data.image_size")
 UNREADABLE_DIR = "checkpoints_unreadable"
 DIVERGED_DIR = "checkpoints_diverged"
+DEVICES_FILE = "devices.json"  # the devices of the run that last trained in the workdir
 # Loggers silenced while a checkpoint is opened or read (Orbax logs through absl).
 NOISY_LOGGERS = ("absl", "orbax", "asyncio", "tensorstore")
 # The longest quiet_orbax waits for reads left in flight by a failed restore.
@@ -70,6 +72,31 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """``{"['params']['conv1']['kernel']": shape, ...}`` for every array (or array metadata) leaf."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def describe_devices(mesh: Any) -> dict:
+    """``{"devices": n, "processes": p, "platform": "cpu"}`` of the devices of ``mesh``."""
+    devices = list(mesh.devices.flat)
+    return {"devices": len(devices), "processes": len({d.process_index for d in devices}),
+            "platform": devices[0].platform}
+
+
+def devices_note(recorded: dict | None, mesh: Any, step: int) -> str | None:
+    """One line when the checkpoint at ``step`` was written on other devices than ``mesh``'s: the
+    checkpoints hold whole arrays, not per-device pieces, so the run goes on; None when they match
+    (or nothing was recorded)."""
+    now = describe_devices(mesh)
+    if not recorded or (recorded.get("devices"), recorded.get("processes")) == (now["devices"], now["processes"]):
+        return None
+
+    def say(d: dict) -> str:
+        n, p = d.get("devices"), d.get("processes")
+        return f"{n} {d.get('platform', '').upper()} device{'s' * (n != 1)} in {p} process{'es' * (p != 1)}".replace("  ", " ")
+
+    return (f"The checkpoint at step {step} was written by a run on {say(recorded)}; this run has {say(now)}. "
+            "Checkpoints hold whole arrays, so it goes on: the batch and any carried chains are split over "
+            "this run's devices, and sums over the batch come out in another order, so results differ from "
+            "a run that stayed on the old devices in the last bits of floating point only.")
 
 
 class _LoopsClosedLater(asyncio.AbstractEventLoopPolicy):
@@ -173,6 +200,40 @@ def _reason(e: BaseException, limit: int = 240) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+class _QuietWhileOpen:
+    """:func:`quiet_orbax` for as long as any :class:`Checkpoints` is open (counted, so several may be).
+
+    Saves are asynchronous: Orbax writes in a thread of its own on a fresh event loop. When a write
+    fails (a full disk), Orbax closes that loop while TensorStore's other writes are still in flight,
+    and each of them then prints a traceback, hundreds for one checkpoint, long after the failure;
+    Orbax also logs the error with its own traceback. The failure itself reaches the run as an
+    exception (from the next save or from :meth:`Checkpoints.close`), which the command line turns
+    into one message; this keeps the rest off the terminal.
+    """
+
+    def __init__(self):
+        self._count = 0
+        self._stack: contextlib.ExitStack | None = None
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._count == 0:
+                self._stack = contextlib.ExitStack()
+                self._stack.enter_context(quiet_orbax())
+            self._count += 1
+
+    def exit(self) -> None:
+        with self._lock:
+            self._count -= 1
+            if self._count == 0 and self._stack is not None:
+                stack, self._stack = self._stack, None
+                stack.close()
+
+
+_QUIET_WHILE_OPEN = _QuietWhileOpen()
+
+
 class Checkpoints:
     """Saves and restores ``TrainState`` in ``<workdir>/checkpoints`` (asynchronously, keep-N).
 
@@ -197,6 +258,8 @@ class Checkpoints:
         with quiet_orbax():  # it reads every checkpoint's metadata, and logs errors for damaged ones
             self.manager = ocp.CheckpointManager(self.directory, options=options,
                                                  item_handlers=ocp.StandardCheckpointHandler())
+        _QUIET_WHILE_OPEN.enter()
+        self._open = True
 
     def _has_checkpoints(self) -> bool:
         return self.directory.is_dir() and any(p.name.isdigit() for p in self.directory.iterdir())
@@ -221,11 +284,22 @@ class Checkpoints:
                 + "; ".join(diffs) + "). Use a new --workdir, or the config that wrote them."
             )
 
-    def write_config(self) -> None:
-        """Records this run's config as ``<workdir>/config.json`` (process 0 only)."""
+    def write_config(self, mesh: Any = None) -> None:
+        """Records this run's config as ``<workdir>/config.json`` and, given the run's ``mesh``, the
+        devices it trains on as ``<workdir>/devices.json`` (process 0 only)."""
         if parallel.is_main_process():
             self.workdir.mkdir(parents=True, exist_ok=True)
             io.write_text_atomic(self.workdir / "config.json", json.dumps(self._config, indent=2))
+            if mesh is not None:
+                io.write_json_atomic(self.workdir / DEVICES_FILE, describe_devices(mesh))
+
+    def recorded_devices(self) -> dict | None:
+        """What ``devices.json`` says about the devices of the run that wrote the checkpoints (None
+        for a workdir without one, or one that cannot be read)."""
+        try:
+            return json.loads((self.workdir / DEVICES_FILE).read_text())
+        except (OSError, ValueError):
+            return None
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -351,7 +425,15 @@ class Checkpoints:
         return target
 
     def close(self) -> None:
-        """Waits for pending asynchronous saves; safe to call more than once."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for pending asynchronous saves; safe to call more than once. A save that failed
+        raises here (or from the next :meth:`save`)."""
+        try:
+            self.manager.wait_until_finished()
+        finally:
+            try:
+                self.manager.close()
+            finally:
+                if self._open:
+                    self._open = False
+                    _QUIET_WHILE_OPEN.exit()
 

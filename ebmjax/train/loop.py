@@ -32,7 +32,7 @@ from ebmjax.errors import CheckpointError, ConfigError, DataError, Diverged, Int
 from ebmjax.methods.base import Method, phase_of, with_phase
 from ebmjax.train import state as train_state
 from ebmjax.train import step as train_step
-from ebmjax.train.checkpoint import DIVERGED_DIR, IDENTITY_FIELDS, Checkpoints
+from ebmjax.train.checkpoint import DIVERGED_DIR, IDENTITY_FIELDS, Checkpoints, devices_note
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,12 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
         raise
     if state is None:
         state = init_fn()
+    else:
+        note = devices_note(ckpts.recorded_devices(), mesh, int(state.step))
+        if note and parallel.is_main_process():
+            log.info(note)
     if write_config:
-        ckpts.write_config()
+        ckpts.write_config(mesh)
     return Setup(source, method, mesh, state, ckpts, source_domain)
 
 
@@ -296,7 +300,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, progress:
     source, method, mesh, state, ckpts, source_domain = setup(cfg, workdir, mesh=mesh, write_config=False)
     try:
         check_steps(cfg, state, ckpts)
-        ckpts.write_config()
+        ckpts.write_config(mesh)
         trainer = _Trainer(cfg, workdir, source, method, mesh, ckpts, source_domain)
         try:
             state = trainer.run(state, progress)
