@@ -76,6 +76,14 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     c.train.keep_best = 0  # also keep the k best checkpoints by eval.select_by, each scored on eval.scan_samples samples when saved (0: only the newest keep_checkpoints)
     c.train.steps_per_call = 1  # training steps per compiled call (train.step.make_multi_step); compile time grows with it
+    # On divergence (every update of a logging window skipped: non-finite, or past a method's bound):
+    # 0 = stop and name the last good checkpoint; N > 0 = up to N times do what users do by hand:
+    # restore that checkpoint, multiply every learning rate by train.recover_lr, and go on with a fresh
+    # data order and fresh chain randomness; each recovery is logged and recorded in
+    # <workdir>/recoveries.json, so a resumed run knows them.
+    c.train.recover = 0
+    c.train.recover_lr = 0.5  # the factor every learning rate is multiplied by at each recovery
+    c.train.lr_scale = 1.0  # multiplies every learning rate (train.lr and lr_end, the generators' gen_lr, cfebm.lr_by_stage); recoveries set it in their copy of the config
     c.train.ema_decay = 0.0  # 0: off; e.g. 0.999: keep an exponential moving average of the parameters (checkpointed with them), which sampling, restoration and evaluation use with sample.weights = ema
 
     c.sample = ml_collections.ConfigDict()
@@ -381,6 +389,9 @@ NUMBER_RULES = (
     ("train.b2", "Adam's second-moment decay", "[0, 1)"),
     ("train.eps", "Adam's epsilon", "> 0"),
     ("train.ema_decay", "the decay of the parameters' moving average (0 = off)", "[0, 1)"),
+    ("train.recover", "the number of recoveries from divergence (0 = stop)", ">= 0"),
+    ("train.recover_lr", "the factor of the learning rates at each recovery", "(0, 1]"),
+    ("train.lr_scale", "the factor of every learning rate", "> 0"),
     ("sample.merge_max_gb", "the size up to which samples.npz is written", ">= 0 or inf"),
     ("restore.box_fraction", "the side of the inpainting box over the image side", "(0, 1)"),
     ("restore.mask_fraction", "the share of pixels to restore", "(0, 1)"),

@@ -16,15 +16,18 @@ import optax
 def adam(opt_cfg: Any, steps: int | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(Adam on the cosine schedule, the schedule) from a group with fields lr, lr_end, b1, b2, eps
     (and steps, unless given; warmup_steps, if present: a linear warm-up from 0 to lr first, the
-    cosine decay then spanning the remaining steps; a run no longer than the warm-up only ramps up)."""
+    cosine decay then spanning the remaining steps; a run no longer than the warm-up only ramps up;
+    lr_scale, if present: a factor on lr and lr_end)."""
     steps = opt_cfg.steps if steps is None else steps
     warmup = int(opt_cfg.get("warmup_steps", 0) or 0)
+    scale = float(opt_cfg.get("lr_scale", 1.0))  # a factor on the whole schedule (recovery from divergence)
+    lr, lr_end = float(opt_cfg.lr) * scale, float(opt_cfg.lr_end) * scale
     if warmup >= steps:
-        schedule = optax.linear_schedule(0.0, opt_cfg.lr, warmup)
+        schedule = optax.linear_schedule(0.0, lr, warmup)
     elif warmup:
-        schedule = optax.warmup_cosine_decay_schedule(0.0, opt_cfg.lr, warmup, steps, end_value=opt_cfg.lr_end)
+        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, end_value=lr_end)
     else:
-        schedule = optax.cosine_decay_schedule(opt_cfg.lr, steps, alpha=opt_cfg.lr_end / opt_cfg.lr)
+        schedule = optax.cosine_decay_schedule(lr, steps, alpha=lr_end / lr)
     return optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps), schedule
 
 
@@ -34,7 +37,8 @@ def adam_like(train_cfg: Any, lr: float, b1: float, b2: float) -> tuple[optax.Gr
     fraction = float(train_cfg.lr_end) / float(train_cfg.lr)
     return adam(ml_collections.ConfigDict({
         "steps": int(train_cfg.steps), "warmup_steps": int(train_cfg.get("warmup_steps", 0) or 0), "lr": float(lr),
-        "lr_end": float(lr) * fraction, "b1": float(b1), "b2": float(b2), "eps": float(train_cfg.eps)}))
+        "lr_end": float(lr) * fraction, "b1": float(b1), "b2": float(b2), "eps": float(train_cfg.eps),
+        "lr_scale": float(train_cfg.get("lr_scale", 1.0))}))
 
 
 def per_network(transforms: Mapping[str, optax.GradientTransformation]) -> optax.GradientTransformation:

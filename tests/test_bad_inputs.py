@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import ebmjax.data
+import ebmjax.io
 from ebmjax import memory
 from ebmjax.apps import main
 from ebmjax.config import load_config
@@ -387,8 +388,11 @@ def test_truncated_checkpoint_files_cost_one_paragraph_on_stderr(trained, compil
     for f in (wd / "checkpoints" / "20").rglob("*"):
         if f.is_file():
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    proc = subprocess.run(cli_command(wd, *TINY, "--config.train.steps=20"), env=subprocess_env(compile_cache),
-                          capture_output=True, text=True, timeout=300)
+    # On the devices the workdir was trained on (in this process: 1 or 2, depending on whether JAX had
+    # started before): another count would add a line saying so.
+    devices = json.loads((wd / "devices.json").read_text())["devices"]
+    proc = subprocess.run(cli_command(wd, *TINY, "--config.train.steps=20", f"--config.dist.cpu_devices={devices}"),
+                          env=subprocess_env(compile_cache), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     warning = [line for line in lines if " INFO " not in line]
@@ -662,3 +666,69 @@ def test_a_full_disk_is_one_message_keeps_what_was_written_and_the_rerun_ends_as
         summary = json.loads((wd / "samples_seed5" / "summary.json").read_text())
         # The shards written before the failure are not drawn again.
         assert (summary["batches_reused"], summary["batches_run"]) == {"sample-shard": (1, 2), "sample-report": (3, 0)}[writer]
+
+
+# ------------------------------------------------------------------------------------------------
+# Runs that recover by themselves (issue 24): train.recover = N.
+
+def _final(workdir):
+    return final_state(workdir, TINY + list(RUNS["ml"]) + ["--config.train.steps=40"])
+
+
+@pytest.mark.slow  # five short training runs (about 60 s on 2 cores); CI runs it
+def test_a_diverged_run_recovers_by_itself_and_a_kill_during_the_recovery_changes_nothing(
+        trained_runs, tmp_path, capsys, caplog, monkeypatch):
+    """The runaway run of the test above (lr 10 from step 21: every update after it skipped, the whole
+    window up to step 40 included) with train.recover = 1: it restores checkpoint 20, scales the learning rate by
+    recover_lr = 1e-4, draws a fresh data order and chains, and trains to the end; the recovery is
+    logged and recorded. Killed while recovering (before and after the record is written) and rerun,
+    it ends bitwise the same. With recover_lr = 1 the recovered run diverges again and stops, saying
+    that it used its one recovery."""
+    trained = trained_runs("ml")
+    args = (*RUNS["ml"], "--config.train.steps=40", "--config.train.lr=10", "--config.ml.energy_bound=100",
+            "--config.train.recover=1", "--config.train.recover_lr=1e-4")
+    wd = copy_of(trained, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert run(wd, *args) == 0
+    capsys.readouterr()
+    (record,) = json.loads((wd / "recoveries.json").read_text())
+    assert (record["recovery"], record["diverged_at_step"], record["resumed_from_step"]) == (1, 40, 20)
+    assert record["lr_scale"] == pytest.approx(1e-4) and record["seed"] != 0 and "Training diverged" in record["reason"]
+    said = [r.getMessage() for r in caplog.records if "Recovery 1 of 1" in r.getMessage()]
+    assert len(said) == 1 and "resuming from the checkpoint at step 20 with every learning rate x0.0001" in said[0]
+    a = _final(wd)
+    assert int(a.step) == 40 and int(a.skipped) == 0
+    metrics = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [10, 20, 30, 40] and metrics[-1]["skipped_in_window"] == 0
+    assert metrics[-1]["lr"] < 10 * 1e-4  # the scaled schedule
+    # Not the parameters of checkpoint 20: training went on after the recovery.
+    assert not bitwise_equal(a.params, final_state(trained, TINY + list(RUNS["ml"]) + ["--config.train.steps=20"]).params)
+
+    # A kill while recovering, before and after the record is written: the rerun ends the same.
+    real = ebmjax.io.write_json_atomic
+    for when in ("before", "after"):
+        wd2 = copy_of(trained, tmp_path / when)
+
+        def killed(path, obj, when=when):
+            if pathlib.Path(path).name == "recoveries.json":
+                if when == "after":
+                    real(path, obj)
+                raise SystemExit(f"killed {when} writing the record")
+            return real(path, obj)
+
+        with monkeypatch.context() as m:
+            m.setattr(ebmjax.io, "write_json_atomic", killed)
+            with pytest.raises(SystemExit):
+                run(wd2, *args)
+        assert (wd2 / "recoveries.json").exists() == (when == "after")
+        assert run(wd2, *args) == 0
+        capsys.readouterr()
+        assert bitwise_equal(_final(wd2), a), when
+        (again,) = json.loads((wd2 / "recoveries.json").read_text())
+        again["reason"] = again["reason"].replace(str(wd2), str(wd))  # it names the workdir
+        assert {k: v for k, v in again.items() if k != "time"} == {k: v for k, v in record.items() if k != "time"}
+
+    # Recovery changes nothing the run can use: with the same learning rate it diverges again and stops.
+    wd3 = copy_of(trained, tmp_path / "again")
+    assert run(wd3, *args[:-1], "--config.train.recover_lr=1") == 2
+    assert_clear_error(capsys, "Training diverged", "had recovered 1 time(s) already, the most train.recover = 1 allows")

@@ -230,7 +230,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return 1.0 if stage == 0 else schedules.fade_alpha(step, starts[stage], batch, phase_images)
 
     if m.lr_by_stage:
-        lrs = jnp.asarray([float(v) for v in m.lr_by_stage], jnp.float32)
+        scale = float(cfg.train.get("lr_scale", 1.0))  # recovery from divergence scales these too
+        lrs = jnp.asarray([float(v) * scale for v in m.lr_by_stage], jnp.float32)
         edges = jnp.asarray(boundaries, jnp.int32)
 
         def lr(step):

@@ -24,7 +24,8 @@ from ebmjax.errors import ConfigError
 Rule = tuple[str, str, str]  # (field, what it is, rule)
 
 RULE_TEXT = {"> 0": "a finite number > 0", ">= 0": "a finite number >= 0", "[0, 1)": "a number in [0, 1)",
-             "(0, 1)": "a number strictly between 0 and 1", "finite": "a finite number", ">= 0 or inf": "a number >= 0"}
+             "(0, 1)": "a number strictly between 0 and 1", "(0, 1]": "a number in (0, 1]", "finite": "a finite number",
+             ">= 0 or inf": "a number >= 0"}
 
 # The Langevin chains of every maximum-likelihood method (ml, multigrid, cfebm, coop):
 # x <- clamp(x - step_size * clip(dE/dx, grad_clip) + noise * z), trained against the data plus
@@ -60,7 +61,8 @@ def obeys(value: float, rule: str) -> bool:
     if math.isnan(value):
         return False
     return {"> 0": lambda v: math.isfinite(v) and v > 0, ">= 0": lambda v: math.isfinite(v) and v >= 0,
-            "[0, 1)": lambda v: 0 <= v < 1, "(0, 1)": lambda v: 0 < v < 1, "finite": math.isfinite,
+            "[0, 1)": lambda v: 0 <= v < 1, "(0, 1)": lambda v: 0 < v < 1, "(0, 1]": lambda v: 0 < v <= 1,
+            "finite": math.isfinite,
             ">= 0 or inf": lambda v: v >= 0}[rule](value)
 
 

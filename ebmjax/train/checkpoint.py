@@ -246,6 +246,7 @@ class Checkpoints:
         self.workdir = pathlib.Path(workdir).absolute()
         self.directory = self.workdir / "checkpoints"
         self.identity = identity
+        self.devices_note: str | None = None  # set when the restored checkpoint was written on other devices
         self._config = json.loads(cfg.to_json_best_effort())
         self._check_identity()
         options = ocp.CheckpointManagerOptions(

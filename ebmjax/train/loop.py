@@ -196,9 +196,12 @@ def _check_batch_fits(cfg: ml_collections.ConfigDict, source: Any) -> None:
 
 
 def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: str = "train", *,
-          mesh: Mesh | None = None, write_config: bool = True, step: int | None = None) -> Setup:
+          mesh: Mesh | None = None, write_config: bool = True, step: int | None = None,
+          run_cfg: ml_collections.ConfigDict | None = None) -> Setup:
     """Builds what both training and sampling need: source, method, mesh, and the train state
     (restored from the latest checkpoint in ``workdir`` when there is one, or from ``step``) on the mesh.
+    ``run_cfg`` (default ``cfg``): the config the method is built from and a fresh state drawn with,
+    when it differs from the one the workdir records (after recoveries from divergence).
 
     Every check that can fail (data, model vs image shape, batch vs devices, the workdir's
     experiment, checkpoint shapes) runs before anything is written.
@@ -208,7 +211,8 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
     parallel.check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
     _check_batch_fits(cfg, source)
     shape = tuple(source.shape)
-    method = methods.build(cfg, shape, tuple(source.value_range))
+    run_cfg = cfg if run_cfg is None else run_cfg
+    method = methods.build(run_cfg, shape, tuple(source.value_range))
     source_domain = None
     if method.source_data is not None:
         source_domain = data.load_source(method.source_data, "train")
@@ -216,8 +220,8 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
         _check_batch_fits(cfg, source_domain)
 
     def init():
-        params = method.init_params(keys.init_key(cfg.seed))
-        carry = method.init_carry(keys.stream(cfg.seed, keys.CARRY))
+        params = method.init_params(keys.init_key(run_cfg.seed))
+        carry = method.init_carry(keys.stream(run_cfg.seed, keys.CARRY))
         return train_state.create(params, method.optimizer, carry, ema=cfg.train.ema_decay > 0)
 
     try:
@@ -241,13 +245,18 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
         raise
     if state is None:
         state = init_fn()
-    else:
-        note = devices_note(ckpts.recorded_devices(), mesh, int(state.step))
-        if note and parallel.is_main_process():
-            log.info(note)
+    else:  # said by whatever goes on with the state (training, sampling), not by a run refused later
+        ckpts.devices_note = devices_note(ckpts.recorded_devices(), mesh, int(state.step))
     if write_config:
         ckpts.write_config(mesh)
     return Setup(source, method, mesh, state, ckpts, source_domain)
+
+
+def _say_devices(ckpts: Checkpoints) -> None:
+    """Logs (once, process 0) that the checkpoint was written on other devices, if it was."""
+    if ckpts.devices_note and parallel.is_main_process():
+        log.info("%s", ckpts.devices_note)
+    ckpts.devices_note = None
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -294,21 +303,81 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, progress:
           mesh: Mesh | None = None) -> tuple[train_state.TrainState, Method, Any]:
     """Trains to ``cfg.train.steps``, resuming from the workdir; returns (state, method, source).
 
-    ``mesh`` (default: every device of every process) is where the batch is split.
+    ``mesh`` (default: every device of every process) is where the batch is split. With
+    ``train.recover`` > 0 a diverged run recovers by itself (see :func:`recovered_config`).
     """
     workdir = pathlib.Path(workdir).absolute()
-    source, method, mesh, state, ckpts, source_domain = setup(cfg, workdir, mesh=mesh, write_config=False)
+    recoveries = read_recoveries(workdir)
+    run_cfg = recovered_config(cfg, len(recoveries))
+    source, method, mesh, state, ckpts, source_domain = setup(cfg, workdir, mesh=mesh, write_config=False,
+                                                              run_cfg=run_cfg)
     try:
         check_steps(cfg, state, ckpts)
         ckpts.write_config(mesh)
-        trainer = _Trainer(cfg, workdir, source, method, mesh, ckpts, source_domain)
         try:
-            state = trainer.run(state, progress)
+            while True:
+                trainer = _Trainer(run_cfg, workdir, source, method, mesh, ckpts, source_domain)
+                try:
+                    state = trainer.run(state, progress)
+                    return state, method, source
+                except Diverged as e:
+                    if len(recoveries) >= int(cfg.train.recover):
+                        if recoveries:
+                            raise Diverged(f"{e} The run had recovered {len(recoveries)} time(s) already, the most "
+                                           f"train.recover = {cfg.train.recover} allows ({workdir / RECOVERIES_FILE}).") from None
+                        raise
+                    recoveries.append(_recovery_record(cfg, e, len(recoveries) + 1))
+                    if parallel.is_main_process():
+                        io.write_json_atomic(workdir / RECOVERIES_FILE, recoveries)
+                    r = recoveries[-1]
+                    log.warning("%s Recovery %d of %d: resuming from %s with every learning rate x%g of the config's "
+                                "and a fresh data order and chain randomness (seed %d); recorded in %s.",
+                                e, r["recovery"], cfg.train.recover,
+                                f"the checkpoint at step {r['resumed_from_step']}" if r["resumed_from_step"]
+                                else "a fresh start", r["lr_scale"], r["seed"], workdir / RECOVERIES_FILE)
+                    ckpts.close()
+                    run_cfg = recovered_config(cfg, len(recoveries))
+                    source, method, mesh, state, ckpts, source_domain = setup(cfg, workdir, mesh=mesh,
+                                                                              write_config=False, run_cfg=run_cfg)
         finally:  # also after an interruption or divergence: the curves show what happened
             write_curves(workdir, f"{cfg.method.name} on {cfg.data.name}")
-        return state, method, source
     finally:
         ckpts.close()
+
+
+RECOVERIES_FILE = "recoveries.json"
+
+
+def read_recoveries(workdir: pathlib.Path) -> list[dict]:
+    """The recoveries from divergence recorded in ``<workdir>/recoveries.json`` (oldest first)."""
+    path = pathlib.Path(workdir) / RECOVERIES_FILE
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} cannot be read ({e}); it records the run's recoveries from divergence, "
+                              "without which the run cannot go on exactly. Restore it, or use a new --workdir.") from None
+
+
+def recovered_config(cfg: ml_collections.ConfigDict, recoveries: int) -> ml_collections.ConfigDict:
+    """The config a run trains with after ``recoveries`` recoveries from divergence: every learning
+    rate times ``train.recover_lr ** recoveries`` (``train.lr_scale``) and the seed
+    :func:`ebmjax.keys.recovery_seed`, so the data order, data noise and chains are fresh. ``cfg``
+    itself for 0. The workdir's ``config.json`` keeps ``cfg``; ``recoveries.json`` holds the rest."""
+    if recoveries == 0:
+        return cfg
+    out = ml_collections.ConfigDict(cfg.to_dict())
+    out.train.lr_scale = float(cfg.train.lr_scale) * float(cfg.train.recover_lr) ** recoveries
+    out.seed = keys.recovery_seed(cfg.seed, recoveries)
+    return out
+
+
+def _recovery_record(cfg: ml_collections.ConfigDict, e: Diverged, recovery: int) -> dict:
+    nxt = recovered_config(cfg, recovery)
+    return {"recovery": recovery, "diverged_at_step": int(e.step), "resumed_from_step": int(e.good or 0),
+            "lr_scale": float(nxt.train.lr_scale), "seed": int(nxt.seed),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "reason": str(e)}
 
 
 def write_curves(workdir: pathlib.Path, title: str) -> None:
@@ -452,10 +521,13 @@ class _Trainer:
                 "There is no good checkpoint (the run diverged before its first one); rerunning starts afresh.")
         bounds = sorted({field for _, field in self.method.bounds.values()})
         beyond = f", or {' / '.join(bounds)} exceeded" if bounds else ""
-        return Diverged(
+        e = Diverged(
             f"Training diverged: all {window_len} updates before step {done} had a non-finite loss or "
             f"gradient{beyond}, and were skipped (since step {start}). {last}{moved} Lower train.lr (or check "
-            "the data), then rerun the same command.")
+            "the data), then rerun the same command; or let runs recover by themselves with "
+            "--config.train.recover=N.")
+        e.step, e.good = done, good
+        return e
 
     def _compile(self, state: train_state.TrainState) -> None:
         self.shardings = state_shardings(state, self.method, self.mesh)
@@ -488,6 +560,7 @@ class _Trainer:
         start = int(state.step)
         if start:
             log.info("Resuming from the checkpoint at step %d in %s", start, ckpts.directory)
+            _say_devices(ckpts)
         n_dev = self.mesh.devices.size
         log.info("Training on %d %s device%s, %d examples each per step.", n_dev, jax.default_backend().upper(),
                  "s" * (n_dev > 1), t.batch_size // n_dev)
@@ -603,6 +676,7 @@ def load_trained(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
         raise CheckpointError(f"No checkpoints in {workdir}: train first (--mode train) or pass the --workdir of a trained run.")
     source, method, mesh, state, ckpts, _ = setup(cfg, workdir, mesh=mesh, write_config=False, step=step)
     ckpts.close()
+    _say_devices(ckpts)
     if int(state.step) == 0:
         raise CheckpointError(f"No checkpoint in {workdir / 'checkpoints'}: train first (--mode train).")
     return state, method, source
