@@ -122,16 +122,6 @@ def kill_at_first_checkpoint(command: list[str], workdir: pathlib.Path, env: dic
     return checkpoint_steps(workdir)
 
 
-def run_to_completion(commands: dict[pathlib.Path, list[str]], env: dict[str, str]) -> dict:
-    """Runs each workdir's command to the end; {workdir: CompletedProcess}, each asserted successful."""
-    done = {}
-    for workdir, command in commands.items():
-        done[workdir] = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
-                                       check=False)
-        assert done[workdir].returncode == 0, done[workdir].stderr
-    return done
-
-
 @contextlib.contextmanager
 def persistent_compile_cache(path: pathlib.Path) -> Iterator[None]:
     """Uses JAX's persistent compilation cache in this process for the duration (then restores the
