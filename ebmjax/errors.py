@@ -27,7 +27,14 @@ class Interrupted(EbmjaxError):
 
 
 class Diverged(EbmjaxError):
-    """Training went non-finite (or past a configured bound) for long enough to stop the run."""
+    """Training went non-finite (or past a configured bound) for long enough to stop the run.
+
+    ``step``: the step it was noticed at; ``good``: the last good checkpoint's step (None: none).
+    """
+
+    def __init__(self, message: str, step: int | None = None, good: int | None = None):
+        super().__init__(message)
+        self.step, self.good = step, good
 
 
 class WorkdirBusy(EbmjaxError):

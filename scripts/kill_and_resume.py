@@ -45,6 +45,8 @@ import time
 
 import numpy as np
 
+from ebmjax.train.checkpoint import complete_steps
+
 POLL_S = 0.002
 START_LIMIT_S = 3600
 
@@ -55,8 +57,7 @@ def command(config: str, workdir: pathlib.Path, overrides: list[str], mode: str 
 
 
 def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
-    d = workdir / "checkpoints"
-    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+    return complete_steps(workdir / "checkpoints")
 
 
 def logged_step(workdir: pathlib.Path) -> int:

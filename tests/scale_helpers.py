@@ -74,6 +74,37 @@ def bitwise_equal(a, b) -> bool:
     return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
 
 
+
+def resume_on_other_devices(cfg, workdir: str) -> dict:
+    """For checkpoints in ``<workdir>/d1`` (written on 1 device) and ``<workdir>/d8`` (on 8): a copy of
+    each trained on by the other device count up to ``cfg.train.steps``, against the original trained
+    on by its own. {"1to8" and "8to1": (final step, largest difference of the two train states, the
+    lines the moved run logged about its devices)}. Needs 8 (fake) devices."""
+    import io
+    import logging
+    import shutil
+
+    from ebmjax import parallel
+    from ebmjax.train import loop
+
+    out = {}
+    for a, b in ((1, 8), (8, 1)):
+        shutil.copytree(f"{workdir}/d{a}", f"{workdir}/d{a}to{b}")
+        log = io.StringIO()
+        handler, logger = logging.StreamHandler(log), logging.getLogger("ebmjax")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            moved, _, _ = loop.train(cfg, f"{workdir}/d{a}to{b}", progress=False,
+                                     mesh=parallel.make_mesh(jax.devices()[:b]))
+        finally:
+            logger.removeHandler(handler)
+        stayed, _, _ = loop.train(cfg, f"{workdir}/d{a}", progress=False, mesh=parallel.make_mesh(jax.devices()[:a]))
+        notes = [line for line in log.getvalue().splitlines() if "was written by a run on" in line]
+        out[f"{a}to{b}"] = (int(moved.step), max_abs_diff(jax.tree.map(np.asarray, moved),
+                                                          jax.tree.map(np.asarray, stayed)), notes)
+    return out
+
 def subprocess_env(cache_dir: pathlib.Path, devices: int | None = None, **extra: str) -> dict[str, str]:
     """Environment for an ebmjax subprocess: the shared compilation cache and, if given, a number of
     fake CPU devices (the XLA flag must be set before JAX is imported, hence a new process)."""

@@ -143,13 +143,13 @@ def test_initialize_distributed_calls_jax_and_explains_failures(monkeypatch):
 
 # Runs in a process with 8 fake CPU devices; prints one JSON line of results.
 EIGHT_DEVICES = r"""
-import contextlib, io, json, shutil, sys
+import contextlib, io, json, sys
 import jax, numpy as np
 from ebmjax import chains, parallel
 from ebmjax.apps import main
 from ebmjax.config import load_config
 from ebmjax.train import loop
-from scale_helpers import DIGITS, max_abs_diff, bitwise_equal
+from scale_helpers import DIGITS, max_abs_diff, bitwise_equal, resume_on_other_devices
 
 workdir, overrides = sys.argv[1], json.loads(sys.argv[2])
 cfg = load_config(DIGITS, overrides)
@@ -174,12 +174,9 @@ for n in (1, 8):
                                   chunk_steps=cfg.sample.chunk_steps, mesh=mesh, progress=False)
 out["sample_diff"] = max_abs_diff(samples[1], samples[8])
 # One step further on the other device count (issue 24), against the run that stayed where it was.
-cfg2 = load_config(DIGITS, overrides + [["train.steps", "2"]])
-for a, b in ((1, 8), (8, 1)):
-    shutil.copytree(f"{workdir}/d{a}", f"{workdir}/d{a}to{b}")
-    moved, _, _ = loop.train(cfg2, f"{workdir}/d{a}to{b}", progress=False, mesh=parallel.make_mesh(jax.devices()[:b]))
-    stayed, _, _ = loop.train(cfg2, f"{workdir}/d{a}", progress=False, mesh=parallel.make_mesh(jax.devices()[:a]))
-    out[f"resumed_{a}to{b}"] = [int(moved.step), max_abs_diff(jax.tree.map(np.asarray, moved), jax.tree.map(np.asarray, stayed))]
+for moved, (step, diff, _) in resume_on_other_devices(load_config(DIGITS, overrides + [["train.steps", "2"]]),
+                                                      workdir).items():
+    out[f"resumed_{moved}"] = [step, diff]
 out["sample_shape"] = list(samples[8].shape)
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
@@ -291,12 +288,12 @@ def _free_port() -> int:
 # Runs in a process with 8 fake CPU devices: two steps of a maximum-likelihood config (shrunk) on 1
 # and on 8 devices; prints one JSON line of results.
 ML_EIGHT_DEVICES = r"""
-import io, json, logging, shutil, sys
+import json, sys
 import jax, numpy as np
 from ebmjax import parallel
 from ebmjax.config import load_config
 from ebmjax.train import loop
-from scale_helpers import max_abs_diff
+from scale_helpers import max_abs_diff, resume_on_other_devices
 
 config, workdir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 cfg = load_config(config, overrides)
@@ -322,19 +319,9 @@ out["loss_diff"] = max(abs(a - b) for a, b in zip(losses[1], losses[8]))
 out["skipped"] = [int(states[n].skipped) for n in (1, 8)]
 # One step further on the other device count (issue 24): the checkpoint written on 1 device resumes
 # on 8 and the one written on 8 on 1, each against the run that stayed where it was.
-cfg3 = load_config(config, overrides + [["train.steps", "3"]])
-for a, b in ((1, 8), (8, 1)):
-    shutil.copytree(f"{workdir}/d{a}", f"{workdir}/d{a}to{b}")
-    log = io.StringIO()
-    handler = logging.StreamHandler(log)
-    logging.getLogger("ebmjax").addHandler(handler)
-    logging.getLogger("ebmjax").setLevel(logging.INFO)
-    moved, _, _ = loop.train(cfg3, f"{workdir}/d{a}to{b}", progress=False, mesh=parallel.make_mesh(jax.devices()[:b]))
-    logging.getLogger("ebmjax").removeHandler(handler)
-    stayed, _, _ = loop.train(cfg3, f"{workdir}/d{a}", progress=False, mesh=parallel.make_mesh(jax.devices()[:a]))
-    out[f"resumed_{a}to{b}_step"] = int(moved.step)
-    out[f"resumed_{a}to{b}_diff"] = max_abs_diff(jax.tree.map(np.asarray, moved), jax.tree.map(np.asarray, stayed))
-    out[f"resumed_{a}to{b}_note"] = [line for line in log.getvalue().splitlines() if "was written by a run on" in line]
+for moved, (step, diff, notes) in resume_on_other_devices(load_config(config, overrides + [["train.steps", "3"]]),
+                                                          workdir).items():
+    out[f"resumed_{moved}_step"], out[f"resumed_{moved}_diff"], out[f"resumed_{moved}_note"] = step, diff, notes
 print(json.dumps(out))
 """
 

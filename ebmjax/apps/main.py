@@ -240,11 +240,14 @@ def disk_full_message(workdir: pathlib.Path, mode: str, reason: str) -> str:
     """What a user must know when a write failed for lack of space: what failed, what survived
     (checkpoints are written to a temporary folder and renamed, other files to a temporary file and
     renamed, so every finished one is whole), and how to go on."""
+    from ebmjax.apps.sample import finished_shards
+    from ebmjax.train.checkpoint import complete_steps
+
     ckpt_dir = workdir / "checkpoints"
-    steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
+    steps = complete_steps(ckpt_dir)
     kept = (f"The checkpoint at step {steps[-1]} in {ckpt_dir} is whole" if steps
             else "No checkpoint had been completed in this workdir")
-    shards = sorted(workdir.glob("samples*/shards/*/shard_*.npz"))  # samples/, samples_seed<N>/, ...
+    shards = finished_shards(workdir)
     if shards:
         where = {p.parent.parent for p in shards}
         kept += (f", and so are the {len(shards)} finished sample shards in "

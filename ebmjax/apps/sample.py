@@ -68,6 +68,15 @@ def manifest_key(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:12]
 
 
+SHARD_GLOB = "shard_*.npz"  # a finished batch of chains (written whole: a temporary file, then a rename)
+
+
+def finished_shards(workdir: str | pathlib.Path) -> list[pathlib.Path]:
+    """Every finished sample shard under ``workdir``, of every sampling setup and seed
+    (``samples/shards/<key>/``, ``samples_seed<N>/shards/<key>/``)."""
+    return sorted(pathlib.Path(workdir).glob(f"samples*/shards/*/{SHARD_GLOB}"))
+
+
 class ShardStore:
     """The shards of one sampling setup, in ``<root>/<key>/`` (``key``: :func:`manifest_key`): its
     finished batches and the in-flight one.
@@ -79,7 +88,7 @@ class ShardStore:
     """
 
     # What an older ebmjax wrote straight into shards/ (one manifest at a time).
-    FLAT_PATTERNS = ("shard_*.npz", "chains_*.npz", "manifest.json")
+    FLAT_PATTERNS = (SHARD_GLOB, "chains_*.npz", "manifest.json")
 
     def __init__(self, root: str | pathlib.Path, manifest: dict[str, Any], *, resume: bool = True,
                  writer: bool = True):
@@ -93,7 +102,7 @@ class ShardStore:
         except (OSError, ValueError):
             old = "unreadable"
         self.resume = resume and old in (None, manifest)
-        finished = sorted(self.directory.glob("shard_*.npz"))
+        finished = sorted(self.directory.glob(SHARD_GLOB))
         if finished and not self.resume:
             why = "sample.resume is false" if not resume else "their manifest differs"
             log.warning("%s: the %d finished sample shards in %s are drawn again; each is replaced when its new "
@@ -126,7 +135,7 @@ class ShardStore:
         stale = self.stale()
         if not (stale and self.writer):
             return
-        n = sum(len(list(p.glob("shard_*.npz"))) if p.is_dir() else p.name.startswith("shard_") for p in stale)
+        n = sum(len(list(p.glob(SHARD_GLOB))) if p.is_dir() else p.match(SHARD_GLOB) for p in stale)
         log.warning("Discarding %d sample shards in %s: they were drawn with other settings or parameters, and "
                     "this run's samples are now written.", n, self.root)
         for p in stale:

@@ -74,6 +74,13 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
 
 
+def complete_steps(directory: str | pathlib.Path) -> list[int]:
+    """The steps of the finished checkpoints in ``directory`` (``<workdir>/checkpoints``), read from the
+    folder names without Orbax: a save in flight is a temporary folder until its write is complete."""
+    d = pathlib.Path(directory)
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
 def describe_devices(mesh: Any) -> dict:
     """``{"devices": n, "processes": p, "platform": "cpu"}`` of the devices of ``mesh``."""
     devices = list(mesh.devices.flat)
@@ -263,7 +270,7 @@ class Checkpoints:
         self._open = True
 
     def _has_checkpoints(self) -> bool:
-        return self.directory.is_dir() and any(p.name.isdigit() for p in self.directory.iterdir())
+        return bool(complete_steps(self.directory))
 
     def _check_identity(self) -> None:
         path = self.workdir / "config.json"

@@ -324,7 +324,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, progress:
                     if len(recoveries) >= int(cfg.train.recover):
                         if recoveries:
                             raise Diverged(f"{e} The run had recovered {len(recoveries)} time(s) already, the most "
-                                           f"train.recover = {cfg.train.recover} allows ({workdir / RECOVERIES_FILE}).") from None
+                                           f"train.recover = {cfg.train.recover} allows ({workdir / RECOVERIES_FILE}).",
+                                           e.step, e.good) from None
                         raise
                     recoveries.append(_recovery_record(cfg, e, len(recoveries) + 1))
                     if parallel.is_main_process():
@@ -521,13 +522,11 @@ class _Trainer:
                 "There is no good checkpoint (the run diverged before its first one); rerunning starts afresh.")
         bounds = sorted({field for _, field in self.method.bounds.values()})
         beyond = f", or {' / '.join(bounds)} exceeded" if bounds else ""
-        e = Diverged(
+        return Diverged(
             f"Training diverged: all {window_len} updates before step {done} had a non-finite loss or "
             f"gradient{beyond}, and were skipped (since step {start}). {last}{moved} Lower train.lr (or check "
             "the data), then rerun the same command; or let runs recover by themselves with "
-            "--config.train.recover=N.")
-        e.step, e.good = done, good
-        return e
+            "--config.train.recover=N.", step=done, good=good)
 
     def _compile(self, state: train_state.TrainState) -> None:
         self.shardings = state_shardings(state, self.method, self.mesh)
