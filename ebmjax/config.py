@@ -36,7 +36,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # all randomness (init, data order, noise, sampling) derives from it and the step
 
     c.method = ml_collections.ConfigDict()
-    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml | multigrid | coop | cfebm
+    c.method.name = "mdsm"  # the training method (ebmjax.methods): mdsm | ml | multigrid | coop | cfebm | jem
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cifar10"  # digits | digits_bold | mnist | fashion_mnist | cifar10 | celeb_a | cycle_gan/<pair> | toy:<name>
@@ -54,6 +54,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.widths = (32, 64, 128)  # convnet: channels of each stage (two 3x3 convs, then a 2x2 mean pool)
     c.model.activation = "swish"  # convnet: swish | lrelu
     c.model.hidden = (128, 128)  # mlp only
+    c.model.classes = 0  # 0: the network is an energy; K >= 2 (convnet, mlp): a classifier whose logits f(x) define E(x, y) = -f(x)[y] and E(x) = -logsumexp_y f(x)[y] (methods ml, jem; labels from the dataset)
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     c.model.conv = "auto"  # how convolutions are computed: auto (matrix products on CPU, XLA's convolution on GPU/TPU) | matmul | xla
 
@@ -100,6 +101,9 @@ def defaults() -> ml_collections.ConfigDict:
     # overwrite earlier ones.
     c.sample.seed = ml_collections.config_dict.placeholder(int)
     c.sample.checkpoint = "latest"  # latest | best (eval/best_checkpoint.json, from --mode eval with eval.checkpoints=all) | a step number: the checkpoint sample, inpaint, denoise and eval use
+    # A class-conditional model (model.classes = K): None samples E(x) = -logsumexp f(x); a class k in
+    # 0..K-1 samples E(x, k); -1 gives every class in turn, one grid row (ten samples) each.
+    c.sample.label = ml_collections.config_dict.placeholder(int)
     c.sample.weights = "raw"  # raw | ema: the parameters sampling, restoration, translation and evaluation use (ema: their moving average, kept when train.ema_decay > 0)
     c.sample.merge_max_gb = 8.0  # also write one samples.npz when all samples fit in this many GB
 
@@ -139,6 +143,14 @@ def defaults() -> ml_collections.ConfigDict:
     c.translate.steps = 0  # Langevin steps; 0: the length of the method's last chain (ml: ml.sample_steps); k: that chain's last k steps (the first step repeated in front when k is longer)
     c.translate.target_n = 300  # target-domain training images saved beside the translations, for comparison
     c.translate.seed = ml_collections.config_dict.placeholder(int)  # None: the key derives from `seed`; an integer N >= 0: another key (other noise and chains)
+
+    # --mode compose (ebmjax.apps.compose): samples of this run's model multiplied by the models of other
+    # trained workdirs (a product of experts), written to <workdir>/compose/. The run's own sampler
+    # (its chains, sample.n, sample.label, sample.seed) runs on E(x) + sum_i w_i (T / T_i) E_i(x), each
+    # E_i at its own method's temperature T_i (T: this method's).
+    c.compose = ml_collections.ConfigDict()
+    c.compose.workdirs = ()  # trained workdirs whose energies are added (each rebuilt from its config.json)
+    c.compose.weights = ()  # one weight w_i per workdir (the exponent of its density); (): all 1
 
     # Multi-host runs (ebmjax.parallel.initialize_distributed; launch/ has ready-made scripts).
     c.dist = ml_collections.ConfigDict()
@@ -369,6 +381,29 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
         node[last] = value
     except (TypeError, ValueError) as e:
         raise ConfigError(f"--config.{key}={text}: {e}") from None
+
+
+def from_recorded(recorded: dict[str, Any]) -> ml_collections.ConfigDict:
+    """The config a workdir's ``config.json`` records (``recorded``, its parsed JSON), on top of
+    :func:`defaults` (fields it predates keep their defaults; JSON lists become tuples), validated."""
+    cfg = defaults()
+
+    def fill(node: ml_collections.ConfigDict, values: dict[str, Any], prefix: str) -> None:
+        for key, value in values.items():
+            if key not in node:
+                continue  # a field this version no longer has
+            if isinstance(value, dict) and isinstance(node[key], ml_collections.ConfigDict):
+                fill(node[key], value, f"{prefix}{key}.")
+            else:
+                try:
+                    node[key] = tuple(value) if isinstance(value, list) else value
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(f"The recorded config sets {prefix}{key} = {value!r}, which this version cannot "
+                                      f"take: {e}") from None
+
+    fill(cfg, recorded, "")
+    validate(cfg)
+    return cfg
 
 
 def load_config(path: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:

@@ -98,7 +98,8 @@ def dsm_loss(energy_fn: EnergyFn, x: jax.Array, key: jax.Array, sigma: float) ->
     return mdsm_loss(energy_fn, x, key, sigmas, sigma0=sigma)
 
 
-def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energy_l2: float = 0.0) -> jax.Array:
+def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energy_l2: float = 0.0,
+            model_energy_fn: EnergyFn | None = None) -> jax.Array:
     """Maximum-likelihood (contrastive divergence) loss of an EBM p(x) ∝ exp(-E(x)), a scalar:
 
         mean E(x_data) - mean E(x_model) + energy_l2 * (mean E(x_data)^2 + mean E(x_model)^2)
@@ -108,12 +109,14 @@ def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energ
     computed it from the parameters (by Langevin chains on ``energy_fn``). With x_model exact samples
     of the model, the parameter gradient of the first two terms is a Monte Carlo estimate of the
     gradient of the mean negative log-likelihood of x_data, E_data[dE] - E_model[dE].
+    ``model_energy_fn`` (default ``energy_fn``) scores the chains' ends when they need another view
+    of the same energy, e.g. a class-conditional E(x, y) at each chain's own label.
     """
     if x_data.shape[1:] != x_model.shape[1:]:
         raise ConfigError(f"ml_loss: data and model samples must have the same example shape, got "
                           f"{x_data.shape[1:]} and {x_model.shape[1:]}.")
     e_data = energy_fn(x_data)
-    e_model = energy_fn(jax.lax.stop_gradient(x_model))
+    e_model = (energy_fn if model_energy_fn is None else model_energy_fn)(jax.lax.stop_gradient(x_model))
     loss = jnp.mean(e_data) - jnp.mean(e_model)
     if energy_l2:
         loss = loss + energy_l2 * (jnp.mean(e_data**2) + jnp.mean(e_model**2))

@@ -1,7 +1,7 @@
 """Regenerates the figures of the digits tables in docs/ from a fresh checkout, with the documented commands.
 
     python scripts/docs_figures.py [--out runs/readme] [--seeds 0 1 2] [--parts demo,eval,restore,toy,bench]
-                                     [--pictures docs/figures]
+                                     [--pictures docs/figures] [--results docs/results.md]
 
 Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``python -m ebmjax.bench
 ...``) as subprocesses, times them, and reads what they wrote:
@@ -17,12 +17,21 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
 - ``restore``: ``--mode inpaint`` and ``--mode denoise`` on the first seed's run;
 - ``toy``: the eight-Gaussians demo (``configs/mdsm_toy2d.py``): mode shares of the data, of the
   annealed samples and of T = 1 chains, and the masses the learned density gives the modes;
+- ``conditional``: ``configs/ml_conditional_digits.py`` (a class-conditional energy, one grid row per
+  class) judged as above plus the share the judge gives the class asked for; a persistent-chain model of
+  the bold digits (``CONDITIONAL_BOLD``); class 3 alone and class 3 times the bold-digit model
+  (``--mode compose``), with their ink, in ``compose_bold3.png``;
+- ``jem``: ``configs/jem_digits.py`` and the same network trained as a plain classifier
+  (``--config.jem.generative_weight=0``), then the variants of ``JEM_VARIANTS``, each trained, judged
+  and evaluated (``--mode eval``: accuracy, calibration, OOD AUROC by energy and by max-softmax);
 - ``bench``: ``python -m ebmjax.bench --config configs/mdsm_digits.py --compare-torch`` (skipped when
   torch is not installed: ``pip install torch``);
 - ``bench_cifar``: the same on the CIFAR network (Res18 d=128) at batch 8 (see ``CIFAR_BENCH``).
 
-Writes ``<out>/figures.json`` (everything) and ``<out>/figures.md`` (the tables of docs/), and with
-``--pictures DIR`` copies the pictures the docs show into DIR. Runs that already finished are
+Writes ``<out>/figures.json`` (everything, with each part's commands, commit, date and machine) and
+``<out>/figures.md`` (the tables of docs/); with ``--results docs/results.md`` the results page (every
+part measured so far, each table under its commands and commit), and with ``--pictures DIR`` copies
+the pictures the docs show into DIR. Runs that already finished are
 reused (training resumes, sampling reuses its shards), so a second call only redoes what is missing;
 delete ``<out>`` to start afresh. The whole set takes about 25 minutes on 2 CPU cores.
 """
@@ -44,7 +53,17 @@ DIGITS = "configs/mdsm_digits.py"
 TOY = "configs/mdsm_toy2d.py"
 ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py", "configs/multigrid_digits.py",
               "configs/multigrid_gen_digits.py", "configs/coop_digits.py")
-PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "bench", "bench_cifar")
+PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "jem", "bench", "bench_cifar")
+CONDITIONAL = "configs/ml_conditional_digits.py"
+# The bold-digit model class 3 is multiplied by: configs/pcd_digits.py on the 2x2-dilated digits.
+CONDITIONAL_BOLD = ["--config.data.name=digits_bold", "--config.ml.energy_l2=1", "--config.sample.n=100",
+                    "--config.sample.batch_size=100"]
+JEM = "configs/jem_digits.py"
+JEM_VARIANTS = {  # what else was tried for the recipe (seed 0 each)
+    "plain classifier (jem.generative_weight = 0)": ["--config.jem.generative_weight=0"],
+    "jem.classifier_weight = 3": ["--config.jem.classifier_weight=3"],
+    "ml.energy_l2 = 0.1": ["--config.ml.energy_l2=0.1"],
+}
 # Malhotra §V's mode collapse: multigrid with and without its generator trained 4x longer than their
 # configs, a checkpoint every 500 steps, every checkpoint scored by --mode eval's scan.
 COLLAPSE_CONFIGS = {"multigrid": "configs/multigrid_digits.py", "multigrid + generator": "configs/multigrid_gen_digits.py"}
@@ -57,8 +76,12 @@ CIFAR_BENCH = ["--config", "configs/mdsm_cifar.py", "--config.train.batch_size=8
                "--config.sample.chunk_steps=2", "--min-calls=1", "--min-seconds=0", "--rounds=3"]
 
 
+COMMANDS: list[str] = []  # the commands the current part ran, for the results page
+
+
 def run(args: list[str], log: pathlib.Path) -> float:
     """Runs ``python <args>`` in the repository root, its output appended to ``log``; returns seconds."""
+    COMMANDS.append("python " + " ".join(a if a and " " not in a else repr(a) for a in args))
     print("  $ python " + " ".join(args), flush=True)
     start = time.perf_counter()
     with open(log, "a") as f:
@@ -157,6 +180,71 @@ def part_toy(out: pathlib.Path) -> dict[str, Any]:
     return {"train_and_sample_s": seconds, "density": summary["density"]}
 
 
+def part_conditional(out: pathlib.Path) -> dict[str, Any]:
+    import numpy as np
+
+    from ebmjax import visualize
+
+    result = judged_runs(out, CONDITIONAL, [0])
+    wd = out / f"{pathlib.Path(CONDITIONAL).stem}_seed0"
+    result["label_agreement"] = json.loads((wd / "samples" / "summary.json").read_text())["quality"]["label_agreement"]
+    bold = out / "bold_digits"
+    result["bold_train_and_sample_s"] = run(main_args("configs/pcd_digits.py", bold, *CONDITIONAL_BOLD),
+                                            out / "bold_digits.log")
+    three = ["--config.sample.label=3", "--config.sample.n=100", "--config.sample.batch_size=100"]
+    run(main_args(CONDITIONAL, wd, "--config.seed=0", "--mode", "sample", *three, "--config.sample.seed=3"),
+        out / f"{wd.name}.log")
+    result["compose_s"] = run(main_args(CONDITIONAL, wd, "--config.seed=0", "--mode", "compose", *three,
+                                        f"--config.compose.workdirs={bold}"), out / f"{wd.name}.log")
+    plain = np.load(wd / "samples_seed3" / "samples.npz")["images"]
+    composed = np.load(wd / "compose" / "samples.npz")["images"]
+    from ebmjax import data
+
+    test = data.load_source({"name": "digits"}, "test")
+    idx = np.flatnonzero(test.labels(np.arange(len(test))) == 3)
+    bold_threes = data.load_source({"name": "digits_bold", "image_size": None}, "test").get(idx)
+    summaries = {k: json.loads((wd / d / "summary.json").read_text())["quality"]
+                 for k, d in (("class 3", "samples_seed3"), ("class 3 x bold digits", "compose"))}
+    result["compose"] = {
+        k: {"ink": float(x.mean()), "ink_area": float((x > 0.5).mean()), "label_agreement": summaries[k]["label_agreement"],
+            "confident_share": summaries[k]["confident_share"]}
+        for k, x in (("class 3", plain), ("class 3 x bold digits", composed))}
+    result["compose"]["test 3s / their bold versions"] = {
+        "ink": f"{test.get(idx).mean():.3f} / {bold_threes.mean():.3f}",
+        "ink_area": f"{(test.get(idx) > 0.5).mean():.3f} / {(bold_threes > 0.5).mean():.3f}"}
+    visualize.save_panels([("class 3", plain[:20]), ("class 3 x bold digits", composed[:20])],
+                          out / "compose_bold3.png", title="--mode compose: a bold 3")
+    return result
+
+
+def part_jem(out: pathlib.Path) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for label, extra in {"JEM (configs/jem_digits.py)": [], **JEM_VARIANTS}.items():
+        judged = judged_runs_with(out, JEM, extra, label)
+        wd = judged.pop("workdir")
+        eval_s = run(main_args(JEM, wd, *extra, "--mode", "eval"), out / f"{wd.name}.log")
+        m = json.loads((wd / "eval" / "report.json").read_text())["metrics"]
+        c = m["classifier"]
+        result[label] = {**judged, "eval_s": eval_s, "accuracy": c["accuracy"], "ece": c["ece"], "nll": c["nll"],
+                         "ood": c["ood"], "workdir": wd.name}
+        print(f"  {label}: accuracy {c['accuracy']:.3f}, ECE {c['ece']:.3f}", flush=True)
+    return result
+
+
+def judged_runs_with(out: pathlib.Path, config: str, extra: list[str], label: str) -> dict[str, Any]:
+    """Trains and samples ``config`` with ``extra`` settings (training seed 0); the judge's figures."""
+    import numpy as np
+
+    clf, x_train, d_test, _ = fitted_judge()
+    import digits_quality
+
+    wd = out / ("jem_" + "".join(ch if ch.isalnum() else "_" for ch in label.split(" (")[0]).strip("_").lower())
+    seconds = run(main_args(config, wd, *extra), out / f"{wd.name}.log")
+    with np.load(wd / "samples" / "samples.npz") as f:
+        judged = digits_quality.figures(f["images"], clf, x_train, d_test)
+    return {"workdir": wd, "train_and_sample_s": seconds, **judged}
+
+
 def part_bench(out: pathlib.Path, args: list[str], name: str = "bench") -> dict[str, Any]:
     try:
         import torch  # noqa: F401
@@ -164,6 +252,7 @@ def part_bench(out: pathlib.Path, args: list[str], name: str = "bench") -> dict[
         return {"skipped": "torch is not installed (pip install torch)"}
     lines = out / f"{name}.jsonl"
     lines.unlink(missing_ok=True)
+    COMMANDS.append(f"python -m ebmjax.bench {' '.join(args)} --compare-torch")
     print(f"  $ python -m ebmjax.bench {' '.join(args)} --compare-torch > {lines}", flush=True)
     with open(lines, "w") as f, open(out / f"{name}.log", "w") as err:
         done = subprocess.run([sys.executable, "-m", "ebmjax.bench", *args, "--compare-torch"],
@@ -259,6 +348,33 @@ def tables(fig: dict[str, Any]) -> str:
             md.append(f"| mass of the learned density | {min(m):.4f} | {max(m):.4f} | (largest / smallest: "
                       f"{dens.get('learned_mass_max_over_min', float('nan')):.0f}) |")
         md.append("")
+    if "conditional" in fig:
+        c = fig["conditional"]
+        r = c["seeds"]["0"] if "0" in c["seeds"] else c["seeds"][0]
+        md += ["| run | recognised (p >= 0.9) | label entropy | judged as the class asked for | nearest-training-digit "
+               "distance | train + sample |", "|---|---|---|---|---|---|",
+               f"| `ml_conditional_digits` (a row per class) | {r['confident_share']:.2f} | {r['label_entropy']:.3f} | "
+               f"{c['label_agreement']:.2f} | {r['nn_ratio']:.2f}x test digits' | {r['train_and_sample_s'] / 60:.1f} min |",
+               ""]
+        md += ["| 100 samples | mean ink | ink area (> 0.5) | judged as 3 | recognised |", "|---|---|---|---|---|"]
+        for k, v in c["compose"].items():
+            if "label_agreement" in v:
+                md.append(f"| {k} | {v['ink']:.3f} | {v['ink_area']:.3f} | {v['label_agreement']:.2f} | "
+                          f"{v['confident_share']:.2f} |")
+            else:
+                md.append(f"| {k} | {v['ink']} | {v['ink_area']} | | |")
+        md.append("")
+    if "jem" in fig:
+        md += ["| run | test accuracy | ECE | NLL | OOD AUROC by E(x): noise / constant / interpolation / faces | "
+               "by max-softmax | samples recognised / entropy | train + sample |", "|---|---|---|---|---|---|---|---|"]
+        for label, r in fig["jem"].items():
+            sets = ("uniform", "constant", "interpolation", "faces")
+            auc = lambda k: " / ".join(f"{r['ood'][s][k]:.2f}" if isinstance(r["ood"].get(s), dict) else "-"  # noqa: E731
+                                       for s in sets)
+            md.append(f"| {label} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['nll']:.3f} | {auc('ood_auroc_energy')} | "
+                      f"{auc('ood_auroc_max_softmax')} | {r['confident_share']:.2f} / {r['label_entropy']:.2f} | "
+                      f"{r['train_and_sample_s'] / 60:.1f} min |")
+        md.append("")
     bench = [r for part in ("bench", "bench_cifar") for r in fig.get(part, {}).get("records", [])]
     if bench:
         md += ["| network | measurement | batch | ebmjax | PyTorch original | ratio (median of rounds) | ebmjax GFLOP/s "
@@ -283,7 +399,63 @@ PICTURES = {  # docs picture -> where a run writes it, relative to <out>
     "toy_density.png": "toy/samples/density.png",
     "multigrid_collapse.png": "multigrid_collapse.png",
     "multigrid_gen_grids.png": "multigrid_gen_digits_seed0/samples/grids.png",
+    "conditional_digits.png": "ml_conditional_digits_seed0/samples/grid.png",
+    "compose_bold3.png": "compose_bold3.png",
+    "jem_digits_calibration.png": "jem_jem/eval/calibration.png",
+    "jem_digits_plain_calibration.png": "jem_plain_classifier/eval/calibration.png",
 }
+
+
+TITLES = {  # the results page's section of each part
+    "demo": "The digits demo (MDSM), one run per training seed",
+    "ml": "The maximum-likelihood digits recipes",
+    "collapse": "Multigrid's mode collapse (Malhotra §V)",
+    "eval": "`--mode eval` on the digits demo",
+    "restore": "Inpainting and denoising the digits",
+    "toy": "Eight Gaussians (MDSM)",
+    "conditional": "A class-conditional energy, and a bold 3 by composition",
+    "jem": "JEM against a plain classifier",
+    "bench": "Speed: the digits network against the PyTorch original",
+    "bench_cifar": "Speed: the CIFAR network against the PyTorch original",
+}
+
+
+def provenance() -> dict[str, str]:
+    """The commit (with "+ local changes" when the tree differs from it), the date and the machine."""
+    import os
+    import platform
+
+    def git(*a):
+        done = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " + local changes"
+    cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if pathlib.Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"commit": commit, "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}"}
+
+
+def results_page(fig: dict[str, Any]) -> str:
+    """docs/results.md: every part measured so far, each table with the commands that made it, the
+    commit and the machine."""
+    md = ["# Results", "",
+          "Every table on this page was written by `python scripts/docs_figures.py --results docs/results.md`, which",
+          "runs the commands shown under each table (as a user would, from a fresh checkout), reads what they",
+          "wrote, and notes the commit and the machine. Rerun a part with `--parts <name>`; finished runs are",
+          "reused, so delete its folder under `--out` to measure it afresh. Do not edit this page by hand.", ""]
+    for part in PARTS:
+        if part not in fig:
+            continue
+        meta = fig.get("_meta", {}).get(part, {})
+        md += [f"## {TITLES[part]}", "", tables({part: fig[part]}).rstrip(), ""]
+        if meta:
+            md += [f"Measured on commit `{meta['commit']}`, {meta['date']}, {meta['machine']} (part `{part}`):", "",
+                   "```bash", *meta["commands"], "```", ""]
+    return "\n".join(md)
 
 
 def main(argv: list[str]) -> int:
@@ -292,6 +464,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the demo")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     parser.add_argument("--pictures", default=None, help="copy the docs' pictures into this directory")
+    parser.add_argument("--results", default=None, help="write the results page (docs/results.md) here")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if bad := [p for p in parts if p not in PARTS]:
@@ -304,14 +477,20 @@ def main(argv: list[str]) -> int:
     steps = {"demo": lambda: part_demo(out, args.seeds), "ml": lambda: part_ml(out), "collapse": lambda: part_collapse(out),
              "eval": lambda: part_eval(out, seed),
              "restore": lambda: part_restore(out, seed), "toy": lambda: part_toy(out),
+             "conditional": lambda: part_conditional(out), "jem": lambda: part_jem(out),
              "bench": lambda: part_bench(out, ["--config", DIGITS]),
              "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar")}
     for part in parts:
         print(f"[{part}]", flush=True)
+        COMMANDS.clear()
         fig[part] = steps[part]()
+        fig.setdefault("_meta", {})[part] = {**provenance(), "commands": list(COMMANDS)}
         fig_path.write_text(json.dumps(fig, indent=1, default=str))
     (out / "figures.md").write_text(tables(fig))
     print(tables(fig))
+    if args.results:
+        pathlib.Path(args.results).write_text(results_page(fig))
+        print(f"wrote {args.results}")
     if args.pictures:
         dest = pathlib.Path(args.pictures)
         dest.mkdir(parents=True, exist_ok=True)

@@ -394,6 +394,8 @@ def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_c
     batches = jax.random.uniform(jax.random.key(1), (k, b, *shape), jnp.float32)
     if method.source_data is not None:  # and a batch of the second domain (e.g. ml.init = "source")
         batches = (batches, jax.random.uniform(jax.random.key(3), (k, b, *shape), jnp.float32))
+    elif method.labels:  # and the examples' labels (a classifier's energies)
+        batches = (batches, jax.random.randint(jax.random.key(3), (k, b), 0, method.labels, jnp.int32))
     batches = jax.device_put(batches, NamedSharding(mesh, P(None, parallel.DATA_AXIS)))
     key = jax.random.key(2)
     # A method with phases (CF-EBM's stages) is timed in its last one: the full-size network.

@@ -18,6 +18,11 @@ metrics are chosen by ``eval.metrics`` (see ``ebmjax.config``):
   ``ood_hist.png``, ``ood_roc.png``.
 - ``neighbours``: samples beside their k nearest training images (``neighbours.png``), and the
   mean distance to the nearest training image of samples vs. of test images.
+- ``classifier``: for a method whose network is also a classifier (``Method.classifier``: JEM, a
+  class-conditional energy): test accuracy (``accuracy``), negative log-likelihood and expected
+  calibration error (``calibration.png``, a reliability diagram), and each OOD set's AUROC scored by
+  1 - max softmax beside its AUROC by the energy E(x) (``ood_auroc_energy``, the same numbers as
+  the ``ood`` section's clean AUROC). Skipped, saying so, for a method that has no classifier.
 - ``coverage``: modes hit by the samples (10^C modes for C channels of a one-channel dataset's
   classes: stacked digits) counted by the dataset's judge per channel, with the KL to uniform
   (``coverage.png``).
@@ -44,13 +49,13 @@ from tqdm.auto import tqdm
 
 from ebmjax import chains, data, io, keys, samplers, visualize
 from ebmjax.errors import ConfigError, DataError
-from ebmjax.evaluation import ais, coverage, metrics, neighbours, ood, plots
+from ebmjax.evaluation import ais, calibration, coverage, metrics, neighbours, ood, plots
 
 log = logging.getLogger(__name__)
 
 __all__ = ["METRICS", "check_config", "evaluate_to_workdir"]
 
-METRICS = ("fid", "ais", "ood", "neighbours", "coverage")
+METRICS = ("fid", "ais", "ood", "neighbours", "coverage", "classifier")
 INCEPTION_MISSING = (
     "skipped: no Inception weights file. Set --config.eval.inception_weights=PATH to "
     "pt_inception-2015-12-05-6726825d.pth (needs torch) or its .npz conversion (see "
@@ -171,6 +176,7 @@ class _Context:
         self.cfg, self.e = cfg, cfg.eval
         self.method = method
         self.energy_fn = method.energy(params, carry)
+        self.logits_fn = method.classifier(params) if method.classifier is not None else None
         self.sampler = method.sampler(params, carry)
         self.source = source
         self.shape = tuple(source.shape)
@@ -440,8 +446,43 @@ def _coverage(ctx: _Context) -> dict[str, Any]:
             "classifier": judge.describe(), "classifier_test_accuracy": judge.test_accuracy}
 
 
+def _classifier(ctx: _Context) -> dict[str, Any]:
+    if ctx.logits_fn is None:
+        return {"skipped": f"method {ctx.method.name!r} has no classifier (Method.classifier: jem, or ml with "
+                           "model.classes = K)"}
+    y = ctx.test.labels(np.arange(len(ctx.x_test)))
+    if y is None:
+        return {"skipped": f"the {ctx.test_split} split of {ctx.cfg.data.name!r} has no labels"}
+    probs = calibration.softmax(ood.energies(ctx.logits_fn, ctx.x_test, batch_size=ctx.e.batch_size))
+    bins = calibration.calibration_bins(probs, y)
+    plots.reliability_diagram(bins, ctx.out_dir / "calibration.png",
+                              f"{ctx.method.name} on {len(y)} {ctx.cfg.data.name} {ctx.test_split} images")
+    ctx.files.append("calibration.png")
+    # OOD by the classifier's confidence (1 - max p(y|x): higher = more OOD) beside the energy's.
+    n_in = min(ctx.e.ood.n, len(ctx.x_test))  # the ood section's in-distribution images
+    score_in = 1.0 - probs[:n_in].max(axis=1)
+    e_in = ctx.energies(ctx.x_test[:n_in])
+    sets: dict[str, Any] = {}
+    rng = np.random.default_rng([ctx.cfg.seed, 14])  # the ood section's draws: the same OOD images
+    for name in _resolve_ood_sets(ctx.cfg):
+        try:
+            x_out = _ood_images(name, ctx, ctx.e.ood.n, rng)
+        except (DataError, ConfigError) as err:
+            sets[name] = f"skipped: {err}"
+            continue
+        p_out = calibration.softmax(ood.energies(ctx.logits_fn, x_out, batch_size=ctx.e.batch_size))
+        sets[name] = {"n": len(x_out), "ood_auroc_max_softmax": ood.ood_auroc(score_in, 1.0 - p_out.max(axis=1)),
+                      "ood_auroc_energy": ood.ood_auroc(e_in, ctx.energies(x_out))}
+    return {"accuracy": float(np.mean(probs.argmax(axis=1) == y)), "n": len(y),
+            "nll": float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-300)))),
+            "ece": bins.ece, "ece_bins": len(bins.counts), "ood": sets,
+            "note": "ece: expected calibration error over 15 equal-width confidence bins (0 = calibrated); OOD scored "
+                    "by 1 - max softmax and by the energy E(x) = -logsumexp f(x) (higher = OOD) against the "
+                    f"{ctx.test_split} images"}
+
+
 SECTIONS: dict[str, Callable[[_Context], dict[str, Any]]] = {
-    "fid": _fid, "ais": _ais, "ood": _ood, "neighbours": _neighbours, "coverage": _coverage,
+    "fid": _fid, "ais": _ais, "ood": _ood, "neighbours": _neighbours, "coverage": _coverage, "classifier": _classifier,
 }
 NEEDS_SAMPLES = ("fid", "neighbours", "coverage")
 

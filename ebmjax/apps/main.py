@@ -10,7 +10,11 @@ Config fields can be overridden with ``--config.<group>.<field>=<value>``. Modes
   translate load the latest checkpoint and translate ``translate.n`` source-domain images into the
           domain the model learned: Langevin chains from the images themselves (``<workdir>/translate/``)
   eval    load the latest checkpoint and run ``eval.metrics`` (FID/KID/IS, AIS bounds, OOD AUROC,
-          neighbours, mode coverage) into ``<workdir>/eval/report.json`` and pictures
+          neighbours, mode coverage, a classifier's accuracy and calibration) into
+          ``<workdir>/eval/report.json`` and pictures
+  compose load the latest checkpoint and sample this model times the models trained in
+          ``compose.workdirs`` (a product of experts, e.g. a class of digits times a bold-digit
+          model) into ``<workdir>/compose/``
 Problems the user can fix end with a one-line message and exit code 2 (130 when interrupted).
 """
 
@@ -129,6 +133,12 @@ def _eval(cfg, workdir: pathlib.Path, progress: bool) -> None:
     evaluate.evaluate_to_workdir(cfg, method, state, source, workdir, progress=progress)
 
 
+def _compose(cfg, workdir: pathlib.Path, progress: bool) -> None:
+    from ebmjax.apps import compose
+
+    compose.compose_to_workdir(cfg, workdir, progress=progress)
+
+
 # Each mode is fn(cfg, workdir, progress); the work lives in the other applications and layer 3, this
 # file only dispatches.
 MODES = {
@@ -138,6 +148,7 @@ MODES = {
     "denoise": _restore("denoise"),
     "translate": _translate,
     "eval": _eval,
+    "compose": _compose,
 }
 
 

@@ -195,22 +195,24 @@ def sampling_key(cfg: ml_collections.ConfigDict) -> jax.Array:
     return key if sample_seed is None else jax.random.fold_in(key, int(sample_seed))
 
 
-def samples_dir(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> pathlib.Path:
+def samples_dir(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, folder: str = "samples") -> pathlib.Path:
     """Where ``--mode sample`` writes: ``<workdir>/samples/``, or ``<workdir>/samples_seed<N>/`` with
-    ``sample.seed = N``, so that fresh samples never overwrite earlier ones."""
+    ``sample.seed = N``, so that fresh samples never overwrite earlier ones (``folder``: another name
+    than ``samples``, e.g. ``--mode compose``'s)."""
     sample_seed = cfg.sample.get("seed")
-    return pathlib.Path(workdir) / ("samples" if sample_seed is None else f"samples_seed{int(sample_seed)}")
+    return pathlib.Path(workdir) / (folder if sample_seed is None else f"{folder}_seed{int(sample_seed)}")
 
 
 
 def sample_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any,
                       workdir: str | pathlib.Path, *, progress: bool = True, mesh=None,
-                      out_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
-    """Draws ``sample.n`` samples of ``sampler`` into :func:`samples_dir` (or ``out_dir``; see the
-    module docstring), resuming an interrupted run; returns the summary written to ``summary.json``.
-    A batch of chains too large for the memory is a ConfigError before anything is written."""
+                      out_dir: str | pathlib.Path | None = None, folder: str = "samples") -> dict[str, Any]:
+    """Draws ``sample.n`` samples of ``sampler`` into :func:`samples_dir` (of ``folder``; or into
+    ``out_dir``; see the module docstring), resuming an interrupted run; returns the summary written
+    to ``summary.json``. A batch of chains too large for the memory is a ConfigError before anything
+    is written."""
     s = cfg.sample
-    out_dir = samples_dir(cfg, workdir) if out_dir is None else pathlib.Path(out_dir)
+    out_dir = samples_dir(cfg, workdir, folder) if out_dir is None else pathlib.Path(out_dir)
     writer = jax.process_index() == 0
     mesh = mesh or parallel.make_mesh()
     shape = tuple(source.shape)
@@ -250,13 +252,13 @@ def sample_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, source: 
     return summary
 
 
-def reproducibility_note(cfg: ml_collections.ConfigDict) -> str:
-    """What the log says after sampling: the samples are reproducible, and how to draw new ones."""
+def reproducibility_note(cfg: ml_collections.ConfigDict, folder: str = "samples") -> str:
+    """What the log says after sampling into ``folder``: the samples are reproducible, and how to draw new ones."""
     sample_seed = cfg.sample.get("seed")
     if sample_seed is None:
         return ("These samples are reproducible: the same checkpoint, settings and seed give the same images. To "
                 "draw new ones without overwriting these, pass --config.sample.seed=N (any N >= 0); they go to "
-                "samples_seedN/ beside samples/.")
+                f"{folder}_seedN/ beside {folder}/.")
     return (f"These samples are reproducible: the same checkpoint, settings and sample.seed={sample_seed} give the "
             "same images. Another --config.sample.seed draws new ones into its own folder.")
 
@@ -292,7 +294,7 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
     grid = np.stack(grid)
     dataset = data.get(cfg.data.name)
     if not dataset.points:
-        visualize.save_image_grid(grid, out_dir / "grid.png", title=f"{cfg.method.name} samples ({cfg.data.name})")
+        visualize.save_image_grid(grid, out_dir / "grid.png", title=grid_title(cfg, sampler))
         files.append("grid.png")
     extra: dict[str, Any] = {}
     if dataset.report is not None:  # what only this dataset shows (a toy's learned density)
@@ -315,28 +317,46 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         "peak_memory_bytes": mem, "peak_memory_note": mem_note,
     }
     summary.update(extra)
-    quality = judge_quality(cfg, x if merge else grid)
+    quality = judge_quality(cfg, x if merge else grid, label=sampler.settings.get("label"))
     if quality is not None:
         summary["quality"] = quality
         log.info("The judge (%s) recognises %.1f%% of the samples with p >= %.2f; label entropy %.3f of the maximum.",
                  quality["classifier"], 100 * quality["confident_share"], quality["threshold"],
                  quality["label_entropy"])
+        if "label_agreement" in quality:
+            log.info("It gives %.1f%% of them the class they were drawn for (sample.label = %d).",
+                     100 * quality["label_agreement"], sampler.settings["label"])
     io.write_json_atomic(out_dir / "summary.json", summary)
     log.info("Wrote %d samples to %s (%d batches run, %d reused). %s", plan.n, out_dir, run["batches_run"],
-             run["batches_reused"], reproducibility_note(cfg))
+             run["batches_reused"], reproducibility_note(cfg, out_dir.name.split("_seed")[0]))
     return summary
 
 
-def judge_quality(cfg: ml_collections.ConfigDict, images: np.ndarray) -> dict | None:
+def grid_title(cfg: ml_collections.ConfigDict, sampler: Sampler) -> str:
+    """"<method> samples (<data>[, class k | , a row per class])[ x <other models>]": what was sampled."""
+    label = sampler.settings.get("label")
+    what = {None: "", -1: ", a row per class"}.get(label, f", class {label}")
+    others = [pathlib.Path(w).name for w, _ in sampler.settings.get("composed_with", ())]
+    return f"{cfg.method.name} samples ({cfg.data.name}{what})" + "".join(f" x {o}" for o in others)
+
+
+def judge_quality(cfg: ml_collections.ConfigDict, images: np.ndarray, label: int | None = None) -> dict | None:
     """The data's judge (``ebmjax.data.judges``) on ``images``: share recognised with p >= 0.9,
     label entropy and class counts (``ebmjax.evaluation.quality.summary``); None when the dataset has
-    no judge."""
+    no judge. ``label``: the class the samples were drawn for (``sample.label``; -1: one grid row of
+    ten per class in turn), adding ``label_agreement``, the share the judge gives that class."""
     from ebmjax.evaluation import quality
 
     judge = data.judge_for(cfg.data, cfg.eval.classifier_seed, tuple(images.shape[1:]))
     if judge is None or images.shape[-1] != judge.shape[-1]:
         return None
-    return quality.summary(judge.probabilities(images), classifier=judge.describe())
+    probs = judge.probabilities(images)
+    out = quality.summary(probs, classifier=judge.describe())
+    if label is not None:
+        wanted = (np.full(len(images), label) if label >= 0 else
+                  np.asarray(samplers.row_labels(len(images), int(cfg.model.classes))))
+        out["label_agreement"] = float(np.mean(np.argmax(probs, axis=1) == wanted))
+    return out
 
 
 
@@ -355,4 +375,4 @@ def _sample_report(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         return x
 
     return data.SampleReport(samples=samples, out_dir=out_dir, energy_fn=energy_fn, draw_warm=draw_warm,
-                             source=source, title=f"{cfg.data.name}: {cfg.method.name}")
+                             source=source, title=grid_title(cfg, sampler), label=sampler.settings.get("label"))

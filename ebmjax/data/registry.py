@@ -61,7 +61,8 @@ class SampleReport:
     out_dir: where the sampling run writes; energy_fn: the model's energy on numpy arrays (n, *shape)
     -> (n,); draw_warm(n): n further chains of the same sampler never colder than T = 1 and without
     its finishing map (samples of the density exp(-E) itself); source: the training data; title:
-    "<method> on <data>" for pictures."""
+    "<method> on <data>" for pictures; label: the class a class-conditional model sampled
+    (``sample.label``; -1: every class in turn), None for the whole density."""
 
     samples: np.ndarray
     out_dir: Any
@@ -69,6 +70,7 @@ class SampleReport:
     draw_warm: Callable[[int], np.ndarray]
     source: ImageSource
     title: str
+    label: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -250,3 +250,23 @@ def prepare_images(images: np.ndarray, crop: int | None = None, image_size: int 
                    pad: int = 0) -> np.ndarray:
     """``prepare_image`` over a batch: (N, H, W, C) -> (N, S + 2 pad, S + 2 pad, C) float32 in [0, 1]."""
     return np.stack([prepare_image(im, crop, image_size, pad) for im in images]).astype(np.float32, copy=False)
+
+
+def check_labels(source: ImageSource, classes: int, setting: str, *, scan: int = SCAN) -> None:
+    """DataError unless ``source`` has integer labels in [0, ``classes``) (read as ``check_source``
+    reads examples: all of a set of at most ``scan``, else ``scan`` spread evenly); ``setting`` names
+    the config field that set ``classes``."""
+    from ebmjax.errors import DataError
+
+    n = len(source)
+    idx = np.arange(n) if n <= scan else np.unique(np.linspace(0, n - 1, scan).round().astype(np.int64))
+    labels = source.labels(idx) if hasattr(source, "labels") else None
+    if labels is None:
+        raise DataError(f"Dataset {source.name!r} has no labels, and {setting} = {classes} asks for a model that learns "
+                        f"from them. Train on a labelled dataset, or set {setting} = 0.")
+    labels = np.asarray(labels)
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        raise DataError(f"Dataset {source.name!r} has labels {sorted(set(labels[bad].tolist()))[:5]} outside 0..{classes - 1} "
+                        f"({_examples(idx[bad])}); set {setting} to the number of classes (labels must be "
+                        f"0..{setting} - 1, e.g. {int(labels.max()) + 1}).")

@@ -343,7 +343,9 @@ def density_report(r: SampleReport) -> dict:
         report["learned_masses_uneven"] = bool(ratio > UNEVEN)
         footnote = (f"learned mass per mode: {' '.join(f'{m:.2f}' for m in masses)} (max/min {ratio:.2f}); "
                     f"data: {' '.join(f'{m:.2f}' for m in shares['data']['shares'])}")
-        if ratio > UNEVEN:
+        if r.label is not None and r.label >= 0:  # one class's density: its mass belongs on its own mode
+            report["label"], report["learned_mass_of_the_label"] = r.label, masses[r.label]
+        elif ratio > UNEVEN and r.label is None:
             log.warning("The learned density puts unequal mass on the %d modes of %s (largest/smallest %.2f): %s.",
                         len(masses), toy_name, ratio, masses)
     visualize.save_density_2d(

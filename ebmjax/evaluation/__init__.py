@@ -6,6 +6,7 @@ Pure functions of arrays / ``energy_fn`` (jax or numpy only):
 - :func:`ais_log_partition` (forward AIS, lower bound), :func:`reverse_ais_log_partition` (upper
   bound), :func:`ais_betas`, :func:`nll_bits_per_dim` (``ais``)
 - :func:`ood_auroc`, :func:`roc_curve`, :func:`noisy_energies` (``ood``)
+- :func:`calibration_bins`, :func:`expected_calibration_error` (``calibration``): a classifier's ECE
 - :func:`nearest_neighbours` (``neighbours``), :func:`mode_coverage`, :func:`stacked_digits` (``coverage``)
 
 Feature networks: each dataset's judge (``ebmjax.data.judge_for``; the digits classifier, the MNIST
@@ -30,6 +31,7 @@ from ebmjax.evaluation.ais import (
     reference_log_partition,
     reverse_ais_log_partition,
 )
+from ebmjax.evaluation.calibration import Calibration, calibration_bins, expected_calibration_error, softmax
 from ebmjax.evaluation.coverage import (
     CoverageResult,
     channel_labels,
@@ -74,6 +76,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AISResult",
+    "Calibration",
+    "calibration_bins",
+    "expected_calibration_error",
+    "softmax",
     "CoverageResult",
     "FeatureStats",
     "ISResult",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from ebmjax import visualize
+
+if TYPE_CHECKING:
+    from ebmjax.evaluation.calibration import Calibration
 
 
 def _plt():
@@ -144,6 +147,32 @@ def quality_vs_step(scores: list[dict], path: str | pathlib.Path, *, best_step: 
         ax.set_title(_SCORE_TITLES.get(name, name.replace("_", " ")))
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def reliability_diagram(bins: "Calibration", path: str | pathlib.Path, title: str) -> None:
+    """Accuracy against confidence per bin (bars) beside the diagonal of perfect calibration, with
+    the share of predictions in each bin underneath."""
+    plt = _plt()
+    centres = 0.5 * (bins.edges[:-1] + bins.edges[1:])
+    width = bins.edges[1] - bins.edges[0]
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    filled = bins.counts > 0
+    acc, conf = bins.accuracy[filled], bins.confidence[filled]
+    a1.bar(centres[filled], acc, width=width * 0.95, color="tab:blue", label="accuracy")
+    a1.plot(centres[filled], conf, "o", color="tab:red", ms=4, label="mean confidence")
+    a1.vlines(centres[filled], np.minimum(acc, conf), np.maximum(acc, conf), color="tab:red", lw=1.5)
+    a1.plot([0, 1], [0, 1], "k:", lw=0.8)
+    a1.set_ylabel("accuracy")
+    a1.set_ylim(0, 1)
+    a1.set_title(f"{title}\nECE {bins.ece:.3f}")
+    a1.legend(fontsize=8, loc="upper left")
+    a2.bar(centres, bins.counts / max(bins.counts.sum(), 1), width=width * 0.95, color="tab:gray")
+    a2.set_xlabel("confidence (top class probability)")
+    a2.set_ylabel("share")
+    a2.set_xlim(0, 1)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

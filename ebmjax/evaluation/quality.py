@@ -46,7 +46,7 @@ def label_entropy(labels: Any, n_classes: int) -> float:
     if counts.sum() == 0:
         raise ConfigError("label_entropy needs at least one label.")
     p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum() / np.log(n_classes))
+    return float(max(0.0, -(p * np.log(p)).sum() / np.log(n_classes)))  # 0.0, not -0.0, for one class
 
 
 def summary(probs: Any, threshold: float = DEFAULT_THRESHOLD, **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import ml_collections
 
 from ebmjax.errors import ConfigError
-from ebmjax.methods import cfebm, coop, mdsm, ml, multigrid
+from ebmjax.methods import cfebm, coop, jem, mdsm, ml, multigrid
 from ebmjax.methods.base import Method, Params, Sampler, Stage
 
 
@@ -47,7 +47,7 @@ class Entry(NamedTuple):
 
 METHODS: dict[str, Entry] = {
     name: Entry(m.build, m.defaults, m.RULES, m.check_config, getattr(m, "carried_rows", _no_carried_rows))
-    for name, m in (("mdsm", mdsm), ("ml", ml), ("multigrid", multigrid), ("cfebm", cfebm), ("coop", coop))
+    for name, m in (("mdsm", mdsm), ("ml", ml), ("multigrid", multigrid), ("cfebm", cfebm), ("coop", coop), ("jem", jem))
 }
 
 __all__ = ["METHODS", "Entry", "Method", "Params", "Sampler", "Stage", "build", "names", "split_rows"]

@@ -125,6 +125,12 @@ class Method(NamedTuple):
     source_data: the data settings (``data.*`` as a dict) of the second domain. Beside every batch
         of the data the loop then draws a batch of the same size from that domain's training split,
         in an order of its own, and ``loss`` and ``probe`` take ``batch = (x, x_source)``.
+
+    Methods that learn from labelled data (a classifier's energies, JEM) also give:
+    labels: the number of classes K; the loop then passes ``batch = (x, y)`` with the examples'
+        labels y (B,) int32 in [0, K) (0: no labels);
+    classifier(params) -> logits_fn: x (B, ...) -> logits (B, K), a Partial like ``energy``'s
+        (evaluation reports its accuracy, calibration and max-softmax OOD scores).
     """
 
     name: str
@@ -146,3 +152,5 @@ class Method(NamedTuple):
     phase_boundaries: tuple[int, ...] = ()
     frozen: Callable[[Any], frozenset[str]] | None = None
     source_data: Mapping[str, Any] | None = None
+    labels: int = 0
+    classifier: Callable[[Params], Callable[[jax.Array], jax.Array]] | None = None

@@ -24,8 +24,8 @@ def noised(x: jax.Array, key: jax.Array, std: float) -> jax.Array:
 
 
 def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: jax.Array, *,
-         energy_l2: float = 0.0, step_size: float | None = None,
-         grad_clip: float | None = None) -> tuple[jax.Array, dict[str, Any]]:
+         energy_l2: float = 0.0, step_size: float | None = None, grad_clip: float | None = None,
+         energy_model: EnergyFn | None = None) -> tuple[jax.Array, dict[str, Any]]:
     """``ml_loss(energy, x_data, x_model)`` and its diagnostics.
 
     Args:
@@ -37,13 +37,16 @@ def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: j
         step_size: the chains' gradient step; given, the metrics include ``grad_step_rms``, how far
             the chains' last gradient step moves a pixel (RMS of ``step_size * clip(dE/dx)``).
         grad_clip: the chains' gradient clip, for ``grad_step_rms``.
+        energy_model: the energy under training as the chains' ends are scored (default ``energy``),
+            e.g. a class-conditional energy at each chain's own label.
 
     Returns:
         (loss, metrics): ``energy_data``, ``energy_model``, ``energy_gap`` (model minus data) and,
         with ``step_size``, ``grad_step_rms``.
     """
-    value = losses.ml_loss(energy, x_data, x_model, energy_l2=energy_l2)
-    e_data, e_model = jnp.mean(energy(x_data)), jnp.mean(energy(x_model))
+    energy_model = energy if energy_model is None else energy_model
+    value = losses.ml_loss(energy, x_data, x_model, energy_l2=energy_l2, model_energy_fn=energy_model)
+    e_data, e_model = jnp.mean(energy(x_data)), jnp.mean(energy_model(x_model))
     metrics = {"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data}
     if step_size is not None:
         _, g = samplers.energy_and_grad(energy_const, x_model)

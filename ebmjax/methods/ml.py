@@ -26,6 +26,8 @@ and its chains from noise are not samples of the data (its configs set ``sample.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,6 +42,7 @@ from ebmjax.methods import settings
 from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 NETWORK = "energy"
+GRID_ROW = 10  # samples per class in turn with sample.label = -1 (a row of the sample grid)
 INITS = ("noise", "data", "buffer", "source")
 NOISE_INITS = ("uniform", "gaussian")
 
@@ -95,17 +98,74 @@ def _buffer_rows(buffer: jax.Array, key: jax.Array, n: int) -> jax.Array:
     return buffer[jax.random.randint(key, (n,), 0, buffer.shape[0])]
 
 
+def _class_rows(buffer: jax.Array, labels: jax.Array, label: jax.Array, key: jax.Array, n: int) -> jax.Array:
+    """``n`` rows of a conditional buffer drawn among those whose chains ran on the class each chain is
+    to sample: ``label``, or with -1 every class in turn (``samplers.row_labels``); any row where a
+    class has none."""
+    classes = jnp.max(labels) + 1
+    wanted = jnp.where(label >= 0, label, (jnp.arange(n, dtype=jnp.int32) // GRID_ROW) % classes)
+    match = labels[None, :] == wanted[:, None]  # (n, rows)
+    logits = jnp.where(match | ~jnp.any(match, axis=1, keepdims=True), 0.0, -jnp.inf)
+    return buffer[jax.random.categorical(key, logits, axis=1)]
+
+
 def carried_rows(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
     """Rows of the carried state split over the devices: the replay buffer's, when there is one."""
     return (int(cfg.ml.buffer_size),) if cfg.ml.init == "buffer" else ()
 
 
+class Hybrid(NamedTuple):
+    """JEM's hybrid objective (``ebmjax.methods.jem``): ``classifier_weight`` x the cross-entropy of
+    p(y | x) on the labelled data plus ``generative_weight`` x maximum likelihood on E(x) = -logsumexp f(x)
+    (0: a plain classifier; its chains are not run)."""
+
+    classifier_weight: float
+    generative_weight: float
+
+
+def sample_label(cfg: ml_collections.ConfigDict, classes: int) -> int | None:
+    """``sample.label`` checked against a classifier of ``classes`` classes (None: the marginal)."""
+    label = cfg.sample.label
+    if label is None:
+        return None
+    if classes == 0:
+        raise ConfigError(f"sample.label = {label} needs a class-conditional model (model.classes = K with method ml "
+                          "or jem); this one has no classes. Drop --config.sample.label.")
+    if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < classes:
+        raise ConfigError(f"sample.label must be a class 0..{classes - 1}, or -1 for every class in turn (one grid row "
+                          f"each); got {label!r}.")
+    rows = GRID_ROW * classes
+    if label == -1 and cfg.sample.n > cfg.sample.batch_size and cfg.sample.batch_size % rows:
+        raise ConfigError(f"sample.label = -1 gives each row of {GRID_ROW} samples one class in turn, counted within a "
+                          f"batch of chains, so sample.batch_size must be a multiple of {rows} when the "
+                          f"{cfg.sample.n} samples take several batches; got {cfg.sample.batch_size}.")
+    return label
+
+
 def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
-          value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
-    """The maximum-likelihood method for examples of ``example_shape`` in ``value_range``."""
+          value_range: tuple[float, float] = (0.0, 1.0), hybrid: Hybrid | None = None) -> Method:
+    """The maximum-likelihood method for examples of ``example_shape`` in ``value_range``.
+
+    With ``model.classes`` = K the network's logits f(x) define the energies: trained alone
+    (``hybrid`` None), the class-conditional E(x, y) = -f(x)[y] learns from the data's labels, and
+    every training chain runs on the energy of its example's label (a replay buffer keeps a label per
+    row); with ``hybrid``, JEM's objective (see :class:`Hybrid`). Either way restoration and
+    evaluation use E(x) = -logsumexp f(x), and ``sample.label`` chooses the class sampled.
+    """
     m = cfg.ml
     check_config(m)
+    name = "ml" if hybrid is None else "jem"
     model = models.build_model(cfg.model)
+    classes = int(getattr(model, "classes", 0))
+    if hybrid is not None and not classes:
+        raise ConfigError("method jem needs a classifier: set model.classes to the number of classes (e.g. "
+                          "--config.model.classes=10) and model.name to convnet or mlp.")
+    conditional = classes > 0 and hybrid is None
+    if classes and m.init == "source":
+        raise ConfigError("A classifier's energies (model.classes > 0) learn from labelled data; ml.init = 'source' "
+                          "(translation) takes none. Set model.classes = 0 or another ml.init.")
+    label = sample_label(cfg, classes)
+    generative = hybrid is None or hybrid.generative_weight > 0
     tx, lr = optim.adam(cfg.train)
     optimizer = optim.per_network({NETWORK: tx})
     shape = tuple(example_shape)
@@ -113,17 +173,25 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     eps, temp = samplers.decoupled(m.step_size, m.noise)
     fresh = noise_init(m.noise_init, shape, value_range)
 
-    def energy(params, carry=None):
-        del carry
+    def logits(params):
         return jax.tree_util.Partial(model.apply, params[NETWORK])
+
+    def energy(params, carry=None):
+        """E(x): the network's output, or a classifier's -logsumexp f(x)."""
+        del carry
+        return samplers.marginal_energy(logits(params)) if classes else logits(params)
 
     def init_params(key):
         return {NETWORK: models.init_params(model, key, shape)}
 
     def init_carry(key):
-        if m.init != "buffer":
+        if m.init != "buffer" or not generative:
             return ()
-        return {"buffer": samplers.buffer_init(fresh(key, int(m.buffer_size)))}
+        k_x, k_y = jax.random.split(key)
+        carry = {"buffer": samplers.buffer_init(fresh(k_x, int(m.buffer_size)))}
+        if conditional:  # the label each row's chain has run on; fresh rows take their batch's
+            carry["labels"] = jax.random.randint(k_y, (int(m.buffer_size),), 0, classes, jnp.int32)
+        return carry
 
     def chains(e, x0, key, n_steps):
         state, trace = samplers.run_chain(kernel, e, kernel.init(x0), key, temperatures=jnp.full((n_steps,), temp),
@@ -131,66 +199,101 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return state.position
 
     def split(batch):
-        """(data, source images or None): the loop passes (x, x_source) when ml.init = "source"."""
-        return batch if m.init == "source" else (batch, None)
+        """(data, labels or None, source images or None): the loop passes (x, y) for a classifier's
+        labels (Method.labels) and (x, x_source) when ml.init = "source"."""
+        if classes:
+            return batch[0], batch[1], None
+        return (batch[0], None, batch[1]) if m.init == "source" else (batch, None, None)
+
+    def trained_energies(params):
+        """``of(y)``: the energy under training at labels ``y`` (one per row; ignored unless conditional)."""
+        if conditional:
+            return lambda y: samplers.class_energy(logits(params), y)
+        return lambda y: energy(params)
 
     def loss(params, carry, batch, key, step):
         del step
-        batch_x, x_source = split(batch)
+        batch_x, y, x_source = split(batch)
         k_data, k_fresh, k_draw, k_chain = jax.random.split(key, 4)
         x_data = contrastive.noised(batch_x, k_data, m.data_noise)
+        metrics, value = {}, 0.0
+        if hybrid is not None:
+            f = logits(params)(x_data)
+            ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(f), y[:, None].astype(jnp.int32), axis=1))
+            metrics.update(cross_entropy=ce, accuracy=jnp.mean((jnp.argmax(f, axis=1) == y).astype(jnp.float32)))
+            value = hybrid.classifier_weight * ce
+        if not generative:
+            return value, (carry, metrics)
         # The chains run on the energy with its parameters held constant: no gradient through them.
-        e_const = energy(jax.lax.stop_gradient(params))
-        metrics = {}
+        const, live = trained_energies(jax.lax.stop_gradient(params)), trained_energies(params)
+        y_chain = y
         if m.init == "buffer":
             x0, idx, reinit = samplers.buffer_draw(k_draw, carry["buffer"], batch_x.shape[0], reinit_prob=m.reinit_prob,
                                                    fresh=fresh(k_fresh, batch_x.shape[0]))
             metrics["fresh_share"] = jnp.mean(reinit.astype(jnp.float32))
+            if conditional:
+                y_chain = jnp.where(reinit, y, carry["labels"][idx])
         elif m.init == "data":
             x0 = batch_x
         elif m.init == "source":
             x0 = translation_start(x_source, k_fresh, cfg.translate.noise)
         else:
             x0 = fresh(k_fresh, batch_x.shape[0])
-        x_model = jax.lax.stop_gradient(chains(e_const, x0, k_chain, int(m.steps)))
-        value, terms = contrastive.step(energy(params), e_const, x_data, x_model, energy_l2=m.energy_l2,
-                                        step_size=m.step_size, grad_clip=m.grad_clip)
+        x_model = jax.lax.stop_gradient(chains(const(y_chain), x0, k_chain, int(m.steps)))
+        # Conditional: E(x_i, y_i) of the data against E(x_j, y_j) of the chains, each at its own label.
+        ml_value, terms = contrastive.step(live(y), const(y_chain), x_data, x_model, energy_l2=m.energy_l2,
+                                           step_size=m.step_size, grad_clip=m.grad_clip, energy_model=live(y_chain))
+        weight = 1.0 if hybrid is None else hybrid.generative_weight
+        value = value + weight * ml_value
         metrics.update(terms)
         if m.init == "buffer":
-            carry = {"buffer": samplers.buffer_update(carry["buffer"], idx, x_model)}
+            carry = dict(carry, buffer=samplers.buffer_update(carry["buffer"], idx, x_model))
+            if conditional:
+                carry["labels"] = carry["labels"].at[idx].set(y_chain)
         return value, (carry, metrics)
 
     def probe(params, carry, batch, key):
         # The energy of fresh noise (and of the source images), on the same scale as the loss's metrics.
         del carry
         e = energy(params)
-        batch_x, x_source = split(batch)
+        batch_x, _, x_source = split(batch)
         out = {"energy_noise": jnp.mean(e(fresh(key, batch_x.shape[0])))}
         if x_source is not None:
             out["energy_source"] = jnp.mean(e(x_source))
         return out
 
     def sampler(params, carry):
-        e = energy(params)
+        if label is None:
+            e = energy(params)
+        else:
+            # -1: every class in turn, GRID_ROW samples each (samplers.row_labels).
+            e = samplers.class_energy(logits(params), label)
         k = int(m.sample_steps)
-        if m.sample_from == "buffer":
+        from_buffer = m.sample_from == "buffer" and generative  # a plain classifier (jem) keeps no buffer
+        if from_buffer and conditional and label is not None:  # persistent chains of the classes asked for
+            init = jax.tree_util.Partial(_class_rows, carry["buffer"], carry["labels"], jnp.int32(label))
+        elif from_buffer:
             init = jax.tree_util.Partial(_buffer_rows, carry["buffer"])
         else:
             init = fresh
-        settings = {"kind": "langevin", "init": m.sample_from, "noise_init": m.noise_init, "steps": k,
+        settings = {"kind": "langevin", "init": "buffer" if from_buffer else "noise", "noise_init": m.noise_init, "steps": k,
                     "step": float(m.step_size), "noise": float(m.noise), "grad_clip": m.grad_clip,
                     "clamp": bool(m.clamp)}
+        if label is not None:
+            settings["label"] = label
         return Sampler(init, (Stage("langevin", e, kernel, np.full(k, float(temp), np.float32),
                                     np.full(k, float(eps), np.float32)),),
                        jax.tree_util.Partial(identity), settings)
 
-    carry_specs = {"buffer": P(parallel.DATA_AXIS)} if m.init == "buffer" else ()
+    carry_specs = ({key: P(parallel.DATA_AXIS) for key in ("buffer", "labels")[:1 + conditional]}
+                   if m.init == "buffer" and generative else ())
     return Method(
-        name="ml", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,
+        name=name, networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,
         learning_rates={NETWORK: lr}, init_carry=init_carry, carry_specs=carry_specs, loss=loss, probe=probe,
         energy=energy, sampler=sampler, denoise_sigma=None, temperature=float(temp),
-        bounds=contrastive.energy_bounds(m.energy_bound, "ml.energy_bound"),
+        bounds=contrastive.energy_bounds(m.energy_bound, "ml.energy_bound") if generative else {},
         identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
-                  "ml.init", "ml.buffer_size"),
-        source_data=data.source_domain_config(cfg) if m.init == "source" else None)
+                  "model.classes", "ml.init", "ml.buffer_size"),
+        source_data=data.source_domain_config(cfg) if m.init == "source" else None,
+        labels=classes, classifier=logits if classes else None)
 

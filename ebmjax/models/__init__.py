@@ -67,8 +67,9 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 def build_model(model_config: Any) -> nn.Module:
     """Module from a config (ConfigDict or mapping) with fields ``name``, ``dtype`` ('float32' or
-    'bfloat16'), ``conv`` (how convolutions are computed) and the chosen network's own: ``width``
-    and ``blocks_per_stage`` (mdsm_resnet), ``widths`` and ``activation`` (convnet), ``hidden`` (mlp)."""
+    'bfloat16'), ``conv`` (how convolutions are computed), ``classes`` (0: an energy (B,); K > 0: a
+    classifier's logits (B, K), convnet and mlp) and the chosen network's own: ``width`` and
+    ``blocks_per_stage`` (mdsm_resnet), ``widths`` and ``activation`` (convnet), ``hidden`` (mlp)."""
     name = _field(model_config, "name")
     if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}.")
@@ -77,6 +78,7 @@ def build_model(model_config: Any) -> nn.Module:
         raise ConfigError(f"model.dtype must be one of {', '.join(_DTYPES)}, got {dtype_name!r}.")
     dtype = _DTYPES[dtype_name]
     conv = _field(model_config, "conv")
+    classes = _classes(model_config, name)
     if name == "mdsm_resnet":
         width = _positive_int(_field(model_config, "width"), "width")
         blocks = _positive_int(_field(model_config, "blocks_per_stage"), "blocks_per_stage", minimum=0)
@@ -86,14 +88,33 @@ def build_model(model_config: Any) -> nn.Module:
         if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
             raise ConfigError(f"model.widths must be a tuple of channel counts such as (32, 64, 128), got {widths!r}.")
         widths = tuple(_positive_int(w, "widths[i]") for w in widths)
-        return ConvEnergy(widths=widths, activation=_field(model_config, "activation"), dtype=dtype, conv=conv)
+        return ConvEnergy(widths=widths, activation=_field(model_config, "activation"), dtype=dtype, conv=conv,
+                          classes=classes)
     if name == "gaussian":
         return GaussianEnergy()
     hidden = _field(model_config, "hidden")
     if isinstance(hidden, int) or not isinstance(hidden, Sequence):
         raise ConfigError(f"model.hidden must be a tuple of layer widths such as (128, 128), got {hidden!r}.")
     hidden = tuple(_positive_int(h, "hidden[i]") for h in hidden)
-    return MLPEnergy(hidden=hidden, dtype=dtype)
+    return MLPEnergy(hidden=hidden, dtype=dtype, classes=classes)
+
+
+CLASSIFIER_MODELS = ("convnet", "mlp")  # networks that give logits with model.classes > 0
+
+
+def _classes(model_config: Any, name: str) -> int:
+    """``model.classes`` (0 when the config has no such field), checked against the network."""
+    try:
+        classes = model_config["classes"]
+    except (KeyError, AttributeError, TypeError):
+        return 0
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0 or classes == 1:
+        raise ConfigError(f"model.classes must be 0 (an energy network) or a number of classes >= 2 (a "
+                          f"classifier whose logits define the energies), got {classes!r}.")
+    if classes and name not in CLASSIFIER_MODELS:
+        raise ConfigError(f"model.classes = {classes} needs a network with a classifier read-out "
+                          f"({', '.join(CLASSIFIER_MODELS)}); model.name is {name!r}.")
+    return classes
 
 
 def init_params(model: nn.Module, key: jax.Array, example_shape: Sequence[int]) -> dict[str, Any]:

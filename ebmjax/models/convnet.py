@@ -6,10 +6,15 @@ head. Layout, for ``widths`` (c1, c2, ...)::
 
     per stage s: conv3x3 -> act -> conv3x3 -> act -> 2x2 mean pool     (c_s channels)
     head:        flatten -> dense -> 1                                    E(x)
+                 flatten -> dense -> K    (``classes`` = K > 0)          logits f(x)
+
+With ``classes`` = K the net is a classifier whose logits define energies (JEM, conditional EBMs):
+E(x, y) = -f(x)[y] and E(x) = -logsumexp_y f(x)[y] (:func:`ebmjax.samplers.class_energy`,
+:func:`ebmjax.samplers.marginal_energy`).
 
 Activations: "swish" (x sigmoid(x), smooth, as IGEBM/JEM-style nets) or "lrelu" (LeakyReLU 0.2, as
 the short-run code). Convolutions are :class:`ebmjax.models.conv.Conv` (fast on CPUs), initialised
-as PyTorch does. Images NHWC whose sides are divisible by 2^len(widths) -> energies (B,).
+as PyTorch does. Images NHWC whose sides are divisible by 2^len(widths) -> energies (B,), or logits (B, K).
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ ACTIVATIONS = {"swish": nn.swish, "lrelu": lambda x: nn.leaky_relu(x, 0.2)}
 
 
 class ConvEnergy(nn.Module):
-    """Conv net energy: (B, H, W, C) -> (B,) float32, p(x) ∝ exp(-E(x))."""
+    """Conv net energy: (B, H, W, C) -> (B,) float32, p(x) ∝ exp(-E(x)); with ``classes`` = K > 0,
+    logits (B, K) float32."""
 
     widths: tuple[int, ...] = (32, 64, 128)
     activation: str = "swish"
     dtype: Any = jnp.float32
     conv: str = "auto"
+    classes: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -55,4 +62,5 @@ class ConvEnergy(nn.Module):
             h = mean_pool_2x2(h)
         h = h.reshape(h.shape[0], -1).astype(jnp.promote_types(self.dtype, jnp.float32))
         init = torch_uniform_init(h.shape[-1])
-        return nn.Dense(1, dtype=h.dtype, kernel_init=init, bias_init=init, name="out")(h)[:, 0]
+        out = nn.Dense(max(self.classes, 1), dtype=h.dtype, kernel_init=init, bias_init=init, name="out")(h)
+        return out if self.classes else out[:, 0]

@@ -17,10 +17,12 @@ class MLPEnergy(nn.Module):
     Softplus activations keep the energy infinitely differentiable, so scores (first derivatives)
     and the MDSM loss (which differentiates the score again) are smooth. ``hidden=()`` gives a
     linear energy w.x + b. Initialisation matches PyTorch's Linear default (uniform +-1/sqrt(fan_in)).
+    With ``classes`` = K > 0 the read-out gives logits (B, K) instead (see :class:`ConvEnergy`).
     """
 
     hidden: tuple[int, ...] = (128, 128)
     dtype: Any = jnp.float32
+    classes: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -30,8 +32,9 @@ class MLPEnergy(nn.Module):
             h = nn.Dense(features, dtype=self.dtype, kernel_init=init, bias_init=init, name=f"dense{i}")(h)
             h = nn.softplus(h)
         init = torch_uniform_init(h.shape[-1])
-        e = nn.Dense(1, dtype=jnp.float32, kernel_init=init, bias_init=init, name="out")(h.astype(jnp.float32))
-        return e[:, 0]
+        out = nn.Dense(max(self.classes, 1), dtype=jnp.float32, kernel_init=init, bias_init=init,
+                       name="out")(h.astype(jnp.float32))
+        return out if self.classes else out[:, 0]
 
 
 class GaussianEnergy(nn.Module):

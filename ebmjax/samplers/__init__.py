@@ -2,14 +2,23 @@
 
 Kernels (``ula``, ``langevin_kernel(grad_clip, bounds)``, ``mala``, ``hmc(n)``, ``clamped(kernel)``)
 are BlackJAX-style init/step pairs over a batch of independent chains (``decoupled(step, noise)``
-maps the maximum-likelihood literature's Langevin settings onto them); the replay buffer of
+maps the maximum-likelihood literature's Langevin settings onto them); energies combine with
+``tempered``, ``sum_energies`` and a classifier's ``class_energy`` / ``marginal_energy``; the replay buffer of
 persistent chains is ``buffer_init`` / ``buffer_draw`` / ``buffer_update``; ``run_chain`` scans any of them over a schedule of
 temperatures and step sizes, ``run_chain_chunked`` does the same in resumable jitted chunks.
 Everything takes an ``energy_fn(x) -> (B,)`` and arrays; nothing here imports Flax, configs or I/O.
 """
 
 from ebmjax.samplers.buffer import buffer_draw, buffer_init, buffer_update
-from ebmjax.samplers.conditioning import ClampedState, clamped, sum_energies, tempered
+from ebmjax.samplers.conditioning import (
+    ClampedState,
+    class_energy,
+    clamped,
+    marginal_energy,
+    row_labels,
+    sum_energies,
+    tempered,
+)
 from ebmjax.samplers.driver import Trace, run_chain, run_chain_chunked
 from ebmjax.samplers.kernels import (
     HMCInfo,
@@ -47,6 +56,7 @@ __all__ = [
     "buffer_init",
     "buffer_update",
     "clamped",
+    "class_energy",
     "decoupled",
     "denoise_jump",
     "energy_and_grad",
@@ -54,6 +64,8 @@ __all__ = [
     "langevin",
     "langevin_kernel",
     "mala",
+    "marginal_energy",
+    "row_labels",
     "run_chain",
     "run_chain_chunked",
     "sum_energies",

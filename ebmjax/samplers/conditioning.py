@@ -1,42 +1,53 @@
-"""Conditioning as combinators: tempering and products of experts over energies, clamping over kernels.
+"""Conditioning as combinators: tempering, products of experts and a classifier's energies over
+energies, clamping over kernels.
 
-``tempered`` and ``sum_energies`` map energies to energies. Clamping (inpainting) needs fresh
-noise at every step and must keep clamped entries fixed, so it wraps a *kernel*: ``clamped(kernel)``
-is the one way ebmjax clamps, and ``annealed_langevin(mask=...)`` uses it.
+``tempered`` and ``sum_energies`` map energies to energies; ``class_energy`` and ``marginal_energy``
+map a classifier's logits f(x) (B, K) to the energies it defines (JEM; conditional EBMs). Their
+results are energies like any other, so they nest ("a bold 3": ``sum_energies(class_energy(f, 3),
+bold_energy)``) and every kernel and restoration function takes them. Clamping (inpainting) needs
+fresh noise at every step and must keep clamped entries fixed, so it wraps a *kernel*:
+``clamped(kernel)`` is the one way ebmjax clamps, and ``annealed_langevin(mask=...)`` uses it.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from ebmjax.errors import ConfigError
-from ebmjax.samplers.kernels import ArrayLike, EnergyFn, Kernel, chain_vector
+from ebmjax.samplers.kernels import ArrayLike, EnergyFn, Kernel, as_partial, chain_vector
 
-__all__ = ["tempered", "sum_energies", "ClampedState", "clamped"]
+__all__ = ["tempered", "sum_energies", "class_energy", "marginal_energy", "row_labels", "ClampedState", "clamped"]
+
+LogitsFn = Callable[[jax.Array], jax.Array]  # x (B, ...) -> logits (B, K)
 
 
 def tempered(energy_fn: EnergyFn, temperature: ArrayLike) -> EnergyFn:
-    """E(x) / T: the energy of p(x)^(1/T). T is a scalar or one value per example, shape (B,)."""
+    """E(x) / T: the energy of p(x)^(1/T). T is a scalar or one value per example, shape (B,).
 
-    def energy(x: jax.Array) -> jax.Array:
-        e = energy_fn(x)
-        t = jnp.asarray(temperature)
-        if t.ndim != 0 and t.shape != e.shape:
-            raise ConfigError(
-                f"tempered: temperature must be a scalar or have shape {e.shape} (one per example); "
-                f"got shape {t.shape}."
-            )
-        return e / t
+    Like every combinator here it returns a ``jax.tree_util.Partial`` (the energy and T are its
+    leaves), so it can be passed into a jitted function and new T reuse the compiled code."""
+    return jax.tree_util.Partial(_tempered, as_partial(energy_fn), jnp.asarray(temperature))
 
-    return energy
+
+def _tempered(energy_fn: EnergyFn, t: jax.Array, x: jax.Array) -> jax.Array:
+    e = energy_fn(x)
+    if t.ndim != 0 and t.shape != e.shape:
+        raise ConfigError(
+            f"tempered: temperature must be a scalar or have shape {e.shape} (one per example); "
+            f"got shape {t.shape}."
+        )
+    return e / t
 
 
 def sum_energies(*energy_fns: EnergyFn, weights: Sequence[ArrayLike] | None = None) -> EnergyFn:
-    """sum_i w_i E_i(x): the product of experts prod_i p_i(x)^(w_i). Weights default to 1."""
+    """sum_i w_i E_i(x): the product of experts prod_i p_i(x)^(w_i). Weights default to 1.
+
+    The result is a ``jax.tree_util.Partial`` whose leaves are the energies' (e.g. their parameters)
+    and the weights, so compiled chains are reused when parameters or weights change."""
     if not energy_fns:
         raise ConfigError("sum_energies needs at least one energy function.")
     if not all(callable(f) for f in energy_fns):
@@ -47,15 +58,65 @@ def sum_energies(*energy_fns: EnergyFn, weights: Sequence[ArrayLike] | None = No
         raise ConfigError(
             f"sum_energies: got {len(energy_fns)} energies but {len(weights)} weights."
         )
-    ws = (1.0,) * len(energy_fns) if weights is None else tuple(weights)
+    ws = jnp.ones(len(energy_fns)) if weights is None else jnp.stack([jnp.asarray(w, jnp.float32) for w in weights])
+    return jax.tree_util.Partial(_weighted_sum, tuple(as_partial(f) for f in energy_fns), ws)
 
-    def energy(x: jax.Array) -> jax.Array:
-        total = ws[0] * energy_fns[0](x)
-        for w, f in zip(ws[1:], energy_fns[1:]):
-            total = total + w * f(x)
-        return total
 
-    return energy
+def _weighted_sum(energy_fns: tuple[EnergyFn, ...], weights: jax.Array, x: jax.Array) -> jax.Array:
+    total = weights[0] * energy_fns[0](x)
+    for i in range(1, len(energy_fns)):
+        total = total + weights[i] * energy_fns[i](x)
+    return total
+
+
+def row_labels(n: int, classes: int, per_row: int = 10) -> jax.Array:
+    """Labels (n,) int32 that give each row of a grid ``per_row`` wide one class in turn:
+    ``(i // per_row) % classes`` (rows of ten 0s, ten 1s, ...)."""
+    return (jnp.arange(n, dtype=jnp.int32) // per_row) % classes
+
+
+def _logits(logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
+    f = logits_fn(x)
+    if f.ndim != 2 or f.shape[0] != x.shape[0]:
+        raise ConfigError(f"a classifier's logits must have shape (B, K) for B = {x.shape[0]} inputs; got {f.shape}. "
+                          "(An energy network gives (B,): build it with model.classes = K.)")
+    return f.astype(jnp.promote_types(f.dtype, jnp.float32))
+
+
+def class_energy(logits_fn: LogitsFn, labels: ArrayLike) -> EnergyFn:
+    """E(x, y) = -f(x)[y]: the energy of p(x | y) (up to log p(y) and a constant) under a classifier
+    with logits f (JEM; IGEBM's conditional models).
+
+    ``labels``: one class for every example (an int or a 0-d array), one per example, shape (B,),
+    or -1 for "every class in turn" (:func:`row_labels`: grid rows of ten, one class each). The
+    result is a ``jax.tree_util.Partial`` with the labels as a leaf: new labels reuse compiled code.
+    """
+    y = jnp.asarray(labels, jnp.int32)
+    if y.ndim > 1:
+        raise ConfigError(f"class_energy: labels must be a class, -1 or one per example (B,); got shape {y.shape}.")
+    return jax.tree_util.Partial(_class_energy, as_partial(logits_fn), y)
+
+
+def _class_energy(logits_fn: LogitsFn, y: jax.Array, x: jax.Array) -> jax.Array:
+    f = _logits(logits_fn, x)
+    b, k = f.shape
+    if y.ndim == 0:
+        per = jnp.where(y >= 0, jnp.broadcast_to(y, (b,)), row_labels(b, k))
+    elif y.shape != (b,):
+        raise ConfigError(f"class_energy: {y.shape[0]} labels for {b} inputs; give one per example or one class.")
+    else:
+        per = y
+    return -jnp.take_along_axis(f, per[:, None], axis=1)[:, 0]
+
+
+def marginal_energy(logits_fn: LogitsFn) -> EnergyFn:
+    """E(x) = -logsumexp_y f(x)[y]: the energy of p(x) = sum_y p(x, y) under a classifier with logits
+    f (JEM's generative half); its gradient is the p(y | x)-weighted mean of the class energies'."""
+    return jax.tree_util.Partial(_marginal_energy, as_partial(logits_fn))
+
+
+def _marginal_energy(logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
+    return -jax.nn.logsumexp(_logits(logits_fn, x), axis=1)
 
 
 class ClampedState(NamedTuple):

@@ -213,6 +213,8 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: st
     shape = tuple(source.shape)
     run_cfg = cfg if run_cfg is None else run_cfg
     method = methods.build(run_cfg, shape, tuple(source.value_range))
+    if method.labels:
+        data.check_labels(source, method.labels, "model.classes")
     source_domain = None
     if method.source_data is not None:
         source_domain = data.load_source(method.source_data, "train")
@@ -465,18 +467,21 @@ class _Trainer:
 
     def _batches(self, step: int, n: int) -> tuple[Any, list[tuple[str, int]]]:
         """This process's rows of the batches of steps step .. step+n-1, assembled into one global
-        array per stream (a tuple of them when the method draws a second domain); with the dataset
+        array per stream (a tuple of them when the method draws a second domain, (x, y) when it learns
+        from labels: Method.labels); with the dataset
         name and index of any non-finite examples among them."""
         stacked, bad = [], []
         for i, src in enumerate(self.streams):
-            host = []
+            host, labels = [], []
             for s in range(step, step + n):
                 batch, idx = training_batch(src, self.cfg, s, self.rows, stream=i)
                 host.append(batch)
+                if i == 0 and self.method.labels:
+                    labels.append(np.asarray(src.labels(idx), np.int32))
                 bad += [(src.name, j) for j in nonfinite_examples(batch, idx)]
-            local = np.stack(host)
-            global_shape = (n, self.t.batch_size, *local.shape[2:])
-            stacked.append(jax.make_array_from_process_local_data(self.batches_sharding, local, global_shape))
+            for local in (np.stack(host), *([np.stack(labels)] if labels else [])):
+                global_shape = (n, self.t.batch_size, *local.shape[2:])
+                stacked.append(jax.make_array_from_process_local_data(self.batches_sharding, local, global_shape))
         return (stacked[0] if len(stacked) == 1 else tuple(stacked)), bad
 
     def _settle(self, pending: list[tuple[int, int, dict, list[int]]]) -> bool:

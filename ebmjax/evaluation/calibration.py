@@ -1,0 +1,59 @@
+"""A classifier's figures: accuracy, negative log-likelihood and expected calibration error (numpy).
+
+Expected calibration error (Guo et al., 2017; JEM's Table 3): predictions are binned by their
+confidence (the top class probability) into ``n_bins`` equal-width bins of [0, 1]; ECE is the mean
+over predictions of |accuracy of the bin - mean confidence of the bin|, i.e.
+sum_b (n_b / n) |acc_b - conf_b|. 0 is perfectly calibrated.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Calibration", "softmax", "calibration_bins", "expected_calibration_error"]
+
+
+class Calibration(NamedTuple):
+    """Per bin (``n_bins``,): ``counts``, ``accuracy`` and ``confidence`` (NaN for empty bins), the
+    bins' ``edges`` (n_bins + 1,), and ``ece``."""
+
+    counts: np.ndarray
+    accuracy: np.ndarray
+    confidence: np.ndarray
+    edges: np.ndarray
+    ece: float
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (n, K) in float64, stable for large logits."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def calibration_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> Calibration:
+    """The reliability diagram's bins and the ECE of class probabilities ``probs`` (n, K) against
+    integer ``labels`` (n,). A confidence of exactly 1 falls in the last bin."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    if probs.ndim != 2 or labels.shape != probs.shape[:1] or len(labels) == 0:
+        raise ValueError(f"calibration needs probs (n, K) and labels (n,) with n > 0; got {probs.shape} and "
+                         f"{labels.shape}.")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.bincount(which, correct, n_bins) / counts
+        mean_conf = np.bincount(which, conf, n_bins) / counts
+    filled = counts > 0
+    ece = float(np.sum(counts[filled] / len(labels) * np.abs(acc[filled] - mean_conf[filled])))
+    return Calibration(counts, acc, mean_conf, edges, ece)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of ``probs`` (n, K) against ``labels`` (n,) over ``n_bins`` confidence bins."""
+    return calibration_bins(probs, labels, n_bins).ece
