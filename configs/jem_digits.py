@@ -8,7 +8,7 @@ E(x) with persistent chains: the chains, network and optimiser of configs/pcd_di
 energies (ml.energy_l2 = 1). --mode sample continues buffer
 rows for 600 steps on E(x), or on E(x, k) with --config.sample.label=k (-1: one grid row per class).
 Figures (accuracy, calibration, OOD, sample quality, against the same network trained as a plain
-classifier with --config.jem.generative_weight=0): docs/jem.md.
+classifier with --config.jem.generative_weight=0): docs/conditional.md and docs/results.md.
 
     python -m ebmjax.main --config configs/jem_digits.py --workdir runs/jem_digits
     python -m ebmjax.main --config configs/jem_digits.py --workdir runs/jem_digits --mode eval

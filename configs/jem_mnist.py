@@ -6,7 +6,9 @@ Every step adds the cross-entropy of p(y|x) on the labelled batch to maximum lik
 E(x) = -logsumexp f(x) with persistent chains (20 Langevin steps x <- clamp(x - 5 dE/dx + 0.005 z),
 5% restarted from uniform noise), with IGEBM's energy penalty (ml.energy_l2 = 1). The conv net
 (16, 32 channels, LeakyReLU) has ten outputs. Figures, beside the same network trained as a plain
-classifier (--config.jem.generative_weight=0): docs/jem.md.
+classifier (--config.jem.generative_weight=0): docs/conditional.md. Measured once (seed 0, shared
+cores, 42 minutes): test accuracy 0.964, ECE 0.234, OOD AUROC by E(x) 0.91-1.00; samples recognised
+0.295, label entropy 0.561.
 
     python -m ebmjax.main --config configs/jem_mnist.py --workdir runs/jem_mnist
     python -m ebmjax.main --config configs/jem_mnist.py --workdir runs/jem_mnist --mode eval

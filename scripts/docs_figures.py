@@ -81,7 +81,9 @@ COMMANDS: list[str] = []  # the commands the current part ran, for the results p
 
 def run(args: list[str], log: pathlib.Path) -> float:
     """Runs ``python <args>`` in the repository root, its output appended to ``log``; returns seconds."""
-    COMMANDS.append("python " + " ".join(a if a and " " not in a else repr(a) for a in args))
+    # Paths as a user in the repository root writes them (the page names no machine's folders).
+    shown = [a.replace(f"{ROOT}/", "") for a in args]
+    COMMANDS.append("python " + " ".join(a if a and " " not in a else repr(a) for a in shown))
     print("  $ python " + " ".join(args), flush=True)
     start = time.perf_counter()
     with open(log, "a") as f:

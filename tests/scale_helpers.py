@@ -1,17 +1,15 @@
 """Shared pieces of the scale-out and reliability tests (test_parallel, test_resume, test_bad_inputs):
-the tiny digits run, subprocess environments, and JAX's persistent compilation cache, which lets the
-many short runs of these tests compile each program once."""
+the tiny digits run and subprocess environments (which share the run's JAX compilation cache, set up
+once by conftest.py, so the many short runs of these tests compile each program once)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -105,12 +103,12 @@ def resume_on_other_devices(cfg, workdir: str) -> dict:
                                                           jax.tree.map(np.asarray, stayed)), notes)
     return out
 
-def subprocess_env(cache_dir: pathlib.Path, devices: int | None = None, **extra: str) -> dict[str, str]:
-    """Environment for an ebmjax subprocess: the shared compilation cache and, if given, a number of
+def subprocess_env(devices: int | None = None, **extra: str) -> dict[str, str]:
+    """Environment for an ebmjax subprocess: this test run's environment, whose JAX compilation cache
+    (set for the whole run by conftest.py) the subprocess shares, on the CPU, and, if given, a number of
     fake CPU devices (the XLA flag must be set before JAX is imported, hence a new process)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROCESS"))}
-    env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     if devices is not None:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env.update(extra)
@@ -153,22 +151,3 @@ def kill_at_first_checkpoint(command: list[str], workdir: pathlib.Path, env: dic
     return checkpoint_steps(workdir)
 
 
-@contextlib.contextmanager
-def persistent_compile_cache(path: pathlib.Path) -> Iterator[None]:
-    """Uses JAX's persistent compilation cache in this process for the duration (then restores the
-    previous settings), so repeated runs of the same programs compile once."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    cc.reset_cache()  # the cache is set up once per process; start over with the new directory
-    try:
-        yield
-    finally:
-        for n, v in old.items():
-            jax.config.update(n, v)
-        cc.reset_cache()

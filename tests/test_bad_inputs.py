@@ -34,18 +34,10 @@ from ebmjax.data.source import ArraySource
 from ebmjax.train import checkpoint, loop
 from scale_helpers import (DIGITS, TINY, TINY_METHODS, TINY_SAMPLING, bitwise_equal, checkpoint_steps, cli_command,
                            final_state,
-                           persistent_compile_cache, subprocess_env)
+                           subprocess_env)
 
 # One worker builds the trained workdirs of the table (a module fixture) rather than each worker its own copy.
 pytestmark = pytest.mark.xdist_group("bad_inputs")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """JAX's persistent compilation cache, shared by this module's runs and its subprocesses."""
-    path = tmp_path_factory.mktemp("jax_cache")
-    with persistent_compile_cache(path):
-        yield path
 
 
 def run(workdir, *extra) -> int:
@@ -283,7 +275,7 @@ SLOW_RUNS = ("coop", "cfebm", "multigrid")
     for m in RUNS for x in MISTAKES if x.methods is None or m in x.methods],
     ids=lambda v: v if isinstance(v, str) else v.id)
 @pytest.mark.slow  # about 108 s on 2 CPU cores; the whole suite (CI) runs it
-def test_mistake(method, mistake, trained_runs, compile_cache, tmp_path, capsys, monkeypatch):
+def test_mistake(method, mistake, trained_runs, tmp_path, capsys, monkeypatch):
     wd = copy_of(trained_runs(method), tmp_path)
     workdir = wd
     if mistake.workdir in ("file", "under_file"):
@@ -298,7 +290,7 @@ def test_mistake(method, mistake, trained_runs, compile_cache, tmp_path, capsys,
     before = snapshot(tmp_path)
     if mistake.subprocess:
         assert mistake.free_gb is None
-        proc = subprocess.run([sys.executable, "-m", "ebmjax.main", *args], env=subprocess_env(compile_cache),
+        proc = subprocess.run([sys.executable, "-m", "ebmjax.main", *args], env=subprocess_env(),
                               capture_output=True, text=True, timeout=300)
         code, err = proc.returncode, proc.stderr
     else:
@@ -324,11 +316,11 @@ def test_the_table_covers_every_mode_and_the_workdir_holds_samples(trained):
 
 
 @pytest.mark.slow  # about 35 s on 2 CPU cores; the whole suite (CI) runs it
-def test_no_progress_logs_one_line_per_logging_window(trained, compile_cache, tmp_path, caplog):
+def test_no_progress_logs_one_line_per_logging_window(trained, tmp_path, caplog):
     """Issue 11, case 7: with --no-progress (CI logs, batch jobs) training is not silent: one log
     line per logging window. With the progress bar, the bar shows them instead."""
     wd = copy_of(trained, tmp_path)
-    proc = subprocess.run(cli_command(wd, *TINY, "--config.train.steps=40"), env=subprocess_env(compile_cache),
+    proc = subprocess.run(cli_command(wd, *TINY, "--config.train.steps=40"), env=subprocess_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = re.findall(r"^\d\d:\d\d:\d\d INFO (step \d+/40: loss .*)$", proc.stderr, flags=re.M)
@@ -380,7 +372,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_resumes_exactly(trained, tmp_p
 
 
 @pytest.mark.slow  # about 23 s on 2 CPU cores; the whole suite (CI) runs it
-def test_truncated_checkpoint_files_cost_one_paragraph_on_stderr(trained, compile_cache, tmp_path):
+def test_truncated_checkpoint_files_cost_one_paragraph_on_stderr(trained, tmp_path):
     """Issue 11, case 3, as the user did it: every file under checkpoints/20/ cut to half its length.
     Orbax used to log errors for the damaged metadata, and TensorStore a traceback for every read
     still in flight; now stderr holds the one warning and the run's ordinary log lines."""
@@ -392,7 +384,7 @@ def test_truncated_checkpoint_files_cost_one_paragraph_on_stderr(trained, compil
     # started before): another count would add a line saying so.
     devices = json.loads((wd / "devices.json").read_text())["devices"]
     proc = subprocess.run(cli_command(wd, *TINY, "--config.train.steps=20", f"--config.dist.cpu_devices={devices}"),
-                          env=subprocess_env(compile_cache), capture_output=True, text=True, timeout=300)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     warning = [line for line in lines if " INFO " not in line]

@@ -207,6 +207,15 @@ def test_train_bench_times_other_methods_in_their_last_phase():
                      out=out) == 0
     rec = json.loads(out.getvalue())
     assert rec["bench"] == "train" and rec["batch"] == 8 and rec["train_img_per_s"] > 0
+    # A method that learns from labels (JEM) is timed on labelled batches.
+    out = io.StringIO()
+    assert bench.run(["--config", str(ROOT / "configs" / "jem_digits.py"), "--what", "train,langevin",
+                      "--config.model.widths=4,4", "--config.ml.steps=2", "--config.ml.buffer_size=64",
+                      "--config.train.batch_size=8", "--config.sample.batch_size=8", "--config.ml.sample_steps=2",
+                      "--config.sample.chunk_steps=2", "--min-seconds=0", "--min-calls=1"], out=out) == 0
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["bench"] for r in recs] == ["train", "langevin"] and recs[1]["method"] == "jem", recs
+    assert recs[0]["train_img_per_s"] > 0 and recs[1]["langevin_img_steps_per_s"] > 0
 
 
 def test_langevin_bench_times_every_methods_own_sampler():

@@ -135,7 +135,7 @@ def test_import_mdsm_npz(tmp_path):
 def test_jem_own_jit_samples_the_classes_asked_for_and_composes(tmp_path):
     """Class-conditional energies trained in the example's own jit: the digits judge reads the rows'
     samples as the rows' classes; the ink expert thickens class 3 without changing its class. With
-    --objective jem the network becomes a classifier within 300 steps."""
+    --objective jem the network becomes a classifier within 100 steps."""
     summary = tmp_path / "summary.json"
     stdout = run_example("jem_own_jit.py", "--steps", 600, "--log-every", 300, "--out", tmp_path / "cond",
                          "--json", summary)
@@ -145,7 +145,7 @@ def test_jem_own_jit_samples_the_classes_asked_for_and_composes(tmp_path):
     assert res["class3_share"]["plain"] >= 0.8 and res["class3_share"]["bold"] >= 0.8, res
     assert res["mean_ink"]["bold"] > res["mean_ink"]["plain"] + 0.02, res
     assert (tmp_path / "cond" / "classes.png").stat().st_size > 0 and (tmp_path / "cond" / "bold3.png").exists()
-    run_example("jem_own_jit.py", "--objective", "jem", "--steps", 300, "--log-every", 100, "--sample-steps", 20,
+    run_example("jem_own_jit.py", "--objective", "jem", "--steps", 100, "--log-every", 50, "--sample-steps", 5,
                 "--out", tmp_path / "jem", "--json", summary)
     log = json.loads(summary.read_text())["log"]
     assert log[-1]["test_accuracy"] > 0.8 and log[-1]["cross_entropy"] < log[0]["cross_entropy"], log

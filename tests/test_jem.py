@@ -272,9 +272,12 @@ def test_jem_and_a_conditional_model_on_the_command_line(tmp_path, capsys):
                                 "--config.sample.label=3", "--config.sample.n=10", "--config.sample.batch_size=10"]) == 0
     summary = json.loads((cond / "compose" / "summary.json").read_text())
     assert summary["n"] == 10 and (cond / "compose" / "grid.png").stat().st_size > 0
-    # A model of other images cannot be multiplied in: one message, nothing written.
+    # A model of other images cannot be multiplied in: one message, before its checkpoint is read.
     other = tmp_path / "other"
-    assert main.run(jem_cfg + ["--workdir", str(other), "--config.data.image_size=16", *TINY_JEM]) == 0
+    other.mkdir()
+    recorded = json.loads((jem / "config.json").read_text())
+    recorded["data"]["image_size"] = 16
+    (other / "config.json").write_text(json.dumps(recorded))
     capsys.readouterr()
     assert main.run(cond_cfg + ["--workdir", str(cond), *TINY_JEM, "--mode", "compose",
                                 f"--config.compose.workdirs={other}", "--config.sample.seed=4",

@@ -98,7 +98,7 @@ print(json.dumps([first, n, again, jax.device_count()]))
     ("--xla_force_host_platform_device_count=5", "3", [None, 5, None, 5]),  # the user's XLA_FLAGS win
 ])
 def test_use_cpu_cores_sets_the_device_count_before_jax_starts(tmp_path, flags, setting, expected):
-    env = subprocess_env(tmp_path / "cache")
+    env = subprocess_env()
     env["XLA_FLAGS"] = flags
     proc = subprocess.run([sys.executable, "-c", USE_CORES, setting, "4"], env=env, capture_output=True, text=True,
                           timeout=120)
@@ -112,7 +112,7 @@ def test_use_cpu_cores_sets_the_device_count_before_jax_starts(tmp_path, flags, 
 
 @pytest.mark.slow  # about 39 s on 2 CPU cores; the whole suite (CI) runs it
 def test_the_command_line_splits_the_batch_over_the_cpu_devices_it_asks_for(tmp_path):
-    env = subprocess_env(tmp_path / "cache")
+    env = subprocess_env()
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(cli_command(tmp_path / "run", *TINY, "--config.train.steps=1", "--config.dist.cpu_devices=4"),
                           env=env, capture_output=True, text=True, timeout=300)
@@ -199,7 +199,7 @@ def test_update_on_8_devices_equals_update_on_1(tmp_path):
                                    "--config.train.lr=1e-3", "--config.sample.batch_size=8"]
     over = [a[len("--config."):].split("=", 1) for a in args if a.startswith("--config.")]
     proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, str(tmp_path), json.dumps(over)],
-                          cwd=ROOT / "tests", env=subprocess_env(tmp_path / "cache", devices=8),
+                          cwd=ROOT / "tests", env=subprocess_env(devices=8),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -231,10 +231,9 @@ def test_two_processes_train_together_stop_together_and_agree(tmp_path):
     args = TINY + TINY_SAMPLING + ["--config.train.steps=50", "--config.train.log_every=5",
                                    "--config.train.checkpoint_every=25"]
     wd, ref = tmp_path / "two", tmp_path / "ref"
-    cache = tmp_path / "cache"
     port = _free_port()
     procs = [subprocess.Popen(cli_command(wd, *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=subprocess_env(cache, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                              text=True, env=subprocess_env(JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                                                             JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
              for i in range(2)]
     try:
@@ -254,7 +253,7 @@ def test_two_processes_train_together_stop_together_and_agree(tmp_path):
 
     launch = subprocess.run(["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "2", "--config", DIGITS,
                              "--workdir", str(wd), *args], cwd=ROOT, capture_output=True, text=True, timeout=400,
-                            env=subprocess_env(cache, PYTHON=sys.executable))
+                            env=subprocess_env(PYTHON=sys.executable))
     assert launch.returncode == 0, launch.stdout + launch.stderr
     out = launch.stdout
     assert f"Resuming from the checkpoint at step {stop_step}" in out
@@ -264,7 +263,7 @@ def test_two_processes_train_together_stop_together_and_agree(tmp_path):
     assert len(wrote) == 1 and wrote[0].startswith("[p0]"), out
 
     single = subprocess.run(cli_command(ref, *args), cwd=ROOT, capture_output=True, text=True, timeout=400,
-                            env=subprocess_env(cache, devices=2))
+                            env=subprocess_env(devices=2))
     assert single.returncode == 0, single.stderr
     assert bitwise_equal(final_state(wd, args), final_state(ref, args))
     # One line per logged step (only process 0 writes); the same losses wherever the window was whole
@@ -370,7 +369,7 @@ def test_maximum_likelihood_updates_on_8_devices_equal_1(tmp_path, run):
     over = [a[len("--config."):].split("=", 1) for a in args]
     proc = subprocess.run([sys.executable, "-c", ML_EIGHT_DEVICES, str(ROOT / "configs" / config),
                            str(tmp_path), json.dumps(over)],
-                          cwd=ROOT / "tests", env=subprocess_env(tmp_path / "cache", devices=8),
+                          cwd=ROOT / "tests", env=subprocess_env(devices=8),
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -51,7 +51,7 @@ def test_killed_and_interrupted_run_ends_exactly_like_an_unbroken_one(tmp_path):
     so parameters, optimiser state, samples and logged losses must be bitwise equal."""
     args = [*TINY, *TINY_SAMPLING, "--config.train.batch_size=32", "--config.train.steps=600",
             "--config.train.checkpoint_every=200", "--config.train.keep_checkpoints=2"]
-    env = subprocess_env(tmp_path / "cache")
+    env = subprocess_env()
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
 
     def start(workdir):

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from ebmjax import config as config_lib
-from ebmjax import samplers
+from ebmjax import data, samplers
 from ebmjax.errors import ConfigError
 from ebmjax.methods.base import Sampler
 
@@ -88,11 +88,12 @@ def load_parts(cfg: ml_collections.ConfigDict, shape: tuple[int, ...]) -> list[P
         part_cfg = config_lib.from_recorded(recorded)
         part_cfg.sample.weights = cfg.sample.weights if part_cfg.train.ema_decay > 0 else "raw"
         part_cfg.sample.label = None  # a part's energy is its E(x); the run's own model takes sample.label
-        state, method, source = loop.load_trained(part_cfg, wd)
-        if tuple(source.shape) != tuple(shape):
-            raise ConfigError(f"{wd} models examples of shape {tuple(source.shape)} ({part_cfg.data.name}), this run "
+        part_shape = tuple(data.load_source(part_cfg.data, "train").shape)
+        if part_shape != tuple(shape):  # before its checkpoint is read
+            raise ConfigError(f"{wd} models examples of shape {part_shape} ({part_cfg.data.name}), this run "
                               f"{tuple(shape)}: a composition multiplies densities of the same images. Train both at "
                               "one size (e.g. --config.data.image_size=16).")
+        state, method, _ = loop.load_trained(part_cfg, wd)
         energy = method.energy(inference_params(state, part_cfg.sample.weights), state.carry)
         parts.append(Part(str(wd), method, energy, w))
         log.info("compose: %s (%s on %s, step %d, temperature %.3g) with weight %g", wd, method.name,
