@@ -38,11 +38,12 @@ from ebmjax import data, models, optim, parallel, samplers
 from ebmjax.restoration.translate import translation_start
 from ebmjax.errors import ConfigError
 from ebmjax.methods import contrastive
+from ebmjax.samplers import conditioning
 from ebmjax.methods import settings
 from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 NETWORK = "energy"
-GRID_ROW = 10  # samples per class in turn with sample.label = -1 (a row of the sample grid)
+GRID_ROW = conditioning.ROW  # samples per class in turn with sample.label = -1 (a row of the sample grid)
 INITS = ("noise", "data", "buffer", "source")
 NOISE_INITS = ("uniform", "gaussian")
 

@@ -69,7 +69,10 @@ def _weighted_sum(energy_fns: tuple[EnergyFn, ...], weights: jax.Array, x: jax.A
     return total
 
 
-def row_labels(n: int, classes: ArrayLike, per_row: int = 10) -> jax.Array:
+ROW = 10  # examples per class in turn for labels -1: a row of the sample grid (ebmjax.visualize.GRID_COLUMNS)
+
+
+def row_labels(n: int, classes: ArrayLike, per_row: int = ROW) -> jax.Array:
     """Labels (n,) int32 that give each row of a grid ``per_row`` wide one class in turn:
     ``(i // per_row) % classes`` (rows of ten 0s, ten 1s, ...)."""
     return (jnp.arange(n, dtype=jnp.int32) // per_row) % classes
