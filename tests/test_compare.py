@@ -56,6 +56,22 @@ def test_compare_refuses_missing_config_files(tmp_path, capsys):
     assert compare.table_markdown([]).count("\n") == 2  # the header alone
 
 
+def test_row_time_is_the_runs_own_clocks_summed_over_resumes(tmp_path):
+    # Two logged windows, the second after a resume: 100 steps at 2/s and 50 at 1/s = 100 s of training;
+    # sampling took 20 s. The compare stage's wall time (here none) plays no part.
+    sub = tmp_path / "run"
+    (sub / "samples").mkdir(parents=True)
+    (sub / "metrics.jsonl").write_text(
+        '{"step": 100, "window_steps": 100, "steps_per_s": 2.0}\n{"step": 150, "window_steps": 50, "steps_per_s": 1.0}\n')
+    (sub / "samples" / "summary.json").write_text(json.dumps({"method": "ml", "n": 8, "seconds": 20.0}))
+    (sub / "config.json").write_text(json.dumps({"train": {"batch_size": 4}}))
+    row = compare.row_figures(sub)
+    assert row["train_steps"] == 150 and row["train_steps_s"] == 100.0 and row["sample_s"] == 20.0
+    assert row["train_and_sample_s"] == 120.0
+    assert row["train_img_per_s"] == 4.0  # the speed leaves out the first window (compilation): 1 step/s x 4
+    assert "| 2.0 min |" in compare.table_markdown([{"name": "run", "config": "c.py", "failure": None, **row}])
+
+
 def test_suites_name_existing_configs_and_their_own_workdirs():
     root = pathlib.Path(__file__).resolve().parents[1]
     for suite, configs in compare.SUITES.items():

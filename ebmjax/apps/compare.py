@@ -12,7 +12,8 @@ same ``--mode eval`` metrics and writes
   ``scripts/mnist_quality.py`` uses; Inception's on other data when
   ``--config.eval.inception_weights`` is given;
   nearest-training-image distance ratio, mode coverage, OOD AUROC of the energy on each standard OOD
-  set, training and sampling time and speed);
+  set, training and sampling speed, and the time the run spent training and sampling by its own clocks,
+  summed over interruptions, so a comparison that resumed, or a run trained before it, counts in full);
 - ``<workdir>/samples.png``: one labelled row of samples per method.
 
 Each config runs as its own ``python -m ebmjax.main`` process (so each keeps its own device
@@ -129,9 +130,13 @@ def row_figures(sub: pathlib.Path) -> dict[str, Any]:
                    confident_share=_num(quality.get("confident_share")),
                    label_entropy=_num(quality.get("label_entropy")),
                    sample_img_steps_per_s=_num(summary.get("img_steps_per_s")),
-                   chain_steps=summary.get("chain_steps"))
+                   chain_steps=summary.get("chain_steps"), sample_s=_num(summary.get("seconds")))
     train_s, steps, steps_per_s = _training_seconds(sub / "metrics.jsonl")
     out.update(train_steps=steps, train_steps_s=train_s, train_img_per_s=None)
+    # The run's own clocks, summed over every interruption and resume (the stage's wall time would count
+    # only the last call, and start-up): training windows plus the sampling that made samples.npz.
+    if train_s is not None and out.get("sample_s") is not None:
+        out["train_and_sample_s"] = train_s + out["sample_s"]
     config_path = sub / "config.json"
     if config_path.exists() and steps_per_s:
         out["train_img_per_s"] = steps_per_s * json.loads(config_path.read_text())["train"]["batch_size"]
@@ -178,8 +183,7 @@ def run_config(config: str, workdir: pathlib.Path, n_samples: int, overrides: Se
     failure = next((f"{stage}: {record[stage]['failure']}" for stage in STAGES
                     if stage in record and not _done(record, stage)), None)
     return {"name": name, "config": config, "failure": failure, "log": str(log_path),
-            "train_and_sample_s": (record.get("train") or {}).get("seconds"),
-            "eval_s": (record.get("eval") or {}).get("seconds"), **row_figures(sub)}
+            "train_and_sample_s": None, "eval_s": (record.get("eval") or {}).get("seconds"), **row_figures(sub)}
 
 
 def _fmt(x: Any, spec: str) -> str:

@@ -186,9 +186,12 @@ class _Context:
         self.test, self.test_split = _test_source(cfg, source)
         self.x_test = self.test.get(np.arange(min(len(self.test), self.e.n_data)))
         self.x_train = source.get(np.arange(min(len(source), self.e.n_data)))
+        self.n_in = min(self.e.ood.n, len(self.x_test))  # the in-distribution images OOD sets are scored against
         self.samples: np.ndarray | None = None
         self.files: list[str] = []
         self._judge: Any = False
+        self._ood_sets: dict[str, np.ndarray | str] | None = None
+        self._set_energies: dict[str, np.ndarray] = {}
 
     def judge(self):
         """The dataset's judge for these images (``ebmjax.data.judge_for``), or None."""
@@ -198,6 +201,32 @@ class _Context:
 
     def energies(self, x: np.ndarray) -> np.ndarray:
         return ood.energies(self.energy_fn, x, batch_size=self.e.batch_size)
+
+    def ood_sets(self) -> dict[str, np.ndarray | str]:
+        """Every OOD set's images, or why it was skipped: drawn once, the same for every section."""
+        if self._ood_sets is None:
+            rng = np.random.default_rng([self.cfg.seed, 14])
+            self._ood_sets = {}
+            for name in _resolve_ood_sets(self.cfg):
+                try:
+                    self._ood_sets[name] = _ood_images(name, self, self.e.ood.n, rng)
+                except (DataError, ConfigError) as err:
+                    self._ood_sets[name] = f"skipped: {err}"
+                    log.warning("OOD set %s skipped: %s", name, err)
+        return self._ood_sets
+
+    def set_images(self, name: str) -> np.ndarray:
+        """A named image set: "in" (the first n_in test images), "train" (as many training images) or an
+        OOD set of ``ood_sets()``."""
+        if name == "in":
+            return self.x_test[:self.n_in]
+        return self.x_train[:self.n_in] if name == "train" else self.ood_sets()[name]
+
+    def set_energies(self, name: str) -> np.ndarray:
+        """E(x) of ``set_images(name)``, computed once for every section."""
+        if name not in self._set_energies:
+            self._set_energies[name] = self.energies(self.set_images(name))
+        return self._set_energies[name]
 
 
 def _feature_metrics(feats_s: np.ndarray, probs_s: np.ndarray, feats_test: np.ndarray, probs_test: np.ndarray,
@@ -354,31 +383,26 @@ def _ood_images(name: str, ctx: _Context, n: int, rng: np.random.Generator) -> n
 
 def _ood(ctx: _Context) -> dict[str, Any]:
     e = ctx.e
-    n_in = min(e.ood.n, len(ctx.x_test))
-    x_in = ctx.x_test[:n_in]
+    n_in = ctx.n_in
     sigma0 = ctx.method.denoise_sigma
     noise_key = keys.stream(ctx.seed, keys.OOD_NOISE)
-    variants = {"clean": lambda x, i: ctx.energies(x)}
+    variants = {"clean": lambda name, i: ctx.set_energies(name)}
     if e.ood.noise and sigma0 is not None:
-        variants[f"sigma0={sigma0:g} noise"] = lambda x, i: ood.noisy_energies(
-            ctx.energy_fn, x, jax.random.fold_in(noise_key, i), sigma0, batch_size=e.batch_size)
+        variants[f"sigma0={sigma0:g} noise"] = lambda name, i: ood.noisy_energies(
+            ctx.energy_fn, ctx.set_images(name), jax.random.fold_in(noise_key, i), sigma0, batch_size=e.batch_size)
     sets: dict[str, Any] = {}
-    hist = {v: {f"{ctx.test_split} (in)": f(x_in, 0)} for v, f in variants.items()}
-    train_e = {v: f(ctx.x_train[:n_in], 1) for v, f in variants.items()}
+    hist = {v: {f"{ctx.test_split} (in)": f("in", 0)} for v, f in variants.items()}
+    train_e = {v: f("train", 1) for v, f in variants.items()}
     for v in variants:
         hist[v]["train"] = train_e[v]
     curves: dict[str, dict[str, Any]] = {v: {} for v in variants}
-    rng = np.random.default_rng([ctx.cfg.seed, 14])
-    for i, name in enumerate(_resolve_ood_sets(ctx.cfg)):
-        try:
-            x_out = _ood_images(name, ctx, e.ood.n, rng)
-        except (DataError, ConfigError) as err:
-            sets[name] = f"skipped: {err}"
-            log.warning("OOD set %s skipped: %s", name, err)
+    for i, (name, x_out) in enumerate(ctx.ood_sets().items()):
+        if isinstance(x_out, str):
+            sets[name] = x_out
             continue
         entry: dict[str, Any] = {"n": len(x_out)}
         for v, f in variants.items():
-            e_out = f(x_out, i + 2)
+            e_out = f(name, i + 2)
             e_in = hist[v][f"{ctx.test_split} (in)"]
             auc = ood.ood_auroc(e_in, e_out)
             key = "auroc" if v == "clean" else "auroc_noisy"
@@ -459,20 +483,15 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
                               f"{ctx.method.name} on {len(y)} {ctx.cfg.data.name} {ctx.test_split} images")
     ctx.files.append("calibration.png")
     # OOD by the classifier's confidence (1 - max p(y|x): higher = more OOD) beside the energy's.
-    n_in = min(ctx.e.ood.n, len(ctx.x_test))  # the ood section's in-distribution images
-    score_in = 1.0 - probs[:n_in].max(axis=1)
-    e_in = ctx.energies(ctx.x_test[:n_in])
+    score_in = 1.0 - probs[:ctx.n_in].max(axis=1)
     sets: dict[str, Any] = {}
-    rng = np.random.default_rng([ctx.cfg.seed, 14])  # the ood section's draws: the same OOD images
-    for name in _resolve_ood_sets(ctx.cfg):
-        try:
-            x_out = _ood_images(name, ctx, ctx.e.ood.n, rng)
-        except (DataError, ConfigError) as err:
-            sets[name] = f"skipped: {err}"
+    for name, x_out in ctx.ood_sets().items():  # the ood section's images and energies, computed once
+        if isinstance(x_out, str):
+            sets[name] = x_out
             continue
         p_out = calibration.softmax(ood.energies(ctx.logits_fn, x_out, batch_size=ctx.e.batch_size))
         sets[name] = {"n": len(x_out), "ood_auroc_max_softmax": ood.ood_auroc(score_in, 1.0 - p_out.max(axis=1)),
-                      "ood_auroc_energy": ood.ood_auroc(e_in, ctx.energies(x_out))}
+                      "ood_auroc_energy": ood.ood_auroc(ctx.set_energies("in"), ctx.set_energies(name))}
     return {"accuracy": float(np.mean(probs.argmax(axis=1) == y)), "n": len(y),
             "nll": float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-300)))),
             "ece": bins.ece, "ece_bins": len(bins.counts), "ood": sets,
