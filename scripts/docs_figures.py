@@ -21,6 +21,8 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
   class) judged as above plus the share the judge gives the class asked for; a persistent-chain model of
   the bold digits (``CONDITIONAL_BOLD``); class 3 alone and class 3 times the bold-digit model
   (``--mode compose``), with their ink, in ``compose_bold3.png``;
+- ``mdsm_conditional``: ``configs/mdsm_conditional_digits.py`` (class-conditional MDSM, one grid row
+  per class), judged as above plus the share the judge gives the class asked for;
 - ``jem``: ``configs/jem_digits.py`` and the same network trained as a plain classifier
   (``--config.jem.generative_weight=0``), then the variants of ``JEM_VARIANTS``, each trained, judged
   and evaluated (``--mode eval``: accuracy, calibration, OOD AUROC by energy and by max-softmax);
@@ -30,7 +32,8 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
 
 Writes ``<out>/figures.json`` (everything, with each part's commands, commit, date and machine) and
 ``<out>/figures.md`` (the tables of docs/); with ``--results docs/results.md`` the results page (every
-part measured so far, each table under its commands and commit), and with ``--pictures DIR`` copies
+part measured so far, each table under its commands and commit; the sections of parts not in
+``figures.json`` are kept from the page as it was), and with ``--pictures DIR`` copies
 the pictures the docs show into DIR. Runs that already finished are
 reused (training resumes, sampling reuses its shards), so a second call only redoes what is missing;
 delete ``<out>`` to start afresh. The whole set takes about 25 minutes on 2 CPU cores.
@@ -53,8 +56,10 @@ DIGITS = "configs/mdsm_digits.py"
 TOY = "configs/mdsm_toy2d.py"
 ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py", "configs/multigrid_digits.py",
               "configs/multigrid_gen_digits.py", "configs/coop_digits.py")
-PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "jem", "bench", "bench_cifar")
+PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "mdsm_conditional", "jem", "bench",
+         "bench_cifar")
 CONDITIONAL = "configs/ml_conditional_digits.py"
+MDSM_CONDITIONAL = "configs/mdsm_conditional_digits.py"
 # The bold-digit model class 3 is multiplied by: configs/pcd_digits.py on the 2x2-dilated digits.
 CONDITIONAL_BOLD = ["--config.data.name=digits_bold", "--config.ml.energy_l2=1", "--config.sample.n=100",
                     "--config.sample.batch_size=100"]
@@ -219,6 +224,13 @@ def part_conditional(out: pathlib.Path) -> dict[str, Any]:
     return result
 
 
+def part_mdsm_conditional(out: pathlib.Path) -> dict[str, Any]:
+    result = judged_runs(out, MDSM_CONDITIONAL, [0])
+    wd = out / f"{pathlib.Path(MDSM_CONDITIONAL).stem}_seed0"
+    result["label_agreement"] = json.loads((wd / "samples" / "summary.json").read_text())["quality"]["label_agreement"]
+    return result
+
+
 def part_jem(out: pathlib.Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for label, extra in {"JEM (configs/jem_digits.py)": [], **JEM_VARIANTS}.items():
@@ -366,6 +378,15 @@ def tables(fig: dict[str, Any]) -> str:
             else:
                 md.append(f"| {k} | {v['ink']} | {v['ink_area']} | | |")
         md.append("")
+    if "mdsm_conditional" in fig:
+        c = fig["mdsm_conditional"]
+        r = c["seeds"]["0"] if "0" in c["seeds"] else c["seeds"][0]
+        md += ["| run | recognised (p >= 0.9) | label entropy | judged as the class asked for | nearest-training-digit "
+               "distance | train + sample |", "|---|---|---|---|---|---|",
+               f"| `mdsm_conditional_digits` (a row per class) | {r['confident_share']:.2f} | {r['label_entropy']:.3f} | "
+               f"{c['label_agreement']:.2f} | {r['nn_ratio']:.2f}x test digits' | {r['train_and_sample_s'] / 60:.1f} min |",
+               f"| held-out test digits | {c['test_digits']['confident_share']:.2f} | "
+               f"{c['test_digits']['label_entropy']:.3f} | | 1.00x | |", ""]
     if "jem" in fig:
         md += ["| run | test accuracy | ECE | NLL | OOD AUROC by E(x): noise / constant / interpolation / faces | "
                "by max-softmax | samples recognised / entropy | train + sample |", "|---|---|---|---|---|---|---|---|"]
@@ -402,6 +423,7 @@ PICTURES = {  # docs picture -> where a run writes it, relative to <out>
     "multigrid_collapse.png": "multigrid_collapse.png",
     "multigrid_gen_grids.png": "multigrid_gen_digits_seed0/samples/grids.png",
     "conditional_digits.png": "ml_conditional_digits_seed0/samples/grid.png",
+    "mdsm_conditional_digits.png": "mdsm_conditional_digits_seed0/samples/grid.png",
     "compose_bold3.png": "compose_bold3.png",
     "jem_digits_calibration.png": "jem_jem/eval/calibration.png",
     "jem_digits_plain_calibration.png": "jem_plain_classifier/eval/calibration.png",
@@ -416,6 +438,7 @@ TITLES = {  # the results page's section of each part
     "restore": "Inpainting and denoising the digits",
     "toy": "Eight Gaussians (MDSM)",
     "conditional": "A class-conditional energy, and a bold 3 by composition",
+    "mdsm_conditional": "Class-conditional MDSM",
     "jem": "JEM against a plain classifier",
     "bench": "Speed: the digits network against the PyTorch original",
     "bench_cifar": "Speed: the CIFAR network against the PyTorch original",
@@ -441,9 +464,19 @@ def provenance() -> dict[str, str]:
             "machine": f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}"}
 
 
-def results_page(fig: dict[str, Any]) -> str:
+def page_sections(page: str) -> dict[str, str]:
+    """The sections of a results page as it stands, by their "## " titles."""
+    sections: dict[str, str] = {}
+    for chunk in page.split("\n## ")[1:]:
+        title, _, body = chunk.partition("\n")
+        sections[title.strip()] = body.strip("\n")
+    return sections
+
+
+def results_page(fig: dict[str, Any], old_page: str = "") -> str:
     """docs/results.md: every part measured so far, each table with the commands that made it, the
-    commit and the machine."""
+    commit and the machine; a part this ``figures.json`` lacks keeps its section of ``old_page``."""
+    kept = page_sections(old_page)
     md = ["# Results", "",
           "Every table on this page was written by `python scripts/docs_figures.py --results docs/results.md`, which",
           "runs the commands shown under each table (as a user would, from a fresh checkout), reads what they",
@@ -451,6 +484,8 @@ def results_page(fig: dict[str, Any]) -> str:
           "reused, so delete its folder under `--out` to measure it afresh. Do not edit this page by hand.", ""]
     for part in PARTS:
         if part not in fig:
+            if TITLES[part] in kept:
+                md += [f"## {TITLES[part]}", "", kept[TITLES[part]], ""]
             continue
         meta = fig.get("_meta", {}).get(part, {})
         md += [f"## {TITLES[part]}", "", tables({part: fig[part]}).rstrip(), ""]
@@ -471,7 +506,7 @@ def main(argv: list[str]) -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if bad := [p for p in parts if p not in PARTS]:
         parser.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
-    out = (ROOT / args.out).resolve() if not pathlib.Path(args.out).is_absolute() else pathlib.Path(args.out)
+    out = pathlib.Path(args.out) if pathlib.Path(args.out).is_absolute() else ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     fig_path = out / "figures.json"
     fig: dict[str, Any] = json.loads(fig_path.read_text()) if fig_path.exists() else {}
@@ -479,7 +514,8 @@ def main(argv: list[str]) -> int:
     steps = {"demo": lambda: part_demo(out, args.seeds), "ml": lambda: part_ml(out), "collapse": lambda: part_collapse(out),
              "eval": lambda: part_eval(out, seed),
              "restore": lambda: part_restore(out, seed), "toy": lambda: part_toy(out),
-             "conditional": lambda: part_conditional(out), "jem": lambda: part_jem(out),
+             "conditional": lambda: part_conditional(out), "mdsm_conditional": lambda: part_mdsm_conditional(out),
+             "jem": lambda: part_jem(out),
              "bench": lambda: part_bench(out, ["--config", DIGITS]),
              "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar")}
     for part in parts:
@@ -491,7 +527,8 @@ def main(argv: list[str]) -> int:
     (out / "figures.md").write_text(tables(fig))
     print(tables(fig))
     if args.results:
-        pathlib.Path(args.results).write_text(results_page(fig))
+        page = pathlib.Path(args.results)
+        page.write_text(results_page(fig, page.read_text() if page.exists() else ""))
         print(f"wrote {args.results}")
     if args.pictures:
         dest = pathlib.Path(args.pictures)

@@ -103,3 +103,24 @@ def test_mkdocs_build_strict(tmp_path):
     absent = [name for name in SAMPLER_NAMES if f'id="ebmjax.samplers.{name}"' not in samplers]
     assert not absent, f"the samplers page does not document {absent}"
     assert 'id="ebmjax.samplers.langevin.langevin"' in samplers
+
+
+def test_the_results_page_keeps_the_sections_of_parts_it_did_not_measure():
+    """scripts/docs_figures.py --results: a rerun of one part rewrites that part's section and keeps
+    every other section of the page as it was (their figures.json may live on another machine)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_figures
+    finally:
+        sys.path.pop(0)
+    old = docs_figures.results_page({}, "# Results\n\nintro\n\n## " + docs_figures.TITLES["toy"]
+                                    + "\n\n| old toy table |\n\n## Not a part\n\nstale\n")
+    assert "| old toy table |" in old and "stale" not in old
+    fig = {"mdsm_conditional": {"seeds": {"0": {"confident_share": 0.94, "label_entropy": 1.0, "nn_ratio": 0.82,
+                                                "train_and_sample_s": 330.0}},
+                                "label_agreement": 0.99, "test_digits": {"confident_share": 0.75, "label_entropy": 1.0}},
+           "_meta": {"mdsm_conditional": {"commit": "abc", "date": "d", "machine": "m", "commands": ["python x"]}}}
+    new = docs_figures.results_page(fig, old)
+    assert "| old toy table |" in new and "| `mdsm_conditional_digits` (a row per class) | 0.94 | 1.000 | 0.99 |" in new
+    assert new.index(docs_figures.TITLES["toy"]) < new.index(docs_figures.TITLES["mdsm_conditional"])
+    assert docs_figures.results_page(fig, new) == new  # idempotent

@@ -11,10 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from ebmjax import methods, samplers as S
+from ebmjax import losses, methods, samplers as S
 from ebmjax.apps import main
 from ebmjax.config import load_config
 from ebmjax.errors import ConfigError
+from ebmjax.methods import mdsm
 from ebmjax.evaluation import calibration
 from scale_helpers import ROOT
 
@@ -162,9 +163,65 @@ def test_a_conditional_buffer_keeps_a_label_per_row_and_fresh_rows_take_their_ba
     np.testing.assert_allclose(metrics["energy_model"], -jnp.mean(f[jnp.arange(16), new["labels"][idx]]), rtol=1e-5)
 
 
+def test_conditional_mdsm_learns_each_class_its_own_smoothed_gaussian():
+    """Known optimum, per class: with class k's data N(mu_k, s_k^2 I_D) and logits
+    f_k(x) = -|x - m_k|^2 / (2 a_k), multiscale denoising score matching on E(x, y) = -f(x)[y] (the
+    mdsm method's loss with labels) is minimised at m_k = mu_k and a_k = sigma0^2 (1 + s_k^2 mean 1/sigma^2),
+    the mean over class k's examples
+    (tests/test_losses.py derives the one-class case); the classes do not mix."""
+    d, n, sigma0 = 4, 16384, 0.1
+    mu, s = jnp.array([[-1.0] * d, [2.0] * d]), jnp.array([0.4, 0.9])
+    y = jnp.arange(n) % 2
+    x = mu[y] + s[y, None] * jax.random.normal(jax.random.key(11), (n, d))
+    sigmas = jnp.tile(losses.noise_levels(128, 0.1, 3.0, "geometric"), n // 128)
+    m_inv = np.array([np.mean(1.0 / np.asarray(sigmas)[np.asarray(y) == k] ** 2) for k in (0, 1)])  # per class
+
+    def loss(theta):
+        m, log_a = theta
+
+        def logits(z):
+            return -jnp.sum((z[:, None, :] - m[None]) ** 2, axis=-1) / (2.0 * jnp.exp(log_a))
+
+        return losses.mdsm_loss(S.class_energy(logits, y), x, jax.random.key(12), sigmas, sigma0)
+
+    opt = optax.adam(optax.cosine_decay_schedule(0.05, 600))
+
+    @jax.jit
+    def step(theta, state):
+        updates, state = opt.update(jax.grad(loss)(theta), state)
+        return optax.apply_updates(theta, updates), state
+
+    theta = (jnp.zeros((2, d)), jnp.log(jnp.array([0.5, 0.5])))
+    state = opt.init(theta)
+    for _ in range(600):
+        theta, state = step(theta, state)
+    np.testing.assert_allclose(theta[0], mu, atol=0.1)  # a mixed-up class would sit 3 away
+    np.testing.assert_allclose(jnp.exp(theta[1]), sigma0**2 * (1 + np.asarray(s) ** 2 * m_inv), rtol=0.05)
+
+
+def test_the_mdsm_method_with_classes_trains_and_samples_the_class_energy():
+    cfg = load_config(str(ROOT / "configs" / "mdsm_conditional_digits.py"))
+    cfg.model.width, cfg.model.blocks_per_stage, cfg.train.batch_size = 4, 0, 8
+    m = methods.build(cfg, (8, 8, 1))
+    assert m.labels == 10 and m.classifier is None  # score matching fixes no class normalisers
+    params = m.init_params(jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1))
+    y = jnp.arange(8, dtype=jnp.int32) % 10
+    key = jax.random.key(2)
+    f = jax.tree_util.Partial(m.networks["energy"].apply, params["energy"])
+    want = losses.mdsm_loss(S.class_energy(f, y), x, key, mdsm.noise_levels(cfg), cfg.mdsm.sigma0)
+    got, _ = m.loss(params, (), (x, y), key, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(m.energy(params)(x), -jax.nn.logsumexp(f(x), axis=1), rtol=1e-5)
+    cfg.sample.label = 3
+    sampler = methods.build(cfg, (8, 8, 1)).sampler(params, ())
+    assert sampler.settings["label"] == 3
+    np.testing.assert_allclose(sampler.stages[0].energy(x), -f(x)[:, 3], rtol=1e-6)
+
+
 @pytest.mark.parametrize("cfg_change,says", [
     ({"model__classes": 0}, "method jem needs a classifier"),
-    ({"model__name": "mdsm_resnet"}, "needs a network with a classifier read-out"),
+    ({"model__name": "gaussian"}, "needs a network with a classifier read-out"),
     ({"model__classes": 1}, "model.classes must be 0"),
     ({"sample__label": 10}, "sample.label must be a class 0..9"),
     ({"sample__label": -1, "sample__n": 300, "sample__batch_size": 64}, "must be a multiple of 100"),

@@ -69,7 +69,13 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
           value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
     """The method ``cfg.method.name`` for examples of ``example_shape`` whose values lie in
     ``value_range`` (the data source's; (0, 1) for images)."""
-    return _entry(cfg).build(cfg, tuple(int(d) for d in example_shape), tuple(float(v) for v in value_range))
+    method = _entry(cfg).build(cfg, tuple(int(d) for d in example_shape), tuple(float(v) for v in value_range))
+    classes = cfg.model.get("classes") or 0
+    if classes and not method.labels:
+        raise ConfigError(f"method {method.name!r} does not learn class-conditional energies, so model.classes = "
+                          f"{classes} would be ignored or misread. Set --config.model.classes=0, or use a method "
+                          "that learns E(x, y) from labels (docs/conditional.md lists them).")
+    return method
 
 
 def split_rows(cfg: ml_collections.ConfigDict) -> int:

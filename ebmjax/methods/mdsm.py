@@ -114,6 +114,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     ``value_range`` plays no part (chains start from mdsm.init_mean + mdsm.init_std N(0, I))."""
     del value_range
     model = models.build_model(cfg.model)
+    classes = int(getattr(model, "classes", 0))
+    label = settings.sample_label(cfg, classes)
     tx, lr = optim.adam(cfg.train)
     optimizer = optim.per_network({NETWORK: tx})
     sigmas = noise_levels(cfg)
@@ -121,32 +123,52 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     sigma0 = float(cfg.mdsm.sigma0)
     s = cfg.mdsm
 
-    def energy(params, carry=None):
-        del carry
+    def network(params):
         return jax.tree_util.Partial(model.apply, params[NETWORK])
+
+    def energy(params, carry=None):
+        """E(x): the network's output; for a class-conditional one, -logsumexp_y f(x)[y]."""
+        del carry
+        return samplers.marginal_energy(network(params)) if classes else network(params)
 
     def init_params(key):
         return {NETWORK: models.init_params(model, key, example_shape)}
 
+    def split(batch):
+        """(x, the class energy of each example's label or the energy): the loop passes (x, y) when
+        model.classes = K (Method.labels)."""
+        return batch if classes else (batch, None)
+
     def loss(params, carry, batch, key, step):
         del step
-        value = losses.mdsm_loss(energy(params), batch, key, sigmas, sigma0)
+        x, y = split(batch)
+        e = energy(params) if y is None else samplers.class_energy(network(params), y)
+        value = losses.mdsm_loss(e, x, key, sigmas, sigma0)
         return value, (carry, {})
 
     def probe(params, carry, batch, key):
         # The energy of the data and of the sampler's starting noise; their gap shows learning.
         del carry
+        x, _ = split(batch)
         e = energy(params)
-        noise = s.init_mean + s.init_std * jax.random.normal(key, batch.shape, batch.dtype)
-        return {"energy_data": jnp.mean(e(batch)), "energy_noise": jnp.mean(e(noise))}
+        noise = s.init_mean + s.init_std * jax.random.normal(key, x.shape, x.dtype)
+        return {"energy_data": jnp.mean(e(x)), "energy_noise": jnp.mean(e(noise))}
 
     def sampler(params, carry):
         del carry
-        return annealed_sampler(energy(params), example_shape, s, sigma0)
+        if label is None:
+            return annealed_sampler(energy(params), example_shape, s, sigma0)
+        # One class, or with -1 every class in turn (samplers.row_labels), along the same annealing.
+        out = annealed_sampler(samplers.class_energy(network(params), label), example_shape, s, sigma0)
+        return out._replace(settings={**out.settings, "label": label})
 
     return Method(
         name="mdsm", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,
         learning_rates={NETWORK: lr}, init_carry=lambda key: (), carry_specs=(), loss=loss, probe=probe,
         energy=energy, sampler=sampler, denoise_sigma=sigma0, temperature=1.0, bounds={},
-        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths"))
+        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
+                  "model.classes"),
+        # Score matching learns each class's score, not its normaliser: f(x) is no classifier, so
+        # Method.classifier stays None (eval's classifier section says so) while labels = K.
+        labels=classes)
 

@@ -124,25 +124,6 @@ class Hybrid(NamedTuple):
     generative_weight: float
 
 
-def sample_label(cfg: ml_collections.ConfigDict, classes: int) -> int | None:
-    """``sample.label`` checked against a classifier of ``classes`` classes (None: the marginal)."""
-    label = cfg.sample.label
-    if label is None:
-        return None
-    if classes == 0:
-        raise ConfigError(f"sample.label = {label} needs a class-conditional model (model.classes = K with method ml "
-                          "or jem); this one has no classes. Drop --config.sample.label.")
-    if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < classes:
-        raise ConfigError(f"sample.label must be a class 0..{classes - 1}, or -1 for every class in turn (one grid row "
-                          f"each); got {label!r}.")
-    rows = GRID_ROW * classes
-    if label == -1 and cfg.sample.n > cfg.sample.batch_size and cfg.sample.batch_size % rows:
-        raise ConfigError(f"sample.label = -1 gives each row of {GRID_ROW} samples one class in turn, counted within a "
-                          f"batch of chains, so sample.batch_size must be a multiple of {rows} when the "
-                          f"{cfg.sample.n} samples take several batches; got {cfg.sample.batch_size}.")
-    return label
-
-
 def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
           value_range: tuple[float, float] = (0.0, 1.0), hybrid: Hybrid | None = None) -> Method:
     """The maximum-likelihood method for examples of ``example_shape`` in ``value_range``.
@@ -165,7 +146,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     if classes and m.init == "source":
         raise ConfigError("A classifier's energies (model.classes > 0) learn from labelled data; ml.init = 'source' "
                           "(translation) takes none. Set model.classes = 0 or another ml.init.")
-    label = sample_label(cfg, classes)
+    label = settings.sample_label(cfg, classes)
     generative = hybrid is None or hybrid.generative_weight > 0
     tx, lr = optim.adam(cfg.train)
     optimizer = optim.per_network({NETWORK: tx})

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import ml_collections
 
 from ebmjax.errors import ConfigError
+from ebmjax.samplers.conditioning import ROW
 
 Rule = tuple[str, str, str]  # (field, what it is, rule)
 
@@ -92,3 +93,22 @@ def check_counts(group: ml_collections.ConfigDict, name: str, fields: Iterable[t
         value = group[field]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name}.{field} must be an integer >= {low}, got {value!r}.")
+
+
+def sample_label(cfg: ml_collections.ConfigDict, classes: int) -> int | None:
+    """``sample.label`` checked against a classifier of ``classes`` classes (None: the marginal)."""
+    label = cfg.sample.label
+    if label is None:
+        return None
+    if classes == 0:
+        raise ConfigError(f"sample.label = {label} needs a class-conditional model (model.classes = K with method ml, "
+                          "jem or mdsm); this one has no classes. Drop --config.sample.label.")
+    if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < classes:
+        raise ConfigError(f"sample.label must be a class 0..{classes - 1}, or -1 for every class in turn (one grid row "
+                          f"each); got {label!r}.")
+    rows = ROW * classes
+    if label == -1 and cfg.sample.n > cfg.sample.batch_size and cfg.sample.batch_size % rows:
+        raise ConfigError(f"sample.label = -1 gives each row of {ROW} samples one class in turn, counted within a "
+                          f"batch of chains, so sample.batch_size must be a multiple of {rows} when the "
+                          f"{cfg.sample.n} samples take several batches; got {cfg.sample.batch_size}.")
+    return label

@@ -68,7 +68,7 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
 def build_model(model_config: Any) -> nn.Module:
     """Module from a config (ConfigDict or mapping) with fields ``name``, ``dtype`` ('float32' or
     'bfloat16'), ``conv`` (how convolutions are computed), ``classes`` (0: an energy (B,); K > 0: a
-    classifier's logits (B, K), convnet and mlp) and the chosen network's own: ``width`` and
+    classifier's logits (B, K), convnet, mlp and mdsm_resnet) and the chosen network's own: ``width`` and
     ``blocks_per_stage`` (mdsm_resnet), ``widths`` and ``activation`` (convnet), ``hidden`` (mlp)."""
     name = _field(model_config, "name")
     if name not in MODEL_NAMES:
@@ -82,7 +82,7 @@ def build_model(model_config: Any) -> nn.Module:
     if name == "mdsm_resnet":
         width = _positive_int(_field(model_config, "width"), "width")
         blocks = _positive_int(_field(model_config, "blocks_per_stage"), "blocks_per_stage", minimum=0)
-        return MDSMResNet(blocks_per_stage=blocks, width=width, dtype=dtype, conv=conv)
+        return MDSMResNet(blocks_per_stage=blocks, width=width, dtype=dtype, conv=conv, classes=classes)
     if name == "convnet":
         widths = _field(model_config, "widths")
         if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
@@ -99,7 +99,7 @@ def build_model(model_config: Any) -> nn.Module:
     return MLPEnergy(hidden=hidden, dtype=dtype, classes=classes)
 
 
-CLASSIFIER_MODELS = ("convnet", "mlp")  # networks that give logits with model.classes > 0
+CLASSIFIER_MODELS = ("convnet", "mlp", "mdsm_resnet")  # networks that give logits with model.classes > 0
 
 
 def _classes(model_config: Any, name: str) -> int:

@@ -111,13 +111,15 @@ class MDSMResNet(nn.Module):
     compute (float64 if ``dtype`` is float64 under jax_enable_x64, which tests use).
     ``conv`` chooses how convolutions are computed (``ebmjax.models.conv``): "auto" (matrix products
     on a CPU, XLA's convolution on GPU/TPU), "matmul" or "xla"; the parameters and the mathematics
-    are the same. Use as ``energy_fn = lambda x: model.apply(params, x)``.
+    are the same. Use as ``energy_fn = lambda x: model.apply(params, x)``. With ``classes`` = K > 0
+    the head gives logits (B, K) instead, one quadratic form per class (a class-conditional energy).
     """
 
     blocks_per_stage: int = 2
     width: int = 128
     dtype: Dtype = jnp.float32
     conv: str = "auto"
+    classes: int = 0  # K > 0: the head gives K values per image, logits f(x) (B, K) with E(x, y) = -f(x)[y]
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -158,10 +160,12 @@ class MDSMResNet(nn.Module):
 
         def linear(name: str) -> nn.Dense:
             init = torch_uniform_init(fan_in)
-            return nn.Dense(1, dtype=head_dtype, param_dtype=jnp.float32, kernel_init=init, bias_init=init, name=name)
+            return nn.Dense(max(self.classes, 1), dtype=head_dtype, param_dtype=jnp.float32, kernel_init=init,
+                            bias_init=init, name=name)
 
+        # With classes = K each class has its own quadratic form of the same features.
         e = linear("ln1")(hvec) * linear("ln2")(hvec) + linear("lq")(hvec * hvec)
-        return e[:, 0]
+        return e if self.classes else e[:, 0]
 
 
 def res18(width: int = 128, dtype: Dtype = jnp.float32) -> MDSMResNet:
