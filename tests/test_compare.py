@@ -58,7 +58,7 @@ def test_compare_refuses_missing_config_files(tmp_path, capsys):
 
 def test_row_time_is_the_runs_own_clocks_summed_over_resumes(tmp_path):
     # Two logged windows, the second after a resume: 100 steps at 2/s and 50 at 1/s = 100 s of training;
-    # sampling took 20 s. The compare stage's wall time (here none) plays no part.
+    # sampling took 20 s (an older summary without drawing_seconds). The compare stage's wall time plays no part.
     sub = tmp_path / "run"
     (sub / "samples").mkdir(parents=True)
     (sub / "metrics.jsonl").write_text(
@@ -67,9 +67,12 @@ def test_row_time_is_the_runs_own_clocks_summed_over_resumes(tmp_path):
     (sub / "config.json").write_text(json.dumps({"train": {"batch_size": 4}}))
     row = compare.row_figures(sub)
     assert row["train_steps"] == 150 and row["train_steps_s"] == 100.0 and row["sample_s"] == 20.0
-    assert row["train_and_sample_s"] == 120.0
     assert row["train_img_per_s"] == 4.0  # the speed leaves out the first window (compilation): 1 step/s x 4
-    assert "| 2.0 min |" in compare.table_markdown([{"name": "run", "config": "c.py", "failure": None, **row}])
+    table = compare.table_markdown([{"name": "run", "config": "c.py", "failure": None, **row}])
+    assert "| 1.7 min | 0.3 min | – |" in table  # training, sampling, eval (not run)
+    # A sampling call that reused every shard reports the seconds the shards took when they were drawn.
+    (sub / "samples" / "summary.json").write_text(json.dumps({"seconds": 0.5, "drawing_seconds": 30.0}))
+    assert compare.row_figures(sub)["sample_s"] == 30.0
 
 
 def test_suites_name_existing_configs_and_their_own_workdirs():

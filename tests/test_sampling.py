@@ -209,9 +209,12 @@ def test_sigterm_stops_sampling_where_its_work_is_saved(tmp_path, monkeypatch):
 
 
 def test_more_samples_reuse_finished_shards(tmp_path):
-    write(config(n=8), tmp_path)
+    first = write(config(n=8), tmp_path)
     summary = write(config(n=10), tmp_path)
     assert summary["batches_reused"] == 2 and summary["batches_run"] == 1
+    # The drawing time counts the reused batches at the seconds they took when drawn.
+    assert first["drawing_seconds"] == pytest.approx(first["seconds"], rel=0.2)
+    assert summary["drawing_seconds"] > first["drawing_seconds"] > 0
     ref = tmp_path / "ref"
     write(config(n=10), ref)
     np.testing.assert_array_equal(images(tmp_path), images(ref))

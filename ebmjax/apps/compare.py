@@ -130,13 +130,13 @@ def row_figures(sub: pathlib.Path) -> dict[str, Any]:
                    confident_share=_num(quality.get("confident_share")),
                    label_entropy=_num(quality.get("label_entropy")),
                    sample_img_steps_per_s=_num(summary.get("img_steps_per_s")),
-                   chain_steps=summary.get("chain_steps"), sample_s=_num(summary.get("seconds")))
+                   chain_steps=summary.get("chain_steps"),
+                   # every batch's drawing time, also of batches an earlier call drew (reused shards)
+                   sample_s=_num(summary.get("drawing_seconds", summary.get("seconds"))))
+    # The run's own clocks, summed over every interruption and resume (a stage's wall time would count
+    # only the last call, and start-up): its logged training windows, and the drawing of every batch.
     train_s, steps, steps_per_s = _training_seconds(sub / "metrics.jsonl")
     out.update(train_steps=steps, train_steps_s=train_s, train_img_per_s=None)
-    # The run's own clocks, summed over every interruption and resume (the stage's wall time would count
-    # only the last call, and start-up): training windows plus the sampling that made samples.npz.
-    if train_s is not None and out.get("sample_s") is not None:
-        out["train_and_sample_s"] = train_s + out["sample_s"]
     config_path = sub / "config.json"
     if config_path.exists() and steps_per_s:
         out["train_img_per_s"] = steps_per_s * json.loads(config_path.read_text())["train"]["batch_size"]
@@ -183,7 +183,7 @@ def run_config(config: str, workdir: pathlib.Path, n_samples: int, overrides: Se
     failure = next((f"{stage}: {record[stage]['failure']}" for stage in STAGES
                     if stage in record and not _done(record, stage)), None)
     return {"name": name, "config": config, "failure": failure, "log": str(log_path),
-            "train_and_sample_s": None, "eval_s": (record.get("eval") or {}).get("seconds"), **row_figures(sub)}
+            "eval_s": (record.get("eval") or {}).get("seconds"), **row_figures(sub)}
 
 
 def _fmt(x: Any, spec: str) -> str:
@@ -197,7 +197,7 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
     net = nets.pop() if len(nets) == 1 else "mixed"
     head = (["method", "config", "recognised (p >= 0.9)", "label entropy", f"FID ({net})", f"KID ({net})", f"IS ({net})",
              "nn ratio", "modes"] + [f"OOD AUROC {s}" for s in ood_sets]
-            + ["train steps", "train (img/s)", "sampling (img-steps/s)", "train + sample", "eval"])
+            + ["train steps", "train (img/s)", "sampling (img-steps/s)", "training", "sampling", "eval"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r.get("failure"):
@@ -211,8 +211,7 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
                  _fmt(r.get("modes_covered"), "d"), *(_fmt(ood.get(s), ".2f") for s in ood_sets),
                  _fmt(r.get("train_steps"), ",d"), _fmt(r.get("train_img_per_s"), ",.0f"),
                  _fmt(r.get("sample_img_steps_per_s"), ",.0f"),
-                 "–" if r.get("train_and_sample_s") is None else f"{r['train_and_sample_s'] / 60:.1f} min",
-                 "–" if r.get("eval_s") is None else f"{r['eval_s'] / 60:.1f} min"]
+                 *("–" if r.get(k) is None else f"{r[k] / 60:.1f} min" for k in ("train_steps_s", "sample_s", "eval_s"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -157,9 +157,11 @@ class ShardStore:
         with np.load(self.shard_path(b)) as f:
             return {k: f[k] for k in f.files}
 
-    def save_shard(self, b: int, images: np.ndarray, energy: np.ndarray) -> None:
+    def save_shard(self, b: int, images: np.ndarray, energy: np.ndarray, seconds: float) -> None:
+        """Batch ``b``'s samples, its chains' energy trace and the seconds drawing it took (this call's)."""
         if self.writer:
-            io.savez_atomic(self.shard_path(b), images=images.astype(np.float32), energy=energy.astype(np.float32))
+            io.savez_atomic(self.shard_path(b), images=images.astype(np.float32), energy=energy.astype(np.float32),
+                            seconds=np.float64(seconds))
             self.chains_path(b).unlink(missing_ok=True)
         self.written.add(b)
 
@@ -226,9 +228,11 @@ def sample_to_workdir(cfg: ml_collections.ConfigDict, sampler: Sampler, source: 
     t0, ran, stats = time.perf_counter(), 0, {}
     try:
         with io.StopSignal() as stop:
+            t_batch = t0
             for b, images, trace in chains.run_batches(sampler, s.chunk_steps, plan, sampling_key(cfg), mesh, store,
                                              progress, stats, stop, unroll_steps=s.unroll_steps):
-                store.save_shard(b, images, trace)
+                store.save_shard(b, images, trace, time.perf_counter() - t_batch)
+                t_batch = time.perf_counter()
                 ran += 1
     except KeyboardInterrupt:
         raise Interrupted(
@@ -269,8 +273,10 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
     s = cfg.sample
     merge = plan.n * math.prod(shape) * 4 <= s.merge_max_gb * 1e9
     merged, grid, lo, hi, energy_trace = [], [], math.inf, -math.inf, None
+    drawing_s: float | None = 0.0  # the seconds every batch took when it was drawn, whichever call drew it
     for b in range(plan.n_batches):
         shard = store.load_shard(b)
+        drawing_s = None if drawing_s is None or "seconds" not in shard else drawing_s + float(shard["seconds"])
         images = shard["images"][: plan.count(b)]
         lo, hi = min(lo, float(images.min())), max(hi, float(images.max()))
         if energy_trace is None:
@@ -311,6 +317,7 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         "shards": [store.shard_path(b).relative_to(out_dir).as_posix() for b in range(plan.n_batches)],
         "merged": merge, "batch_size": plan.batch, "n_batches": plan.n_batches, "chain_steps": plan.steps,
         "batches_reused": run["batches_reused"], "batches_run": run["batches_run"], "seconds": seconds,
+        "drawing_seconds": drawing_s,
         "img_steps_per_s": img_steps / seconds if img_steps and seconds > 0 else None,
         "seed": cfg.seed, "sample_seed": cfg.sample.get("seed"),
         "device": jax.devices()[0].device_kind, "n_devices": run["n_devices"],
