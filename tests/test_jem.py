@@ -209,7 +209,9 @@ def test_the_mdsm_method_with_classes_trains_and_samples_the_class_energy():
     y = jnp.arange(8, dtype=jnp.int32) % 10
     key = jax.random.key(2)
     f = jax.tree_util.Partial(m.networks["energy"].apply, params["energy"])
-    want = losses.mdsm_loss(S.class_energy(f, y), x, key, mdsm.noise_levels(cfg), cfg.mdsm.sigma0)
+    # Each example's energy is its own class's read-out (one-hot written out, not class_energy).
+    own_class = jax.tree_util.Partial(lambda z: -jnp.sum(f(z) * jax.nn.one_hot(y, 10), axis=1))
+    want = losses.mdsm_loss(own_class, x, key, mdsm.noise_levels(cfg), cfg.mdsm.sigma0)
     got, _ = m.loss(params, (), (x, y), key, 0)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     np.testing.assert_allclose(m.energy(params)(x), -jax.nn.logsumexp(f(x), axis=1), rtol=1e-5)
