@@ -280,6 +280,15 @@ def part_bench(out: pathlib.Path, args: list[str], name: str = "bench") -> dict[
 # Tables.
 
 
+def conditional_table(config: str, c: dict[str, Any]) -> list[str]:
+    """The header and seed 0's row of a class-conditional recipe judged by ``judged_runs``."""
+    r = c["seeds"]["0"] if "0" in c["seeds"] else c["seeds"][0]
+    return ["| run | recognised (p >= 0.9) | label entropy | judged as the class asked for | nearest-training-digit "
+            "distance | train + sample |", "|---|---|---|---|---|---|",
+            f"| `{pathlib.Path(config).stem}` (a row per class) | {r['confident_share']:.2f} | {r['label_entropy']:.3f} | "
+            f"{c['label_agreement']:.2f} | {r['nn_ratio']:.2f}x test digits' | {r['train_and_sample_s'] / 60:.1f} min |"]
+
+
 def tables(fig: dict[str, Any]) -> str:
     md: list[str] = []
     if "demo" in fig:
@@ -364,12 +373,7 @@ def tables(fig: dict[str, Any]) -> str:
         md.append("")
     if "conditional" in fig:
         c = fig["conditional"]
-        r = c["seeds"]["0"] if "0" in c["seeds"] else c["seeds"][0]
-        md += ["| run | recognised (p >= 0.9) | label entropy | judged as the class asked for | nearest-training-digit "
-               "distance | train + sample |", "|---|---|---|---|---|---|",
-               f"| `ml_conditional_digits` (a row per class) | {r['confident_share']:.2f} | {r['label_entropy']:.3f} | "
-               f"{c['label_agreement']:.2f} | {r['nn_ratio']:.2f}x test digits' | {r['train_and_sample_s'] / 60:.1f} min |",
-               ""]
+        md += conditional_table(CONDITIONAL, c) + [""]
         md += ["| 100 samples | mean ink | ink area (> 0.5) | judged as 3 | recognised |", "|---|---|---|---|---|"]
         for k, v in c["compose"].items():
             if "label_agreement" in v:
@@ -380,13 +384,9 @@ def tables(fig: dict[str, Any]) -> str:
         md.append("")
     if "mdsm_conditional" in fig:
         c = fig["mdsm_conditional"]
-        r = c["seeds"]["0"] if "0" in c["seeds"] else c["seeds"][0]
-        md += ["| run | recognised (p >= 0.9) | label entropy | judged as the class asked for | nearest-training-digit "
-               "distance | train + sample |", "|---|---|---|---|---|---|",
-               f"| `mdsm_conditional_digits` (a row per class) | {r['confident_share']:.2f} | {r['label_entropy']:.3f} | "
-               f"{c['label_agreement']:.2f} | {r['nn_ratio']:.2f}x test digits' | {r['train_and_sample_s'] / 60:.1f} min |",
-               f"| held-out test digits | {c['test_digits']['confident_share']:.2f} | "
-               f"{c['test_digits']['label_entropy']:.3f} | | 1.00x | |", ""]
+        md += conditional_table(MDSM_CONDITIONAL, c) + [
+            f"| held-out test digits | {c['test_digits']['confident_share']:.2f} | "
+            f"{c['test_digits']['label_entropy']:.3f} | | 1.00x | |", ""]
     if "jem" in fig:
         md += ["| run | test accuracy | ECE | NLL | OOD AUROC by E(x): noise / constant / interpolation / faces | "
                "by max-softmax | samples recognised / entropy | train + sample |", "|---|---|---|---|---|---|---|---|"]
