@@ -325,7 +325,7 @@ print(json.dumps(out))
 """
 
 # (config, shrinking overrides, networks, rows of each carried array, networks two steps leave untouched):
-# CF-EBM, the replay buffer of persistent chains (64 rows), multigrid's coarse starts (64 rows) with
+# CF-EBM, the replay buffer of persistent chains with a label per row (64 rows each), multigrid's coarse starts (64 rows) with
 # Malhotra's generator, coop (no carry). (MDSM: test_update_on_8_devices_equals_update_on_1.)
 EIGHT_DEVICE_RUNS = {
     # CF-EBM: one network per stage; its carry is the count of images trained on (a scalar, 0 rows).
@@ -333,8 +333,10 @@ EIGHT_DEVICE_RUNS = {
                                   "--config.cfebm.head_width=4", "--config.cfebm.phase_images=16",
                                   "--config.cfebm.steps=2"], ["energy_2", "energy_4", "energy_8"], [0],
               "energy_8"),  # two steps of 16 images reach stage 4x4 only; the third fades 8x8 in
-    "pcd": ("pcd_digits.py", ["--config.model.widths=4,8", "--config.ml.steps=5", "--config.ml.buffer_size=64"],
-            ["energy"], [64]),
+    # Persistent chains of a class-conditional energy: the replay buffer and the label of each of its
+    # rows (64 each), split over the devices together.
+    "pcd_conditional": ("ml_conditional_digits.py", ["--config.model.widths=4,8", "--config.ml.steps=5",
+                                                     "--config.ml.buffer_size=64"], ["energy"], [64, 64]),
     "multigrid_gen": ("multigrid_gen_digits.py",
                       ["--config.multigrid.widths=4,8", "--config.multigrid.gen_width=4",
                        "--config.multigrid.gen_branch_width=2", "--config.multigrid.steps=3",
