@@ -73,6 +73,9 @@ def test_row_time_is_the_runs_own_clocks_summed_over_resumes(tmp_path):
     # A sampling call that reused every shard reports the seconds the shards took when they were drawn.
     (sub / "samples" / "summary.json").write_text(json.dumps({"seconds": 0.5, "drawing_seconds": 30.0}))
     assert compare.row_figures(sub)["sample_s"] == 30.0
+    # An older summary of a call that reused shards cannot say how long they took: unknown, not 0.5 s.
+    (sub / "samples" / "summary.json").write_text(json.dumps({"seconds": 0.5, "batches_reused": 1}))
+    assert compare.row_figures(sub)["sample_s"] is None
 
 
 def test_suites_name_existing_configs_and_their_own_workdirs():

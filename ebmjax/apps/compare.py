@@ -119,6 +119,14 @@ def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
+def _sampling_seconds(summary: dict[str, Any]) -> float | None:
+    """Every batch's drawing time, also of batches an earlier call drew (``drawing_seconds``); from a
+    summary older than that field, its call's own seconds when it reused nothing, else unknown."""
+    if "drawing_seconds" in summary:
+        return _num(summary["drawing_seconds"])
+    return _num(summary.get("seconds")) if not summary.get("batches_reused") else None
+
+
 def row_figures(sub: pathlib.Path) -> dict[str, Any]:
     """The table's figures for one finished sub-workdir (None where a figure is missing)."""
     out: dict[str, Any] = {}
@@ -130,9 +138,7 @@ def row_figures(sub: pathlib.Path) -> dict[str, Any]:
                    confident_share=_num(quality.get("confident_share")),
                    label_entropy=_num(quality.get("label_entropy")),
                    sample_img_steps_per_s=_num(summary.get("img_steps_per_s")),
-                   chain_steps=summary.get("chain_steps"),
-                   # every batch's drawing time, also of batches an earlier call drew (reused shards)
-                   sample_s=_num(summary.get("drawing_seconds", summary.get("seconds"))))
+                   chain_steps=summary.get("chain_steps"), sample_s=_sampling_seconds(summary))
     # The run's own clocks, summed over every interruption and resume (a stage's wall time would count
     # only the last call, and start-up): its logged training windows, and the drawing of every batch.
     train_s, steps, steps_per_s = _training_seconds(sub / "metrics.jsonl")
@@ -206,7 +212,7 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
             continue
         ood = r.get("ood_auroc") or {}
         cells = [r.get("method") or "?", f"`{r['name']}`", _fmt(r.get("confident_share"), ".2f"),
-                 _fmt(r.get("label_entropy"), ".2f"), _fmt(r.get("fid"), ".1f"), _fmt(r.get("kid"), ".0f"),
+                 _fmt(r.get("label_entropy"), ".2f"), _fmt(r.get("fid"), ".1f"), _fmt(r.get("kid"), ".3g"),
                  _fmt(r.get("inception_score"), ".2f"), _fmt(r.get("nn_ratio"), ".2f"),
                  _fmt(r.get("modes_covered"), "d"), *(_fmt(ood.get(s), ".2f") for s in ood_sets),
                  _fmt(r.get("train_steps"), ",d"), _fmt(r.get("train_img_per_s"), ",.0f"),
