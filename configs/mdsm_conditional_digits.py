@@ -7,7 +7,11 @@ label it carries, so each class learns its own smoothed density.
 config's -1 draws every class in turn, one grid row of ten each. Score matching learns each class's
 score but not its normaliser, so f(x) is no classifier (eval's classifier section is skipped) and
 E(x) = -logsumexp_y f(x)[y], which restoration and evaluation use, weighs the classes by constants
-the training never fixed. Figures: docs/conditional.md.
+the training never fixed.
+
+Measured (training seed 0, 300 samples, scripts/digits_quality.py; held-out test digits 0.75):
+recognised 0.943, label entropy 1.000, 0.99 judged as the class asked for, nearest-training distance
+0.82x the test digits'. Figures: docs/conditional.md and docs/results.md.
 
     python -m ebmjax.main --config configs/mdsm_conditional_digits.py --workdir runs/mdsm_conditional_digits
 """
