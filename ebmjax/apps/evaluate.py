@@ -472,6 +472,10 @@ def _coverage(ctx: _Context) -> dict[str, Any]:
 
 def _classifier(ctx: _Context) -> dict[str, Any]:
     if ctx.logits_fn is None:
+        if ctx.method.labels:
+            return {"skipped": f"method {ctx.method.name!r} learns class-conditional energies E(x, y) without fixing "
+                               "each class's normaliser, so its softmax f(x) is not a classifier (Method.classifier "
+                               "is None)"}
         return {"skipped": f"method {ctx.method.name!r} has no classifier (Method.classifier: jem, or ml with "
                            "model.classes = K)"}
     y = ctx.test.labels(np.arange(len(ctx.x_test)))
