@@ -113,9 +113,18 @@ def save_panels(columns: Sequence[tuple[str, np.ndarray]], path: str | pathlib.P
 
 def save_labelled_rows(rows: Sequence[tuple[str, np.ndarray]], path: str | pathlib.Path, title: str | None = None) -> None:
     """One row of images per entry of ``rows`` [(label, images (n, H, W, C) in [0, 1])], the label
-    to the left of its row; rows may hold different numbers of images but share H and W."""
+    to the left of its row; rows may hold different numbers of images, and images smaller than the
+    largest are centred on black at that size (e.g. 28x28 digits beside ones padded to 32x32), so
+    every row shows its pixels at the same scale."""
     font = _font()
-    strips = [(label, _to_pil(image_grid(np.asarray(images), ncol=len(images)))) for label, images in rows]
+    arrays = [np.asarray(images) for _, images in rows]
+    h, w = max(a.shape[1] for a in arrays), max(a.shape[2] for a in arrays)
+
+    def centred(a: np.ndarray) -> np.ndarray:
+        dh, dw = h - a.shape[1], w - a.shape[2]
+        return np.pad(a, ((0, 0), (dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)))
+
+    strips = [(label, _to_pil(image_grid(centred(a), ncol=len(a)))) for (label, _), a in zip(rows, arrays)]
     label_w = int(max(font.getlength(t) for t, _ in strips)) + 16
     out = Image.new("RGB", (label_w + max(s.width for _, s in strips), sum(s.height for _, s in strips)), "white")
     draw = ImageDraw.Draw(out)

@@ -4,6 +4,7 @@ each; a failing config reported in its row; a second call resumes instead of red
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from ebmjax.apps import compare
@@ -87,3 +88,17 @@ def test_suites_name_existing_configs_and_their_own_workdirs():
         assert args.workdir == ("runs/compare" if suite == "digits" else f"runs/compare_{suite}")
     args, _ = compare.parse_args(["--configs", "a.py"])
     assert args.configs == ["a.py"] and args.workdir == "runs/compare"
+
+
+def test_the_picture_shows_every_row_at_the_same_scale(tmp_path):
+    """28x28 samples beside 32x32 ones (MNIST padded for MDSM and CF-EBM) are centred on black at
+    32x32: the picture is as wide as if every row were 32x32."""
+    from PIL import Image
+
+    from ebmjax import visualize
+
+    rng = np.random.default_rng(0)
+    mixed, same = tmp_path / "mixed.png", tmp_path / "same.png"
+    visualize.save_labelled_rows([("a", rng.random((3, 28, 28, 1))), ("b", rng.random((3, 32, 32, 1)))], mixed)
+    visualize.save_labelled_rows([("a", rng.random((3, 32, 32, 1))), ("b", rng.random((3, 32, 32, 1)))], same)
+    assert Image.open(mixed).size == Image.open(same).size
