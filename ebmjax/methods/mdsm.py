@@ -135,8 +135,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return {NETWORK: models.init_params(model, key, example_shape)}
 
     def split(batch):
-        """(x, the class energy of each example's label or the energy): the loop passes (x, y) when
-        model.classes = K (Method.labels)."""
+        """(x, the examples' labels or None): the loop passes (x, y) when model.classes = K
+        (Method.labels)."""
         return batch if classes else (batch, None)
 
     def loss(params, carry, batch, key, step):
