@@ -187,14 +187,21 @@ def part_toy(out: pathlib.Path) -> dict[str, Any]:
     return {"train_and_sample_s": seconds, "density": summary["density"]}
 
 
+def conditional_run(out: pathlib.Path, config: str) -> tuple[dict[str, Any], pathlib.Path]:
+    """A class-conditional recipe trained and judged as ``judged_runs`` does (training seed 0), plus the
+    share of samples the judge gives the class asked for; and its workdir."""
+    result = judged_runs(out, config, [0])
+    wd = out / f"{pathlib.Path(config).stem}_seed0"
+    result["label_agreement"] = json.loads((wd / "samples" / "summary.json").read_text())["quality"]["label_agreement"]
+    return result, wd
+
+
 def part_conditional(out: pathlib.Path) -> dict[str, Any]:
     import numpy as np
 
     from ebmjax import visualize
 
-    result = judged_runs(out, CONDITIONAL, [0])
-    wd = out / f"{pathlib.Path(CONDITIONAL).stem}_seed0"
-    result["label_agreement"] = json.loads((wd / "samples" / "summary.json").read_text())["quality"]["label_agreement"]
+    result, wd = conditional_run(out, CONDITIONAL)
     bold = out / "bold_digits"
     result["bold_train_and_sample_s"] = run(main_args("configs/pcd_digits.py", bold, *CONDITIONAL_BOLD),
                                             out / "bold_digits.log")
@@ -225,10 +232,7 @@ def part_conditional(out: pathlib.Path) -> dict[str, Any]:
 
 
 def part_mdsm_conditional(out: pathlib.Path) -> dict[str, Any]:
-    result = judged_runs(out, MDSM_CONDITIONAL, [0])
-    wd = out / f"{pathlib.Path(MDSM_CONDITIONAL).stem}_seed0"
-    result["label_agreement"] = json.loads((wd / "samples" / "summary.json").read_text())["quality"]["label_agreement"]
-    return result
+    return conditional_run(out, MDSM_CONDITIONAL)[0]
 
 
 def part_jem(out: pathlib.Path) -> dict[str, Any]:

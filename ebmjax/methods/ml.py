@@ -38,12 +38,10 @@ from ebmjax import data, models, optim, parallel, samplers
 from ebmjax.restoration.translate import translation_start
 from ebmjax.errors import ConfigError
 from ebmjax.methods import contrastive
-from ebmjax.samplers import conditioning
 from ebmjax.methods import settings
 from ebmjax.methods.base import Method, Sampler, Stage, identity
 
 NETWORK = "energy"
-GRID_ROW = conditioning.ROW  # samples per class in turn with sample.label = -1 (a row of the sample grid)
 INITS = ("noise", "data", "buffer", "source")
 NOISE_INITS = ("uniform", "gaussian")
 
@@ -104,7 +102,7 @@ def _class_rows(buffer: jax.Array, labels: jax.Array, label: jax.Array, classes:
     """``n`` rows of a conditional buffer drawn among those whose chains ran on the class each chain is
     to sample: ``label``, or with -1 every one of ``classes`` in turn (``samplers.row_labels``); any
     row where a class has none."""
-    wanted = jnp.where(label >= 0, label, samplers.row_labels(n, classes, GRID_ROW))
+    wanted = jnp.where(label >= 0, label, samplers.row_labels(n, classes))
     match = labels[None, :] == wanted[:, None]  # (n, rows)
     logits = jnp.where(match | ~jnp.any(match, axis=1, keepdims=True), 0.0, -jnp.inf)
     return buffer[jax.random.categorical(key, logits, axis=1)]
@@ -248,7 +246,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         if label is None:
             e = energy(params)
         else:
-            # -1: every class in turn, GRID_ROW samples each (samplers.row_labels).
+            # -1: every class in turn, a grid row of samplers.conditioning.ROW each (samplers.row_labels).
             e = samplers.class_energy(logits(params), label)
         k = int(m.sample_steps)
         from_buffer = m.sample_from == "buffer" and generative  # a plain classifier (jem) keeps no buffer
