@@ -54,7 +54,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.widths = (32, 64, 128)  # convnet: channels of each stage (two 3x3 convs, then a 2x2 mean pool)
     c.model.activation = "swish"  # convnet: swish | lrelu
     c.model.hidden = (128, 128)  # mlp only
-    c.model.classes = 0  # 0: the network is an energy; K >= 2 (convnet, mlp): a classifier whose logits f(x) define E(x, y) = -f(x)[y] and E(x) = -logsumexp_y f(x)[y] (methods ml, jem; labels from the dataset)
+    c.model.classes = 0  # 0: the network is an energy; K >= 2 (convnet, mlp, mdsm_resnet; multigrid's and cfebm's own networks): a classifier whose logits f(x) define E(x, y) = -f(x)[y] and E(x) = -logsumexp_y f(x)[y] (every method; labels from the dataset)
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     c.model.conv = "auto"  # how convolutions are computed: auto (matrix products on CPU, XLA's convolution on GPU/TPU) | matmul | xla
 

@@ -100,6 +100,41 @@ def test_settings_are_checked():
         methods.build(_cfg(), (16, 16, 1))
 
 
+@pytest.mark.slow  # about 15 s on 2 CPU cores; the whole suite (CI) runs it
+def test_a_class_conditional_cfebm_runs_its_chains_on_the_examples_class():
+    # Noise-free, unclipped chains x <- clamp(x - step dE/dx): on E(x, 1) = 2 E(x, 0) they move as on
+    # E(x, 0) at twice the step, so the conditional loss at label 1 is twice the unconditional one
+    # at step 2 * step, and at label 0 the unconditional one at step.
+    fields = {"variant": "grow", "cyclic_noise": False, "noise": 0.0, "grad_clip": None, "energy_l2": 0.0,
+              "data_noise": 0.0}
+    cond_cfg = _cfg(**fields)
+    cond_cfg.model.classes = 2
+    cond = methods.build(cond_cfg, (8, 8, 1))
+    assert cond.labels == 2
+    p = cond.init_params(jax.random.PRNGKey(0))
+    head = p["energy"]["params"]["head_out"]
+    w, b = head["kernel"][:, :1], head["bias"][:1]
+    p["energy"]["params"]["head_out"] = {"kernel": jnp.concatenate([w, 2 * w], 1), "bias": jnp.concatenate([b, 2 * b])}
+    plain = {"energy": {"params": {**p["energy"]["params"], "head_out": {"kernel": w, "bias": b}}}}
+    x = jax.random.uniform(jax.random.PRNGKey(1), (4, 8, 8, 1))
+    key, carry = jax.random.PRNGKey(2), cond.init_carry(jax.random.PRNGKey(0))
+    step = cond_cfg.cfebm.step_size
+    for label, scale in ((0, 1.0), (1, 2.0)):
+        y = jnp.full((4,), label, jnp.int32)
+        got, _ = cond.loss(p, carry, (x, y), key, jnp.int32(20), phase=2)
+        ref = methods.build(_cfg(**fields, step_size=scale * step), (8, 8, 1))
+        want, _ = ref.loss(plain, carry, x, key, jnp.int32(20), phase=2)
+        np.testing.assert_allclose(got, scale * want, rtol=1e-4, atol=1e-6)
+    # Restoration and evaluation: E(x) = -logsumexp_y f(x)[y]; sampling class 1 runs E(x, 1) at every stage.
+    e0 = ref.energy(plain, {"trained": jnp.int32(20)})(x)
+    np.testing.assert_allclose(cond.energy(p, {"trained": jnp.int32(20)})(x), -jax.nn.logsumexp(
+        jnp.stack([-e0, -2 * e0], 1), axis=1), rtol=1e-5)
+    cond_cfg.sample.label = 1
+    sampler = methods.build(cond_cfg, (8, 8, 1)).sampler(p, {"trained": jnp.int32(20)})
+    assert sampler.settings["label"] == 1
+    np.testing.assert_allclose(sampler.stages[-1].energy(x), 2 * e0, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Variants: the weights a new stage starts from
 # ---------------------------------------------------------------------------------------------

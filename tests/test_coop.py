@@ -237,6 +237,48 @@ def test_coop_sampler_starts_at_the_generator_s_proposals():
     assert sampler.settings["init"] == "generator"
 
 
+@pytest.mark.slow  # about 15 s on 2 CPU cores; the whole suite (CI) runs it
+def test_a_class_conditional_coop_proposes_and_revises_each_example_on_its_class():
+    # The generator reads [z, one_hot(y)]; with its one-hot rows zeroed it ignores y, and with class 1's
+    # read-out twice class 0's, E(x, 1) = 2 E(x, 0): noise-free, unclipped chains on class 1 move as on
+    # class 0 at twice the step. So at label 1 the energy's loss is twice the unconditional one at step
+    # 2 * step (and the generator's the same), at label 0 both equal the unconditional ones at step.
+    fields = {"noise": 0.0, "grad_clip": None, "clamp": False, "data_noise": 0.0}
+    cfg = _digits_cfg(**fields)
+    cfg.model.classes = 2
+    cond = methods.build(cfg, (8, 8, 1))
+    assert cond.labels == 2
+    p = cond.init_params(jax.random.PRNGKey(0))
+    out, dense = p["energy"]["params"]["out"], p["generator"]["params"]["dense"]
+    p["energy"]["params"]["out"] = {"kernel": out["kernel"][:, :1] * jnp.array([[1.0, 2.0]]),
+                                    "bias": out["bias"][:1] * jnp.array([1.0, 2.0])}
+    p["generator"]["params"]["dense"] = {**dense, "kernel": dense["kernel"].at[4:].set(0.0)}
+    plain = {"energy": {"params": {**p["energy"]["params"], "out": {"kernel": -out["kernel"][:, :1],
+                                                                      "bias": -out["bias"][:1]}}},
+             "generator": {"params": {**p["generator"]["params"], "dense": {**dense, "kernel": dense["kernel"][:4]}}}}
+    x = jax.random.uniform(jax.random.PRNGKey(1), (6, 8, 8, 1))
+    key = jax.random.PRNGKey(2)
+    for label, scale in ((0, 1.0), (1, 2.0)):
+        y = jnp.full((6,), label, jnp.int32)
+        _, (_, got) = cond.loss(p, (), (x, y), key, jnp.int32(0))
+        ref = methods.build(_digits_cfg(**fields, step_size=scale * cfg.coop.step_size), (8, 8, 1))
+        _, (_, want) = ref.loss(plain, (), x, key, jnp.int32(0))
+        # The classifier's logits are minus the energy network's read-out: E(x, y) = -f(x)[y].
+        np.testing.assert_allclose(got["energy_loss"], scale * want["energy_loss"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got["gen_loss"], want["gen_loss"], rtol=1e-4, atol=1e-6)
+    # Sampling class 1: proposals g(z, 1) from the key's z, revised on E(x, 1).
+    cfg.sample.label = 1
+    sampler = methods.build(cfg, (8, 8, 1)).sampler(p, ())
+    assert sampler.settings["label"] == 1
+    k = jax.random.PRNGKey(3)
+    z = jax.random.normal(jax.random.split(k)[0], (5, cfg.coop.latent_dim))
+    want = cond.networks["generator"].apply(p["generator"], jnp.concatenate([z, jax.nn.one_hot(jnp.ones(5, int), 2)], 1))
+    np.testing.assert_allclose(jax.jit(lambda f, kk: f(kk, 5))(sampler.init, k), want, rtol=1e-6)
+    f = cond.classifier(p)(x)
+    np.testing.assert_allclose(sampler.stages[0].energy(x), -f[:, 1], rtol=1e-6)
+    np.testing.assert_allclose(cond.energy(p)(x), -jax.nn.logsumexp(f, axis=1), rtol=1e-5)
+
+
 def test_coop_cifar_config_builds_on_32x32x3():
     cfg = load_config(COOP_CIFAR)
     assert cfg.method.name == "coop" and cfg.data.name == "cifar10"

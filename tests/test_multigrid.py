@@ -219,6 +219,72 @@ def test_each_grids_loss_touches_only_its_own_network():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
+def _planted_classes(params, classes):
+    """_planted with ``classes`` read-outs: class c's energy is (1 + c) x the grid's planted one
+    (GridEnergy returns logits f = -read-out, so E(x, c) = -f(x)[c] = (1 + c) slope_s sum(...))."""
+    one = {k: {"params": {**v["params"], "out": {"kernel": v["params"]["out"]["kernel"][:, :1],
+                                                  "bias": v["params"]["out"]["bias"][:1]}}}
+           for k, v in params.items()}
+    out = {}
+    for name, q in _planted(one).items():
+        w = q["params"]["out"]["kernel"]
+        q["params"]["out"] = {"kernel": w * (1.0 + jnp.arange(classes)), "bias": jnp.zeros(classes)}
+        out[name] = q
+    return out
+
+
+@pytest.mark.slow  # about 15 s on 2 CPU cores; the whole suite (CI) runs it
+def test_a_class_conditional_multigrid_runs_every_chain_on_its_examples_label():
+    cfg = _cfg(steps=(2,), step_size=(0.01, 0.02, 0.03), sample_steps=(3,))
+    cfg.model.classes = 2
+    method = methods.build(cfg, (8, 8, 1))
+    assert method.labels == 2
+    params = _planted_classes(method.init_params(jax.random.PRNGKey(0)), 2)
+    x = jax.random.uniform(jax.random.PRNGKey(4), (6, 8, 8, 1), minval=0.1, maxval=1.0)
+    y = jnp.array([0, 1, 1, 0, 1, 0], jnp.int32)
+    carry = method.init_carry(jax.random.PRNGKey(0))
+    loss, (carry, metrics) = jax.jit(method.loss)(params, carry, (x, y), jax.random.PRNGKey(5), jnp.int32(0))
+    scale = 1.0 + np.asarray(y, np.float32)[:, None, None, None]  # each example's class multiplies its gradient
+    data = {s: np.asarray(ops.downsample(x, 8 // s)) for s in (1, 2, 4, 8)}
+    previous, total = data[1], 0.0
+    for side, step in zip((2, 4, 8), (0.01, 0.02, 0.03)):
+        start = np.asarray(ops.upsample(previous, 2))
+        g = scale * _grad_by_hand(side, start.shape)
+        model = start - 2 * step * g
+        gap = np.mean(np.sum(model * g, axis=(1, 2, 3))) - np.mean(np.sum(data[side] * g, axis=(1, 2, 3)))
+        np.testing.assert_allclose(metrics[f"energy_gap_{side}"], gap, rtol=1e-4, atol=1e-6)
+        total, previous = total - gap, model
+    np.testing.assert_allclose(loss, total, rtol=1e-4, atol=1e-6)
+    # The coarse ring keeps every row's label beside its block average (filled from the batch at step 0).
+    np.testing.assert_array_equal(carry["labels"], np.resize(np.asarray(y), 16))
+    np.testing.assert_allclose(carry["coarse"][:, 0, 0, 0], np.resize(data[1][:, 0, 0, 0], 16), rtol=1e-6)
+    # Restoration and evaluation: the finest grid's E(x) = -logsumexp_y f(x)[y].
+    f = method.classifier(params)(x)
+    np.testing.assert_allclose(method.energy(params)(x), -jax.nn.logsumexp(f, axis=1), rtol=1e-5)
+    # --mode sample with sample.label = 1: class 1's energy on every grid, from coarse rows of class 1.
+    cfg.sample.label = 1
+    sampler = methods.build(cfg, (8, 8, 1)).sampler(params, carry)
+    assert sampler.settings["label"] == 1
+    ends = pictures.stage_ends(sampler, jax.random.PRNGKey(3), 5)
+    class_one = data[1][np.asarray(y) == 1, 0, 0, 0]
+    assert np.isin(ends[0].ravel(), class_one).all()
+    z = ends[0]
+    for k, (side, step) in enumerate(zip((2, 4, 8), (0.01, 0.02, 0.03))):
+        start = np.asarray(ops.upsample(z, 2))
+        z = start - 3 * step * 2.0 * _grad_by_hand(side, start.shape)
+        np.testing.assert_allclose(ends[k + 1], z, rtol=1e-5, atol=1e-6)
+
+
+def test_a_conditional_multigrid_needs_labels_in_range():
+    cfg = _cfg()
+    cfg.sample.label = 3
+    with pytest.raises(ConfigError, match="needs a class-conditional model"):
+        methods.build(cfg, (8, 8, 1))
+    cfg.model.classes = 2
+    with pytest.raises(ConfigError, match="sample.label must be a class 0..1"):
+        methods.build(cfg, (8, 8, 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # Malhotra's generator in front of every grid's chain
 # ---------------------------------------------------------------------------------------------

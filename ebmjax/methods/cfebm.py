@@ -38,6 +38,11 @@ samples of any stage have the data's shape; ``stages.png`` shows a few chains at
 stage. Restoration and evaluation use the checkpoint's stage energy on images block-averaged to its
 side (at the last stage: the images themselves).
 
+Class-conditional (``model.classes`` = K, labelled data): the head gives logits f(x) (B, K) and
+E(x, y) = -f(x)[y]; every training chain runs on its example's label at every stage, ``--mode sample
+--config.sample.label=k`` runs the coarse-to-fine chain on class k (-1: one grid row per class), and
+restoration and evaluation use E(x) = -logsumexp_y f(x)[y].
+
 Differences from the original (YangNaruto/ProEBM): one batch size for the whole run (the original's
 shrinks with the resolution, e.g. 256 -> 128 -> 64 on CIFAR), so a phase is
 ceil(phase_images / batch) steps; the energy penalty E(data)^2 + E(samples)^2 has the right sign
@@ -60,7 +65,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from ebmjax import ops, optim, samplers, schedules
+from ebmjax import models, ops, optim, samplers, schedules
 from ebmjax.errors import ConfigError
 from ebmjax.methods import contrastive, pictures, settings
 from ebmjax.methods.base import Method, Sampler, Stage
@@ -210,8 +215,10 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     n_stages = len(res)
     lo, hi = (float(v) for v in value_range)
     center, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    classes = models.class_count(cfg.model)
+    label = settings.sample_label(cfg, classes)
     model = ExpandingEnergy(resolutions=res, widths=tuple(int(v) for v in m.widths), head_width=int(m.head_width),
-                            dtype=_DTYPES[cfg.model.dtype], conv=cfg.model.conv)
+                            dtype=_DTYPES[cfg.model.dtype], conv=cfg.model.conv, classes=classes)
     batch = int(cfg.train.batch_size)
     phase_images = int(m.phase_images)
     phase_steps = math.ceil(phase_images / batch)
@@ -248,8 +255,13 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             return params["energy"]
         return jax.tree.map(lambda *leaves: sum(leaves[1:], leaves[0]), *(params[names[j]] for j in range(k + 1)))
 
-    def stage_energy(params, k, alpha, factor=1):
-        return jax.tree_util.Partial(StageEnergy(model, k, factor), variables(params, k), jnp.asarray(alpha, jnp.float32))
+    def stage_energy(params, k, alpha, factor=1, y=None):
+        """Stage k's energy; with classes E(x, y) at labels ``y`` (a class, one per row or -1), or
+        E(x) = -logsumexp_y f(x)[y] when ``y`` is None."""
+        f = jax.tree_util.Partial(StageEnergy(model, k, factor), variables(params, k), jnp.asarray(alpha, jnp.float32))
+        if not classes:
+            return f
+        return samplers.marginal_energy(f) if y is None else samplers.class_energy(f, y)
 
     def sigmas(total):
         if m.cyclic_noise:
@@ -267,8 +279,9 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         del key
         return {"trained": jnp.zeros((), jnp.int32)}
 
-    def chains(params, x, key, stage, alpha, n_steps):
-        """Coarse-to-fine chains from x (at r_0) to stage ``stage`` (``alpha`` traced)."""
+    def chains(params, x, key, stage, alpha, n_steps, y):
+        """Coarse-to-fine chains from x (at r_0) to stage ``stage`` (``alpha`` traced), each on its
+        label's energy (``y``; None without classes)."""
         sig = sigmas((stage + 1) * n_steps)
         fading = alpha < 1.0
         for k in range(stage + 1):
@@ -285,14 +298,15 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                 active = jnp.where(fading, jnp.floor(n_steps * (1.0 - alpha)), n_steps)
                 on = (jnp.arange(n_steps) < active).astype(jnp.float32)
                 temps, step_sizes = temps * on, step_sizes * on
-            e_k = stage_energy(params, k, alpha if k == stage else 1.0)
+            e_k = stage_energy(params, k, alpha if k == stage else 1.0, y=y)
             state, _ = samplers.run_chain(kernel, e_k, kernel.init(x), k_chain, temperatures=temps,
                                           step_sizes=step_sizes)
             x = state.position
         return x
 
-    def loss(params, carry, batch_x, key, step, *, phase):
+    def loss(params, carry, batch, key, step, *, phase):
         del carry
+        batch_x, y = batch if classes else (batch, None)  # with classes the loop passes (images, labels)
         s = int(phase)
         k_data, k_init, k_chain = jax.random.split(key, 3)
         alpha = alpha_at(step, s)
@@ -300,13 +314,14 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         x_data = contrastive.noised(x_data, k_data, m.data_noise)
         x0 = UniformInit((res[0], res[0], c), lo, hi)(k_init, batch_x.shape[0])
         # The chains run with the parameters held constant: the samples carry no gradient.
-        x_model = jax.lax.stop_gradient(chains(jax.lax.stop_gradient(params), x0, k_chain, s, alpha, int(m.steps)))
-        total, metrics = contrastive.step(stage_energy(params, s, alpha), None, x_data, x_model,
+        x_model = jax.lax.stop_gradient(chains(jax.lax.stop_gradient(params), x0, k_chain, s, alpha, int(m.steps), y))
+        total, metrics = contrastive.step(stage_energy(params, s, alpha, y=y), None, x_data, x_model,
                                           energy_l2=m.energy_l2)
         metrics.update({"stage": jnp.float32(s), "side": jnp.float32(res[s]), "fade": jnp.asarray(alpha, jnp.float32)})
         return total, ({"trained": (jnp.asarray(step, jnp.int32) + 1)}, metrics)
 
-    def probe(params, carry, batch_x, key, *, phase):
+    def probe(params, carry, batch, key, *, phase):
+        batch_x = batch[0] if classes else batch
         s = int(phase)
         alpha = alpha_at(jnp.maximum(carry["trained"] - 1, 0), s)
         noise = UniformInit((res[s], res[s], c), lo, hi)(key, batch_x.shape[0])
@@ -334,7 +349,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         sig = sigmas(sum(counts))
         offsets = np.cumsum([0, *counts])
         stages = tuple(
-            Stage(f"{res[k]}x{res[k]}", stage_energy(params, k, alpha if k == s else 1.0), kernel,
+            Stage(f"{res[k]}x{res[k]}", stage_energy(params, k, alpha if k == s else 1.0, y=label), kernel,
                   sig[offsets[k]:offsets[k + 1]] ** 2 / (2.0 * m.step_size),
                   np.full(counts[k], eps, np.float32),
                   None if k == 0 else Enter(bounds, alpha if (handing_over and k == s) else 0.0, center, half))
@@ -343,6 +358,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                     "alpha": alpha, "steps": counts, "step": float(m.step_size), "cyclic_noise": bool(m.cyclic_noise),
                     "noise": float(m.noise_max if m.cyclic_noise else m.noise), "smooth_handover": bool(m.smooth_handover),
                     "grad_clip": m.grad_clip, "clamp": bool(m.clamp)}
+        if label is not None:
+            settings["label"] = label
         smp = Sampler(jax.tree_util.Partial(UniformInit((res[0], res[0], c), lo, hi)), stages,
                       jax.tree_util.Partial(ToImageSize(h // res[s])), settings)
         return smp._replace(pictures=lambda out_dir, key: stages_picture(smp, res, out_dir, key))
@@ -357,7 +374,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         temperature=chain_t if chain_t > 0 else 1.0,
         bounds=contrastive.energy_bounds(m.energy_bound, "cfebm.energy_bound"),
         identity=("cfebm.resolutions", "cfebm.widths", "cfebm.head_width", "cfebm.variant", "cfebm.phase_images",
-                  "train.batch_size"),
+                  "train.batch_size", "model.classes"),
+        labels=classes,
         phase=stage_of, phase_boundaries=boundaries,
         frozen=None if grow else (lambda s: frozenset(n for i, n in enumerate(names) if i != int(s))))
 

@@ -28,6 +28,14 @@ middle of the data's range (``coop.ref_sigma``; None: none); restoration and eva
 energy. ``--mode sample`` draws fresh z, starts the chains at g(z) and runs ``coop.sample_steps``
 Langevin steps of the same kind; ``proposals.png`` shows proposals over their revised samples.
 
+Class-conditional (``model.classes`` = K, labelled data; as conditional CoopNets): the energy's
+logits f(x) define E(x, y) = -f(x)[y] (the reference, if any, added to every class) and the
+generator reads the class too, g(z, y) = g([z, one_hot(y)]). Every training example's proposal is
+g(z, y_i), revised on E(x, y_i), and the data's E(x_i, y_i) is lowered against E(x^_i, y_i).
+``--mode sample --config.sample.label=k`` proposes g(z, k) and revises it on E(x, k) (-1: one grid
+row per class); without a label the chains revise g(z, y), y drawn uniformly, on E(x) =
+-logsumexp_y f(x)[y], which restoration and evaluation use.
+
 Differences from the original: no BatchNorm in the generator (see LatentGenerator); Langevin in the
 ML literature's (step, noise) form (CoopNets' delta is noise = delta, step = delta^2 / 2).
 """
@@ -125,6 +133,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     shape = tuple(example_shape)
     lo, hi = (float(v) for v in value_range)
     model = models.build_model(cfg.model)
+    classes = int(getattr(model, "classes", 0))
+    label = settings.sample_label(cfg, classes)
     generator = models.LatentGenerator(out_shape=shape, widths=tuple(int(w) for w in m.gen_widths),
                                        kernel=int(m.gen_kernel), output=m.gen_output, value_range=(lo, hi),
                                        norm=m.gen_norm)
@@ -139,34 +149,53 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     ref = None if m.ref_sigma is None else float(m.ref_sigma)
 
     def energy_of(variables, x):
+        """The network's energy plus the reference; with classes, the logits minus the reference."""
         e = model.apply(variables, x)
         if ref is not None:
             d = (x.astype(jnp.float32) - center).reshape(x.shape[0], -1)
-            e = e + 0.5 * jnp.sum(d**2, axis=1) / ref**2
+            r = 0.5 * jnp.sum(d**2, axis=1) / ref**2
+            e = e - r[:, None] if classes else e + r
         return e
 
-    def energy(params, carry=None):
-        del carry
+    def logits(params):
         return jax.tree_util.Partial(energy_of, params[ENERGY])
 
-    def propose(gen_variables, key, n):
-        """g(z) for n fresh z ~ N(0, I): the chains' start (jittable; ``n`` static)."""
-        return generator.apply(gen_variables, jax.random.normal(key, (n, latent), jnp.float32))
+    def energy(params, carry=None, y=None):
+        """E(x); with classes E(x, y) at labels ``y``, or E(x) = -logsumexp_y f(x)[y] when ``y`` is None."""
+        del carry
+        if not classes:
+            return logits(params)
+        return samplers.marginal_energy(logits(params)) if y is None else samplers.class_energy(logits(params), y)
+
+    def code(z, y):
+        """The generator's input: z, with classes [z, one_hot(y)]."""
+        return jnp.concatenate([z, jax.nn.one_hot(y, classes, dtype=z.dtype)], axis=1) if classes else z
+
+    def propose(gen_variables, label, key, n):
+        """g(z) for n fresh z ~ N(0, I): the chains' start (jittable; ``n`` static). With classes g(z, y):
+        y = ``label``, -1 every class in turn (a grid row each), None a class drawn uniformly."""
+        if not classes:
+            return generator.apply(gen_variables, jax.random.normal(key, (n, latent), jnp.float32))
+        k_z, k_y = jax.random.split(key)
+        y = (jax.random.randint(k_y, (n,), 0, classes) if label is None
+             else jnp.where(label >= 0, label, samplers.row_labels(n, classes)))
+        return generator.apply(gen_variables, code(jax.random.normal(k_z, (n, latent), jnp.float32), y))
 
     def init_params(key):
         k_e, k_g = jax.random.split(key)
         return {ENERGY: models.init_params(model, k_e, shape),
-                GENERATOR: models.init_params(generator, k_g, (latent,))}
+                GENERATOR: models.init_params(generator, k_g, (latent + classes,))}
 
     def chains(e, x0, key, n_steps):
         state, _ = samplers.run_chain(kernel, e, kernel.init(x0), key, temperatures=jnp.full((n_steps,), temp),
                                       step_sizes=eps)
         return state.position
 
-    def infer_latent(gen_variables, z, x, key):
-        """Latent Langevin on |z|^2 / 2 + |x - g(z)|^2 / (2 sigma_g^2) (``coop.infer_steps`` steps)."""
+    def infer_latent(gen_variables, z, x, key, y):
+        """Latent Langevin on |z|^2 / 2 + |x - g(z)|^2 / (2 sigma_g^2) (``coop.infer_steps`` steps; the
+        class ``y``, if any, held fixed)."""
         def neg_log_joint(zz):
-            r = (x - generator.apply(gen_variables, zz)).reshape(x.shape[0], -1)
+            r = (x - generator.apply(gen_variables, code(zz, y))).reshape(x.shape[0], -1)
             return jnp.sum(0.5 * jnp.sum(zz**2, axis=1) + 0.5 * jnp.sum(r**2, axis=1) / sigma_g2)
 
         def body(i, zz):
@@ -176,24 +205,25 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 
         return jax.lax.fori_loop(0, int(m.infer_steps), body, z)
 
-    def loss(params, carry, batch_x, key, step):
+    def loss(params, carry, batch, key, step):
         del step
+        batch_x, y = batch if classes else (batch, None)  # with classes the loop passes (images, labels)
         k_data, k_z, k_chain, k_infer = jax.random.split(key, 4)
         x_data = contrastive.noised(batch_x, k_data, m.data_noise)
         n = batch_x.shape[0]
         # Proposals and their revision use both networks' parameters held constant: x^ is a constant.
         const = jax.lax.stop_gradient(params)
         z = jax.random.normal(k_z, (n, latent), jnp.float32)
-        proposal = generator.apply(const[GENERATOR], z)
-        e_const = energy(const)
+        proposal = generator.apply(const[GENERATOR], code(z, y))
+        e_const = energy(const, y=y)  # conditional: every chain on its example's class
         revised = jax.lax.stop_gradient(chains(e_const, proposal, k_chain, int(m.steps)))
         if m.infer_steps:
-            z = jax.lax.stop_gradient(infer_latent(const[GENERATOR], z, revised, k_infer))
+            z = jax.lax.stop_gradient(infer_latent(const[GENERATOR], z, revised, k_infer, y))
         # The energy's term: data against the revised samples (gradient into the energy only).
-        energy_loss, metrics = contrastive.step(energy(params), e_const, x_data, revised, energy_l2=m.energy_l2,
+        energy_loss, metrics = contrastive.step(energy(params, y=y), e_const, x_data, revised, energy_l2=m.energy_l2,
                                                 step_size=m.step_size, grad_clip=m.grad_clip)
         # The generator's term: reproduce the revised samples (gradient into the generator only).
-        residual = (generator.apply(params[GENERATOR], z) - revised).reshape(n, -1)
+        residual = (generator.apply(params[GENERATOR], code(z, y)) - revised).reshape(n, -1)
         gen_loss = jnp.mean(0.5 * jnp.sum(residual**2, axis=1) / sigma_g2)
         metrics.update({"energy_loss": energy_loss, "gen_loss": gen_loss,
                         # RMS per pixel of g(z) - x^ (before this step's update): how far the energy's
@@ -201,10 +231,11 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                         "gen_error": jnp.sqrt(jnp.mean((proposal - revised) ** 2))})
         return energy_loss + gen_loss, (carry, metrics)
 
-    def probe(params, carry, batch_x, key):
+    def probe(params, carry, batch, key):
         # The energy of fresh proposals (before any Langevin step), on the scale of the loss's metrics.
         del carry
-        return {"energy_proposal": jnp.mean(energy(params)(propose(params[GENERATOR], key, batch_x.shape[0])))}
+        n = (batch[0] if classes else batch).shape[0]
+        return {"energy_proposal": jnp.mean(energy(params)(propose(params[GENERATOR], None, key, n)))}
 
     def sampler(params, carry):
         del carry
@@ -212,8 +243,10 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         settings = {"kind": "coop", "init": "generator", "latent_dim": latent, "steps": k,
                     "step": float(m.step_size), "noise": float(m.noise), "grad_clip": m.grad_clip,
                     "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma}
-        s = Sampler(jax.tree_util.Partial(propose, params[GENERATOR]),
-                    (Stage("langevin", energy(params), kernel, np.full(k, float(temp), np.float32),
+        if label is not None:
+            settings["label"] = label
+        s = Sampler(jax.tree_util.Partial(propose, params[GENERATOR], label),
+                    (Stage("langevin", energy(params, y=label), kernel, np.full(k, float(temp), np.float32),
                            np.full(k, float(eps), np.float32)),),
                     jax.tree_util.Partial(identity), settings)
         return s._replace(pictures=lambda out_dir, key: proposals_picture(s, out_dir, key))
@@ -226,7 +259,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         bounds=contrastive.energy_bounds(m.energy_bound, "coop.energy_bound"),
         identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
                   "coop.latent_dim", "coop.gen_widths", "coop.gen_kernel", "coop.gen_output", "coop.gen_norm",
-                  "coop.ref_sigma"))
+                  "coop.ref_sigma", "model.classes"),
+        labels=classes, classifier=logits if classes else None)
 
 
 def proposals_picture(sampler: Sampler, out_dir: str | pathlib.Path, key: jax.Array,

@@ -93,21 +93,6 @@ def noise_init(kind: str, shape: tuple[int, ...], value_range: tuple[float, floa
     return init
 
 
-def _buffer_rows(buffer: jax.Array, key: jax.Array, n: int) -> jax.Array:
-    return buffer[jax.random.randint(key, (n,), 0, buffer.shape[0])]
-
-
-def _class_rows(buffer: jax.Array, labels: jax.Array, label: jax.Array, classes: jax.Array, key: jax.Array,
-                n: int) -> jax.Array:
-    """``n`` rows of a conditional buffer drawn among those whose chains ran on the class each chain is
-    to sample: ``label``, or with -1 every one of ``classes`` in turn (``samplers.row_labels``); any
-    row where a class has none."""
-    wanted = jnp.where(label >= 0, label, samplers.row_labels(n, classes))
-    match = labels[None, :] == wanted[:, None]  # (n, rows)
-    logits = jnp.where(match | ~jnp.any(match, axis=1, keepdims=True), 0.0, -jnp.inf)
-    return buffer[jax.random.categorical(key, logits, axis=1)]
-
-
 def carried_rows(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
     """Rows of the carried state split over the devices: the replay buffer's, when there is one."""
     return (int(cfg.ml.buffer_size),) if cfg.ml.init == "buffer" else ()
@@ -251,10 +236,10 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         k = int(m.sample_steps)
         from_buffer = m.sample_from == "buffer" and generative  # a plain classifier (jem) keeps no buffer
         if from_buffer and conditional and label is not None:  # persistent chains of the classes asked for
-            init = jax.tree_util.Partial(_class_rows, carry["buffer"], carry["labels"], jnp.int32(label),
+            init = jax.tree_util.Partial(samplers.buffer_class_rows, carry["buffer"], carry["labels"], jnp.int32(label),
                                          jnp.int32(classes))
         elif from_buffer:
-            init = jax.tree_util.Partial(_buffer_rows, carry["buffer"])
+            init = jax.tree_util.Partial(samplers.buffer_rows, carry["buffer"])
         else:
             init = fresh
         settings = {"kind": "langevin", "init": "buffer" if from_buffer else "noise", "noise_init": m.noise_init, "steps": k,

@@ -51,6 +51,14 @@ sampler without data cannot), then one stage per finer grid, each entered by up-
 ``grids.png`` shows a few chains at the end of every grid, coarse to fine (Malhotra's paper Fig. 1), and
 with G its proposals above each grid's ends. Restoration and evaluation use the finest grid's
 energy.
+
+Class-conditional (``model.classes`` = K, labelled data): every grid's network gives logits f_k(x)
+(B, K) and E_k(x, y) = -f_k(x)[y]. A training example's chains run on its own label's energy on
+every grid (they start from the example's own coarser grid) and the data's E_k(x_i, y_i) is lowered
+against the chains' E_k(x_i^-, y_i). The coarse buffer keeps each row's label, ``--mode sample
+--config.sample.label=k`` runs the cascade on class k's energies from coarse rows of class k (-1:
+one grid row per class), and restoration and evaluation use the finest grid's E(x) = -logsumexp_y
+f(x)[y].
 """
 
 from __future__ import annotations
@@ -243,10 +251,6 @@ class GeneratorUpsample:
         return ops.upsample(self.generator.apply(gen_params, x), self.factor)
 
 
-def _coarse_rows(coarse: jax.Array, key: jax.Array, n: int) -> jax.Array:
-    return coarse[jax.random.randint(key, (n,), 0, coarse.shape[0])]
-
-
 def carried_rows(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
     """Rows of the carried state split over the devices: the coarse buffer's."""
     return (int(cfg.multigrid.coarse_buffer),)
@@ -254,16 +258,20 @@ def carried_rows(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
 
 def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
           value_range: tuple[float, float] = (0.0, 1.0)) -> Method:
-    """The multigrid method for images of ``example_shape`` (H, W, C) in ``value_range``."""
+    """The multigrid method for images of ``example_shape`` (H, W, C) in ``value_range``; with
+    ``model.classes`` = K, the class-conditional multigrid (see the module's docstring)."""
     m = cfg.multigrid
     check_config(m)
     pl = plan(m, tuple(example_shape))
+    classes = models.class_count(cfg.model)
+    label = settings.sample_label(cfg, classes)
     h, w, c = example_shape
     if cfg.model.dtype not in _DTYPES:
         raise ConfigError(f"model.dtype must be one of {', '.join(_DTYPES)}, got {cfg.model.dtype!r}.")
     names = tuple(network_name(s) for s in pl.learned)
     nets = {name: models.GridEnergy(widths=tuple(m.widths), kernel=int(m.kernel), strided=strided,
-                                    ref_sigma=m.ref_sigma, dtype=_DTYPES[cfg.model.dtype], conv=cfg.model.conv)
+                                    ref_sigma=m.ref_sigma, dtype=_DTYPES[cfg.model.dtype], conv=cfg.model.conv,
+                                    classes=classes)
             for name, strided in zip(names, pl.strided)}
     shapes = {name: (h // f, w // f, c) for name, f in zip(names, pl.factors[1:])}
     coarse_shape = (h // pl.factors[0], w // pl.factors[0], c)
@@ -285,10 +293,18 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     temps = [float(t) for _, t in decoupled]
     lo, hi = value_range
 
-    def grid_energy(params, k):
-        """The energy of learned grid k (0-based over grids[1:])."""
+    def grid_logits(params, k):
+        """Learned grid k's network (0-based over grids[1:]): its energy, or with classes its logits."""
         name = names[k]
         return jax.tree_util.Partial(nets[name].apply, params[name])
+
+    def grid_energy(params, k, y=None):
+        """The energy of learned grid k: with classes, E(x, y) at labels ``y`` (a class, one per row,
+        or -1), or E(x) = -logsumexp_y f(x)[y] when ``y`` is None."""
+        f = grid_logits(params, k)
+        if not classes:
+            return f
+        return samplers.marginal_energy(f) if y is None else samplers.class_energy(f, y)
 
     def energy(params, carry=None):
         del carry
@@ -305,15 +321,20 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return 0.5 * jnp.mean(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)) / sigma_g2
 
     def init_carry(key):
-        del key  # filled with the first batch's block averages by the first training step
-        return {"coarse": jnp.zeros((int(m.coarse_buffer), *coarse_shape), jnp.float32)}
+        del key  # filled with the first batch's block averages (and labels) by the first training step
+        carry = {"coarse": jnp.zeros((int(m.coarse_buffer), *coarse_shape), jnp.float32)}
+        if classes:
+            carry["labels"] = jnp.zeros((int(m.coarse_buffer),), jnp.int32)
+        return carry
 
     def chain(e, x0, key, k, n_steps):
         state, _ = samplers.run_chain(kernel, e, kernel.init(x0), key, temperatures=jnp.full((n_steps,), temps[k]),
                                       step_sizes=eps[k])
         return state.position
 
-    def loss(params, carry, batch_x, key, step):
+    def loss(params, carry, batch, key, step):
+        # With classes the loop passes (images, labels) (Method.labels).
+        batch_x, y = batch if classes else (batch, None)
         keys = jax.random.split(key, 2 * len(names))
         frozen = jax.lax.stop_gradient(params)
         data = [ops.downsample(batch_x, f) for f in pl.factors]
@@ -324,10 +345,11 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             # Malhotra: the chain starts from the up-sampled G(previous grid's sample) (G held constant).
             start = ops.upsample(source if gen is None else gen.apply(frozen[GENERATOR], source), ratio)
             # The chains run on grid k's energy with its parameters held constant: no gradient through them.
-            e_const = grid_energy(frozen, k)
+            # Conditional: every chain on its example's label, which its coarser grid's chain also ran on.
+            e_const = grid_energy(frozen, k, y)
             x_model = jax.lax.stop_gradient(chain(e_const, start, keys[2 * k], k, pl.steps[k]))
             x_data = contrastive.noised(data[k + 1], keys[2 * k + 1], m.data_noise)
-            value, terms = contrastive.step(grid_energy(params, k), e_const, x_data, x_model, energy_l2=m.energy_l2,
+            value, terms = contrastive.step(grid_energy(params, k, y), e_const, x_data, x_model, energy_l2=m.energy_l2,
                                             step_size=pl.step_size[k], grad_clip=m.grad_clip)
             total = total + value
             metrics.update({f"{name}_{side}": v for name, v in terms.items()})
@@ -348,12 +370,17 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         b = batch_x.shape[0]
         rows = data[0].astype(coarse.dtype)
         coarse = jnp.where(step == 0, rows[jnp.arange(n) % b], coarse)
-        coarse = coarse.at[(step * b + jnp.arange(b)) % n].set(rows)
-        return total, ({"coarse": coarse}, metrics)
+        ring = (step * b + jnp.arange(b)) % n
+        coarse = coarse.at[ring].set(rows)
+        if not classes:
+            return total, ({"coarse": coarse}, metrics)
+        labels = jnp.where(step == 0, y[jnp.arange(n) % b], carry["labels"]).at[ring].set(y)
+        return total, ({"coarse": coarse, "labels": labels}, metrics)
 
-    def probe(params, carry, batch_x, key):
-        # Each grid's energy of uniform noise, on the scale of the loss's metrics.
+    def probe(params, carry, batch, key):
+        # Each grid's energy of uniform noise, on the scale of the loss's metrics (E(x) with classes).
         del carry
+        batch_x = batch[0] if classes else batch
         out = {}
         for k, (side, f) in enumerate(zip(pl.learned, pl.factors[1:])):
             shape = (batch_x.shape[0], h // f, w // f, c)
@@ -368,7 +395,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 
     def sampler(params, carry):
         stages = tuple(
-            Stage(f"grid {side}x{side}", grid_energy(params, k), kernel,
+            Stage(f"grid {side}x{side}", grid_energy(params, k, label), kernel,
                   np.full(pl.sample_steps[k], temps[k], np.float32), np.full(pl.sample_steps[k], eps[k], np.float32),
                   enter(params, pl.sides[k + 1] // pl.sides[k]))
             for k, side in enumerate(pl.learned))
@@ -376,8 +403,13 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                     "steps": list(pl.sample_steps), "step": list(pl.step_size), "noise": list(pl.noise),
                     "grad_clip": m.grad_clip, "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma,
                     "generator": m.generator}
-        s = Sampler(jax.tree_util.Partial(_coarse_rows, carry["coarse"]), stages, jax.tree_util.Partial(identity),
-                    settings)
+        if label is None:
+            init = jax.tree_util.Partial(samplers.buffer_rows, carry["coarse"])
+        else:  # -1: every class in turn, a grid row each (samplers.row_labels), from coarse rows of its class
+            settings["label"] = label
+            init = jax.tree_util.Partial(samplers.buffer_class_rows, carry["coarse"], carry["labels"], jnp.int32(label),
+                                         jnp.int32(classes))
+        s = Sampler(init, stages, jax.tree_util.Partial(identity), settings)
         return s._replace(pictures=lambda out_dir, key: grids_picture(s, pl, out_dir, key))
 
     bounds = contrastive.energy_bounds(m.energy_bound, "multigrid.energy_bound",
@@ -385,14 +417,15 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     return Method(
         name="multigrid", networks=nets if gen is None else {**nets, GENERATOR: gen}, init_params=init_params,
         optimizer=optimizer, learning_rates=rates, init_carry=init_carry,
-        carry_specs={"coarse": P(parallel.DATA_AXIS)},
+        carry_specs={key: P(parallel.DATA_AXIS) for key in ("coarse", "labels")[:1 + bool(classes)]},
         loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
         # The density the finest grid's chains sample is exp(-E / T); chains without noise descend
         # the energy (T = 0), for which restoration weighs the energy as T = 1.
         temperature=temps[-1] if temps[-1] > 0 else 1.0, bounds=bounds,
         identity=("multigrid.grids", "multigrid.widths", "multigrid.kernel", "multigrid.ref_sigma",
                   "multigrid.coarse_buffer", "multigrid.strided_layers", "multigrid.generator", "multigrid.gen_rates", "multigrid.gen_width",
-                  "multigrid.gen_branch_width"))
+                  "multigrid.gen_branch_width", "model.classes"),
+        labels=classes, classifier=(lambda params: grid_logits(params, len(names) - 1)) if classes else None)
 
 
 def grids_picture(sampler: Sampler, pl: Plan, out_dir: str | pathlib.Path, key: jax.Array,

@@ -101,8 +101,8 @@ def sample_label(cfg: ml_collections.ConfigDict, classes: int) -> int | None:
     if label is None:
         return None
     if classes == 0:
-        raise ConfigError(f"sample.label = {label} needs a class-conditional model (model.classes = K with method ml, "
-                          "jem or mdsm); this one has no classes. Drop --config.sample.label.")
+        raise ConfigError(f"sample.label = {label} needs a class-conditional model (model.classes = K; every method "
+                          "learns one from labelled data); this one has no classes. Drop --config.sample.label.")
     if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < classes:
         raise ConfigError(f"sample.label must be a class 0..{classes - 1}, or -1 for every class in turn (one grid row "
                           f"each); got {label!r}.")

@@ -102,8 +102,9 @@ def build_model(model_config: Any) -> nn.Module:
 CLASSIFIER_MODELS = ("convnet", "mlp", "mdsm_resnet")  # networks that give logits with model.classes > 0
 
 
-def _classes(model_config: Any, name: str) -> int:
-    """``model.classes`` (0 when the config has no such field), checked against the network."""
+def class_count(model_config: Any) -> int:
+    """``model.classes``, checked: 0 (an energy network, also when the config has no such field) or a
+    number of classes K >= 2 (logits f(x) (B, K) with E(x, y) = -f(x)[y])."""
     try:
         classes = model_config["classes"]
     except (KeyError, AttributeError, TypeError):
@@ -111,6 +112,12 @@ def _classes(model_config: Any, name: str) -> int:
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0 or classes == 1:
         raise ConfigError(f"model.classes must be 0 (an energy network) or a number of classes >= 2 (a "
                           f"classifier whose logits define the energies), got {classes!r}.")
+    return classes
+
+
+def _classes(model_config: Any, name: str) -> int:
+    """``model.classes`` (0 when the config has no such field), checked against the network."""
+    classes = class_count(model_config)
     if classes and name not in CLASSIFIER_MODELS:
         raise ConfigError(f"model.classes = {classes} needs a network with a classifier read-out "
                           f"({', '.join(CLASSIFIER_MODELS)}); model.name is {name!r}.")

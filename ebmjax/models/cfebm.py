@@ -67,13 +67,15 @@ class ResBlockDown(nn.Module):
 
 
 class ExpandingEnergy(nn.Module):
-    """CF-EBM's energy: ``apply(variables, x, stage, alpha)`` -> (B,) for x of side ``resolutions[stage]``."""
+    """CF-EBM's energy: ``apply(variables, x, stage, alpha)`` -> (B,) for x of side ``resolutions[stage]``;
+    with ``classes`` = K > 0, logits f(x) (B, K) (minus the head's K outputs), E(x, y) = -f(x)[y]."""
 
     resolutions: tuple[int, ...] = (8, 16, 32)
     widths: tuple[int, ...] = (128, 128, 64)
     head_width: int = 128
     dtype: Any = jnp.float32
     conv: str = "auto"
+    classes: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, stage: int, alpha: Any = 1.0) -> jax.Array:
@@ -108,7 +110,8 @@ class ExpandingEnergy(nn.Module):
                 h = block(k)(h)
         h = swish_11(Conv(self.head_width, (3, 3), dtype=self.dtype, impl=self.conv, name="head_conv")(h))
         h = h.reshape(h.shape[0], -1).astype(jnp.float32)
-        return nn.Dense(1, dtype=jnp.float32, name="head_out")(h)[:, 0]
+        e = nn.Dense(max(self.classes, 1), dtype=jnp.float32, name="head_out")(h)
+        return -e if self.classes else e[:, 0]
 
 
 def init_all(model: ExpandingEnergy, key: jax.Array, channels: int) -> dict[str, Any]:

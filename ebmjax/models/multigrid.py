@@ -7,9 +7,13 @@ at least ``stride_from``), with the channel counts a config field. Layout, for `
 
     layer i: conv k x k (c_i channels; layers i < strided strided 2 while min(H, W) >= stride_from) -> LeakyReLU 0.2
     head:    flatten -> dense -> 1                                                       E(x)
+             flatten -> dense -> K    (``classes`` = K > 0)                              logits f(x)
 
 plus, when ``ref_sigma`` is set, the Gaussian reference term |x|^2 / (2 ref_sigma^2) of Malhotra's
-eq. 1 (p(x) ∝ exp(f(x)) q(x), q = N(0, ref_sigma^2 I), so E = -f + |x|^2 / (2 ref_sigma^2)).
+eq. 1 (p(x) ∝ exp(f(x)) q(x), q = N(0, ref_sigma^2 I), so E = -f + |x|^2 / (2 ref_sigma^2)). With
+``classes`` = K the read-out gives K numbers g(x) and the network returns logits f(x) = -g(x) -
+|x|^2 / (2 ref_sigma^2) (the reference in every class), so that E(x, y) = -f(x)[y] (a
+class-conditional multigrid, ``ebmjax.samplers.class_energy``).
 Weights are Xavier-uniform, biases zero, as the original's.
 
 What differs from the original (ruiqigao/Multigrid_learning): it puts BatchNorm after every
@@ -35,7 +39,8 @@ from ebmjax.models.conv import Conv
 
 
 class GridEnergy(nn.Module):
-    """One grid's energy: (B, H, W, C) -> (B,) float32, p(x) ∝ exp(-E(x)); any H, W >= 1."""
+    """One grid's energy: (B, H, W, C) -> (B,) float32, p(x) ∝ exp(-E(x)); any H, W >= 1. With
+    ``classes`` = K > 0: logits f(x) (B, K), E(x, y) = -f(x)[y]."""
 
     widths: tuple[int, ...] = (64, 128)
     kernel: int = 3
@@ -44,6 +49,7 @@ class GridEnergy(nn.Module):
     ref_sigma: float | None = None
     dtype: Any = jnp.float32
     conv: str = "auto"
+    classes: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -58,8 +64,8 @@ class GridEnergy(nn.Module):
                 h = h[:, ::2, ::2]
             h = nn.leaky_relu(h, 0.2)
         h = h.reshape(h.shape[0], -1).astype(jnp.promote_types(self.dtype, jnp.float32))
-        e = nn.Dense(1, dtype=h.dtype, kernel_init=init, name="out")(h)[:, 0]
+        e = nn.Dense(max(self.classes, 1), dtype=h.dtype, kernel_init=init, name="out")(h)
         if self.ref_sigma is not None:
             xf = x.astype(jnp.float32).reshape(x.shape[0], -1)
-            e = e + jnp.sum(xf**2, axis=1) / (2.0 * self.ref_sigma**2)
-        return e
+            e = e + jnp.sum(xf**2, axis=1, keepdims=True) / (2.0 * self.ref_sigma**2)
+        return -e if self.classes else e[:, 0]

@@ -4,12 +4,13 @@ Kernels (``ula``, ``langevin_kernel(grad_clip, bounds)``, ``mala``, ``hmc(n)``, 
 are BlackJAX-style init/step pairs over a batch of independent chains (``decoupled(step, noise)``
 maps the maximum-likelihood literature's Langevin settings onto them); energies combine with
 ``tempered``, ``sum_energies`` and a classifier's ``class_energy`` / ``marginal_energy``; the replay buffer of
-persistent chains is ``buffer_init`` / ``buffer_draw`` / ``buffer_update``; ``run_chain`` scans any of them over a schedule of
+persistent chains is ``buffer_init`` / ``buffer_draw`` / ``buffer_update`` (and ``buffer_rows`` /
+``buffer_class_rows`` to start sampling chains from it); ``run_chain`` scans any of them over a schedule of
 temperatures and step sizes, ``run_chain_chunked`` does the same in resumable jitted chunks.
 Everything takes an ``energy_fn(x) -> (B,)`` and arrays; nothing here imports Flax, configs or I/O.
 """
 
-from ebmjax.samplers.buffer import buffer_draw, buffer_init, buffer_update
+from ebmjax.samplers.buffer import buffer_class_rows, buffer_draw, buffer_init, buffer_rows, buffer_update
 from ebmjax.samplers.conditioning import (
     ClampedState,
     class_energy,
@@ -52,8 +53,10 @@ __all__ = [
     "apply",
     "as_partial",
     "identity",
+    "buffer_class_rows",
     "buffer_draw",
     "buffer_init",
+    "buffer_rows",
     "buffer_update",
     "clamped",
     "class_energy",

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from ebmjax.errors import ConfigError
+from ebmjax.samplers.conditioning import row_labels
 
-__all__ = ["buffer_init", "buffer_draw", "buffer_update"]
+__all__ = ["buffer_init", "buffer_draw", "buffer_update", "buffer_rows", "buffer_class_rows"]
 
 
 def buffer_init(x: jax.Array) -> jax.Array:
@@ -42,3 +43,20 @@ def buffer_update(buffer: jax.Array, indices: jax.Array, x: jax.Array) -> jax.Ar
     """The buffer with rows ``indices`` set to ``x`` (n, ...); when an index repeats, one of its rows
     is kept."""
     return buffer.at[indices].set(x.astype(buffer.dtype))
+
+
+def buffer_rows(buffer: jax.Array, key: jax.Array, n: int) -> jax.Array:
+    """``n`` rows drawn uniformly (with replacement): chain starts for sampling from a buffer
+    (``jax.tree_util.Partial(buffer_rows, buffer)`` is an ``init(key, n)``)."""
+    return buffer[jax.random.randint(key, (n,), 0, buffer.shape[0])]
+
+
+def buffer_class_rows(buffer: jax.Array, labels: jax.Array, label: jax.Array, classes: jax.Array, key: jax.Array,
+                      n: int) -> jax.Array:
+    """``n`` rows drawn among those whose ``labels`` (one per row) are the class each chain is to
+    sample: ``label``, or with -1 every one of ``classes`` in turn (``samplers.row_labels``, a grid
+    row each); where a class has no row, any row."""
+    wanted = jnp.where(label >= 0, label, row_labels(n, classes))
+    match = labels[None, :] == wanted[:, None]  # (n, rows)
+    logits = jnp.where(match | ~jnp.any(match, axis=1, keepdims=True), 0.0, -jnp.inf)
+    return buffer[jax.random.categorical(key, logits, axis=1)]
