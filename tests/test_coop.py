@@ -294,19 +294,3 @@ def test_coop_cifar_config_builds_on_32x32x3():
     assert jax.eval_shape(lambda p, k: method.sampler(p, ()).init(k, 6), params, key).shape == (6, 32, 32, 3)
     assert set(method.learning_rates) == {"energy", "generator"}
     assert method.learning_rates["generator"](0) != method.learning_rates["energy"](0)
-
-
-@pytest.mark.slow  # about 15 s on 2 CPU cores; the whole suite (CI) runs it
-def test_the_class_conditional_coop_config_trains_and_samples_a_row_per_class(tmp_path):
-    config = str(ROOT / "configs" / "coop_conditional_digits.py")
-    wd = tmp_path / "run"
-    # The shrunk run's 8 chains: sample.label = -1 gives rows of ten, so the first 8 are all class 0.
-    assert main.run(["--config", config, "--workdir", str(wd), *SHRUNK]) == 0
-    # The judge's share of samples of the class asked for is reported only when a class was asked for.
-    quality = json.loads((wd / "samples" / "summary.json").read_text())["quality"]
-    assert 0 <= quality["label_agreement"] <= 1, quality
-    assert main.run(["--config", config, "--workdir", str(wd), "--mode", "sample", "--config.sample.label=3",
-                     "--config.sample.seed=1", *SHRUNK]) == 0
-    images = np.load(wd / "samples_seed1" / "samples.npz")["images"]
-    assert images.shape == (8, 8, 8, 1) and np.isfinite(images).all()
-    assert "label_agreement" in json.loads((wd / "samples_seed1" / "summary.json").read_text())["quality"]

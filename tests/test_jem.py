@@ -3,6 +3,7 @@ energies E(x, y) = -f(x)[y] and E(x) = -logsumexp f(x), checked on Gaussian logi
 densities, mixture and products are known; the calibration error on cases with known answers; the
 losses of ``ml`` with labels and of ``jem`` against their formulas; and the command line."""
 
+import importlib
 import json
 
 import jax
@@ -363,3 +364,20 @@ def test_composed_samplers_add_each_models_energy_at_its_temperature():
     for old, new in zip(sampler.stages, out.stages):
         np.testing.assert_allclose(new.energy(x), old.energy(x) + scale * e_other(x), rtol=1e-5)
     assert out.settings["composed_with"] == [["runs/other", pytest.approx(scale)]]
+
+
+@pytest.mark.slow  # about 35 s on 2 CPU cores; the whole suite (CI) runs it
+@pytest.mark.parametrize("method", ["multigrid", "coop"])
+def test_the_class_conditional_configs_train_and_sample_the_classes_asked_for(method, tmp_path):
+    shrunk = importlib.import_module(f"test_{method}").SHRUNK  # the method's own toy-size overrides
+    config = str(ROOT / "configs" / f"{method}_conditional_digits.py")
+    wd = tmp_path / "run"
+    assert main.run(["--config", config, "--workdir", str(wd), *shrunk]) == 0
+    # The judge's share of samples of the class asked for is reported only when a class was asked for.
+    quality = json.loads((wd / "samples" / "summary.json").read_text())["quality"]
+    assert 0 <= quality["label_agreement"] <= 1, quality
+    assert main.run(["--config", config, "--workdir", str(wd), "--mode", "sample", "--config.sample.label=3",
+                     "--config.sample.seed=1", *shrunk]) == 0
+    images = np.load(wd / "samples_seed1" / "samples.npz")["images"]
+    assert images.shape == (8, 8, 8, 1) and np.isfinite(images).all()
+    assert "label_agreement" in json.loads((wd / "samples_seed1" / "summary.json").read_text())["quality"]

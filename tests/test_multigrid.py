@@ -500,19 +500,3 @@ def test_celeba_configs_build_gaos_grids_on_64x64x3(name):
     batch = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
     loss, (_, metrics) = jax.eval_shape(method.loss, params, carry, batch, key, jnp.int32(0))
     assert loss.shape == () and {"energy_gap_4", "energy_gap_16", "energy_gap_64"} <= set(metrics)
-
-
-@pytest.mark.slow  # about 25 s on 2 CPU cores; the whole suite (CI) runs it
-def test_the_class_conditional_multigrid_config_trains_and_samples_a_row_per_class(tmp_path):
-    config = str(ROOT / "configs" / "multigrid_conditional_digits.py")
-    wd = tmp_path / "run"
-    # The shrunk run's 8 chains: sample.label = -1 gives rows of ten, so the first 8 are all class 0.
-    assert main.run(["--config", config, "--workdir", str(wd), *SHRUNK]) == 0
-    # The judge's share of samples of the class asked for is reported only when a class was asked for.
-    quality = json.loads((wd / "samples" / "summary.json").read_text())["quality"]
-    assert 0 <= quality["label_agreement"] <= 1, quality
-    assert main.run(["--config", config, "--workdir", str(wd), "--mode", "sample", "--config.sample.label=3",
-                     "--config.sample.seed=1", *SHRUNK]) == 0
-    images = np.load(wd / "samples_seed1" / "samples.npz")["images"]
-    assert images.shape == (8, 8, 8, 1) and np.isfinite(images).all()
-    assert "label_agreement" in json.loads((wd / "samples_seed1" / "summary.json").read_text())["quality"]
