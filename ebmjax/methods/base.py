@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import optax
 
+from ebmjax import samplers
 from ebmjax.samplers.kernels import EnergyFn, Kernel
 
 Params = dict[str, Any]
@@ -23,6 +24,21 @@ Params = dict[str, Any]
 def identity(x: Any) -> Any:
     """A sampler's ``finish`` (or ``init``) that leaves its input as it is."""
     return x
+
+
+def network_energy(network: Callable[[jax.Array], jax.Array], classes: int, y: Any = None) -> EnergyFn:
+    """The energy a method's network defines: the network itself when ``classes`` is 0; a
+    classifier's E(x, y) = -f(x)[y] at labels ``y`` (a class, one per example, or -1), or
+    E(x) = -logsumexp_y f(x)[y] when ``y`` is None (``ebmjax.samplers.class_energy`` /
+    ``marginal_energy``)."""
+    if not classes:
+        return network
+    return samplers.marginal_energy(network) if y is None else samplers.class_energy(network, y)
+
+
+def split_labels(batch: Any, classes: int) -> tuple[jax.Array, jax.Array | None]:
+    """(images, labels or None): the loop passes (x, y) to a method with ``Method.labels`` > 0."""
+    return batch if classes else (batch, None)
 
 
 def phase_of(method: "Method", step: int) -> Any:

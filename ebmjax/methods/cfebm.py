@@ -68,7 +68,7 @@ from jax.sharding import PartitionSpec as P
 from ebmjax import models, ops, optim, samplers, schedules
 from ebmjax.errors import ConfigError
 from ebmjax.methods import contrastive, pictures, settings
-from ebmjax.methods.base import Method, Sampler, Stage
+from ebmjax.methods.base import Method, Sampler, Stage, network_energy, split_labels
 from ebmjax.models.cfebm import ExpandingEnergy, init_all
 
 VARIANTS = ("grow", "per_stage")
@@ -259,9 +259,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         """Stage k's energy; with classes E(x, y) at labels ``y`` (a class, one per row or -1), or
         E(x) = -logsumexp_y f(x)[y] when ``y`` is None."""
         f = jax.tree_util.Partial(StageEnergy(model, k, factor), variables(params, k), jnp.asarray(alpha, jnp.float32))
-        if not classes:
-            return f
-        return samplers.marginal_energy(f) if y is None else samplers.class_energy(f, y)
+        return network_energy(f, classes, y)
 
     def sigmas(total):
         if m.cyclic_noise:
@@ -306,7 +304,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 
     def loss(params, carry, batch, key, step, *, phase):
         del carry
-        batch_x, y = batch if classes else (batch, None)  # with classes the loop passes (images, labels)
+        batch_x, y = split_labels(batch, classes)
         s = int(phase)
         k_data, k_init, k_chain = jax.random.split(key, 3)
         alpha = alpha_at(step, s)
@@ -321,7 +319,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return total, ({"trained": (jnp.asarray(step, jnp.int32) + 1)}, metrics)
 
     def probe(params, carry, batch, key, *, phase):
-        batch_x = batch[0] if classes else batch
+        batch_x, _ = split_labels(batch, classes)
         s = int(phase)
         alpha = alpha_at(jnp.maximum(carry["trained"] - 1, 0), s)
         noise = UniformInit((res[s], res[s], c), lo, hi)(key, batch_x.shape[0])

@@ -52,7 +52,7 @@ import numpy as np
 from ebmjax import models, optim, samplers, visualize
 from ebmjax.errors import ConfigError
 from ebmjax.methods import contrastive, pictures, settings
-from ebmjax.methods.base import Method, Sampler, Stage, identity
+from ebmjax.methods.base import Method, Sampler, Stage, identity, network_energy, split_labels
 from ebmjax.models import generator as gen_models
 
 ENERGY = "energy"
@@ -163,9 +163,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     def energy(params, carry=None, y=None):
         """E(x); with classes E(x, y) at labels ``y``, or E(x) = -logsumexp_y f(x)[y] when ``y`` is None."""
         del carry
-        if not classes:
-            return logits(params)
-        return samplers.marginal_energy(logits(params)) if y is None else samplers.class_energy(logits(params), y)
+        return network_energy(logits(params), classes, y)
 
     def code(z, y):
         """The generator's input: z, with classes [z, one_hot(y)]."""
@@ -178,7 +176,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             return generator.apply(gen_variables, jax.random.normal(key, (n, latent), jnp.float32))
         k_z, k_y = jax.random.split(key)
         y = (jax.random.randint(k_y, (n,), 0, classes) if label is None
-             else jnp.where(label >= 0, label, samplers.row_labels(n, classes)))
+             else samplers.asked_labels(label, n, classes))
         return generator.apply(gen_variables, code(jax.random.normal(k_z, (n, latent), jnp.float32), y))
 
     def init_params(key):
@@ -207,7 +205,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 
     def loss(params, carry, batch, key, step):
         del step
-        batch_x, y = batch if classes else (batch, None)  # with classes the loop passes (images, labels)
+        batch_x, y = split_labels(batch, classes)
         k_data, k_z, k_chain, k_infer = jax.random.split(key, 4)
         x_data = contrastive.noised(batch_x, k_data, m.data_noise)
         n = batch_x.shape[0]
@@ -234,7 +232,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     def probe(params, carry, batch, key):
         # The energy of fresh proposals (before any Langevin step), on the scale of the loss's metrics.
         del carry
-        n = (batch[0] if classes else batch).shape[0]
+        n = split_labels(batch, classes)[0].shape[0]
         return {"energy_proposal": jnp.mean(energy(params)(propose(params[GENERATOR], None, key, n)))}
 
     def sampler(params, carry):

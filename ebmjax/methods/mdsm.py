@@ -18,7 +18,7 @@ import numpy as np
 from ebmjax import losses, models, optim, samplers, schedules
 from ebmjax.errors import ConfigError
 from ebmjax.methods import settings
-from ebmjax.methods.base import Method, Sampler, Stage, identity
+from ebmjax.methods.base import Method, Sampler, Stage, identity, network_energy, split_labels
 
 NETWORK = "energy"
 
@@ -129,27 +129,22 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     def energy(params, carry=None):
         """E(x): the network's output; for a class-conditional one, -logsumexp_y f(x)[y]."""
         del carry
-        return samplers.marginal_energy(network(params)) if classes else network(params)
+        return network_energy(network(params), classes)
 
     def init_params(key):
         return {NETWORK: models.init_params(model, key, example_shape)}
 
-    def split(batch):
-        """(x, the examples' labels or None): the loop passes (x, y) when model.classes = K
-        (Method.labels)."""
-        return batch if classes else (batch, None)
-
     def loss(params, carry, batch, key, step):
         del step
-        x, y = split(batch)
-        e = energy(params) if y is None else samplers.class_energy(network(params), y)
+        x, y = split_labels(batch, classes)
+        e = network_energy(network(params), classes, y)
         value = losses.mdsm_loss(e, x, key, sigmas, sigma0)
         return value, (carry, {})
 
     def probe(params, carry, batch, key):
         # The energy of the data and of the sampler's starting noise; their gap shows learning.
         del carry
-        x, _ = split(batch)
+        x, _ = split_labels(batch, classes)
         e = energy(params)
         noise = s.init_mean + s.init_std * jax.random.normal(key, x.shape, x.dtype)
         return {"energy_data": jnp.mean(e(x)), "energy_noise": jnp.mean(e(noise))}

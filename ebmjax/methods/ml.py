@@ -39,7 +39,7 @@ from ebmjax.restoration.translate import translation_start
 from ebmjax.errors import ConfigError
 from ebmjax.methods import contrastive
 from ebmjax.methods import settings
-from ebmjax.methods.base import Method, Sampler, Stage, identity
+from ebmjax.methods.base import Method, Sampler, Stage, identity, network_energy
 
 NETWORK = "energy"
 INITS = ("noise", "data", "buffer", "source")
@@ -144,7 +144,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     def energy(params, carry=None):
         """E(x): the network's output, or a classifier's -logsumexp f(x)."""
         del carry
-        return samplers.marginal_energy(logits(params)) if classes else logits(params)
+        return network_energy(logits(params), classes)
 
     def init_params(key):
         return {NETWORK: models.init_params(model, key, shape)}

@@ -76,7 +76,7 @@ from jax.sharding import PartitionSpec as P
 from ebmjax import models, ops, optim, parallel, samplers
 from ebmjax.errors import ConfigError
 from ebmjax.methods import contrastive, pictures, settings
-from ebmjax.methods.base import Method, Sampler, Stage, identity
+from ebmjax.methods.base import Method, Sampler, Stage, identity, network_energy, split_labels
 
 ORDERS = ("sequential", "joint")
 GENERATORS = ("none", "teach", "autoencode")
@@ -301,10 +301,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     def grid_energy(params, k, y=None):
         """The energy of learned grid k: with classes, E(x, y) at labels ``y`` (a class, one per row,
         or -1), or E(x) = -logsumexp_y f(x)[y] when ``y`` is None."""
-        f = grid_logits(params, k)
-        if not classes:
-            return f
-        return samplers.marginal_energy(f) if y is None else samplers.class_energy(f, y)
+        return network_energy(grid_logits(params, k), classes, y)
 
     def energy(params, carry=None):
         del carry
@@ -333,8 +330,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return state.position
 
     def loss(params, carry, batch, key, step):
-        # With classes the loop passes (images, labels) (Method.labels).
-        batch_x, y = batch if classes else (batch, None)
+        batch_x, y = split_labels(batch, classes)
         keys = jax.random.split(key, 2 * len(names))
         frozen = jax.lax.stop_gradient(params)
         data = [ops.downsample(batch_x, f) for f in pl.factors]
@@ -380,7 +376,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
     def probe(params, carry, batch, key):
         # Each grid's energy of uniform noise, on the scale of the loss's metrics (E(x) with classes).
         del carry
-        batch_x = batch[0] if classes else batch
+        batch_x, _ = split_labels(batch, classes)
         out = {}
         for k, (side, f) in enumerate(zip(pl.learned, pl.factors[1:])):
             shape = (batch_x.shape[0], h // f, w // f, c)

@@ -13,6 +13,7 @@ Everything takes an ``energy_fn(x) -> (B,)`` and arrays; nothing here imports Fl
 from ebmjax.samplers.buffer import buffer_class_rows, buffer_draw, buffer_init, buffer_rows, buffer_update
 from ebmjax.samplers.conditioning import (
     ClampedState,
+    asked_labels,
     class_energy,
     clamped,
     marginal_energy,
@@ -53,6 +54,7 @@ __all__ = [
     "apply",
     "as_partial",
     "identity",
+    "asked_labels",
     "buffer_class_rows",
     "buffer_draw",
     "buffer_init",

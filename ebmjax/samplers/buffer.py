@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from ebmjax.errors import ConfigError
-from ebmjax.samplers.conditioning import row_labels
+from ebmjax.samplers.conditioning import asked_labels
 
 __all__ = ["buffer_init", "buffer_draw", "buffer_update", "buffer_rows", "buffer_class_rows"]
 
@@ -56,7 +56,7 @@ def buffer_class_rows(buffer: jax.Array, labels: jax.Array, label: jax.Array, cl
     """``n`` rows drawn among those whose ``labels`` (one per row) are the class each chain is to
     sample: ``label``, or with -1 every one of ``classes`` in turn (``samplers.row_labels``, a grid
     row each); where a class has no row, any row."""
-    wanted = jnp.where(label >= 0, label, row_labels(n, classes))
+    wanted = asked_labels(label, n, classes)
     match = labels[None, :] == wanted[:, None]  # (n, rows)
     logits = jnp.where(match | ~jnp.any(match, axis=1, keepdims=True), 0.0, -jnp.inf)
     return buffer[jax.random.categorical(key, logits, axis=1)]

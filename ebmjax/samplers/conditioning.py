@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from ebmjax.errors import ConfigError
 from ebmjax.samplers.kernels import ArrayLike, EnergyFn, Kernel, as_partial, chain_vector
 
-__all__ = ["tempered", "sum_energies", "class_energy", "marginal_energy", "row_labels", "ClampedState", "clamped"]
+__all__ = ["tempered", "sum_energies", "class_energy", "marginal_energy", "row_labels", "asked_labels", "ClampedState",
+           "clamped"]
 
 LogitsFn = Callable[[jax.Array], jax.Array]  # x (B, ...) -> logits (B, K)
 
@@ -78,6 +79,12 @@ def row_labels(n: int, classes: ArrayLike, per_row: int = ROW) -> jax.Array:
     return (jnp.arange(n, dtype=jnp.int32) // per_row) % classes
 
 
+def asked_labels(label: ArrayLike, n: int, classes: ArrayLike) -> jax.Array:
+    """Labels (n,) int32 for ``n`` chains asked for class ``label`` (>= 0: every chain that class;
+    -1: :func:`row_labels`, every class in turn)."""
+    return jnp.where(jnp.asarray(label) >= 0, jnp.asarray(label, jnp.int32), row_labels(n, classes))
+
+
 def _logits(logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
     f = logits_fn(x)
     if f.ndim != 2 or f.shape[0] != x.shape[0]:
@@ -104,7 +111,7 @@ def _class_energy(logits_fn: LogitsFn, y: jax.Array, x: jax.Array) -> jax.Array:
     f = _logits(logits_fn, x)
     b, k = f.shape
     if y.ndim == 0:
-        per = jnp.where(y >= 0, jnp.broadcast_to(y, (b,)), row_labels(b, k))
+        per = asked_labels(y, b, k)
     elif y.shape != (b,):
         raise ConfigError(f"class_energy: {y.shape[0]} labels for {b} inputs; give one per example or one class.")
     else:
