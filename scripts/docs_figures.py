@@ -29,7 +29,11 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
   and evaluated (``--mode eval``: accuracy, calibration, OOD AUROC by energy and by max-softmax);
 - ``bench``: ``python -m ebmjax.bench --config configs/mdsm_digits.py --compare-torch`` (skipped when
   torch is not installed: ``pip install torch``);
-- ``bench_cifar``: the same on the CIFAR network (Res18 d=128) at batch 8 (see ``CIFAR_BENCH``).
+- ``bench_cifar``: the same on the CIFAR network (Res18 d=128) at batch 8 (see ``CIFAR_BENCH``);
+- ``mnist_<recipe>`` (one part per entry of ``MNIST_RECIPES``): ``configs/<recipe>_mnist.py`` on the
+  5,000 bundled MNIST digits, trained and sampled once (seed 0) and judged by
+  ``scripts/mnist_quality.py`` (the mnist5k judge: recognised, label entropy, nn ratio, FD in the
+  judge's features; with the share judged as the class asked for when the recipe is class-conditional).
 
 Writes ``<out>/figures.json`` (everything, with each part's commands, commit, date and machine) and
 ``<out>/figures.md`` (the tables of docs/); with ``--results docs/results.md`` the results page (every
@@ -59,6 +63,12 @@ ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py", "configs/multigri
               "configs/multigrid_gen_digits.py", "configs/coop_digits.py")
 PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "mdsm_conditional",
          "multigrid_conditional", "coop_conditional", "jem", "bench", "bench_cifar")
+# The MNIST recipes (configs/<recipe>_mnist.py), one part each, as a user runs them: train + sample, then
+# the MNIST judge. Each takes minutes to the better part of an hour on 2 cores (docs/mnist.md).
+MNIST_RECIPES = {f"mnist_{recipe}": f"configs/{recipe}_mnist.py" for recipe in (
+    "pcd", "ml", "mdsm", "multigrid", "multigrid_gen", "coop", "cfebm", "ml_conditional", "mdsm_conditional",
+    "multigrid_conditional", "coop_conditional", "jem")}
+PARTS += tuple(MNIST_RECIPES)
 CONDITIONAL = "configs/ml_conditional_digits.py"
 # The parts that train one class-conditional recipe each and judge it (conditional_run).
 CONDITIONAL_RECIPES = {part: f"configs/{part}_digits.py"
@@ -266,6 +276,22 @@ def judged_runs_with(out: pathlib.Path, config: str, extra: list[str], label: st
     return {"workdir": wd, "train_and_sample_s": seconds, **judged}
 
 
+def part_mnist(out: pathlib.Path, config: str) -> dict[str, Any]:
+    """An MNIST recipe trained and sampled as a user would (seed 0), judged by scripts/mnist_quality.py."""
+    wd = out / pathlib.Path(config).stem
+    seconds = run(main_args(config, wd), out / f"{wd.name}.log")
+    judged = out / f"{wd.name}_judged.json"
+    run(["scripts/mnist_quality.py", str(wd / "samples" / "samples.npz"), "--json", str(judged)], out / f"{wd.name}.log")
+    figures = json.loads(judged.read_text())
+    quality = json.loads((wd / "samples" / "summary.json").read_text()).get("quality", {})
+    samples = next(v for k, v in figures.items() if k != "test_digits")
+    result = {"config": config, "train_and_sample_s": seconds, "test_digits": figures["test_digits"], **samples,
+              "label_agreement": quality.get("label_agreement")}
+    print(f"  {wd.name}: {seconds / 60:.1f} min, recognised {samples['confident_share']:.3f}, entropy "
+          f"{samples['label_entropy']:.3f}, nn ratio {samples['nn_ratio']:.2f}, FD {samples['frechet_judge']:.1f}", flush=True)
+    return result
+
+
 def part_bench(out: pathlib.Path, args: list[str], name: str = "bench") -> dict[str, Any]:
     try:
         import torch  # noqa: F401
@@ -406,6 +432,17 @@ def tables(fig: dict[str, Any]) -> str:
                       f"{auc('ood_auroc_max_softmax')} | {r['confident_share']:.2f} / {r['label_entropy']:.2f} | "
                       f"{r['train_and_sample_s'] / 60:.1f} min |")
         md.append("")
+    for part in MNIST_RECIPES:
+        if part in fig:
+            r, t = fig[part], fig[part]["test_digits"]
+            asked = r.get("label_agreement") is not None
+            md += ["| images | recognised (p >= 0.9) | label entropy | " + ("judged as the class asked for | " if asked else "")
+                   + "nn ratio | FD (judge's features) | train + sample |", "|---|---|---|" + ("---|" if asked else "") + "---|---|---|",
+                   f"| `{pathlib.Path(r['config']).stem}`, {r['n']} samples | {r['confident_share']:.3f} | {r['label_entropy']:.3f} | "
+                   + (f"{r['label_agreement']:.3f} | " if asked else "")
+                   + f"{r['nn_ratio']:.2f} | {r['frechet_judge']:.1f} | {r['train_and_sample_s'] / 60:.1f} min |",
+                   f"| held-out test digits | {t['confident_share']:.3f} | {t['label_entropy']:.3f} | " + ("| " if asked else "")
+                   + f"{t['nn_ratio']:.2f} | {t['frechet_judge']:.1f} | |", ""]
     bench = [r for part in ("bench", "bench_cifar") for r in fig.get(part, {}).get("records", [])]
     if bench:
         md += ["| network | measurement | batch | ebmjax | PyTorch original | ratio (median of rounds) | ebmjax GFLOP/s "
@@ -441,6 +478,8 @@ PICTURES = {  # docs picture -> where a run writes it, relative to <out>
     "compose_bold3.png": "compose_bold3.png",
     "jem_digits_calibration.png": "jem_jem/eval/calibration.png",
     "jem_digits_plain_calibration.png": "jem_plain_classifier/eval/calibration.png",
+    **{f"mnist_{pathlib.Path(c).stem.removesuffix('_mnist')}_grid.png": f"{pathlib.Path(c).stem}/samples/grid.png"
+       for c in MNIST_RECIPES.values()},
 }
 
 
@@ -458,6 +497,7 @@ TITLES = {  # the results page's section of each part
     "jem": "JEM against a plain classifier",
     "bench": "Speed: the digits network against the PyTorch original",
     "bench_cifar": "Speed: the CIFAR network against the PyTorch original",
+    **{part: f"MNIST: `{pathlib.Path(config).stem}`" for part, config in MNIST_RECIPES.items()},
 }
 
 
@@ -534,7 +574,8 @@ def main(argv: list[str]) -> int:
              **{part: functools.partial(part_conditional_recipe, out, config) for part, config in CONDITIONAL_RECIPES.items()},
              "jem": lambda: part_jem(out),
              "bench": lambda: part_bench(out, ["--config", DIGITS]),
-             "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar")}
+             "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar"),
+             **{part: functools.partial(part_mnist, out, config) for part, config in MNIST_RECIPES.items()}}
     for part in parts:
         print(f"[{part}]", flush=True)
         COMMANDS.clear()

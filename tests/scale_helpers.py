@@ -47,6 +47,13 @@ TINY_METHODS = {
     "cfebm": ("--config.method.name=cfebm", "--config.cfebm.resolutions=2,4,8", "--config.cfebm.widths=4,4,4",
               "--config.cfebm.head_width=4", "--config.cfebm.phase_images=64", "--config.cfebm.steps=2",
               "--config.cfebm.sample_steps=3")}
+# Tiny runs that learn from the digits' labels: JEM (the classifier's logits; persistent chains and
+# their labels carried) and a class-conditional multigrid (coarse starts with their labels).
+TINY_LABELLED = {
+    "jem": ("--config.method.name=jem", "--config.model.classes=10", "--config.ml.init=buffer",
+            "--config.ml.buffer_size=64", "--config.ml.steps=4", "--config.ml.sample_steps=6",
+            "--config.ml.sample_from=buffer"),
+    "multigrid, classes": (*TINY_METHODS["multigrid"], "--config.model.classes=10")}
 
 
 def overrides(args: list[str]) -> list[tuple[str, str]]:

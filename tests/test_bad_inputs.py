@@ -32,7 +32,7 @@ from ebmjax.apps import main
 from ebmjax.config import load_config
 from ebmjax.data.source import ArraySource
 from ebmjax.train import checkpoint, loop
-from scale_helpers import (DIGITS, TINY, TINY_METHODS, TINY_SAMPLING, bitwise_equal, checkpoint_steps, cli_command,
+from scale_helpers import (DIGITS, TINY, TINY_LABELLED, TINY_METHODS, TINY_SAMPLING, bitwise_equal, checkpoint_steps, cli_command,
                            final_state,
                            subprocess_env)
 
@@ -70,11 +70,13 @@ def assert_one_message(err: str, fragments) -> str:
     return err
 
 
-# The tiny trained runs the table is checked against, one per training method (scale_helpers.TINY_METHODS):
-# every row also runs against a copy of each method's workdir, so its carried state (replay buffers,
-# persistent chains, growing networks: all part of its checkpoints) meets the same bar. Rows that only
+# The tiny trained runs the table is checked against, one per training method (scale_helpers.TINY_METHODS)
+# and two that learn from labels (TINY_LABELLED: JEM and a class-conditional multigrid): every row also
+# runs against a copy of each method's workdir, so its carried state (replay buffers, persistent chains
+# and their labels, growing networks: all part of its checkpoints) meets the same bar. Rows that only
 # make sense for some methods name them in ``Mistake.methods``.
-RUNS = TINY_METHODS
+RUNS = {**TINY_METHODS, **TINY_LABELLED}
+LABELLED = tuple(TINY_LABELLED)
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +250,19 @@ MISTAKES = [
             says=("Sampling 3000000 chains at once", "GB of host memory", "8.0 GB are free", "Nothing was written",
                   "Lower --config.sample.batch_size to")),
     Mistake("sampling-n-zero", ("--mode", "sample", "--config.sample.n=0"), says=("sample.n must be >= 1",)),
+    # Classes (issue 24): a class the model does not have, a class asked of a model without classes,
+    # rows of one class per batch that a batch cannot hold, and a workdir of another class count.
+    Mistake("sample-label-out-of-range", ("--mode", "sample", "--config.sample.label=12"),
+            says=("sample.label must be a class 0..9, or -1 for every class in turn", "got 12"), methods=LABELLED),
+    Mistake("sample-label-without-classes", ("--mode", "sample", "--config.sample.label=3"),
+            says=("sample.label = 3 needs a class-conditional model", "Drop --config.sample.label"), methods=EARLY),
+    Mistake("sample-label-rows-across-batches", ("--mode", "sample", "--config.sample.label=-1", "--config.sample.n=300",
+                                                 "--config.sample.batch_size=150"),
+            says=("sample.batch_size must be a multiple of 100", "got 150"), methods=LABELLED),
+    Mistake("classes-fewer-than-the-labels", ("--config.model.classes=5", "--config.train.steps=30"),
+            says=("Dataset 'digits' has labels [5, 6, 7, 8, 9] outside 0..4", "set model.classes"), methods=LABELLED),
+    Mistake("another-experiment-classes", ("--mode", "sample", "--config.model.classes=12"),
+            says=("model.classes: 10 in the workdir, 12 now",), methods=LABELLED),
     # Broken data (issue 25): a user's own array, registered in their config file, refused before
     # anything trains on it, in every mode that reads it.
     *[Mistake(f"broken-data-{what}-{mode}", ("--mode", mode), config=digits_config_with(own_data(change)),
@@ -267,7 +282,7 @@ MISTAKES = [
 # The rows of the two-network, coarse-to-fine and multigrid methods train their own workdirs (about a
 # minute each on 2 cores): part of the full suite, not of the quick pass (the checks every method
 # shares keep their mdsm and ml rows there).
-SLOW_RUNS = ("coop", "cfebm", "multigrid")
+SLOW_RUNS = ("coop", "cfebm", "multigrid", *LABELLED)
 
 
 @pytest.mark.parametrize("method,mistake", [

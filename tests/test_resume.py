@@ -15,7 +15,7 @@ from ebmjax.config import load_config
 from ebmjax.train.checkpoint import Checkpoints
 from ebmjax.train.state import TrainState
 from scale_helpers import (DIGITS, ROOT, TINY, TINY_SAMPLING, bitwise_equal, checkpoint_steps, cli_command,
-                           final_state, kill_at_first_checkpoint, subprocess_env, wait_for)
+                           TINY_LABELLED, TINY_METHODS, final_state, kill_at_first_checkpoint, subprocess_env, wait_for)
 
 
 def test_checkpoints_are_asynchronous_and_keep_the_newest(tmp_path):
@@ -116,19 +116,22 @@ KILLS = {"mdsm": ("checkpoint,shard", SAMPLE),
          "cfebm": ("step=24", SAMPLE),  # the step where the 8x8 stage starts to fade in
          # Translation (chains from the source domain, then --mode translate after training): killed at
          # a checkpoint write, and as training ends and translation starts.
-         "translation": ("checkpoint,step=30", ())}
+         "translation": ("checkpoint,step=30", ()),
+         # JEM (the classifier's logits, persistent chains and their labels in the carry) and a
+         # class-conditional multigrid (coarse starts with their labels), sampling class 3.
+         "jem": ("checkpoint", SAMPLE),
+         "multigrid, classes": ("checkpoint", (*SAMPLE, "--config.sample.label=3"))}
 # The config of each run (configs/mdsm_digits.py with the method's TINY_METHODS arguments, or its own).
 KILL_CONFIGS = {"translation": (str(ROOT / "configs" / "translate_digits.py"), [
     "--config.model.widths=4,8", "--config.ml.steps=3", "--config.train.batch_size=16", "--config.translate.n=8",
     "--config.translate.batch_size=4", "--config.translate.target_n=4", "--config.train.checkpoint_every=10",
-    "--config.train.warmup_steps=0", "--config.sample.n=0"])}
+    "--config.train.warmup_steps=0", "--config.sample.n=0"]),
+    **{run: (DIGITS, [a for a in TINY if a != "--no-progress"] + list(args)) for run, args in TINY_LABELLED.items()}}
 
 
 @pytest.mark.slow  # three or four starts of a tiny run each (about 50 s on 2 cores); CI runs them
 @pytest.mark.parametrize("method", sorted(KILLS))
 def test_the_kill_harness_finds_every_method_resumes_exactly(method, tmp_path):
-    from scale_helpers import TINY_METHODS
-
     moments, extra = KILLS[method]
     config, base = KILL_CONFIGS.get(method, (DIGITS, [a for a in TINY if a != "--no-progress"] + list(
         TINY_METHODS.get(method, ()))))

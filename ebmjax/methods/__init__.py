@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import ml_collections
 
 from ebmjax.errors import ConfigError
-from ebmjax.methods import cfebm, coop, jem, mdsm, ml, multigrid
+from ebmjax.methods import cfebm, coop, jem, mdsm, ml, multigrid, settings
 from ebmjax.methods.base import Method, Params, Sampler, Stage
 
 
@@ -75,7 +75,18 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         raise ConfigError(f"method {method.name!r} does not learn class-conditional energies, so model.classes = "
                           f"{classes} would be ignored or misread. Set --config.model.classes=0, or use a method "
                           "that learns E(x, y) from labels (docs/conditional.md lists them).")
-    return method
+    label = settings.sample_label(cfg, classes)
+    if label is None:
+        return method
+    # The class the samplers draw (sample.label, read by each method's sampler) goes into their settings
+    # here, once for every method: the shard manifest and the samples' judge read it from there.
+    draw = method.sampler
+
+    def sampler(params: Params, carry) -> Sampler:
+        s = draw(params, carry)
+        return s._replace(settings={**s.settings, "label": label})
+
+    return method._replace(sampler=sampler)
 
 
 def split_rows(cfg: ml_collections.ConfigDict) -> int:

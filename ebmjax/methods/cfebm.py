@@ -356,8 +356,6 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                     "alpha": alpha, "steps": counts, "step": float(m.step_size), "cyclic_noise": bool(m.cyclic_noise),
                     "noise": float(m.noise_max if m.cyclic_noise else m.noise), "smooth_handover": bool(m.smooth_handover),
                     "grad_clip": m.grad_clip, "clamp": bool(m.clamp)}
-        if label is not None:
-            settings["label"] = label
         smp = Sampler(jax.tree_util.Partial(UniformInit((res[0], res[0], c), lo, hi)), stages,
                       jax.tree_util.Partial(ToImageSize(h // res[s])), settings)
         return smp._replace(pictures=lambda out_dir, key: stages_picture(smp, res, out_dir, key))

@@ -241,8 +241,6 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         settings = {"kind": "coop", "init": "generator", "latent_dim": latent, "steps": k,
                     "step": float(m.step_size), "noise": float(m.noise), "grad_clip": m.grad_clip,
                     "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma}
-        if label is not None:
-            settings["label"] = label
         s = Sampler(jax.tree_util.Partial(propose, params[GENERATOR], label),
                     (Stage("langevin", energy(params, y=label), kernel, np.full(k, float(temp), np.float32),
                            np.full(k, float(eps), np.float32)),),

@@ -154,8 +154,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         if label is None:
             return annealed_sampler(energy(params), example_shape, s, sigma0)
         # One class, or with -1 every class in turn (samplers.row_labels), along the same annealing.
-        out = annealed_sampler(samplers.class_energy(network(params), label), example_shape, s, sigma0)
-        return out._replace(settings={**out.settings, "label": label})
+        return annealed_sampler(samplers.class_energy(network(params), label), example_shape, s, sigma0)
 
     return Method(
         name="mdsm", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,

@@ -245,8 +245,6 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         settings = {"kind": "langevin", "init": "buffer" if from_buffer else "noise", "noise_init": m.noise_init, "steps": k,
                     "step": float(m.step_size), "noise": float(m.noise), "grad_clip": m.grad_clip,
                     "clamp": bool(m.clamp)}
-        if label is not None:
-            settings["label"] = label
         return Sampler(init, (Stage("langevin", e, kernel, np.full(k, float(temp), np.float32),
                                     np.full(k, float(eps), np.float32)),),
                        jax.tree_util.Partial(identity), settings)

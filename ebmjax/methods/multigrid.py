@@ -402,7 +402,6 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         if label is None:
             init = jax.tree_util.Partial(samplers.buffer_rows, carry["coarse"])
         else:  # -1: every class in turn, a grid row each (samplers.row_labels), from coarse rows of its class
-            settings["label"] = label
             init = jax.tree_util.Partial(samplers.buffer_class_rows, carry["coarse"], carry["labels"], jnp.int32(label),
                                          jnp.int32(classes))
         s = Sampler(init, stages, jax.tree_util.Partial(identity), settings)
