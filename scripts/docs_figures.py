@@ -69,6 +69,9 @@ MNIST_RECIPES = {f"mnist_{recipe}": f"configs/{recipe}_mnist.py" for recipe in (
     "pcd", "ml", "mdsm", "multigrid", "multigrid_gen", "coop", "cfebm", "ml_conditional", "mdsm_conditional",
     "multigrid_conditional", "coop_conditional", "jem")}
 PARTS += tuple(MNIST_RECIPES)
+# MNIST recipes whose part also runs --mode eval with these settings (a classifier's accuracy,
+# calibration and OOD AUROC).
+MNIST_EVAL = {"mnist_jem": ["--config.eval.metrics=classifier,ood"]}
 CONDITIONAL = "configs/ml_conditional_digits.py"
 # The parts that train one class-conditional recipe each and judge it (conditional_run).
 CONDITIONAL_RECIPES = {part: f"configs/{part}_digits.py"
@@ -276,8 +279,9 @@ def judged_runs_with(out: pathlib.Path, config: str, extra: list[str], label: st
     return {"workdir": wd, "train_and_sample_s": seconds, **judged}
 
 
-def part_mnist(out: pathlib.Path, config: str) -> dict[str, Any]:
-    """An MNIST recipe trained and sampled as a user would (seed 0), judged by scripts/mnist_quality.py."""
+def part_mnist(out: pathlib.Path, config: str, evaluate: list[str] | None = None) -> dict[str, Any]:
+    """An MNIST recipe trained and sampled as a user would (seed 0), judged by scripts/mnist_quality.py;
+    with ``evaluate``, also ``--mode eval`` with those settings (its classifier's figures)."""
     wd = out / pathlib.Path(config).stem
     seconds = run(main_args(config, wd), out / f"{wd.name}.log")
     judged = out / f"{wd.name}_judged.json"
@@ -287,6 +291,10 @@ def part_mnist(out: pathlib.Path, config: str) -> dict[str, Any]:
     samples = next(v for k, v in figures.items() if k != "test_digits")
     result = {"config": config, "train_and_sample_s": seconds, "test_digits": figures["test_digits"], **samples,
               "label_agreement": quality.get("label_agreement")}
+    if evaluate is not None:
+        result["eval_s"] = run(main_args(config, wd, "--mode", "eval", *evaluate), out / f"{wd.name}.log")
+        c = json.loads((wd / "eval" / "report.json").read_text())["metrics"]["classifier"]
+        result["classifier"] = {k: c[k] for k in ("n", "accuracy", "ece", "nll", "ood")}
     print(f"  {wd.name}: {seconds / 60:.1f} min, recognised {samples['confident_share']:.3f}, entropy "
           f"{samples['label_entropy']:.3f}, nn ratio {samples['nn_ratio']:.2f}, FD {samples['frechet_judge']:.1f}", flush=True)
     return result
@@ -443,6 +451,14 @@ def tables(fig: dict[str, Any]) -> str:
                    + f"{r['nn_ratio']:.2f} | {r['frechet_judge']:.1f} | {r['train_and_sample_s'] / 60:.1f} min |",
                    f"| held-out test digits | {t['confident_share']:.3f} | {t['label_entropy']:.3f} | " + ("| " if asked else "")
                    + f"{t['nn_ratio']:.2f} | {t['frechet_judge']:.1f} | |", ""]
+            if "classifier" in r:
+                c = r["classifier"]
+                md += ["| test digits | accuracy | ECE | NLL | " + " | ".join(f"OOD AUROC {k}: by E(x) / max-softmax"
+                                                                         for k in c["ood"]) + " | `--mode eval` |",
+                       "|---|---|---|---|" + "---|" * len(c["ood"]) + "---|",
+                       f"| {c['n']} | {c['accuracy']:.3f} | {c['ece']:.3f} | {c['nll']:.3f} | "
+                       + " | ".join(f"{v['ood_auroc_energy']:.3f} / {v['ood_auroc_max_softmax']:.3f}"
+                                    for v in c["ood"].values()) + f" | {r['eval_s'] / 60:.1f} min |", ""]
     bench = [r for part in ("bench", "bench_cifar") for r in fig.get(part, {}).get("records", [])]
     if bench:
         md += ["| network | measurement | batch | ebmjax | PyTorch original | ratio (median of rounds) | ebmjax GFLOP/s "
@@ -575,7 +591,8 @@ def main(argv: list[str]) -> int:
              "jem": lambda: part_jem(out),
              "bench": lambda: part_bench(out, ["--config", DIGITS]),
              "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar"),
-             **{part: functools.partial(part_mnist, out, config) for part, config in MNIST_RECIPES.items()}}
+             **{part: functools.partial(part_mnist, out, config, MNIST_EVAL.get(part))
+                for part, config in MNIST_RECIPES.items()}}
     for part in parts:
         print(f"[{part}]", flush=True)
         COMMANDS.clear()
