@@ -88,18 +88,15 @@ def save_panels(columns: Sequence[tuple[str, np.ndarray]], path: str | pathlib.P
         rows = slice(g * per, min(n, (g + 1) * per))
         if rows.start >= n:
             break
-        tiles = np.stack([np.asarray(imgs)[rows] for _, imgs in columns], axis=1)
-        block = _to_pil(image_grid(tiles.reshape((-1,) + tiles.shape[2:]), ncol=len(columns)))
-        tile_w = (block.width - 1) / len(columns)
-        # A column title wider than its tile would overlap its neighbour: widen the block if needed.
-        need = max(font.getlength(t) for t, _ in columns) + 8
-        stretch = max(1.0, need / tile_w)
-        width = int(block.width * stretch)
-        canvas = Image.new("RGB", (width, block.height + head), "white")
-        canvas.paste(block.resize((width, block.height), Image.Resampling.NEAREST) if stretch > 1 else block, (0, head))
+        # Each column of tiles (a strip of the grid, grey lines included) goes in a slot as wide as its
+        # title needs, centred: the images keep their pixels square however long the titles are.
+        strips = [_to_pil(image_grid(np.asarray(imgs)[rows], ncol=1)) for _, imgs in columns]
+        slot = int(max(max(s.width for s in strips), max(font.getlength(t) for t, _ in columns) + 8))
+        canvas = Image.new("RGB", (slot * len(columns), max(s.height for s in strips) + head), "white")
         draw = ImageDraw.Draw(canvas)
-        for j, (t, _) in enumerate(columns):
-            draw.text(((j + 0.5) * tile_w * stretch, head / 2), t, fill="black", font=font, anchor="mm")
+        for j, ((t, _), strip) in enumerate(zip(columns, strips)):
+            canvas.paste(strip, (j * slot + (slot - strip.width) // 2, head))
+            draw.text(((j + 0.5) * slot, head / 2), t, fill="black", font=font, anchor="mm")
         blocks.append(canvas)
     gap = 16
     out = Image.new("RGB", (sum(b.width for b in blocks) + gap * (len(blocks) - 1), max(b.height for b in blocks)),
