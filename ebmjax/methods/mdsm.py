@@ -151,10 +151,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 
     def sampler(params, carry):
         del carry
-        if label is None:
-            return annealed_sampler(energy(params), example_shape, s, sigma0)
-        # One class, or with -1 every class in turn (samplers.row_labels), along the same annealing.
-        return annealed_sampler(samplers.class_energy(network(params), label), example_shape, s, sigma0)
+        # E(x), or one class (-1: every class in turn, samplers.row_labels), along the same annealing.
+        return annealed_sampler(network_energy(network(params), classes, label), example_shape, s, sigma0)
 
     return Method(
         name="mdsm", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,

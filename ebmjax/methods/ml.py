@@ -228,11 +228,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return out
 
     def sampler(params, carry):
-        if label is None:
-            e = energy(params)
-        else:
-            # -1: every class in turn, a grid row of samplers.conditioning.ROW each (samplers.row_labels).
-            e = samplers.class_energy(logits(params), label)
+        # E(x), or class ``label`` (-1: every class in turn, a grid row each, samplers.row_labels).
+        e = network_energy(logits(params), classes, label)
         k = int(m.sample_steps)
         from_buffer = m.sample_from == "buffer" and generative  # a plain classifier (jem) keeps no buffer
         if from_buffer and conditional and label is not None:  # persistent chains of the classes asked for
