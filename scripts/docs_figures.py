@@ -118,6 +118,14 @@ def main_args(config: str, workdir: pathlib.Path, *extra: str) -> list[str]:
     return ["-m", "ebmjax.main", "--config", config, "--workdir", str(workdir), "--no-progress", *extra]
 
 
+def train(config: str, workdir: pathlib.Path, *extra: str, log: pathlib.Path) -> float:
+    """Trains (and samples) ``config`` into a new ``workdir`` as a user would; returns seconds. A
+    workdir left by an earlier call of the script is removed first: resuming it would time and judge
+    the rest of an old run, not the recipe of this commit."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    return run(main_args(config, workdir, *extra), log)
+
+
 @functools.cache
 def fitted_judge() -> tuple[Any, Any, float, dict[str, Any]]:
     """(the judge, training pixels, test digits' nearest-training distance, test digits' figures),
@@ -140,7 +148,7 @@ def judged_runs(out: pathlib.Path, config: str, seeds: list[int]) -> dict[str, A
     name = pathlib.Path(config).stem
     for seed in seeds:
         wd = out / (f"digits_seed{seed}" if config == DIGITS else f"{name}_seed{seed}")
-        seconds = run(main_args(config, wd, f"--config.seed={seed}"), out / f"{wd.name}.log")
+        seconds = train(config, wd, f"--config.seed={seed}", log=out / f"{wd.name}.log")
         with np.load(wd / "samples" / "samples.npz") as f:
             judged = digits_quality.figures(f["images"], clf, x_train, d_test)
         summary = json.loads((wd / "samples" / "summary.json").read_text())
@@ -167,7 +175,7 @@ def part_collapse(out: pathlib.Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for label, config in COLLAPSE_CONFIGS.items():
         wd = out / f"collapse_{pathlib.Path(config).stem}"
-        train_s = run(main_args(config, wd, *COLLAPSE_TRAIN), out / f"{wd.name}.log")
+        train_s = train(config, wd, *COLLAPSE_TRAIN, log=out / f"{wd.name}.log")
         scan_s = run(main_args(config, wd, *COLLAPSE_TRAIN, *COLLAPSE_SCAN), out / f"{wd.name}.log")
         scan = json.loads((wd / "eval" / "best_checkpoint.json").read_text())
         result[label] = {"config": config, "train_s": train_s, "scan_s": scan_s, "scores": scan["scores"]}
@@ -198,7 +206,7 @@ def part_restore(out: pathlib.Path, seed: int) -> dict[str, Any]:
 
 def part_toy(out: pathlib.Path) -> dict[str, Any]:
     wd = out / "toy"
-    seconds = run(main_args(TOY, wd), out / "toy.log")
+    seconds = train(TOY, wd, log=out / "toy.log")
     summary = json.loads((wd / "samples" / "summary.json").read_text())
     return {"train_and_sample_s": seconds, "density": summary["density"]}
 
@@ -219,8 +227,8 @@ def part_conditional(out: pathlib.Path) -> dict[str, Any]:
 
     result, wd = conditional_run(out, CONDITIONAL)
     bold = out / "bold_digits"
-    result["bold_train_and_sample_s"] = run(main_args("configs/pcd_digits.py", bold, *CONDITIONAL_BOLD),
-                                            out / "bold_digits.log")
+    result["bold_train_and_sample_s"] = train("configs/pcd_digits.py", bold, *CONDITIONAL_BOLD,
+                                              log=out / "bold_digits.log")
     three = ["--config.sample.label=3", "--config.sample.n=100", "--config.sample.batch_size=100"]
     run(main_args(CONDITIONAL, wd, "--config.seed=0", "--mode", "sample", *three, "--config.sample.seed=3"),
         out / f"{wd.name}.log")
@@ -273,7 +281,7 @@ def judged_runs_with(out: pathlib.Path, config: str, extra: list[str], label: st
     import digits_quality
 
     wd = out / ("jem_" + "".join(ch if ch.isalnum() else "_" for ch in label.split(" (")[0]).strip("_").lower())
-    seconds = run(main_args(config, wd, *extra), out / f"{wd.name}.log")
+    seconds = train(config, wd, *extra, log=out / f"{wd.name}.log")
     with np.load(wd / "samples" / "samples.npz") as f:
         judged = digits_quality.figures(f["images"], clf, x_train, d_test)
     return {"workdir": wd, "train_and_sample_s": seconds, **judged}
@@ -283,7 +291,7 @@ def part_mnist(out: pathlib.Path, config: str, evaluate: list[str] | None = None
     """An MNIST recipe trained and sampled as a user would (seed 0), judged by scripts/mnist_quality.py;
     with ``evaluate``, also ``--mode eval`` with those settings (its classifier's figures)."""
     wd = out / pathlib.Path(config).stem
-    seconds = run(main_args(config, wd), out / f"{wd.name}.log")
+    seconds = train(config, wd, log=out / f"{wd.name}.log")
     judged = out / f"{wd.name}_judged.json"
     run(["scripts/mnist_quality.py", str(wd / "samples" / "samples.npz"), "--json", str(judged)], out / f"{wd.name}.log")
     figures = json.loads(judged.read_text())
