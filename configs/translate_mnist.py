@@ -11,9 +11,9 @@ recipe, the 28x28 energies run away after a few hundred steps without a penalty 
 ml.energy_l2 = 1 (IGEBM's) keeps them near zero.
 
 Measured (training seed 0, the 500 test digits, scripts/translate_quality.py with the MNIST judge;
-2 CPU cores beside another run): label kept 0.962 (the judge reads the sources at 0.968 and their
+2 CPU cores): label kept 0.962 (the judge reads the sources at 0.968 and their
 true bold versions at 0.936), ink 0.133 -> 0.179 (target 0.194), ink area 0.134 -> 0.178 (target
-0.196), RMS to the true bold versions 0.210 -> 0.150; train + translate 8.3 minutes. Trained for
+0.196), RMS to the true bold versions 0.210 -> 0.150; train + translate 1.6 minutes on 2 quiet cores. Trained for
 1500 steps the translations move less (ink 0.150, label kept 0.960); with the penalty at 0.1 the
 energies grow and the chains overshoot (ink 0.472, label kept 0.184). Figures: docs/mnist.md.
 
