@@ -124,3 +124,21 @@ def test_the_results_page_keeps_the_sections_of_parts_it_did_not_measure():
     assert "| old toy table |" in new and "| `mdsm_conditional_digits` (a row per class) | 0.94 | 1.000 | 0.99 |" in new
     assert new.index(docs_figures.TITLES["toy"]) < new.index(docs_figures.TITLES["mdsm_conditional"])
     assert docs_figures.results_page(fig, new) == new  # idempotent
+
+
+def test_a_results_part_trains_into_a_new_workdir(tmp_path, monkeypatch):
+    """scripts/docs_figures.py trains each recipe from step 0: a workdir an earlier call left behind
+    is removed first (resuming it timed and judged the rest of an old run as the recipe of the commit)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_figures
+    finally:
+        sys.path.pop(0)
+    wd = tmp_path / "pcd_mnist"
+    (wd / "checkpoints" / "2000").mkdir(parents=True)
+    seen = []
+    monkeypatch.setattr(docs_figures, "run", lambda args, log: seen.append((args, wd.exists())) or 12.5)
+    assert docs_figures.train("configs/pcd_mnist.py", wd, "--config.seed=1", log=tmp_path / "log") == 12.5
+    (args, existed), = seen
+    assert not existed, "the old workdir was still there when the recipe ran"
+    assert args[args.index("--workdir") + 1] == str(wd) and args[-1] == "--config.seed=1"
