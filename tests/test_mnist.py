@@ -252,7 +252,7 @@ SHRINK = {
     "mdsm_mnist": ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.mdsm.n_hot=2",
                    "--config.mdsm.n_anneal=4", "--config.mdsm.n_cool=2", "--config.sample.chunk_steps=4",
                    "--config.sample.unroll_steps=2"],
-    "ml_mnist": ["--config.model.widths=4,8", "--config.ml.steps=3", "--config.ml.sample_steps=4",
+    "ml_mnist": ["--config.model.widths=4,8,8", "--config.ml.steps=3", "--config.ml.sample_steps=4",
                  "--config.sample.chunk_steps=4"],
     "pcd_mnist": ["--config.model.widths=4,8,8", "--config.ml.steps=3", "--config.ml.sample_steps=4",
                   "--config.ml.buffer_size=32", "--config.sample.chunk_steps=4"],
@@ -285,7 +285,7 @@ def test_every_mnist_recipe_trains_and_samples(name, judge, tmp_path):
     wd = tmp_path / name
     assert main.run(["--config", config, "--workdir", str(wd), *COMMON, *SHRINK[name]]) == 0
     summary = json.loads((wd / "samples" / "summary.json").read_text())
-    side = 32 if name in ("mdsm_mnist", "cfebm_mnist", "pcd_mnist") else 28  # padded as MDSM's original pads MNIST
+    side = 32 if name in ("mdsm_mnist", "cfebm_mnist", "pcd_mnist", "ml_mnist") else 28  # padded as MDSM's original pads MNIST
     images = np.load(wd / "samples" / "samples.npz")["images"]
     assert images.shape == (8, side, side, 1) and np.isfinite(images).all()
     assert "RBF SVM" in summary["quality"]["classifier"] and sum(summary["quality"]["class_counts"]) == 8
