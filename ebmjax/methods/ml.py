@@ -171,10 +171,9 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         return (batch[0], None, batch[1]) if m.init == "source" else (batch, None, None)
 
     def trained_energies(params):
-        """``of(y)``: the energy under training at labels ``y`` (one per row; ignored unless conditional)."""
-        if conditional:
-            return lambda y: samplers.class_energy(logits(params), y)
-        return lambda y: energy(params)
+        """``of(y)``: the energy under training at labels ``y`` (one per row; ignored unless conditional:
+        JEM's chains run on E(x))."""
+        return lambda y: network_energy(logits(params), classes, y if conditional else None)
 
     def loss(params, carry, batch, key, step):
         del step
