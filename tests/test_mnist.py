@@ -285,7 +285,7 @@ def test_every_mnist_recipe_trains_and_samples(name, judge, tmp_path):
     wd = tmp_path / name
     assert main.run(["--config", config, "--workdir", str(wd), *COMMON, *SHRINK[name]]) == 0
     summary = json.loads((wd / "samples" / "summary.json").read_text())
-    side = 32 if name in ("mdsm_mnist", "cfebm_mnist", "pcd_mnist", "ml_mnist") else 28  # padded as MDSM's original pads MNIST
+    side = 28 + 2 * load_config(config).data.pad  # 32 where the recipe pads as MDSM's original pads MNIST
     images = np.load(wd / "samples" / "samples.npz")["images"]
     assert images.shape == (8, side, side, 1) and np.isfinite(images).all()
     assert "RBF SVM" in summary["quality"]["classifier"] and sum(summary["quality"]["class_counts"]) == 8
