@@ -15,6 +15,8 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
   --config.eval.checkpoints=all`` (``COLLAPSE_SCAN``), both scans drawn in one picture;
 - ``eval``: ``--mode eval`` on the first seed's run (every metric of the digits config), timed;
 - ``restore``: ``--mode inpaint`` and ``--mode denoise`` on the first seed's run;
+- ``mnist_restore``: the same on the ``mnist_mdsm`` part's run (``RESTORE["mnist_restore"]``: the bottom
+  half of 64 test digits hidden, 4 chains each; 100 test digits with noise), after that part;
 - ``toy``: the eight-Gaussians demo (``configs/mdsm_toy2d.py``): mode shares of the data, of the
   annealed samples and of T = 1 chains, and the masses the learned density gives the modes;
 - ``conditional``: ``configs/ml_conditional_digits.py`` (a class-conditional energy, one grid row per
@@ -68,7 +70,7 @@ PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "mds
 MNIST_RECIPES = {f"mnist_{recipe}": f"configs/{recipe}_mnist.py" for recipe in (
     "pcd", "ml", "mdsm", "multigrid", "multigrid_gen", "coop", "cfebm", "ml_conditional", "mdsm_conditional",
     "multigrid_conditional", "coop_conditional", "jem")}
-PARTS += tuple(MNIST_RECIPES)
+PARTS += tuple(MNIST_RECIPES) + ("mnist_restore",)
 # MNIST recipes whose part also runs --mode eval with these settings (a classifier's accuracy,
 # calibration and OOD AUROC).
 MNIST_EVAL = {"mnist_jem": ["--config.eval.metrics=classifier,ood"]}
@@ -79,6 +81,13 @@ CONDITIONAL_RECIPES = {part: f"configs/{part}_digits.py"
 # The bold-digit model class 3 is multiplied by: configs/pcd_digits.py on the 2x2-dilated digits.
 CONDITIONAL_BOLD = ["--config.data.name=digits_bold", "--config.ml.energy_l2=1", "--config.sample.n=100",
                     "--config.sample.batch_size=100"]
+# The restoration parts: the config, the run they restore with (relative to --out) and each mode's settings.
+RESTORE = {
+    "restore": (DIGITS, "digits_seed{seed}", {"inpaint": [], "denoise": []}),
+    "mnist_restore": ("configs/mdsm_mnist.py", "mdsm_mnist", {
+        "inpaint": ["--config.restore.mask=half", "--config.restore.n=64", "--config.restore.n_chains=4"],
+        "denoise": ["--config.restore.n=100"]}),
+}
 JEM = "configs/jem_digits.py"
 JEM_VARIANTS = {  # what else was tried for the recipe (seed 0 each)
     "plain classifier (jem.generative_weight = 0)": ["--config.jem.generative_weight=0"],
@@ -193,11 +202,16 @@ def part_eval(out: pathlib.Path, seed: int) -> dict[str, Any]:
     return {"seconds": seconds, "report": json.loads((wd / "eval" / "report.json").read_text())}
 
 
-def part_restore(out: pathlib.Path, seed: int) -> dict[str, Any]:
-    wd = out / f"digits_seed{seed}"
+def part_restore(out: pathlib.Path, part: str, seed: int) -> dict[str, Any]:
+    """``--mode inpaint`` and ``--mode denoise`` on a trained run, as ``RESTORE[part]`` says."""
+    config, run_dir, modes = RESTORE[part]
+    wd = out / run_dir.format(seed=seed)
+    if not (wd / "checkpoints").exists():
+        raise SystemExit(f"part {part} restores with the run in {wd}, which has not been trained: run the part "
+                         f"that trains it first ({'demo' if part == 'restore' else 'mnist_mdsm'})")
     result = {}
-    for mode in ("inpaint", "denoise"):
-        seconds = run(main_args(DIGITS, wd, f"--config.seed={seed}", "--mode", mode), out / f"{mode}.log")
+    for mode, extra in modes.items():
+        seconds = run(main_args(config, wd, f"--config.seed={seed}", "--mode", mode, *extra), out / f"{mode}.log")
         report = json.loads((wd / mode / "report.json").read_text())
         result[mode] = {"seconds": seconds, "mean_psnr": report["mean_psnr"],
                         "improved_share": report["improved_share"], "n": len(report["psnr"]["corrupted"])}
@@ -400,13 +414,13 @@ def tables(fig: dict[str, Any]) -> str:
             a = m["ais"]
             md.append(f"AIS: {a['summary']}; bounds {'bracket' if a['brackets'] else 'do NOT bracket'} log Z.")
             md.append("")
-    if "restore" in fig:
-        md += ["| task | corrupted | restored | better than the corrupted input |", "|---|---|---|---|"]
-        for mode, r in fig["restore"].items():
+    for part in (p for p in RESTORE if p in fig):
+        md += ["| task | corrupted | restored | better than the corrupted input | time |", "|---|---|---|---|---|"]
+        for mode, r in fig[part].items():
             p, share = r["mean_psnr"], r["improved_share"]
             for k in (kk for kk in p if kk != "corrupted"):
                 md.append(f"| {mode} ({k}) | {p['corrupted']:.1f} dB | {p[k]:.1f} dB | {100 * share[k]:.0f}% of "
-                          f"{r['n']} |")
+                          f"{r['n']} | {r['seconds'] / 60:.1f} min |")
         md.append("")
     if "toy" in fig:
         dens = fig["toy"]["density"]
@@ -492,6 +506,8 @@ PICTURES = {  # docs picture -> where a run writes it, relative to <out>
     "digits_curves.png": "digits_seed{seed}/curves.png",
     "digits_inpaint.png": "digits_seed{seed}/inpaint/panels.png",
     "digits_denoise.png": "digits_seed{seed}/denoise/panels.png",
+    "mnist_inpaint.png": "mdsm_mnist/inpaint/panels.png",
+    "mnist_denoise.png": "mdsm_mnist/denoise/panels.png",
     "toy_density.png": "toy/samples/density.png",
     "multigrid_collapse.png": "multigrid_collapse.png",
     "multigrid_gen_grids.png": "multigrid_gen_digits_seed0/samples/grids.png",
@@ -522,6 +538,7 @@ TITLES = {  # the results page's section of each part
     "bench": "Speed: the digits network against the PyTorch original",
     "bench_cifar": "Speed: the CIFAR network against the PyTorch original",
     **{part: f"MNIST: `{pathlib.Path(config).stem}`" for part, config in MNIST_RECIPES.items()},
+    "mnist_restore": "MNIST: inpainting and denoising with `mdsm_mnist`",
 }
 
 
@@ -593,7 +610,7 @@ def main(argv: list[str]) -> int:
     seed = args.seeds[0]
     steps = {"demo": lambda: part_demo(out, args.seeds), "ml": lambda: part_ml(out), "collapse": lambda: part_collapse(out),
              "eval": lambda: part_eval(out, seed),
-             "restore": lambda: part_restore(out, seed), "toy": lambda: part_toy(out),
+             **{part: functools.partial(part_restore, out, part, seed) for part in RESTORE}, "toy": lambda: part_toy(out),
              "conditional": lambda: part_conditional(out),
              **{part: functools.partial(part_conditional_recipe, out, config) for part, config in CONDITIONAL_RECIPES.items()},
              "jem": lambda: part_jem(out),

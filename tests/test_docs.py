@@ -9,10 +9,12 @@ neither ebmjax nor JAX and takes a few seconds.
 from __future__ import annotations
 
 import pathlib
+import json
 import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -142,3 +144,35 @@ def test_a_results_part_trains_into_a_new_workdir(tmp_path, monkeypatch):
     (args, existed), = seen
     assert not existed, "the old workdir was still there when the recipe ran"
     assert args[args.index("--workdir") + 1] == str(wd) and args[-1] == "--config.seed=1"
+
+
+def test_the_mnist_restore_part_restores_with_the_mdsm_mnist_run(tmp_path, monkeypatch):
+    """scripts/docs_figures.py's mnist_restore part inpaints and denoises with the mnist_mdsm part's run, with
+    the settings docs/mnist.md names, and refuses (naming the part to run first) when that run is missing."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_figures
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit, match="mnist_mdsm"):
+        docs_figures.part_restore(tmp_path, "mnist_restore", 0)
+    wd = tmp_path / "mdsm_mnist"
+    (wd / "checkpoints").mkdir(parents=True)
+    seen = []
+
+    def fake_run(args, log):
+        mode = args[args.index("--mode") + 1]
+        seen.append(args)
+        (wd / mode).mkdir(exist_ok=True)
+        (wd / mode / "report.json").write_text(json.dumps({
+            "mean_psnr": {"corrupted": 9.3, "restored": 15.1}, "improved_share": {"restored": 1.0},
+            "psnr": {"corrupted": [9.0] * (64 if mode == "inpaint" else 100)}}))
+        return 60.0
+
+    monkeypatch.setattr(docs_figures, "run", fake_run)
+    result = docs_figures.part_restore(tmp_path, "mnist_restore", 0)
+    assert [a[a.index("--config") + 1] for a in seen] == ["configs/mdsm_mnist.py"] * 2
+    assert "--config.restore.mask=half" in seen[0] and "--config.restore.n_chains=4" in seen[0]
+    assert result["inpaint"]["n"] == 64 and result["denoise"]["n"] == 100
+    table = docs_figures.tables({"mnist_restore": result})
+    assert "| inpaint (restored) | 9.3 dB | 15.1 dB | 100% of 64 | 1.0 min |" in table
