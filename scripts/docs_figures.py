@@ -35,7 +35,11 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
 - ``mnist_<recipe>`` (one part per entry of ``MNIST_RECIPES``): ``configs/<recipe>_mnist.py`` on the
   5,000 bundled MNIST digits, trained and sampled once (seed 0) and judged by
   ``scripts/mnist_quality.py`` (the mnist5k judge: recognised, label entropy, nn ratio, FD in the
-  judge's features; with the share judged as the class asked for when the recipe is class-conditional).
+  judge's features; with the share judged as the class asked for when the recipe is class-conditional);
+- ``mnist_compose``: ``configs/translate_mnist.py`` trained (its energy is that of bold digits), then
+  ``--mode compose`` of the ``mnist_jem`` part's run (class 3) with it, at each weight of
+  ``MNIST_COMPOSE_WEIGHTS``, the same chains each time; ink and the judge's figures, and
+  ``mnist_compose_bold3.png``.
 
 Writes ``<out>/figures.json`` (everything, with each part's commands, commit, date and machine) and
 ``<out>/figures.md`` (the tables of docs/); with ``--results docs/results.md`` the results page (every
@@ -70,7 +74,7 @@ PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "mds
 MNIST_RECIPES = {f"mnist_{recipe}": f"configs/{recipe}_mnist.py" for recipe in (
     "pcd", "ml", "mdsm", "multigrid", "multigrid_gen", "coop", "cfebm", "ml_conditional", "mdsm_conditional",
     "multigrid_conditional", "coop_conditional", "jem")}
-PARTS += tuple(MNIST_RECIPES) + ("mnist_restore",)
+PARTS += tuple(MNIST_RECIPES) + ("mnist_restore", "mnist_compose")
 # MNIST recipes whose part also runs --mode eval with these settings (a classifier's accuracy,
 # calibration and OOD AUROC).
 MNIST_EVAL = {"mnist_jem": ["--config.eval.metrics=classifier,ood"]}
@@ -88,6 +92,8 @@ RESTORE = {
         "inpaint": ["--config.restore.mask=half", "--config.restore.n=64", "--config.restore.n_chains=4"],
         "denoise": ["--config.restore.n=100"]}),
 }
+# mnist_compose: the weights of the bold-digit energy multiplied into jem_mnist's class 3 (0: the class alone).
+MNIST_COMPOSE_WEIGHTS = (0, 0.5, 1)
 JEM = "configs/jem_digits.py"
 JEM_VARIANTS = {  # what else was tried for the recipe (seed 0 each)
     "plain classifier (jem.generative_weight = 0)": ["--config.jem.generative_weight=0"],
@@ -250,22 +256,58 @@ def part_conditional(out: pathlib.Path) -> dict[str, Any]:
                                         f"--config.compose.workdirs={bold}"), out / f"{wd.name}.log")
     plain = np.load(wd / "samples_seed3" / "samples.npz")["images"]
     composed = np.load(wd / "compose" / "samples.npz")["images"]
-    from ebmjax import data
-
-    test = data.load_source({"name": "digits"}, "test")
-    idx = np.flatnonzero(test.labels(np.arange(len(test))) == 3)
-    bold_threes = data.load_source({"name": "digits_bold", "image_size": None}, "test").get(idx)
     summaries = {k: json.loads((wd / d / "summary.json").read_text())["quality"]
                  for k, d in (("class 3", "samples_seed3"), ("class 3 x bold digits", "compose"))}
-    result["compose"] = {
-        k: {"ink": float(x.mean()), "ink_area": float((x > 0.5).mean()), "label_agreement": summaries[k]["label_agreement"],
-            "confident_share": summaries[k]["confident_share"]}
-        for k, x in (("class 3", plain), ("class 3 x bold digits", composed))}
-    result["compose"]["test 3s / their bold versions"] = {
-        "ink": f"{test.get(idx).mean():.3f} / {bold_threes.mean():.3f}",
-        "ink_area": f"{(test.get(idx) > 0.5).mean():.3f} / {(bold_threes > 0.5).mean():.3f}"}
+    result["compose"] = ink_of_threes({"class 3": plain, "class 3 x bold digits": composed}, summaries, "digits")
     visualize.save_panels([("class 3", plain[:20]), ("class 3 x bold digits", composed[:20])],
                           out / "compose_bold3.png", title="--mode compose: a bold 3")
+    return result
+
+
+def ink_of_threes(images: dict[str, Any], summaries: dict[str, dict[str, Any]], dataset: str) -> dict[str, Any]:
+    """Mean ink, ink area and the judge's figures of each sample set of 3s, and the ink of the dataset's
+    test 3s and of their bold versions (``<dataset>_bold``)."""
+    import numpy as np
+
+    from ebmjax import data
+
+    test = data.load_source({"name": dataset}, "test")
+    idx = np.flatnonzero(test.labels(np.arange(len(test))) == 3)
+    plain, bold = test.get(idx), data.load_source({"name": f"{dataset}_bold", "image_size": None}, "test").get(idx)
+    rows = {k: {"ink": float(x.mean()), "ink_area": float((x > 0.5).mean()),
+                "label_agreement": summaries[k]["label_agreement"], "confident_share": summaries[k]["confident_share"]}
+            for k, x in images.items()}
+    rows["test 3s / their bold versions"] = {"ink": f"{plain.mean():.3f} / {bold.mean():.3f}",
+                                             "ink_area": f"{(plain > 0.5).mean():.3f} / {(bold > 0.5).mean():.3f}"}
+    return rows
+
+
+def part_mnist_compose(out: pathlib.Path) -> dict[str, Any]:
+    """Class 3 of the mnist_jem part's run times the bold-digit energy of configs/translate_mnist.py, at the
+    weights of ``MNIST_COMPOSE_WEIGHTS`` (0: the class model alone, the same chains)."""
+    import numpy as np
+
+    from ebmjax import visualize
+
+    wd = out / "jem_mnist"
+    if not (wd / "checkpoints").exists():
+        raise SystemExit(f"part mnist_compose composes with the run in {wd}, which has not been trained: run the "
+                         "part mnist_jem first")
+    bold = out / "translate_mnist"
+    result: dict[str, Any] = {"bold_train_s": train("configs/translate_mnist.py", bold, log=out / "translate_mnist.log")}
+    three = ["--config.sample.label=3", "--config.sample.n=100", "--config.sample.batch_size=100"]
+    images, summaries = {}, {}
+    for w in MNIST_COMPOSE_WEIGHTS:
+        key = f"class 3 x bold digits, weight {w}"
+        result[f"compose_s_{w}"] = run(main_args("configs/jem_mnist.py", wd, "--mode", "compose", *three,
+                                                 f"--config.compose.workdirs={bold}", f"--config.compose.weights={w}"),
+                                       out / "mnist_compose.log")
+        images[key] = np.load(wd / "compose" / "samples.npz")["images"]
+        summaries[key] = json.loads((wd / "compose" / "summary.json").read_text())["quality"]
+    result["compose"] = ink_of_threes(images, summaries, "mnist5k")
+    visualize.save_panels([(f"bold weight {w}", images[f"class 3 x bold digits, weight {w}"][:20])
+                           for w in MNIST_COMPOSE_WEIGHTS], out / "mnist_compose_bold3.png",
+                          title="jem_mnist's class 3 x translate_mnist's bold digits")
     return result
 
 
@@ -434,9 +476,12 @@ def tables(fig: dict[str, Any]) -> str:
             md.append(f"| mass of the learned density | {min(m):.4f} | {max(m):.4f} | (largest / smallest: "
                       f"{dens.get('learned_mass_max_over_min', float('nan')):.0f}) |")
         md.append("")
-    if "conditional" in fig:
-        c = fig["conditional"]
-        md += conditional_table(CONDITIONAL, c) + [""]
+    for part in ("conditional", "mnist_compose"):
+        if part not in fig:
+            continue
+        c = fig[part]
+        if part == "conditional":
+            md += conditional_table(CONDITIONAL, c) + [""]
         md += ["| 100 samples | mean ink | ink area (> 0.5) | judged as 3 | recognised |", "|---|---|---|---|---|"]
         for k, v in c["compose"].items():
             if "label_agreement" in v:
@@ -516,6 +561,7 @@ PICTURES = {  # docs picture -> where a run writes it, relative to <out>
     "multigrid_conditional_digits.png": "multigrid_conditional_digits_seed0/samples/grid.png",
     "coop_conditional_digits.png": "coop_conditional_digits_seed0/samples/grid.png",
     "compose_bold3.png": "compose_bold3.png",
+    "mnist_compose_bold3.png": "mnist_compose_bold3.png",
     "jem_digits_calibration.png": "jem_jem/eval/calibration.png",
     "jem_digits_plain_calibration.png": "jem_plain_classifier/eval/calibration.png",
     **{f"mnist_{pathlib.Path(c).stem.removesuffix('_mnist')}_grid.png": f"{pathlib.Path(c).stem}/samples/grid.png"
@@ -539,6 +585,7 @@ TITLES = {  # the results page's section of each part
     "bench_cifar": "Speed: the CIFAR network against the PyTorch original",
     **{part: f"MNIST: `{pathlib.Path(config).stem}`" for part, config in MNIST_RECIPES.items()},
     "mnist_restore": "MNIST: inpainting and denoising with `mdsm_mnist`",
+    "mnist_compose": "MNIST: a bold 3 by composition",
 }
 
 
@@ -613,7 +660,7 @@ def main(argv: list[str]) -> int:
              **{part: functools.partial(part_restore, out, part, seed) for part in RESTORE}, "toy": lambda: part_toy(out),
              "conditional": lambda: part_conditional(out),
              **{part: functools.partial(part_conditional_recipe, out, config) for part, config in CONDITIONAL_RECIPES.items()},
-             "jem": lambda: part_jem(out),
+             "jem": lambda: part_jem(out), "mnist_compose": lambda: part_mnist_compose(out),
              "bench": lambda: part_bench(out, ["--config", DIGITS]),
              "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar"),
              **{part: functools.partial(part_mnist, out, config, MNIST_EVAL.get(part))

@@ -176,3 +176,41 @@ def test_the_mnist_restore_part_restores_with_the_mdsm_mnist_run(tmp_path, monke
     assert result["inpaint"]["n"] == 64 and result["denoise"]["n"] == 100
     table = docs_figures.tables({"mnist_restore": result})
     assert "| inpaint (restored) | 9.3 dB | 15.1 dB | 100% of 64 | 1.0 min |" in table
+
+
+def test_the_mnist_compose_part_composes_jem_mnist_with_the_translation_energy(tmp_path, monkeypatch):
+    """scripts/docs_figures.py's mnist_compose part needs the mnist_jem part's run (and says so), trains
+    configs/translate_mnist.py afresh and composes class 3 with it at each weight; its table gives the ink."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_figures
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit, match="mnist_jem"):
+        docs_figures.part_mnist_compose(tmp_path)
+    wd = tmp_path / "jem_mnist"
+    (wd / "checkpoints").mkdir(parents=True)
+    seen = []
+
+    def fake_run(args, log):
+        seen.append(args)
+        if "compose" in args:
+            w = float(next(a for a in args if a.startswith("--config.compose.weights=")).split("=")[1])
+            (wd / "compose").mkdir(exist_ok=True)
+            np.savez(wd / "compose" / "samples.npz", images=np.full((100, 28, 28, 1), 0.1 + 0.1 * w, np.float32))
+            (wd / "compose" / "summary.json").write_text(json.dumps(
+                {"quality": {"label_agreement": 1.0, "confident_share": 0.9}}))
+        return 30.0
+
+    monkeypatch.setattr(docs_figures, "run", fake_run)
+    result = docs_figures.part_mnist_compose(tmp_path)
+    assert seen[0][seen[0].index("--config") + 1] == "configs/translate_mnist.py"
+    assert [a for args in seen[1:] for a in args if a.startswith("--config.compose.workdirs=")] == [
+        f"--config.compose.workdirs={tmp_path / 'translate_mnist'}"] * len(docs_figures.MNIST_COMPOSE_WEIGHTS)
+    assert result["compose"]["class 3 x bold digits, weight 1"]["ink"] == pytest.approx(0.2)
+    assert (tmp_path / "mnist_compose_bold3.png").exists()
+    table = docs_figures.tables({"mnist_compose": result})
+    assert "| class 3 x bold digits, weight 0.5 | 0.150 | 0.000 | 1.00 | 0.90 |" in table
+    assert "| test 3s / their bold versions |" in table
