@@ -32,6 +32,8 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
 - ``bench``: ``python -m ebmjax.bench --config configs/mdsm_digits.py --compare-torch`` (skipped when
   torch is not installed: ``pip install torch``);
 - ``bench_cifar``: the same on the CIFAR network (Res18 d=128) at batch 8 (see ``CIFAR_BENCH``);
+- ``bench_mnist``: ``python -m ebmjax.bench`` (``BENCH_MNIST``) on each unconditional MNIST recipe, one
+  after another: its training step (chains included) and the sampler ``--mode sample`` runs;
 - ``mnist_<recipe>`` (one part per entry of ``MNIST_RECIPES``): ``configs/<recipe>_mnist.py`` on the
   5,000 bundled MNIST digits, trained and sampled once (seed 0) and judged by
   ``scripts/mnist_quality.py`` (the mnist5k judge: recognised, label entropy, nn ratio, FD in the
@@ -74,7 +76,7 @@ PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "mds
 MNIST_RECIPES = {f"mnist_{recipe}": f"configs/{recipe}_mnist.py" for recipe in (
     "pcd", "ml", "mdsm", "multigrid", "multigrid_gen", "coop", "cfebm", "ml_conditional", "mdsm_conditional",
     "multigrid_conditional", "coop_conditional", "jem")}
-PARTS += tuple(MNIST_RECIPES) + ("mnist_restore", "mnist_compose")
+PARTS += tuple(MNIST_RECIPES) + ("mnist_restore", "mnist_compose", "bench_mnist")
 # MNIST recipes whose part also runs --mode eval with these settings (a classifier's accuracy,
 # calibration and OOD AUROC).
 MNIST_EVAL = {"mnist_jem": ["--config.eval.metrics=classifier,ood"]}
@@ -92,6 +94,10 @@ RESTORE = {
         "inpaint": ["--config.restore.mask=half", "--config.restore.n=64", "--config.restore.n_chains=4"],
         "denoise": ["--config.restore.n=100"]}),
 }
+# bench_mnist: the unconditional MNIST recipes, each timed alone by the benchmark (no PyTorch twin exists).
+BENCH_MNIST_CONFIGS = tuple(MNIST_RECIPES[f"mnist_{r}"] for r in ("mdsm", "ml", "pcd", "multigrid", "multigrid_gen",
+                                                                   "coop", "cfebm"))
+BENCH_MNIST = ["--what", "train,langevin", "--min-seconds", "2", "--min-calls", "2"]
 # mnist_compose: the weights of the bold-digit energy multiplied into jem_mnist's class 3 (0: the class alone).
 MNIST_COMPOSE_WEIGHTS = (0, 0.5, 1)
 JEM = "configs/jem_digits.py"
@@ -364,21 +370,31 @@ def part_mnist(out: pathlib.Path, config: str, evaluate: list[str] | None = None
     return result
 
 
+def bench_records(out: pathlib.Path, args: list[str], name: str) -> list[dict[str, Any]]:
+    """``python -m ebmjax.bench ARGS``'s records (one JSON line each), its output kept in <out>/<name>.jsonl."""
+    lines = out / f"{name}.jsonl"
+    lines.unlink(missing_ok=True)
+    COMMANDS.append(f"python -m ebmjax.bench {' '.join(args)}")
+    print(f"  $ python -m ebmjax.bench {' '.join(args)} > {lines}", flush=True)
+    with open(lines, "w") as f, open(out / f"{name}.log", "w") as err:
+        done = subprocess.run([sys.executable, "-m", "ebmjax.bench", *args], cwd=ROOT, stdout=f, stderr=err)
+    if done.returncode != 0:
+        sys.exit(f"docs_figures: the benchmark failed; see {out / f'{name}.log'}")
+    return [json.loads(line) for line in lines.read_text().splitlines() if line.strip()]
+
+
 def part_bench(out: pathlib.Path, args: list[str], name: str = "bench") -> dict[str, Any]:
     try:
         import torch  # noqa: F401
     except ImportError:
         return {"skipped": "torch is not installed (pip install torch)"}
-    lines = out / f"{name}.jsonl"
-    lines.unlink(missing_ok=True)
-    COMMANDS.append(f"python -m ebmjax.bench {' '.join(args)} --compare-torch")
-    print(f"  $ python -m ebmjax.bench {' '.join(args)} --compare-torch > {lines}", flush=True)
-    with open(lines, "w") as f, open(out / f"{name}.log", "w") as err:
-        done = subprocess.run([sys.executable, "-m", "ebmjax.bench", *args, "--compare-torch"],
-                              cwd=ROOT, stdout=f, stderr=err)
-    if done.returncode != 0:
-        sys.exit(f"docs_figures: the benchmark failed; see {out / f'{name}.log'}")
-    return {"records": [json.loads(line) for line in lines.read_text().splitlines() if line.strip()]}
+    return {"records": bench_records(out, [*args, "--compare-torch"], name)}
+
+
+def part_bench_mnist(out: pathlib.Path) -> dict[str, Any]:
+    """Every unconditional MNIST recipe's training step and sampler timed by the benchmark, one after another."""
+    return {config: bench_records(out, ["--config", config, *BENCH_MNIST], f"bench_{pathlib.Path(config).stem}")
+            for config in BENCH_MNIST_CONFIGS}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -526,6 +542,17 @@ def tables(fig: dict[str, Any]) -> str:
                        f"| {c['n']} | {c['accuracy']:.3f} | {c['ece']:.3f} | {c['nll']:.3f} | "
                        + " | ".join(f"{v['ood_auroc_energy']:.3f} / {v['ood_auroc_max_softmax']:.3f}"
                                     for v in c["ood"].values()) + f" | {r['eval_s'] / 60:.1f} min |", ""]
+    if "bench_mnist" in fig:
+        md += ["| recipe | training (img/s, batch) | steps/s | sampler (img-steps/s, chains) | what the sampler runs | "
+               "GFLOP per chain step |", "|---|---|---|---|---|---|"]
+        for config, records in fig["bench_mnist"].items():
+            t = next(r for r in records if r["bench"] == "train")
+            c = next(r for r in records if r["bench"] == "langevin")
+            gflop = "" if c.get("gflop_per_img_step") is None else f"{c['gflop_per_img_step']:.3f}"
+            md.append(f"| `{pathlib.Path(config).stem}` | {t['train_img_per_s']:,.0f} ({t['batch']}) | "
+                      f"{t['train_img_per_s'] / t['batch']:.2f} | {c['langevin_img_steps_per_s']:,.0f} ({c['batch']}) | "
+                      f"{c.get('method', '')}: stage {c.get('stage', '')} | {gflop} |")
+        md.append("")
     bench = [r for part in ("bench", "bench_cifar") for r in fig.get(part, {}).get("records", [])]
     if bench:
         md += ["| network | measurement | batch | ebmjax | PyTorch original | ratio (median of rounds) | ebmjax GFLOP/s "
@@ -586,6 +613,7 @@ TITLES = {  # the results page's section of each part
     **{part: f"MNIST: `{pathlib.Path(config).stem}`" for part, config in MNIST_RECIPES.items()},
     "mnist_restore": "MNIST: inpainting and denoising with `mdsm_mnist`",
     "mnist_compose": "MNIST: a bold 3 by composition",
+    "bench_mnist": "Speed: every MNIST recipe",
 }
 
 
@@ -663,6 +691,7 @@ def main(argv: list[str]) -> int:
              "jem": lambda: part_jem(out), "mnist_compose": lambda: part_mnist_compose(out),
              "bench": lambda: part_bench(out, ["--config", DIGITS]),
              "bench_cifar": lambda: part_bench(out, CIFAR_BENCH, "bench_cifar"),
+             "bench_mnist": lambda: part_bench_mnist(out),
              **{part: functools.partial(part_mnist, out, config, MNIST_EVAL.get(part))
                 for part, config in MNIST_RECIPES.items()}}
     for part in parts:

@@ -214,3 +214,27 @@ def test_the_mnist_compose_part_composes_jem_mnist_with_the_translation_energy(t
     table = docs_figures.tables({"mnist_compose": result})
     assert "| class 3 x bold digits, weight 0.5 | 0.150 | 0.000 | 1.00 | 0.90 |" in table
     assert "| test 3s / their bold versions |" in table
+
+
+def test_the_bench_mnist_part_times_every_unconditional_mnist_recipe(tmp_path, monkeypatch):
+    """scripts/docs_figures.py's bench_mnist part runs the benchmark once per unconditional MNIST recipe and
+    tables its training rate (images and steps per second) and its sampler's rate."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_figures
+    finally:
+        sys.path.pop(0)
+    seen = []
+
+    def fake_run(args, cwd, stdout, stderr):
+        seen.append(args[args.index("--config") + 1])
+        stdout.write(json.dumps({"bench": "train", "batch": 64, "train_img_per_s": 96.0}) + "\n")
+        stdout.write(json.dumps({"bench": "langevin", "batch": 300, "langevin_img_steps_per_s": 4649.4,
+                                 "method": "multigrid", "stage": "28x28", "gflop_per_img_step": 0.0163}) + "\n")
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(docs_figures.subprocess, "run", fake_run)
+    result = docs_figures.part_bench_mnist(tmp_path)
+    assert seen == list(docs_figures.BENCH_MNIST_CONFIGS) and "configs/mdsm_mnist.py" in seen
+    table = docs_figures.tables({"bench_mnist": result})
+    assert "| `multigrid_mnist` | 96 (64) | 1.50 | 4,649 (300) | multigrid: stage 28x28 | 0.016 |" in table
