@@ -8,10 +8,11 @@ CPU devices, and the sampler runs its chains as straight-line pieces of 10 steps
 (Res12 d=64, lr 1e-4, 100k steps on tfds mnist) are configs/mdsm_mnist_tfds.py.
 
 Measured (seed 0, 2 CPU cores, judged by scripts/mnist_quality.py; held-out digits: 0.856):
-3,000 steps (this config; 31 minutes of training at 1.6 steps/s, 4.5 minutes for 200 samples):
-recognised 0.205, label entropy 0.972, nn ratio 1.33, FD in the judge's features 6.7. With
---config.train.steps=1300 --config.sample.n=100 (about 15 minutes, the budget asked of MDSM):
-recognised 0.12, label entropy 0.90, nn ratio 1.36. Far below the maximum-likelihood recipes: the
+3,000 steps (this config; 13.3 minutes of training at 3.9 steps/s and 2.1 for 200 samples, 15.5 in
+all, on the 2-core VM of docs/results.md; an earlier VM of the same kind trained at 1.6 steps/s, 36
+minutes in all): recognised 0.215, label entropy 0.968, nn ratio 1.32, FD in the judge's features
+7.1 (the earlier run: 0.205, 0.972, 1.33, 6.7). With --config.train.steps=1300 --config.sample.n=100
+(15 minutes on the slower VM): recognised 0.12, label entropy 0.90, nn ratio 1.36. Far below the maximum-likelihood recipes: the
 paper's MNIST model trains a network 4 times wider for 100k steps. Figures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/mdsm_mnist.py --workdir runs/mdsm_mnist
