@@ -87,10 +87,11 @@ CONDITIONAL_RECIPES = {part: f"configs/{part}_digits.py"
 # The bold-digit model class 3 is multiplied by: configs/pcd_digits.py on the 2x2-dilated digits.
 CONDITIONAL_BOLD = ["--config.data.name=digits_bold", "--config.ml.energy_l2=1", "--config.sample.n=100",
                     "--config.sample.batch_size=100"]
-# The restoration parts: the config, the run they restore with (relative to --out) and each mode's settings.
+# The restoration parts: the config, the run they restore with (relative to --out), the part that trains
+# that run, and each mode's settings.
 RESTORE = {
-    "restore": (DIGITS, "digits_seed{seed}", {"inpaint": [], "denoise": []}),
-    "mnist_restore": ("configs/mdsm_mnist.py", "mdsm_mnist", {
+    "restore": (DIGITS, "digits_seed{seed}", "demo", {"inpaint": [], "denoise": []}),
+    "mnist_restore": ("configs/mdsm_mnist.py", "mdsm_mnist", "mnist_mdsm", {
         "inpaint": ["--config.restore.mask=half", "--config.restore.n=64", "--config.restore.n_chains=4"],
         "denoise": ["--config.restore.n=100"]}),
 }
@@ -216,11 +217,11 @@ def part_eval(out: pathlib.Path, seed: int) -> dict[str, Any]:
 
 def part_restore(out: pathlib.Path, part: str, seed: int) -> dict[str, Any]:
     """``--mode inpaint`` and ``--mode denoise`` on a trained run, as ``RESTORE[part]`` says."""
-    config, run_dir, modes = RESTORE[part]
+    config, run_dir, trained_by, modes = RESTORE[part]
     wd = out / run_dir.format(seed=seed)
     if not (wd / "checkpoints").exists():
         raise SystemExit(f"part {part} restores with the run in {wd}, which has not been trained: run the part "
-                         f"that trains it first ({'demo' if part == 'restore' else 'mnist_mdsm'})")
+                         f"{trained_by} first")
     result = {}
     for mode, extra in modes.items():
         seconds = run(main_args(config, wd, f"--config.seed={seed}", "--mode", mode, *extra), out / f"{mode}.log")
