@@ -23,9 +23,9 @@ Each part runs the commands a user would run (``python -m ebmjax.main ...``, ``p
   class) judged as above plus the share the judge gives the class asked for; a persistent-chain model of
   the bold digits (``CONDITIONAL_BOLD``); class 3 alone and class 3 times the bold-digit model
   (``--mode compose``), with their ink, in ``compose_bold3.png``;
-- ``mdsm_conditional``, ``multigrid_conditional``, ``coop_conditional``: ``configs/<part>_digits.py``
-  (class-conditional MDSM, multigrid and cooperative learning, one grid row per class), judged as
-  above plus the share the judge gives the class asked for;
+- ``mdsm_conditional``, ``multigrid_conditional``, ``coop_conditional``, ``cfebm_conditional``:
+  ``configs/<part>_digits.py`` (class-conditional MDSM, multigrid, cooperative learning and CF-EBM, one
+  grid row per class), judged as above plus the share the judge gives the class asked for;
 - ``jem``: ``configs/jem_digits.py`` and the same network trained as a plain classifier
   (``--config.jem.generative_weight=0``), then the variants of ``JEM_VARIANTS``, each trained, judged
   and evaluated (``--mode eval``: accuracy, calibration, OOD AUROC by energy and by max-softmax);
@@ -70,7 +70,7 @@ TOY = "configs/mdsm_toy2d.py"
 ML_CONFIGS = ("configs/ml_digits.py", "configs/pcd_digits.py", "configs/multigrid_digits.py",
               "configs/multigrid_gen_digits.py", "configs/coop_digits.py")
 PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "mdsm_conditional",
-         "multigrid_conditional", "coop_conditional", "jem", "bench", "bench_cifar")
+         "multigrid_conditional", "coop_conditional", "cfebm_conditional", "jem", "bench", "bench_cifar")
 # The MNIST recipes (configs/<recipe>_mnist.py), one part each, as a user runs them: train + sample, then
 # the MNIST judge. Each takes minutes to the better part of an hour on 2 cores (docs/mnist.md).
 MNIST_RECIPES = {f"mnist_{recipe}": f"configs/{recipe}_mnist.py" for recipe in (
@@ -83,7 +83,7 @@ MNIST_EVAL = {"mnist_jem": ["--config.eval.metrics=classifier,ood"]}
 CONDITIONAL = "configs/ml_conditional_digits.py"
 # The parts that train one class-conditional recipe each and judge it (conditional_run).
 CONDITIONAL_RECIPES = {part: f"configs/{part}_digits.py"
-                       for part in ("mdsm_conditional", "multigrid_conditional", "coop_conditional")}
+                       for part in ("mdsm_conditional", "multigrid_conditional", "coop_conditional", "cfebm_conditional")}
 # The bold-digit model class 3 is multiplied by: configs/pcd_digits.py on the 2x2-dilated digits.
 CONDITIONAL_BOLD = ["--config.data.name=digits_bold", "--config.ml.energy_l2=1", "--config.sample.n=100",
                     "--config.sample.batch_size=100"]
@@ -587,6 +587,7 @@ PICTURES = {  # docs picture -> where a run writes it, relative to <out>
     "conditional_digits.png": "ml_conditional_digits_seed0/samples/grid.png",
     "mdsm_conditional_digits.png": "mdsm_conditional_digits_seed0/samples/grid.png",
     "multigrid_conditional_digits.png": "multigrid_conditional_digits_seed0/samples/grid.png",
+    "cfebm_conditional_digits.png": "cfebm_conditional_digits_seed0/samples/grid.png",
     "coop_conditional_digits.png": "coop_conditional_digits_seed0/samples/grid.png",
     "compose_bold3.png": "compose_bold3.png",
     "mnist_compose_bold3.png": "mnist_compose_bold3.png",
@@ -608,6 +609,7 @@ TITLES = {  # the results page's section of each part
     "mdsm_conditional": "Class-conditional MDSM",
     "multigrid_conditional": "Class-conditional multigrid",
     "coop_conditional": "Class-conditional cooperative learning",
+    "cfebm_conditional": "Class-conditional CF-EBM",
     "jem": "JEM against a plain classifier",
     "bench": "Speed: the digits network against the PyTorch original",
     "bench_cifar": "Speed: the CIFAR network against the PyTorch original",

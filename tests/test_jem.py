@@ -367,7 +367,7 @@ def test_composed_samplers_add_each_models_energy_at_its_temperature():
 
 
 @pytest.mark.slow  # about 35 s on 2 CPU cores; the whole suite (CI) runs it
-@pytest.mark.parametrize("method", ["multigrid", "coop"])
+@pytest.mark.parametrize("method", ["multigrid", "coop", "cfebm"])
 def test_the_class_conditional_configs_train_and_sample_the_classes_asked_for(method, tmp_path):
     shrunk = importlib.import_module(f"test_{method}").SHRUNK  # the method's own toy-size overrides
     config = str(ROOT / "configs" / f"{method}_conditional_digits.py")
