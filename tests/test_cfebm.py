@@ -277,3 +277,26 @@ def test_paper_scale_configs_build_their_stages(name, side, stages):
         lambda p, b, k: method.loss(p, method.init_carry(None), b, k, jnp.int32(0), phase=stages - 1), params, batch, key)
     assert loss.shape == () and carry["trained"].shape == ()
     assert params["energy"]["params"][f"from_rgb_{side}"]["kernel"].shape == (1, 1, 3, cfg.cfebm.widths[-1])
+
+
+def test_per_stage_networks_learn_at_their_stages_rate_from_their_first_update():
+    """cfebm.lr_by_stage (a, b, c) with the per_stage variant: network k is updated only while stage k
+    trains, so its Adam count starts at 0 when the stage does; its first update (Adam's first step moves
+    every weight by exactly the learning rate, whatever the gradient's size) is at its stage's rate,
+    not at stage 0's (the schedule read at the network's own count gave a, a, a here)."""
+    rates = (1e-3, 5e-4, 2.5e-4)
+    cfg = _cfg(variant="per_stage", lr_by_stage=rates)
+    method = methods.build(cfg, (8, 8, 1))
+    params = method.init_params(jax.random.key(0))
+    opt_state = method.optimizer.init(params)
+    grads = jax.tree.map(lambda p: 3.0 * jnp.ones_like(p), params)
+    updates, _ = method.optimizer.update(grads, opt_state, params)
+    for name, rate in zip(("energy_2", "energy_4", "energy_8"), rates):
+        leaves = jax.tree.leaves(updates[name])
+        np.testing.assert_allclose(np.concatenate([np.ravel(u) for u in leaves]), -rate, rtol=1e-4, err_msg=name)
+    # The grow variant's one network is updated every step: its count is the step.
+    grow = methods.build(_cfg(variant="grow", lr_by_stage=rates), (8, 8, 1))
+    g_params = grow.init_params(jax.random.key(0))
+    g_state = grow.optimizer.init(g_params)
+    g_updates, _ = grow.optimizer.update(jax.tree.map(jnp.ones_like, g_params), g_state, g_params)
+    np.testing.assert_allclose(jax.tree.leaves(g_updates["energy"])[0], -rates[0], rtol=1e-4)

@@ -54,6 +54,7 @@ network's differences.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 from typing import Any
@@ -192,6 +193,11 @@ class ToImageSize:
         return ops.upsample(x, self.factor) if self.factor > 1 else x
 
 
+def shifted(schedule: Any, start: int, count: Any) -> Any:
+    """``schedule`` at step ``start + count``: the rate of a network whose updates began at ``start``."""
+    return schedule(count + start)
+
+
 def handover(x: jax.Array, alpha: Any, key: jax.Array, center: float, half: float) -> jax.Array:
     """The smooth hand-over into a fading stage: c + sqrt(1 - alpha^2) (x - c) + alpha half z."""
     z = jax.random.normal(key, x.shape, x.dtype)
@@ -243,11 +249,18 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 
         def lr(step):
             return lrs[jnp.searchsorted(edges, jnp.asarray(step, jnp.int32), side="right")]
-
-        tx = optax.adam(lr, b1=cfg.train.b1, b2=cfg.train.b2, eps=cfg.train.eps)
     else:
-        tx, lr = optim.adam(cfg.train)
-    optimizer = optim.per_network({name: tx for name in names})
+        lr = optim.adam(cfg.train)[1]
+
+    def adam(schedule):
+        return optax.adam(schedule, b1=cfg.train.b1, b2=cfg.train.b2, eps=cfg.train.eps)
+
+    # Every schedule is of the run's step. Adam's count is a network's own number of updates: the one
+    # network of grow is updated every step, but per_stage's network k only while stage k trains (the
+    # others are frozen), so its count is the step minus the stage's start, and its schedule is shifted
+    # by that start (read at its count alone it would run stage 0's rates first).
+    optimizer = optim.per_network({name: adam(lr) if grow else adam(functools.partial(shifted, lr, starts[k]))
+                                   for k, name in enumerate(names)})
 
     def variables(params, k):
         """Stage k's weights: the one network (grow) or W_k = D_0 + ... + D_k (per_stage)."""
