@@ -6,12 +6,14 @@ Every step runs 20 Langevin steps (step 5, cyclic noise up to 0.03) from uniform
 stage's resolution and lowers the energy of the data (down-sampled to that stage, plus
 N(0, 0.015^2)) against the chain ends, with an L2 penalty on both energies. Stages change every
 9,600 images (150 steps of 64), fading the new block in: 32x32 fades in from step 450 and trains alone
-from step 600. Adam (betas 0.5, 0.999), per stage 1e-3, 1e-3, 2e-3 (constant within a stage).
+from step 600. Adam (betas 0.5, 0.999), 1e-3 at every stage (cfebm_digits'), constant within a stage.
 
 1,000 steps (the digits recipe's 2,500 would take about 2.5 hours on 2 CPU cores: the 32x32 stage
 runs at about 0.3 steps/s). Measured (seed 0, 200 samples, judged by scripts/mnist_quality.py;
 held-out digits 0.856): recognised 0.160, label entropy 0.962, nn ratio 1.36, FD in the judge's
-features 8.1; about 60 minutes of training on cores shared with other runs the whole time.
+features 8.1; about 60 minutes of training on cores shared with other runs the whole time. Measured
+before the per_stage learning-rate fix (docs/cfebm.md), with cfebm_digits' rates of the time; not rerun
+since (this config now takes cfebm_digits' 1e-3 on every stage).
 Figures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/cfebm_mnist.py --workdir runs/cfebm_mnist
