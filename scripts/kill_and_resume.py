@@ -13,7 +13,9 @@ What it does, with the command ``python -m ebmjax.main --config C --workdir W/<n
 2. ``W/killed``: the command is started ``--kills`` times and each start is killed with SIGKILL (the
    whole process group: nothing gets to clean up) at the next moment of ``--at``, taken in turn:
    - ``time``: after a random share (0.1 to 0.9, drawn from ``--seed``) of T (a warm-up run first
-     fills the compilation cache, so that T and the restarts do not include compiling);
+     fills the compilation cache, so that T and the restarts do not include compiling); when the
+     first start ends before its moment (the machine ran it faster than the unbroken run), it is
+     started again from the same state with the moment half as far in, up to ``TIME_RETRIES`` times;
    - ``checkpoint``: as soon as a checkpoint write is under way (Orbax's temporary folder appears)
      while an older checkpoint exists, so that the kill costs a resume from that one;
    - ``shard``: as soon as a new sample shard (or its temporary file) appears;
@@ -49,6 +51,7 @@ from ebmjax.train.checkpoint import complete_steps
 
 POLL_S = 0.002
 START_LIMIT_S = 3600
+TIME_RETRIES = 3  # a first "time" kill that came after the run ended is retried this often, each moment half as far in
 
 
 def command(config: str, workdir: pathlib.Path, overrides: list[str], mode: str = "train") -> list[str]:
@@ -251,6 +254,16 @@ def main(argv: list[str] | None = None) -> int:
         delay = float(rng.uniform(0.1, 0.9)) * wall
         log = args.workdir / f"killed_{i}.log"
         rec = start_and_kill(cmd(wd), env, wd, moment, delay, log)
+        retries = 0
+        while not rec["killed"] and moment == "time" and i == 0 and retries < TIME_RETRIES:
+            # The run ended before its random moment (it ran faster than the unbroken run, on a machine
+            # whose load changed): start again from the same state, the moment half as far in.
+            shutil.rmtree(wd, ignore_errors=True)
+            if args.start is not None:
+                shutil.copytree(args.start, wd)
+            retries, delay = retries + 1, delay / 2
+            rec = start_and_kill(cmd(wd), env, wd, moment, delay, log)
+        rec["retries"] = retries
         kills.append(rec)
         print(f"  start {i}: {'killed' if rec['killed'] else 'ended (exit ' + str(rec['exit_code']) + ')'} at "
               f"{moment} after {rec['after_s']} s; logged step {rec['logged_step']}, newest checkpoint "
