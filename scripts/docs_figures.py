@@ -75,7 +75,7 @@ PARTS = ("demo", "ml", "collapse", "eval", "restore", "toy", "conditional", "mds
 # the MNIST judge. Each takes minutes to the better part of an hour on 2 cores (docs/mnist.md).
 MNIST_RECIPES = {f"mnist_{recipe}": f"configs/{recipe}_mnist.py" for recipe in (
     "pcd", "ml", "mdsm", "multigrid", "multigrid_gen", "coop", "cfebm", "ml_conditional", "mdsm_conditional",
-    "multigrid_conditional", "coop_conditional", "jem")}
+    "multigrid_conditional", "coop_conditional", "cfebm_conditional", "jem")}
 PARTS += tuple(MNIST_RECIPES) + ("mnist_restore", "mnist_compose", "bench_mnist")
 # MNIST recipes whose part also runs --mode eval with these settings (a classifier's accuracy,
 # calibration and OOD AUROC).
