@@ -9,9 +9,8 @@ each). Restoration and evaluation use E(x) = -logsumexp_y f(x)[y].
 
 Measured (training seed 0, 300 samples, judged by scripts/mnist_quality.py; held-out digits 0.856):
 recognised 0.683, label entropy 0.999, nn ratio 1.23, FD in the judge's features 3.8 (the lowest of any
-MNIST recipe here), 0.910 of the samples the class asked for; 33 minutes of training and sampling on
-2 CPU cores beside the test suite for most of it (the 32x32 stage alone trains at about 0.6 steps/s,
-so about 20 minutes on quiet cores). Figures: docs/conditional.md.
+MNIST recipe here), 0.910 of the samples the class asked for; 17.0 minutes of training and sampling
+on 2 quiet CPU cores (docs/results.md). Figures: docs/conditional.md.
 
     python -m ebmjax.main --config configs/cfebm_conditional_mnist.py --workdir runs/cfebm_conditional_mnist
     python scripts/mnist_quality.py runs/cfebm_conditional_mnist/samples/samples.npz
