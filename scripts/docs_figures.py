@@ -91,7 +91,7 @@ CONDITIONAL_BOLD = ["--config.data.name=digits_bold", "--config.ml.energy_l2=1",
 # that run, and each mode's settings.
 RESTORE = {
     "restore": (DIGITS, "digits_seed{seed}", "demo", {"inpaint": [], "denoise": []}),
-    "mnist_restore": ("configs/mdsm_mnist.py", "mdsm_mnist", "mnist_mdsm", {
+    "mnist_restore": (MNIST_RECIPES["mnist_mdsm"], pathlib.Path(MNIST_RECIPES["mnist_mdsm"]).stem, "mnist_mdsm", {
         "inpaint": ["--config.restore.mask=half", "--config.restore.n=64", "--config.restore.n_chains=4"],
         "denoise": ["--config.restore.n=100"]}),
 }
@@ -215,13 +215,17 @@ def part_eval(out: pathlib.Path, seed: int) -> dict[str, Any]:
     return {"seconds": seconds, "report": json.loads((wd / "eval" / "report.json").read_text())}
 
 
+def trained_run(wd: pathlib.Path, part: str, trained_by: str) -> pathlib.Path:
+    """``wd``, the run another part trained; a clear stop naming that part when it has not been trained."""
+    if not (wd / "checkpoints").exists():
+        raise SystemExit(f"part {part} reads the run in {wd}, which has not been trained: run the part {trained_by} first")
+    return wd
+
+
 def part_restore(out: pathlib.Path, part: str, seed: int) -> dict[str, Any]:
     """``--mode inpaint`` and ``--mode denoise`` on a trained run, as ``RESTORE[part]`` says."""
     config, run_dir, trained_by, modes = RESTORE[part]
-    wd = out / run_dir.format(seed=seed)
-    if not (wd / "checkpoints").exists():
-        raise SystemExit(f"part {part} restores with the run in {wd}, which has not been trained: run the part "
-                         f"{trained_by} first")
+    wd = trained_run(out / run_dir.format(seed=seed), part, trained_by)
     result = {}
     for mode, extra in modes.items():
         seconds = run(main_args(config, wd, f"--config.seed={seed}", "--mode", mode, *extra), out / f"{mode}.log")
@@ -296,24 +300,22 @@ def part_mnist_compose(out: pathlib.Path) -> dict[str, Any]:
 
     from ebmjax import visualize
 
-    wd = out / "jem_mnist"
-    if not (wd / "checkpoints").exists():
-        raise SystemExit(f"part mnist_compose composes with the run in {wd}, which has not been trained: run the "
-                         "part mnist_jem first")
+    config = MNIST_RECIPES["mnist_jem"]
+    wd = trained_run(out / pathlib.Path(config).stem, "mnist_compose", "mnist_jem")
     bold = out / "translate_mnist"
     result: dict[str, Any] = {"bold_train_s": train("configs/translate_mnist.py", bold, log=out / "translate_mnist.log")}
     three = ["--config.sample.label=3", "--config.sample.n=100", "--config.sample.batch_size=100"]
     images, summaries = {}, {}
     for w in MNIST_COMPOSE_WEIGHTS:
         key = f"class 3 x bold digits, weight {w}"
-        result[f"compose_s_{w}"] = run(main_args("configs/jem_mnist.py", wd, "--mode", "compose", *three,
+        result[f"compose_s_{w}"] = run(main_args(config, wd, "--mode", "compose", *three,
                                                  f"--config.compose.workdirs={bold}", f"--config.compose.weights={w}"),
                                        out / "mnist_compose.log")
         images[key] = np.load(wd / "compose" / "samples.npz")["images"]
         summaries[key] = json.loads((wd / "compose" / "summary.json").read_text())["quality"]
     result["compose"] = ink_of_threes(images, summaries, "mnist5k")
-    visualize.save_panels([(f"bold weight {w}", images[f"class 3 x bold digits, weight {w}"][:20])
-                           for w in MNIST_COMPOSE_WEIGHTS], out / "mnist_compose_bold3.png",
+    visualize.save_panels([(f"bold weight {w}", x[:20]) for w, x in zip(MNIST_COMPOSE_WEIGHTS, images.values())],
+                          out / "mnist_compose_bold3.png",
                           title="jem_mnist's class 3 x translate_mnist's bold digits")
     return result
 
@@ -411,6 +413,18 @@ def conditional_table(config: str, c: dict[str, Any]) -> list[str]:
             f"{c['label_agreement']:.2f} | {r['nn_ratio']:.2f}x test digits' | {r['train_and_sample_s'] / 60:.1f} min |"]
 
 
+def compose_table(compose: dict[str, Any]) -> list[str]:
+    """The rows of a composition: ink, ink area and the judge's figures of each sample set of 3s."""
+    md = ["| 100 samples | mean ink | ink area (> 0.5) | judged as 3 | recognised |", "|---|---|---|---|---|"]
+    for k, v in compose.items():
+        if "label_agreement" in v:
+            md.append(f"| {k} | {v['ink']:.3f} | {v['ink_area']:.3f} | {v['label_agreement']:.2f} | "
+                      f"{v['confident_share']:.2f} |")
+        else:
+            md.append(f"| {k} | {v['ink']} | {v['ink_area']} | | |")
+    return md + [""]
+
+
 def tables(fig: dict[str, Any]) -> str:
     md: list[str] = []
     if "demo" in fig:
@@ -493,20 +507,10 @@ def tables(fig: dict[str, Any]) -> str:
             md.append(f"| mass of the learned density | {min(m):.4f} | {max(m):.4f} | (largest / smallest: "
                       f"{dens.get('learned_mass_max_over_min', float('nan')):.0f}) |")
         md.append("")
-    for part in ("conditional", "mnist_compose"):
-        if part not in fig:
-            continue
-        c = fig[part]
-        if part == "conditional":
-            md += conditional_table(CONDITIONAL, c) + [""]
-        md += ["| 100 samples | mean ink | ink area (> 0.5) | judged as 3 | recognised |", "|---|---|---|---|---|"]
-        for k, v in c["compose"].items():
-            if "label_agreement" in v:
-                md.append(f"| {k} | {v['ink']:.3f} | {v['ink_area']:.3f} | {v['label_agreement']:.2f} | "
-                          f"{v['confident_share']:.2f} |")
-            else:
-                md.append(f"| {k} | {v['ink']} | {v['ink_area']} | | |")
-        md.append("")
+    if "conditional" in fig:
+        md += conditional_table(CONDITIONAL, fig["conditional"]) + [""] + compose_table(fig["conditional"]["compose"])
+    if "mnist_compose" in fig:
+        md += compose_table(fig["mnist_compose"]["compose"])
     for part, config in CONDITIONAL_RECIPES.items():
         if part in fig:
             c = fig[part]

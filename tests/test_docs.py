@@ -107,14 +107,20 @@ def test_mkdocs_build_strict(tmp_path):
     assert 'id="ebmjax.samplers.langevin.langevin"' in samplers
 
 
-def test_the_results_page_keeps_the_sections_of_parts_it_did_not_measure():
-    """scripts/docs_figures.py --results: a rerun of one part rewrites that part's section and keeps
-    every other section of the page as it was (their figures.json may live on another machine)."""
+def import_docs_figures():
+    """scripts/docs_figures.py as a module."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import docs_figures
     finally:
         sys.path.pop(0)
+    return docs_figures
+
+
+def test_the_results_page_keeps_the_sections_of_parts_it_did_not_measure():
+    """scripts/docs_figures.py --results: a rerun of one part rewrites that part's section and keeps
+    every other section of the page as it was (their figures.json may live on another machine)."""
+    docs_figures = import_docs_figures()
     old = docs_figures.results_page({}, "# Results\n\nintro\n\n## " + docs_figures.TITLES["toy"]
                                     + "\n\n| old toy table |\n\n## Not a part\n\nstale\n")
     assert "| old toy table |" in old and "stale" not in old
@@ -131,11 +137,7 @@ def test_the_results_page_keeps_the_sections_of_parts_it_did_not_measure():
 def test_a_results_part_trains_into_a_new_workdir(tmp_path, monkeypatch):
     """scripts/docs_figures.py trains each recipe from step 0: a workdir an earlier call left behind
     is removed first (resuming it timed and judged the rest of an old run as the recipe of the commit)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import docs_figures
-    finally:
-        sys.path.pop(0)
+    docs_figures = import_docs_figures()
     wd = tmp_path / "pcd_mnist"
     (wd / "checkpoints" / "2000").mkdir(parents=True)
     seen = []
@@ -149,11 +151,7 @@ def test_a_results_part_trains_into_a_new_workdir(tmp_path, monkeypatch):
 def test_the_mnist_restore_part_restores_with_the_mdsm_mnist_run(tmp_path, monkeypatch):
     """scripts/docs_figures.py's mnist_restore part inpaints and denoises with the mnist_mdsm part's run, with
     the settings docs/mnist.md names, and refuses (naming the part to run first) when that run is missing."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import docs_figures
-    finally:
-        sys.path.pop(0)
+    docs_figures = import_docs_figures()
     with pytest.raises(SystemExit, match="mnist_mdsm"):
         docs_figures.part_restore(tmp_path, "mnist_restore", 0)
     wd = tmp_path / "mdsm_mnist"
@@ -183,11 +181,7 @@ def test_the_mnist_compose_part_composes_jem_mnist_with_the_translation_energy(t
     configs/translate_mnist.py afresh and composes class 3 with it at each weight; its table gives the ink."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import docs_figures
-    finally:
-        sys.path.pop(0)
+    docs_figures = import_docs_figures()
     with pytest.raises(SystemExit, match="mnist_jem"):
         docs_figures.part_mnist_compose(tmp_path)
     wd = tmp_path / "jem_mnist"
@@ -219,11 +213,7 @@ def test_the_mnist_compose_part_composes_jem_mnist_with_the_translation_energy(t
 def test_the_bench_mnist_part_times_every_unconditional_mnist_recipe(tmp_path, monkeypatch):
     """scripts/docs_figures.py's bench_mnist part runs the benchmark once per unconditional MNIST recipe and
     tables its training rate (images and steps per second) and its sampler's rate."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import docs_figures
-    finally:
-        sys.path.pop(0)
+    docs_figures = import_docs_figures()
     seen = []
 
     def fake_run(args, cwd, stdout, stderr):
