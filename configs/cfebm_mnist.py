@@ -8,12 +8,11 @@ N(0, 0.015^2)) against the chain ends, with an L2 penalty on both energies. Stag
 9,600 images (150 steps of 64), fading the new block in: 32x32 fades in from step 450 and trains alone
 from step 600. Adam (betas 0.5, 0.999), 1e-3 at every stage (cfebm_digits'), constant within a stage.
 
-1,000 steps (the digits recipe's 2,500 would take about 2.5 hours on 2 CPU cores: the 32x32 stage
-runs at about 0.3 steps/s). Measured (seed 0, 200 samples, judged by scripts/mnist_quality.py;
-held-out digits 0.856): recognised 0.160, label entropy 0.962, nn ratio 1.36, FD in the judge's
-features 8.1; about 60 minutes of training on cores shared with other runs the whole time. Measured
-before the per_stage learning-rate fix (docs/cfebm.md), with cfebm_digits' rates of the time; not rerun
-since (this config now takes cfebm_digits' 1e-3 on every stage).
+1,000 steps (the digits recipe's 2,500 would take about an hour on 2 CPU cores: the 32x32 stage
+runs at about 0.6 steps/s). Measured (seed 0, 300 samples, judged by scripts/mnist_quality.py;
+held-out digits 0.856): recognised 0.217, label entropy 0.976, nn ratio 1.33, FD in the judge's
+features 7.1, 17.8 minutes train + sample on 2 CPU cores (0.160 before the per_stage learning-rate
+fix, docs/cfebm.md). Time and figures of the current commit: docs/results.md.
 Figures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/cfebm_mnist.py --workdir runs/cfebm_mnist

@@ -7,7 +7,10 @@ from the generator's images, lowers the energy of the data (plus N(0, 0.015^2)) 
 ends, with IGEBM's penalty mean E(data)^2 + mean E(chains)^2 at weight 1, and regresses the generator
 onto the chain ends. Energy: the conv net of configs/coop_digits.py
 (16, 32 channels, LeakyReLU); both nets Adam (betas 0.5, 0.999), energy 1e-3 -> 1e-5, generator
-2e-3. Samples: generator images revised by 40 Langevin steps. Figures: docs/mnist.md.
+2e-3. Samples: generator images revised by 40 Langevin steps. Measured (seed 0, 300 samples, judged
+by scripts/mnist_quality.py; held-out digits 0.856): recognised 0.417, label entropy 0.988, nn ratio
+1.28, FD in the judge's features 4.4, 12.4 minutes train + sample on 2 CPU cores. Time and figures of
+the current commit: docs/results.md; pictures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/coop_mnist.py --workdir runs/coop_mnist
     python scripts/mnist_quality.py runs/coop_mnist/samples/samples.npz

@@ -5,9 +5,9 @@ E(x, y) = -f(x)[y], each noisy digit's score matched for the label it carries
 one grid row of ten each (sample.label = -1); --config.sample.label=k draws class k.
 
 Measured (seed 0, 200 samples, judged by scripts/mnist_quality.py; held-out digits 0.856): recognised
-0.435 (mdsm_mnist: 0.205), label entropy 0.992, nn ratio 1.20, FD in the judge's features 7.2; the judge
-gives 0.67 of the samples the class asked for. 37.5 minutes for training and sampling on 2 CPU cores
-beside two other runs. Figures: docs/conditional.md.
+0.435 (mdsm_mnist: 0.215), label entropy 0.992, nn ratio 1.20, FD in the judge's features 7.2; the judge
+gives 0.67 of the samples the class asked for. 15.4 minutes for training and sampling on 2 quiet CPU
+cores. Time and figures of the current commit: docs/results.md; pictures: docs/conditional.md.
 
     python -m ebmjax.main --config configs/mdsm_conditional_mnist.py --workdir runs/mdsm_conditional_mnist
     python scripts/mnist_quality.py runs/mdsm_conditional_mnist/samples/samples.npz

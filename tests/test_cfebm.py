@@ -129,6 +129,9 @@ def test_a_class_conditional_cfebm_runs_its_chains_on_the_examples_class():
     e0 = ref.energy(plain, {"trained": jnp.int32(20)})(x)
     np.testing.assert_allclose(cond.energy(p, {"trained": jnp.int32(20)})(x), -jax.nn.logsumexp(
         jnp.stack([-e0, -2 * e0], 1), axis=1), rtol=1e-5)
+    # --mode eval's classifier: the finished run's last stage, f(x) = (-E(x), -2 E(x)).
+    e_end = ref.energy(plain)(x)
+    np.testing.assert_allclose(cond.classifier(p)(x), jnp.stack([-e_end, -2 * e_end], 1), rtol=1e-5)
     cond_cfg.sample.label = 1
     sampler = methods.build(cond_cfg, (8, 8, 1)).sampler(p, {"trained": jnp.int32(20)})
     assert sampler.settings["label"] == 1

@@ -477,7 +477,7 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
                                "each class's normaliser, so its softmax f(x) is not a classifier (Method.classifier "
                                "is None)"}
         return {"skipped": f"method {ctx.method.name!r} has no classifier (Method.classifier: jem, or ml, multigrid and "
-                           "coop with model.classes = K)"}
+                           "coop and cfebm with model.classes = K)"}
     y = ctx.test.labels(np.arange(len(ctx.x_test)))
     if y is None:
         return {"skipped": f"the {ctx.test_split} split of {ctx.cfg.data.name!r} has no labels"}

@@ -350,6 +350,12 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         s, alpha = reached(carry)
         return stage_energy(params, s, alpha, h // res[s])
 
+    def logits(params):
+        """The finished run's classifier: the last stage's f(x) (B, K), faded in fully."""
+        last = n_stages - 1
+        return jax.tree_util.Partial(StageEnergy(model, last, h // res[last]), variables(params, last),
+                                     jnp.asarray(1.0, jnp.float32))
+
     def sampler(params, carry):
         s, alpha = reached(carry)
         k_steps = int(m.sample_steps)
@@ -384,7 +390,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         bounds=contrastive.energy_bounds(m.energy_bound, "cfebm.energy_bound"),
         identity=("cfebm.resolutions", "cfebm.widths", "cfebm.head_width", "cfebm.variant", "cfebm.phase_images",
                   "train.batch_size", "model.classes"),
-        labels=classes,
+        labels=classes, classifier=logits if classes else None,
         phase=stage_of, phase_boundaries=boundaries,
         frozen=None if grow else (lambda s: frozenset(n for i, n in enumerate(names) if i != int(s))))
 
