@@ -233,10 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode != "train" and args.start is None:
         parser.error(f"--mode {args.mode} needs --from <a trained workdir>")
     ref, wd = args.workdir / "unbroken", args.workdir / "killed"
-    names = ["warmup", "unbroken", "killed"] if "time" in moments else ["unbroken", "killed"]
-    if args.start is not None:
-        for name in names:
-            shutil.copytree(args.start, args.workdir / name)
+
+    def fresh(workdir):
+        """``workdir`` as every run starts it: empty, or a copy of ``--from``."""
+        shutil.rmtree(workdir, ignore_errors=True)
+        if args.start is not None:
+            shutil.copytree(args.start, workdir)
+
+    for name in ["warmup", "unbroken", "killed"] if "time" in moments else ["unbroken", "killed"]:
+        fresh(args.workdir / name)
 
     def cmd(workdir):
         return command(args.config, workdir, overrides, args.mode)
@@ -258,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         while not rec["killed"] and moment == "time" and i == 0 and retries < TIME_RETRIES:
             # The run ended before its random moment (it ran faster than the unbroken run, on a machine
             # whose load changed): start again from the same state, the moment half as far in.
-            shutil.rmtree(wd, ignore_errors=True)
-            if args.start is not None:
-                shutil.copytree(args.start, wd)
+            fresh(wd)
             retries, delay = retries + 1, delay / 2
             rec = start_and_kill(cmd(wd), env, wd, moment, delay, log)
         rec["retries"] = retries

@@ -268,11 +268,14 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             return params["energy"]
         return jax.tree.map(lambda *leaves: sum(leaves[1:], leaves[0]), *(params[names[j]] for j in range(k + 1)))
 
+    def stage_network(params, k, alpha, factor=1):
+        """Stage k's network f(x) (B,), or with classes its logits (B, K), as a Partial."""
+        return jax.tree_util.Partial(StageEnergy(model, k, factor), variables(params, k), jnp.asarray(alpha, jnp.float32))
+
     def stage_energy(params, k, alpha, factor=1, y=None):
         """Stage k's energy; with classes E(x, y) at labels ``y`` (a class, one per row or -1), or
         E(x) = -logsumexp_y f(x)[y] when ``y`` is None."""
-        f = jax.tree_util.Partial(StageEnergy(model, k, factor), variables(params, k), jnp.asarray(alpha, jnp.float32))
-        return network_energy(f, classes, y)
+        return network_energy(stage_network(params, k, alpha, factor), classes, y)
 
     def sigmas(total):
         if m.cyclic_noise:
@@ -352,9 +355,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
 
     def logits(params):
         """The finished run's classifier: the last stage's f(x) (B, K), faded in fully."""
-        last = n_stages - 1
-        return jax.tree_util.Partial(StageEnergy(model, last, h // res[last]), variables(params, last),
-                                     jnp.asarray(1.0, jnp.float32))
+        return stage_network(params, n_stages - 1, 1.0, h // res[-1])
 
     def sampler(params, carry):
         s, alpha = reached(carry)
