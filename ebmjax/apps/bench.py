@@ -243,24 +243,24 @@ def cpu_peak_tflops(dtype: str) -> tuple[float | None, str]:
 # ---------------------------------------------------------------------------------------------
 
 # Native per-example shapes of the tfds datasets, so a benchmark needs no prepared data.
-_NATIVE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
-                  "cifar100": (32, 32, 3), "svhn_cropped": (32, 32, 3),
-                  "celeb_a": (140, 140, 3)}  # CelebA after its 140x140 centre crop (tfds_source.CELEBA_CROP)
-
-
 def example_shape(data_cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
     """Per-example shape the config trains on: from the data source when it loads, otherwise from the
-    dataset's native shape with the config's resize and padding (the data themselves are not needed)."""
+    dataset's own shape (``Dataset.shape``) with the config's resize and padding (the data themselves
+    are not needed)."""
     from ebmjax import data
 
     try:
         return tuple(data.load_source(data_cfg, "train").shape)
-    except DataError:
-        if data_cfg.name not in _NATIVE_SHAPES:
+    except DataError as e:
+        native = data.get(data_cfg.name).shape
+        if native is None:
             raise
-    h, w, c = _NATIVE_SHAPES[data_cfg.name]
-    if data_cfg.image_size is not None:
-        h = w = data_cfg.image_size
+        h, w, c = native
+        if data_cfg.image_size is not None:
+            h = w = data_cfg.image_size
+        if h is None or w is None:
+            raise DataError(f"{e}\n{data_cfg.name}'s images differ in size: to benchmark without the data, "
+                            "give the size the run trains at, --config.data.image_size=N (or --shape H,W,C).") from e
     return (h + 2 * data_cfg.pad, w + 2 * data_cfg.pad, c)
 
 

@@ -92,6 +92,10 @@ class Dataset:
         names in :data:`SYNTHETIC_OOD_SETS` or other datasets' names (resized to this one's images).
       report: ``SampleReport -> dict`` written after sampling (its "files" are added to the
         summary's), or None: pictures and figures only this dataset has.
+      shape: (H, W, C) of one example as loaded before ``data.pad`` and ``data.image_size`` (after
+        the dataset's own crop), known without reading the data; None for the height and width
+        where they vary. Tools that need no pixels (the benchmark) use it when the data are not
+        prepared on this machine. None: unknown (such tools then need the data).
     """
 
     name: str
@@ -103,6 +107,7 @@ class Dataset:
     judge: Callable[[int], Any] | None = None
     ood_sets: tuple[str, ...] = ("uniform", "constant", "interpolation")
     report: Callable[[SampleReport], dict] | None = None
+    shape: tuple[int | None, int | None, int] | None = None
 
 
 _REGISTRY: dict[str, Dataset] = {}

@@ -199,7 +199,11 @@ def load_tfds_source(name: str, split: str, data_dir: str | os.PathLike | None =
     return TfdsSource(name, split, data_dir=data_dir, pad=pad, image_size=image_size, crop=CROPS.get(name))
 
 
-TFDS_NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
+# Each tfds dataset with its example shape (CelebA after its centre crop), known without the data.
+TFDS_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3),
+    "svhn_cropped": (32, 32, 3), "celeb_a": (CELEBA_CROP, CELEBA_CROP, 3)}
+TFDS_NAMES: tuple[str, ...] = tuple(TFDS_SHAPES)
 # The OOD sets of the papers: CIFAR-10 against SVHN, CIFAR-100, interpolations and constant images
 # (MDSM, CF-EBM).
 OOD_SETS: dict[str, tuple[str, ...]] = {"cifar10": ("svhn_cropped", "cifar100", "interpolation", "constant")}
@@ -215,7 +219,7 @@ def _tfds_dataset(name: str) -> Dataset:
         return load_tfds_source(name, split, data_dir=o.data_dir, pad=o.pad, image_size=o.image_size)
 
     return Dataset(name, load, f"tfds {name} (a prepared array_record directory; see docs/getting-started.md, 'Real datasets, offline')",
-                   ood_sets=OOD_SETS.get(name, ("uniform", "constant", "interpolation")))
+                   ood_sets=OOD_SETS.get(name, ("uniform", "constant", "interpolation")), shape=TFDS_SHAPES[name])
 
 
 def _cycle_gan_dataset(pair: str) -> Dataset:
@@ -225,8 +229,9 @@ def _cycle_gan_dataset(pair: str) -> Dataset:
         return load_tfds_source(name, domain_split(split, o.domain), data_dir=o.data_dir, pad=o.pad,
                                 image_size=o.image_size)
 
+    # RGB photographs whose size differs between pairs (256x256 for most, 600x600 for maps).
     return Dataset(name, load, f"tfds {name}: two unpaired domains ({' and '.join(DOMAINS)}; data.domain picks one)",
-                   two_domain=True)
+                   two_domain=True, shape=(None, None, 3))
 
 
 DATASETS = tuple(_tfds_dataset(n) for n in TFDS_NAMES) + tuple(_cycle_gan_dataset(p) for p in CYCLE_GAN_PAIRS)
