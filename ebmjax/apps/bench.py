@@ -242,7 +242,6 @@ def cpu_peak_tflops(dtype: str) -> tuple[float | None, str]:
 # Shapes and timing
 # ---------------------------------------------------------------------------------------------
 
-# Native per-example shapes of the tfds datasets, so a benchmark needs no prepared data.
 def example_shape(data_cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
     """Per-example shape the config trains on: from the data source when it loads, otherwise from the
     dataset's own shape (``Dataset.shape``) with the config's resize and padding (the data themselves
