@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ebmjax import losses, models
+from ebmjax import data, losses, models
 from ebmjax.apps import bench
 from ebmjax.config import load_config
 from ebmjax.errors import DataError
@@ -120,18 +120,18 @@ def test_cpu_peak_from_cpuinfo():
 
 def test_example_shape_without_prepared_data(tmp_path):
     cifar = load_config(CIFAR, [("data.data_dir", str(tmp_path))])
-    assert bench.example_shape(cifar.data) == (32, 32, 3)
+    assert data.example_shape(cifar.data) == (32, 32, 3)
     mnist = load_config(str(ROOT / "configs" / "mdsm_mnist_tfds.py"), [("data.data_dir", str(tmp_path))])
-    assert bench.example_shape(mnist.data) == (32, 32, 1)
-    assert bench.example_shape(load_config(DIGITS).data) == (8, 8, 1)
+    assert data.example_shape(mnist.data) == (32, 32, 1)
+    assert data.example_shape(load_config(DIGITS).data) == (8, 8, 1)
     # Every dataset supplies its shape through the registry (Dataset.shape); the cycle_gan pairs'
     # photographs differ in size, so their runs' data.image_size gives it, and without one the error
     # says what to pass.
     zebra = load_config(str(ROOT / "configs" / "translate_horse2zebra.py"), [("data.data_dir", str(tmp_path))])
-    assert bench.example_shape(zebra.data) == (64, 64, 3)
+    assert data.example_shape(zebra.data) == (64, 64, 3)
     zebra.data.image_size = None
     with pytest.raises(DataError, match="--config.data.image_size=N"):
-        bench.example_shape(zebra.data)
+        data.example_shape(zebra.data)
 
 
 # The 2-D toy's small MLP compiles in a second; the conv counts are checked above.

@@ -239,29 +239,8 @@ def cpu_peak_tflops(dtype: str) -> tuple[float | None, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Shapes and timing
+# Timing
 # ---------------------------------------------------------------------------------------------
-
-def example_shape(data_cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
-    """Per-example shape the config trains on: from the data source when it loads, otherwise from the
-    dataset's own shape (``Dataset.shape``) with the config's resize and padding (the data themselves
-    are not needed)."""
-    from ebmjax import data
-
-    try:
-        return tuple(data.load_source(data_cfg, "train").shape)
-    except DataError as e:
-        native = data.get(data_cfg.name).shape
-        if native is None:
-            raise
-        h, w, c = native
-        if data_cfg.image_size is not None:
-            h = w = data_cfg.image_size
-        if h is None or w is None:
-            raise DataError(f"{e}\n{data_cfg.name}'s images differ in size: to benchmark without the data, "
-                            "give the size the run trains at, --config.data.image_size=N (or --shape H,W,C).") from e
-    return (h + 2 * data_cfg.pad, w + 2 * data_cfg.pad, c)
-
 
 @dataclasses.dataclass
 class Timing:
@@ -688,7 +667,7 @@ def run(argv: Sequence[str], out=None) -> int:
 
     try:
         cfg = load_config(args.config, overrides)
-        from ebmjax import methods, parallel
+        from ebmjax import data, methods, parallel
 
         # As `python -m ebmjax.main` runs; both timed batches must split evenly.
         parallel.use_cpu_cores(cfg.dist.cpu_devices, math.gcd(methods.split_rows(cfg), cfg.sample.batch_size))
@@ -708,7 +687,7 @@ def run(argv: Sequence[str], out=None) -> int:
 
             log.info("PyTorch twin on %d CPU threads", setup_threads())
         dtypes = _split(args.dtype, DTYPES, "--dtype") if args.dtype else [cfg.model.dtype]
-        shape = _parse_shape(args.shape) if args.shape else example_shape(cfg.data)
+        shape = _parse_shape(args.shape) if args.shape else data.example_shape(cfg.data)
         if args.profile_dir:
             jax.profiler.start_trace(args.profile_dir)
         try:

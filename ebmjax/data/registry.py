@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ebmjax.data.source import ImageSource, check_source
-from ebmjax.errors import ConfigError
+from ebmjax.errors import ConfigError, DataError
 
 # The modules that hold the built-in records (each has a DATASETS tuple).
 BUILTIN_MODULES: tuple[str, ...] = ("ebmjax.data.bundled", "ebmjax.data.mnist5k", "ebmjax.data.toy2d",
@@ -281,6 +281,26 @@ def load_source(data_config: Any, split: str) -> ImageSource:
     source = dataset.load(split, options)
     check_source(source, split, points=dataset.points)
     return source
+
+
+def example_shape(data_config: Any) -> tuple[int, ...]:
+    """Per-example shape a run on ``data_config`` trains on: the train split's when it loads, otherwise
+    the dataset's own (``Dataset.shape``) with ``data.image_size`` and ``data.pad`` applied, so tools
+    that need no pixels (the benchmark) work where the data are not prepared. DataError (with what to
+    pass) when neither gives it."""
+    try:
+        return tuple(load_source(data_config, "train").shape)
+    except DataError as e:
+        dataset, options = data_options(data_config)
+        if dataset.shape is None:
+            raise
+        h, w, c = dataset.shape
+        if options.image_size is not None:
+            h = w = options.image_size
+        if h is None or w is None:
+            raise DataError(f"{e}\n{dataset.name}'s images differ in size: to use it without the data, give the "
+                            "size the run trains at, --config.data.image_size=N (or bench's --shape H,W,C).") from e
+        return (h + 2 * options.pad, w + 2 * options.pad, c)
 
 
 def native_view(data_config: Any, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
