@@ -101,6 +101,24 @@ def test_calibration_error_on_known_cases():
     np.testing.assert_allclose(calibration.softmax(np.array([[1000.0, 1000.0]])), [[0.5, 0.5]])
 
 
+def test_bootstrap_error_bars_match_known_answers():
+    # The accuracy of n predictions right with probability p has standard deviation sqrt(p (1 - p) / n);
+    # the NLL of n rows, std(-log p) / sqrt(n).
+    rng = np.random.default_rng(0)
+    n, p = 2000, 0.8
+    labels = (rng.random(n) > p).astype(int)  # label 0 with probability p; every row predicts 0
+    conf = rng.uniform(0.6, 0.99, n)
+    probs = np.stack([conf, 1 - conf], 1)
+    std = calibration.bootstrap_std(calibration.accuracy, probs, labels, n_resamples=2000)
+    assert std == pytest.approx(np.sqrt(p * (1 - p) / n), rel=0.08)
+    nll_rows = -np.log(probs[np.arange(n), labels])
+    std = calibration.bootstrap_std(calibration.negative_log_likelihood, probs, labels, n_resamples=2000)
+    assert std == pytest.approx(nll_rows.std() / np.sqrt(n), rel=0.08)
+    assert calibration.negative_log_likelihood(probs, labels) == pytest.approx(nll_rows.mean())
+    with pytest.raises(ValueError, match="n_resamples"):
+        calibration.bootstrap_std(calibration.accuracy, probs, labels, n_resamples=1)
+
+
 def digits_config(method="jem", **extra):
     cfg = load_config(str(ROOT / "configs" / "jem_digits.py"))
     cfg.method.name = method
@@ -318,6 +336,7 @@ def test_jem_and_a_conditional_model_on_the_command_line(tmp_path, capsys):
     probs = calibration.softmax(np.asarray(method.classifier(state.params)(x)))
     assert c["n"] == 100 and c["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == y))
     assert c["ece"] == pytest.approx(calibration.expected_calibration_error(probs, y), abs=1e-6)
+    assert set(c["std"]) == {"accuracy", "nll", "ece"} and 0 < c["std"]["accuracy"] < 0.1
     # The energy's OOD AUROC is the ood section's, on the same images.
     for name, s in c["ood"].items():
         assert s["ood_auroc_energy"] == pytest.approx(report["metrics"]["ood"]["sets"][name]["auroc"]), name

@@ -496,11 +496,14 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
         p_out = calibration.softmax(ood.energies(ctx.logits_fn, x_out, batch_size=ctx.e.batch_size))
         sets[name] = {"n": len(x_out), "ood_auroc_max_softmax": ood.ood_auroc(score_in, 1.0 - p_out.max(axis=1)),
                       "ood_auroc_energy": ood.ood_auroc(ctx.set_energies("in"), ctx.set_energies(name))}
-    return {"accuracy": float(np.mean(probs.argmax(axis=1) == y)), "n": len(y),
-            "nll": float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-300)))),
-            "ece": bins.ece, "ece_bins": len(bins.counts), "ood": sets,
-            "note": "ece: expected calibration error over 15 equal-width confidence bins (0 = calibrated); OOD scored "
-                    "by 1 - max softmax and by the energy E(x) = -logsumexp f(x) (higher = OOD) against the "
+    figures = {"accuracy": calibration.accuracy, "nll": calibration.negative_log_likelihood,
+               "ece": calibration.expected_calibration_error}
+    return {"accuracy": calibration.accuracy(probs, y), "n": len(y),
+            "nll": calibration.negative_log_likelihood(probs, y), "ece": bins.ece, "ece_bins": len(bins.counts),
+            "std": {k: calibration.bootstrap_std(f, probs, y) for k, f in figures.items()}, "ood": sets,
+            "note": "ece: expected calibration error over 15 equal-width confidence bins (0 = calibrated); std: each "
+                    f"figure's standard deviation over 1,000 bootstrap resamples of the {len(y)} images (seed 0); OOD "
+                    "scored by 1 - max softmax and by the energy E(x) = -logsumexp f(x) (higher = OOD) against the "
                     f"{ctx.test_split} images"}
 
 

@@ -6,7 +6,8 @@ Pure functions of arrays / ``energy_fn`` (jax or numpy only):
 - :func:`ais_log_partition` (forward AIS, lower bound), :func:`reverse_ais_log_partition` (upper
   bound), :func:`ais_betas`, :func:`nll_bits_per_dim` (``ais``)
 - :func:`ood_auroc`, :func:`roc_curve`, :func:`noisy_energies` (``ood``)
-- :func:`calibration_bins`, :func:`expected_calibration_error` (``calibration``): a classifier's ECE
+- :func:`calibration_bins`, :func:`expected_calibration_error`, :func:`bootstrap_std` (``calibration``): a
+  classifier's ECE and the error bars of its figures
 - :func:`nearest_neighbours` (``neighbours``), :func:`mode_coverage`, :func:`stacked_digits` (``coverage``)
 
 Feature networks: each dataset's judge (``ebmjax.data.judge_for``; the digits classifier, the MNIST
@@ -31,7 +32,13 @@ from ebmjax.evaluation.ais import (
     reference_log_partition,
     reverse_ais_log_partition,
 )
-from ebmjax.evaluation.calibration import Calibration, calibration_bins, expected_calibration_error, softmax
+from ebmjax.evaluation.calibration import (
+    Calibration,
+    bootstrap_std,
+    calibration_bins,
+    expected_calibration_error,
+    softmax,
+)
 from ebmjax.evaluation.coverage import (
     CoverageResult,
     channel_labels,
@@ -77,6 +84,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AISResult",
     "Calibration",
+    "bootstrap_std",
     "calibration_bins",
     "expected_calibration_error",
     "softmax",

@@ -8,11 +8,12 @@ sum_b (n_b / n) |acc_b - conf_b|. 0 is perfectly calibrated.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["Calibration", "softmax", "calibration_bins", "expected_calibration_error"]
+__all__ = ["Calibration", "softmax", "calibration_bins", "expected_calibration_error", "negative_log_likelihood",
+           "accuracy", "bootstrap_std"]
 
 
 class Calibration(NamedTuple):
@@ -57,3 +58,27 @@ def calibration_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) ->
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """ECE of ``probs`` (n, K) against ``labels`` (n,) over ``n_bins`` confidence bins."""
     return calibration_bins(probs, labels, n_bins).ece
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean -log p(label | x) of ``probs`` (n, K) against ``labels`` (n,)."""
+    probs = np.asarray(probs, np.float64)
+    return float(-np.mean(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300))))
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows of ``probs`` (n, K) whose top class is the label."""
+    return float(np.mean(np.asarray(probs).argmax(axis=1) == np.asarray(labels)))
+
+
+def bootstrap_std(statistic: Callable[[np.ndarray, np.ndarray], float], probs: np.ndarray, labels: np.ndarray,
+                  n_resamples: int = 1000, seed: int = 0) -> float:
+    """The standard deviation of ``statistic(probs, labels)`` over ``n_resamples`` resamples of the rows
+    with replacement: the error bar of a figure measured on a finite test set (for the accuracy it is
+    about sqrt(p (1 - p) / n))."""
+    if n_resamples < 2:
+        raise ValueError(f"bootstrap_std needs n_resamples >= 2; got {n_resamples}.")
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(labels), size=(n_resamples, len(labels)))
+    return float(np.std([statistic(probs[i], labels[i]) for i in idx], ddof=1))
