@@ -80,5 +80,8 @@ def bootstrap_std(statistic: Callable[[np.ndarray, np.ndarray], float], probs: n
         raise ValueError(f"bootstrap_std needs n_resamples >= 2; got {n_resamples}.")
     probs, labels = np.asarray(probs), np.asarray(labels)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(labels), size=(n_resamples, len(labels)))
-    return float(np.std([statistic(probs[i], labels[i]) for i in idx], ddof=1))
+    values = []
+    for _ in range(n_resamples):  # one resample at a time: a large test set needs no (n_resamples, n) table
+        i = rng.integers(0, len(labels), size=len(labels))
+        values.append(statistic(probs[i], labels[i]))
+    return float(np.std(values, ddof=1))
