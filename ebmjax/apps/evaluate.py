@@ -470,6 +470,9 @@ def _coverage(ctx: _Context) -> dict[str, Any]:
             "classifier": judge.describe(), "classifier_test_accuracy": judge.test_accuracy}
 
 
+BOOTSTRAP_RESAMPLES = 1000  # the classifier's error bars: resamples of the test images
+
+
 def _classifier(ctx: _Context) -> dict[str, Any]:
     if ctx.logits_fn is None:
         if ctx.method.labels:
@@ -500,9 +503,11 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
                "ece": calibration.expected_calibration_error}
     return {"accuracy": calibration.accuracy(probs, y), "n": len(y),
             "nll": calibration.negative_log_likelihood(probs, y), "ece": bins.ece, "ece_bins": len(bins.counts),
-            "std": {k: calibration.bootstrap_std(f, probs, y) for k, f in figures.items()}, "ood": sets,
-            "note": "ece: expected calibration error over 15 equal-width confidence bins (0 = calibrated); std: each "
-                    f"figure's standard deviation over 1,000 bootstrap resamples of the {len(y)} images (seed 0); OOD "
+            "std": {k: calibration.bootstrap_std(f, probs, y, n_resamples=BOOTSTRAP_RESAMPLES)
+                    for k, f in figures.items()}, "ood": sets,
+            "note": f"ece: expected calibration error over {len(bins.counts)} equal-width confidence bins (0 = calibrated); "
+                    f"std: each figure's standard deviation over {BOOTSTRAP_RESAMPLES:,} bootstrap resamples of the "
+                    f"{len(y)} images (seed 0); OOD "
                     "scored by 1 - max softmax and by the energy E(x) = -logsumexp f(x) (higher = OOD) against the "
                     f"{ctx.test_split} images"}
 
