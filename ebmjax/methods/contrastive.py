@@ -56,9 +56,13 @@ def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: j
     return value, metrics
 
 
-def energy_bounds(bound: float, setting: str, suffixes: tuple[str, ...] = ("",)) -> dict[str, tuple[float, str]]:
-    """The ``Method.bounds`` entries that mark an update as diverged when a mean energy of the data
-    or of the chains' ends passes ``bound`` (named ``setting`` in the message), one pair per suffix
-    (``"_7"``, ``"_14"``: one per grid)."""
-    return {f"{what}{suffix}": (float(bound), setting)
-            for suffix in suffixes for what in ("energy_data", "energy_model")}
+def energy_bounds(group: Any, prefix: str, suffixes: tuple[str, ...] = ("",)) -> dict[str, tuple[float, str]]:
+    """The ``Method.bounds`` entries of a method's chain settings ``group`` (the config group named
+    ``prefix``): an update is diverged when a mean energy of the data or of the chains' ends passes
+    ``group.energy_bound``, or, when ``group.gap_bound`` is set, when their gap ``energy_gap`` passes
+    it in magnitude; one set per suffix (``"_7"``, ``"_14"``: one per grid)."""
+    bounds = {f"{what}{suffix}": (float(group.energy_bound), f"{prefix}.energy_bound")
+              for suffix in suffixes for what in ("energy_data", "energy_model")}
+    if group.get("gap_bound") is not None:
+        bounds.update({f"energy_gap{suffix}": (float(group.gap_bound), f"{prefix}.gap_bound") for suffix in suffixes})
+    return bounds

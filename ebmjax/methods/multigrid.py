@@ -407,7 +407,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         s = Sampler(init, stages, jax.tree_util.Partial(identity), settings)
         return s._replace(pictures=lambda out_dir, key: grids_picture(s, pl, out_dir, key))
 
-    bounds = contrastive.energy_bounds(m.energy_bound, "multigrid.energy_bound",
+    bounds = contrastive.energy_bounds(m, "multigrid",
                                        tuple(f"_{side}" for side in pl.learned))
     return Method(
         name="multigrid", networks=nets if gen is None else {**nets, GENERATOR: gen}, init_params=init_params,

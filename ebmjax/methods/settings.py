@@ -30,8 +30,9 @@ RULE_TEXT = {"> 0": "a finite number > 0", ">= 0": "a finite number >= 0", "[0, 
 
 # The Langevin chains of every maximum-likelihood method (ml, multigrid, cfebm, coop):
 # x <- clamp(x - step_size * clip(dE/dx, grad_clip) + noise * z), trained against the data plus
-# N(0, data_noise^2), with a penalty energy_l2 * (mean E(data)^2 + mean E(chains)^2) and a bound
-# on |mean energy| past which an update counts as diverged.
+# N(0, data_noise^2), with a penalty energy_l2 * (mean E(data)^2 + mean E(chains)^2), a bound
+# on |mean energy| past which an update counts as diverged, and an optional one on the gap
+# |mean E(chains) - mean E(data)| (chains that no longer reach the data).
 CHAIN_RULES: tuple[Rule, ...] = (
     ("step_size", "the Langevin step on the energy's gradient", "> 0"),
     ("noise", "the Langevin noise", ">= 0"),
@@ -39,13 +40,14 @@ CHAIN_RULES: tuple[Rule, ...] = (
     ("data_noise", "the noise added to the data", ">= 0"),
     ("energy_l2", "the weight of the energy penalty", ">= 0"),
     ("energy_bound", "the energy magnitude at which the run stops", "> 0"),
+    ("gap_bound", "the bound on the chains' energy minus the data's", "> 0"),
 )
 
 
 def chain_settings(group: ml_collections.ConfigDict, *, step_size: Any, noise: Any, grad_clip: float | None = None,
                    clamp: bool = True, data_noise: float = 0.0, energy_l2: float = 0.0,
                    energy_bound: float = 1e4) -> None:
-    """Adds the seven chain settings every maximum-likelihood method has to ``group``, with the
+    """Adds the eight chain settings every maximum-likelihood method has to ``group``, with the
     method's defaults (a method's ``settings()`` calls it)."""
     group.step_size = step_size  # step on the energy's gradient
     group.noise = noise  # std of the Langevin noise added every step
@@ -55,6 +57,11 @@ def chain_settings(group: ml_collections.ConfigDict, *, step_size: Any, noise: A
     group.data_noise = data_noise  # std of Gaussian noise added to the data (short-run, JEM: 0.03 on [-1, 1])
     group.energy_l2 = energy_l2  # weight of mean E(data)^2 + mean E(chains)^2 in the loss (IGEBM: 1.0)
     group.energy_bound = energy_bound  # an update whose |mean energy| of data or chains passes this counts as diverged
+    # an update whose |mean E(chains) - mean E(data)| passes this counts as diverged (None: no bound): the
+    # chains have lost the data, the failure persistent chains show when the energy outruns them
+    # (JEM on MNIST); with train.recover = N the run then goes back to its last good checkpoint
+    # with the learning rates times train.recover_lr, as users of the originals do by hand
+    group.gap_bound = ml_collections.config_dict.placeholder(float)
 
 
 def obeys(value: float, rule: str) -> bool:
