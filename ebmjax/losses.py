@@ -99,13 +99,20 @@ def dsm_loss(energy_fn: EnergyFn, x: jax.Array, key: jax.Array, sigma: float) ->
 
 
 def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energy_l2: float = 0.0,
-            model_energy_fn: EnergyFn | None = None) -> jax.Array:
+            model_energy_fn: EnergyFn | None = None, grad_l2: float = 0.0) -> jax.Array:
     """Maximum-likelihood (contrastive divergence) loss of an EBM p(x) ∝ exp(-E(x)), a scalar:
 
         mean E(x_data) - mean E(x_model) + energy_l2 * (mean E(x_data)^2 + mean E(x_model)^2)
 
     (the squares are averaged per example, the IGEBM / improved-CD regulariser that keeps energies
-    near 0). ``x_model`` is held constant: no gradient flows through it, even when the caller
+    near 0), plus, with ``grad_l2``,
+
+        grad_l2 * (mean |dE/dx(x_data)|^2 + mean |dE/dx(x_model)|^2)
+
+    (the squared norm of each example's input gradient, averaged over examples): a penalty on the
+    landscape's steepness where the data and the chains are, which keeps a Langevin step of fixed
+    size from overshooting as training sharpens the energy (its parameter gradient is a double
+    back-propagation, as in MDSM). ``x_model`` is held constant: no gradient flows through it, even when the caller
     computed it from the parameters (by Langevin chains on ``energy_fn``). With x_model exact samples
     of the model, the parameter gradient of the first two terms is a Monte Carlo estimate of the
     gradient of the mean negative log-likelihood of x_data, E_data[dE] - E_model[dE].
@@ -115,9 +122,28 @@ def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energ
     if x_data.shape[1:] != x_model.shape[1:]:
         raise ConfigError(f"ml_loss: data and model samples must have the same example shape, got "
                           f"{x_data.shape[1:]} and {x_model.shape[1:]}.")
-    e_data = energy_fn(x_data)
-    e_model = (energy_fn if model_energy_fn is None else model_energy_fn)(jax.lax.stop_gradient(x_model))
+    model_energy_fn = energy_fn if model_energy_fn is None else model_energy_fn
+    x_model = jax.lax.stop_gradient(x_model)
+    if grad_l2:
+        e_data, g_data = _energy_and_input_grad(energy_fn, x_data)
+        e_model, g_model = _energy_and_input_grad(model_energy_fn, x_model)
+    else:
+        e_data, e_model = energy_fn(x_data), model_energy_fn(x_model)
     loss = jnp.mean(e_data) - jnp.mean(e_model)
     if energy_l2:
         loss = loss + energy_l2 * (jnp.mean(e_data**2) + jnp.mean(e_model**2))
+    if grad_l2:
+        loss = loss + grad_l2 * (_mean_sq_norm(g_data) + _mean_sq_norm(g_model))
     return loss
+
+
+def _energy_and_input_grad(energy_fn: EnergyFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(E(x) per example, dE/dx) in one forward and one backward pass, differentiable in the
+    energy's parameters."""
+    e, pullback = jax.vjp(energy_fn, x)
+    return e, pullback(jnp.ones_like(e))[0]
+
+
+def _mean_sq_norm(g: jax.Array) -> jax.Array:
+    """The mean over examples (axis 0) of each example's squared L2 norm."""
+    return jnp.mean(jnp.sum(jnp.reshape(g, (g.shape[0], -1)) ** 2, axis=1))

@@ -566,40 +566,6 @@ def test_runaway_energies_stop_the_run_at_ml_energy_bound(trained_runs, tmp_path
     assert bitwise_equal(final_state(wd, args), final_state(trained, args))
 
 
-def test_chains_that_lose_the_data_stop_the_run_at_ml_gap_bound(trained_runs, tmp_path, capsys):
-    """The other way maximum likelihood fails (persistent JEM chains on MNIST): the energies stay
-    small, but the chains' energy leaves the data's. With ml.gap_bound set below every gap the
-    trained run's next update has, each update is skipped, and a whole window stops the run as
-    ml.energy_bound does: the last good checkpoint named, the bound named in the message. (With
-    train.recover = N the run goes back to that checkpoint by itself, as for any divergence.)"""
-    trained = trained_runs("ml")
-    wd = copy_of(trained, tmp_path)
-    assert run(wd, *RUNS["ml"], "--config.train.steps=40", "--config.ml.gap_bound=1e-9",
-               "--config.train.checkpoint_every=1") == 2
-    # Step 20's parameters already give a gap past the bound (its first update is the one skipped),
-    # so its checkpoint is set aside with the later ones, and the run goes back to step 10.
-    assert_clear_error(capsys, "Training diverged", "or ml.energy_bound / ml.gap_bound exceeded", "since step 20",
-                       "The last good checkpoint is step 10", "Checkpoints [20]")
-    last = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()][-1]
-    assert last["skipped_in_window"] == 10 and 0 < abs(last["energy_gap"]) < 100
-    assert max(abs(last["energy_data"]), abs(last["energy_model"])) < 100  # energy_bound was not what stopped it
-
-
-def test_gap_bound_entries_follow_the_chain_settings():
-    """contrastive.energy_bounds: the energy pair per grid always, the gap only when gap_bound is set."""
-    import ml_collections
-
-    from ebmjax.methods import contrastive, settings
-
-    g = ml_collections.ConfigDict()
-    settings.chain_settings(g, step_size=1.0, noise=0.01, energy_bound=50.0)
-    assert contrastive.energy_bounds(g, "ml") == {"energy_data": (50.0, "ml.energy_bound"),
-                                                   "energy_model": (50.0, "ml.energy_bound")}
-    g.gap_bound = 3.0
-    assert contrastive.energy_bounds(g, "multigrid", ("_4", "_8"))["energy_gap_8"] == (3.0, "multigrid.gap_bound")
-    assert len(contrastive.energy_bounds(g, "multigrid", ("_4", "_8"))) == 6
-
-
 # ------------------------------------------------------------------------------------------------
 # A full disk (issue 25): the error is injected at the writer, as the operating system or TensorStore
 # raises it (the checkpoint's text is TensorStore's, as a run on a 3 MB tmpfs printed it). Each row:

@@ -69,6 +69,34 @@ def test_ml_loss_holds_the_model_samples_constant():
         losses.ml_loss(gaussian_energy(theta), x_data, jnp.zeros((4, D + 1)))
 
 
+def test_ml_loss_gradient_penalty_has_its_closed_form_value_and_gradient():
+    """grad_l2 on the Gaussian energy: dE/dx = (x - mu) / s^2, so the penalty is
+    grad_l2 * (mean |x_d - mu|^2 + mean |x_m - mu|^2) / s^4, and its gradient in log s is -4 times
+    that (in mu: -2 grad_l2 / s^4 times the summed mean residuals); x_model stays constant."""
+    theta = (jnp.array([0.5, -1.0, 2.0]), jnp.asarray(0.3))
+    x_data = jax.random.normal(jax.random.PRNGKey(0), (64, D))
+    z = jax.random.normal(jax.random.PRNGKey(1), (48, D))
+    lam = 0.05
+
+    def loss(t, x_model):
+        return losses.ml_loss(gaussian_energy(t), x_data, x_model, energy_l2=0.1, grad_l2=lam)
+
+    x_model = theta[0] + jnp.exp(theta[1]) * z
+    mu, s2 = np.asarray(theta[0]), float(np.exp(2 * theta[1]))
+    r_d, r_m = np.asarray(x_data) - mu, np.asarray(x_model) - mu
+    sq = (r_d**2).sum(1).mean() + (r_m**2).sum(1).mean()
+    plain = losses.ml_loss(gaussian_energy(theta), x_data, x_model, energy_l2=0.1)
+    np.testing.assert_allclose(loss(theta, x_model) - plain, lam * sq / s2**2, rtol=1e-5)
+    g = jax.grad(loss)(theta, x_model)
+    g_plain = jax.grad(lambda t: losses.ml_loss(gaussian_energy(t), x_data, x_model, energy_l2=0.1))(theta)
+    np.testing.assert_allclose(g[1] - g_plain[1], -4 * lam * sq / s2**2, rtol=1e-4)
+    np.testing.assert_allclose(g[0] - g_plain[0], -2 * lam / s2**2 * (r_d.mean(0) + r_m.mean(0)), rtol=1e-4,
+                               atol=1e-6)
+    # Nothing flows through x_model, with the penalty too.
+    through = jax.grad(lambda t: loss(t, t[0] + jnp.exp(t[1]) * z))(theta)
+    chex.assert_trees_all_close(through, g, rtol=1e-6)
+
+
 @pytest.mark.parametrize("variant", [jax.jit, lambda f: f], ids=["jit", "eager"])
 def test_buffer_draws_uniformly_reinitialises_the_asked_share_and_writes_back(variant):
     capacity, n = 50, 4000

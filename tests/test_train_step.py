@@ -113,6 +113,43 @@ def two_network_method(boundary=2):
                           frozen=lambda phase: {"b"} if phase == 0 else set())
 
 
+def test_updates_past_the_chain_bounds_are_skipped():
+    """Method.bounds from a chain settings group (contrastive.energy_bounds): an update whose mean
+    energy passes energy_bound in magnitude, or whose chains' energy exceeds the data's by more
+    than gap_bound, is skipped (parameters, optimiser and carry unchanged, ``skipped`` + 1); a
+    negative gap of any size (chains below the data, which maximum likelihood corrects) is not."""
+    import ml_collections
+
+    from ebmjax.methods import contrastive, settings
+
+    g = ml_collections.ConfigDict()
+    settings.chain_settings(g, step_size=1.0, noise=0.01, energy_bound=50.0)
+    assert contrastive.energy_bounds(g, "ml") == {"energy_data": (-50.0, 50.0, "ml.energy_bound"),
+                                                   "energy_model": (-50.0, 50.0, "ml.energy_bound")}
+    g.gap_bound = 2.0
+    assert contrastive.energy_bounds(g, "multigrid", ("_4", "_8"))["energy_gap_8"] == (-np.inf, 2.0,
+                                                                                       "multigrid.gap_bound")
+
+    def loss(params, carry, batch, key, step):  # batch = (energy_data, energy_model)
+        metrics = {"energy_data": batch[0], "energy_model": batch[1], "energy_gap": batch[1] - batch[0]}
+        return jnp.sum((params["w"] - 1.0) ** 2), (carry + 1.0, metrics)
+
+    method = methods.Method(name="bounded", networks=("w",), init_params=lambda key: {"w": jnp.zeros(2)},
+                            optimizer=optax.sgd(0.25), learning_rates={}, init_carry=lambda key: jnp.zeros(()),
+                            carry_specs=(), loss=loss, probe=None, energy=None, sampler=None, denoise_sigma=0.0,
+                            temperature=1.0, bounds=contrastive.energy_bounds(g, "ml"), identity=())
+    step = jax.jit(train_step.make_train_step(method))
+    state = train_state.create(method.init_params(None), method.optimizer, jnp.zeros(()))
+    key = jax.random.PRNGKey(0)
+    for e_data, e_model, applied in [(0.0, 1.9, True), (0.0, 2.1, False), (1.0, -30.0, True), (60.0, 61.0, False),
+                                     (-49.0, -47.5, True), (-49.0, -46.0, False), (0.0, float("nan"), False)]:
+        new, _ = step(state, jnp.array([e_data, e_model]), key)
+        assert int(new.skipped - state.skipped) == (0 if applied else 1), (e_data, e_model)
+        assert float(new.carry) == float(state.carry) + applied
+        assert (float(new.params["w"][0]) != float(state.params["w"][0])) == applied
+        state = new
+
+
 def test_frozen_networks_keep_parameters_and_optimiser_state():
     method = two_network_method()
     state = train_state.create(method.init_params(jax.random.PRNGKey(0)), method.optimizer, ())

@@ -122,9 +122,9 @@ class Method(NamedTuple):
     temperature: T such that exp(-E / T) is the density the method's chains sample (1 for MDSM;
         noise^2 / (2 step) for maximum-likelihood Langevin written as step and noise); restoration
         weighs the data's likelihood against the energy with it.
-    bounds: {metric: (bound, config field)}: an update whose metric exceeds the bound in magnitude
-        is treated as diverged (skipped, and a window of them stops the run), e.g. the runaway
-        energies of maximum-likelihood training.
+    bounds: {metric: (low, high, config field)}: an update whose metric leaves [low, high] is
+        treated as diverged (skipped, and a window of them stops the run), e.g. the runaway
+        energies of maximum-likelihood training, or its chains falling behind the data.
     identity: config fields whose values define what the parameters mean; checkpoints written
         with other values cannot be resumed.
 
@@ -162,7 +162,7 @@ class Method(NamedTuple):
     sampler: Callable[[Params, Any], Sampler]
     denoise_sigma: float | None
     temperature: float
-    bounds: Mapping[str, tuple[float, str]]
+    bounds: Mapping[str, tuple[float, float, str]]
     identity: tuple[str, ...]
     phase: Callable[[int], Any] | None = None
     phase_boundaries: tuple[int, ...] = ()

@@ -330,7 +330,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         # The chains run with the parameters held constant: the samples carry no gradient.
         x_model = jax.lax.stop_gradient(chains(jax.lax.stop_gradient(params), x0, k_chain, s, alpha, int(m.steps), y))
         total, metrics = contrastive.step(stage_energy(params, s, alpha, y=y), None, x_data, x_model,
-                                          energy_l2=m.energy_l2)
+                                          energy_l2=m.energy_l2, grad_l2=m.grad_l2)
         metrics.update({"stage": jnp.float32(s), "side": jnp.float32(res[s]), "fade": jnp.asarray(alpha, jnp.float32)})
         return total, ({"trained": (jnp.asarray(step, jnp.int32) + 1)}, metrics)
 

@@ -25,7 +25,7 @@ def noised(x: jax.Array, key: jax.Array, std: float) -> jax.Array:
 
 def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: jax.Array, *,
          energy_l2: float = 0.0, step_size: float | None = None, grad_clip: float | None = None,
-         energy_model: EnergyFn | None = None) -> tuple[jax.Array, dict[str, Any]]:
+         energy_model: EnergyFn | None = None, grad_l2: float = 0.0) -> tuple[jax.Array, dict[str, Any]]:
     """``ml_loss(energy, x_data, x_model)`` and its diagnostics.
 
     Args:
@@ -34,6 +34,8 @@ def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: j
         x_data: the (noised) data batch.
         x_model: the chains' ends (no gradient flows through them).
         energy_l2: the weight of the penalty on both mean energies.
+        grad_l2: the weight of the penalty on the input gradients' squared norms
+            (:func:`ebmjax.losses.ml_loss`).
         step_size: the chains' gradient step; given, the metrics include ``grad_step_rms``, how far
             the chains' last gradient step moves a pixel (RMS of ``step_size * clip(dE/dx)``).
         grad_clip: the chains' gradient clip, for ``grad_step_rms``.
@@ -45,7 +47,8 @@ def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: j
         with ``step_size``, ``grad_step_rms``.
     """
     energy_model = energy if energy_model is None else energy_model
-    value = losses.ml_loss(energy, x_data, x_model, energy_l2=energy_l2, model_energy_fn=energy_model)
+    value = losses.ml_loss(energy, x_data, x_model, energy_l2=energy_l2, model_energy_fn=energy_model,
+                           grad_l2=grad_l2)
     e_data, e_model = jnp.mean(energy(x_data)), jnp.mean(energy_model(x_model))
     metrics = {"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data}
     if step_size is not None:
@@ -56,13 +59,18 @@ def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: j
     return value, metrics
 
 
-def energy_bounds(group: Any, prefix: str, suffixes: tuple[str, ...] = ("",)) -> dict[str, tuple[float, str]]:
+def energy_bounds(group: Any, prefix: str,
+                  suffixes: tuple[str, ...] = ("",)) -> dict[str, tuple[float, float, str]]:
     """The ``Method.bounds`` entries of a method's chain settings ``group`` (the config group named
     ``prefix``): an update is diverged when a mean energy of the data or of the chains' ends passes
-    ``group.energy_bound``, or, when ``group.gap_bound`` is set, when their gap ``energy_gap`` passes
-    it in magnitude; one set per suffix (``"_7"``, ``"_14"``: one per grid)."""
-    bounds = {f"{what}{suffix}": (float(group.energy_bound), f"{prefix}.energy_bound")
+    ``group.energy_bound`` in magnitude, or, when ``group.gap_bound`` is set, when the chains' mean
+    energy exceeds the data's by more than it (``energy_gap``: the chains have lost the data; a
+    negative gap, chains below the data, is what maximum likelihood corrects by itself and is not
+    bounded); one set per suffix (``"_7"``, ``"_14"``: one per grid)."""
+    bound = float(group.energy_bound)
+    bounds = {f"{what}{suffix}": (-bound, bound, f"{prefix}.energy_bound")
               for suffix in suffixes for what in ("energy_data", "energy_model")}
     if group.get("gap_bound") is not None:
-        bounds.update({f"energy_gap{suffix}": (float(group.gap_bound), f"{prefix}.gap_bound") for suffix in suffixes})
+        bounds.update({f"energy_gap{suffix}": (-float("inf"), float(group.gap_bound), f"{prefix}.gap_bound")
+                       for suffix in suffixes})
     return bounds

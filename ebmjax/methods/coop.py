@@ -219,7 +219,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             z = jax.lax.stop_gradient(infer_latent(const[GENERATOR], z, revised, k_infer, y))
         # The energy's term: data against the revised samples (gradient into the energy only).
         energy_loss, metrics = contrastive.step(energy(params, y=y), e_const, x_data, revised, energy_l2=m.energy_l2,
-                                                step_size=m.step_size, grad_clip=m.grad_clip)
+                                                step_size=m.step_size, grad_clip=m.grad_clip, grad_l2=m.grad_l2)
         # The generator's term: reproduce the revised samples (gradient into the generator only).
         residual = (generator.apply(params[GENERATOR], code(z, y)) - revised).reshape(n, -1)
         gen_loss = jnp.mean(0.5 * jnp.sum(residual**2, axis=1) / sigma_g2)

@@ -206,7 +206,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         x_model = jax.lax.stop_gradient(chains(const(y_chain), x0, k_chain, int(m.steps)))
         # Conditional: E(x_i, y_i) of the data against E(x_j, y_j) of the chains, each at its own label.
         ml_value, terms = contrastive.step(live(y), const(y_chain), x_data, x_model, energy_l2=m.energy_l2,
-                                           step_size=m.step_size, grad_clip=m.grad_clip, energy_model=live(y_chain))
+                                           step_size=m.step_size, grad_clip=m.grad_clip, energy_model=live(y_chain),
+                                           grad_l2=m.grad_l2)
         weight = 1.0 if hybrid is None else hybrid.generative_weight
         value = value + weight * ml_value
         metrics.update(terms)

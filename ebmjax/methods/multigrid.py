@@ -346,7 +346,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
             x_model = jax.lax.stop_gradient(chain(e_const, start, keys[2 * k], k, pl.steps[k]))
             x_data = contrastive.noised(data[k + 1], keys[2 * k + 1], m.data_noise)
             value, terms = contrastive.step(grid_energy(params, k, y), e_const, x_data, x_model, energy_l2=m.energy_l2,
-                                            step_size=pl.step_size[k], grad_clip=m.grad_clip)
+                                            step_size=pl.step_size[k], grad_clip=m.grad_clip, grad_l2=m.grad_l2)
             total = total + value
             metrics.update({f"{name}_{side}": v for name, v in terms.items()})
             # How far the chain moved its start (RMS per pixel): 0 = the chain did nothing.

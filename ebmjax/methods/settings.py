@@ -32,13 +32,14 @@ RULE_TEXT = {"> 0": "a finite number > 0", ">= 0": "a finite number >= 0", "[0, 
 # x <- clamp(x - step_size * clip(dE/dx, grad_clip) + noise * z), trained against the data plus
 # N(0, data_noise^2), with a penalty energy_l2 * (mean E(data)^2 + mean E(chains)^2), a bound
 # on |mean energy| past which an update counts as diverged, and an optional one on the gap
-# |mean E(chains) - mean E(data)| (chains that no longer reach the data).
+# mean E(chains) - mean E(data) (chains that no longer reach the data).
 CHAIN_RULES: tuple[Rule, ...] = (
     ("step_size", "the Langevin step on the energy's gradient", "> 0"),
     ("noise", "the Langevin noise", ">= 0"),
     ("grad_clip", "the clip of the chains' gradients", "> 0"),
     ("data_noise", "the noise added to the data", ">= 0"),
     ("energy_l2", "the weight of the energy penalty", ">= 0"),
+    ("grad_l2", "the weight of the input-gradient penalty", ">= 0"),
     ("energy_bound", "the energy magnitude at which the run stops", "> 0"),
     ("gap_bound", "the bound on the chains' energy minus the data's", "> 0"),
 )
@@ -47,7 +48,7 @@ CHAIN_RULES: tuple[Rule, ...] = (
 def chain_settings(group: ml_collections.ConfigDict, *, step_size: Any, noise: Any, grad_clip: float | None = None,
                    clamp: bool = True, data_noise: float = 0.0, energy_l2: float = 0.0,
                    energy_bound: float = 1e4) -> None:
-    """Adds the eight chain settings every maximum-likelihood method has to ``group``, with the
+    """Adds the nine chain settings every maximum-likelihood method has to ``group``, with the
     method's defaults (a method's ``settings()`` calls it)."""
     group.step_size = step_size  # step on the energy's gradient
     group.noise = noise  # std of the Langevin noise added every step
@@ -56,8 +57,11 @@ def chain_settings(group: ml_collections.ConfigDict, *, step_size: Any, noise: A
     group.clamp = clamp  # clamp the chains to the data's range after every step
     group.data_noise = data_noise  # std of Gaussian noise added to the data (short-run, JEM: 0.03 on [-1, 1])
     group.energy_l2 = energy_l2  # weight of mean E(data)^2 + mean E(chains)^2 in the loss (IGEBM: 1.0)
+    # weight of mean |dE/dx|^2 at the data + the same at the chains' ends (0: off): keeps the landscape
+    # from steepening under a Langevin step of fixed size (ebmjax.losses.ml_loss)
+    group.grad_l2 = 0.0
     group.energy_bound = energy_bound  # an update whose |mean energy| of data or chains passes this counts as diverged
-    # an update whose |mean E(chains) - mean E(data)| passes this counts as diverged (None: no bound): the
+    # an update whose mean E(chains) - mean E(data) passes this counts as diverged (None: no bound): the
     # chains have lost the data, the failure persistent chains show when the energy outruns them
     # (JEM on MNIST); with train.recover = N the run then goes back to its last good checkpoint
     # with the learning rates times train.recover_lr, as users of the originals do by hand

@@ -525,7 +525,7 @@ class _Trainer:
         last = (f"The last good checkpoint is step {good} in {self.ckpts.directory}; rerunning resumes from it."
                 if good is not None else
                 "There is no good checkpoint (the run diverged before its first one); rerunning starts afresh.")
-        bounds = sorted({field for _, field in self.method.bounds.values()})
+        bounds = sorted({field for *_, field in self.method.bounds.values()})
         beyond = f", or {' / '.join(bounds)} exceeded" if bounds else ""
         return Diverged(
             f"Training diverged: all {window_len} updates before step {done} had a non-finite loss or "
@@ -634,7 +634,7 @@ class _Trainer:
                                 self.keeper.after_save(state)
                             quiet = False
                         elif not quiet:
-                            fields = sorted({f for _, f in self.method.bounds.values()})
+                            fields = sorted({f for *_, f in self.method.bounds.values()})
                             beyond = f", or {' / '.join(fields)} exceeded" if fields else ""
                             log.warning("Not saving checkpoints while updates are skipped for a non-finite loss, "
                                         "gradient or carried state%s (from step %d on).", beyond, step)

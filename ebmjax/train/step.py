@@ -36,8 +36,8 @@ def make_train_step(method: Method, ema_decay: float = 0.0, phase: Any = None) -
                                                   jax.random.fold_in(key, state.step), state.step)
         # A metric beyond the method's bound (e.g. runaway energies) counts as a diverged update.
         within = jnp.asarray(True)
-        for name, (bound, _) in method.bounds.items():
-            within = within & (jnp.abs(metrics[name]) <= bound)
+        for name, (low, high, _) in method.bounds.items():
+            within = within & (metrics[name] >= low) & (metrics[name] <= high)
         new_state = apply_if_finite(state, jnp.where(within, loss, jnp.nan), grads, carry, method.optimizer,
                                     ema_decay, frozen)
         out = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
