@@ -6,6 +6,7 @@ losses of ``ml`` with labels and of ``jem`` against their formulas; and the comm
 import importlib
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,6 +154,15 @@ def test_jem_loss_is_cross_entropy_plus_maximum_likelihood_on_the_marginal_energ
     e_data = metrics["energy_data"]
     expected = ce + e_data - e_model.mean() + (jnp.mean(m.energy(params)(x) ** 2) + jnp.mean(e_model**2))
     np.testing.assert_allclose(value, expected, rtol=1e-5)
+    # ml.grad_l2 adds its weight times mean |dE/dx|^2 at the data plus the same at the (same) chains
+    # (a large weight: the untrained network's input gradients are tiny, |dE/dx|^2 ~ 1e-8).
+    steep = methods.build(digits_config(ml__data_noise=0.0, ml__grad_l2=1e6), (8, 8, 1))
+    v_steep, (c_steep, _) = jax.jit(steep.loss)(params, carry, (x, y), jax.random.key(4), 0)
+    chex.assert_trees_all_equal(c_steep, new_carry)
+    sq = [jnp.mean(jnp.sum(jax.grad(lambda z: jnp.sum(m.energy(params)(z)))(pts) ** 2, axis=(1, 2, 3)))
+          for pts in (x, chains)]
+    # (``chains`` reads the updated buffer, where a row drawn twice holds the later chain: within 1%.)
+    np.testing.assert_allclose(v_steep - value, 1e6 * (sq[0] + sq[1]), rtol=1e-2)
     # The plain classifier of the same network: cross-entropy only, no chains, no buffer.
     plain = methods.build(digits_config(jem__generative_weight=0.0, ml__data_noise=0.0), (8, 8, 1))
     assert plain.init_carry(jax.random.key(1)) == ()
