@@ -9,8 +9,15 @@ size overshoots, the chains' energy rises above the data's, the network learns t
 (energy gap at the penalty's optimum, 10), and the samples become one saturated pattern (0-1.5%
 recognised). Lower learning rates, gradient clipping and the recovery policy (ml.gap_bound with
 train.recover) only delayed it. With the penalty the step stays at 0.01 and the gap near 0.3 to the
-end. Figures, against the plain classifier of the same network trained as long
-(--config.jem.generative_weight=0 --config.train.steps=6000): docs/conditional.md#mnist.
+end (0 updates skipped).
+
+Measured (seed 0, 2 CPU cores, 52 minutes for train + sample; docs/conditional.md#mnist): accuracy
+0.984, NLL 0.085, ECE 0.038 (under-confident) on the 500 test digits, OOD AUROC by E(x) 1.00 / 0.96 /
+0.83 / 1.00 (noise, constant, interpolations, 8x8 digits); 200 samples of E(x) recognised 0.880 by
+scripts/mnist_quality.py (held-out digits 0.856), label entropy 0.961, nn ratio 1.11, FD 5.8. The plain
+classifier of the same network trained as long (--config.jem.generative_weight=0
+--config.train.steps=6000 on configs/jem_mnist.py): accuracy 0.974, NLL 0.233, ECE 0.024
+(over-confident), OOD AUROC by -logsumexp f 0.89 / 0.83 / 0.84 / 0.69.
 
     python -m ebmjax.main --config configs/jem_mnist_long.py --workdir runs/jem_mnist_long
     python -m ebmjax.main --config configs/jem_mnist_long.py --workdir runs/jem_mnist_long --mode eval
