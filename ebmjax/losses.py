@@ -112,8 +112,8 @@ def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energ
     (the squared norm of each example's input gradient, averaged over examples): a penalty on the
     landscape's steepness where the data and the chains are, which keeps a Langevin step of fixed
     size from overshooting as training sharpens the energy (its parameter gradient is a double
-    back-propagation, as in MDSM). ``x_model`` is held constant: no gradient flows through it, even when the caller
-    computed it from the parameters (by Langevin chains on ``energy_fn``). With x_model exact samples
+    back-propagation, as in MDSM). ``x_model`` is held constant: no gradient flows through it,
+    even when the caller computed it from the parameters (by Langevin chains on ``energy_fn``). With x_model exact samples
     of the model, the parameter gradient of the first two terms is a Monte Carlo estimate of the
     gradient of the mean negative log-likelihood of x_data, E_data[dE] - E_model[dE].
     ``model_energy_fn`` (default ``energy_fn``) scores the chains' ends when they need another view
