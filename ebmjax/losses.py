@@ -113,9 +113,10 @@ def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energ
     landscape's steepness where the data and the chains are, which keeps a Langevin step of fixed
     size from overshooting as training sharpens the energy (its parameter gradient is a double
     back-propagation, as in MDSM). ``x_model`` is held constant: no gradient flows through it,
-    even when the caller computed it from the parameters (by Langevin chains on ``energy_fn``). With x_model exact samples
-    of the model, the parameter gradient of the first two terms is a Monte Carlo estimate of the
-    gradient of the mean negative log-likelihood of x_data, E_data[dE] - E_model[dE].
+    even when the caller computed it from the parameters (by Langevin chains on ``energy_fn``).
+    With x_model exact samples of the model, the parameter gradient of the first two terms is a
+    Monte Carlo estimate of the gradient of the mean negative log-likelihood of x_data,
+    E_data[dE] - E_model[dE].
     ``model_energy_fn`` (default ``energy_fn``) scores the chains' ends when they need another view
     of the same energy, e.g. a class-conditional E(x, y) at each chain's own label.
     """
