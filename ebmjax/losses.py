@@ -120,6 +120,16 @@ def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energ
     ``model_energy_fn`` (default ``energy_fn``) scores the chains' ends when they need another view
     of the same energy, e.g. a class-conditional E(x, y) at each chain's own label.
     """
+    return ml_loss_terms(energy_fn, x_data, x_model, energy_l2=energy_l2, model_energy_fn=model_energy_fn,
+                         grad_l2=grad_l2)[0]
+
+
+def ml_loss_terms(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energy_l2: float = 0.0,
+                  model_energy_fn: EnergyFn | None = None,
+                  grad_l2: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """:func:`ml_loss` and the terms it computed on the way, so that a caller logging them does
+    not evaluate the energy again: ``(loss, {"energy_data": E(x_data) (B,), "energy_model":
+    E(x_model) (B',)})``, plus ``"grad_model"``, dE/dx at x_model, when ``grad_l2`` is on."""
     if x_data.shape[1:] != x_model.shape[1:]:
         raise ConfigError(f"ml_loss: data and model samples must have the same example shape, got "
                           f"{x_data.shape[1:]} and {x_model.shape[1:]}.")
@@ -133,9 +143,11 @@ def ml_loss(energy_fn: EnergyFn, x_data: jax.Array, x_model: jax.Array, *, energ
     loss = jnp.mean(e_data) - jnp.mean(e_model)
     if energy_l2:
         loss = loss + energy_l2 * (jnp.mean(e_data**2) + jnp.mean(e_model**2))
+    terms = {"energy_data": e_data, "energy_model": e_model}
     if grad_l2:
         loss = loss + grad_l2 * (_mean_sq_norm(g_data) + _mean_sq_norm(g_model))
-    return loss
+        terms["grad_model"] = g_model
+    return loss, terms
 
 
 def _energy_and_input_grad(energy_fn: EnergyFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:

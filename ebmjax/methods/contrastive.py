@@ -47,12 +47,15 @@ def step(energy: EnergyFn, energy_const: EnergyFn, x_data: jax.Array, x_model: j
         with ``step_size``, ``grad_step_rms``.
     """
     energy_model = energy if energy_model is None else energy_model
-    value = losses.ml_loss(energy, x_data, x_model, energy_l2=energy_l2, model_energy_fn=energy_model,
-                           grad_l2=grad_l2)
-    e_data, e_model = jnp.mean(energy(x_data)), jnp.mean(energy_model(x_model))
+    value, terms = losses.ml_loss_terms(energy, x_data, x_model, energy_l2=energy_l2, model_energy_fn=energy_model,
+                                        grad_l2=grad_l2)
+    e_data, e_model = jnp.mean(terms["energy_data"]), jnp.mean(terms["energy_model"])
     metrics = {"energy_data": e_data, "energy_model": e_model, "energy_gap": e_model - e_data}
     if step_size is not None:
-        _, g = samplers.energy_and_grad(energy_const, x_model)
+        if "grad_model" in terms:  # the penalty's dE/dx at the chains' ends: the same numbers
+            g = jax.lax.stop_gradient(terms["grad_model"])
+        else:
+            _, g = samplers.energy_and_grad(energy_const, x_model)
         if grad_clip is not None:
             g = jnp.clip(g, -grad_clip, grad_clip)
         metrics["grad_step_rms"] = step_size * jnp.sqrt(jnp.mean(g**2))

@@ -512,6 +512,11 @@ class _Trainer:
                     self.streak_start = None
                 s += 1
 
+    def _beyond_bounds(self) -> str:
+        """", or <field> / <field> exceeded" for the settings behind the method's bounds ("" without any)."""
+        fields = sorted({field for *_, field in self.method.bounds.values()})
+        return f", or {' / '.join(fields)} exceeded" if fields else ""
+
     def _diverged(self, window_len: int, done: int) -> Diverged:
         """Moves checkpoints written since the skipped updates began aside and names the last good one."""
         start = self.streak_start if self.streak_start is not None else done - window_len
@@ -525,12 +530,10 @@ class _Trainer:
         last = (f"The last good checkpoint is step {good} in {self.ckpts.directory}; rerunning resumes from it."
                 if good is not None else
                 "There is no good checkpoint (the run diverged before its first one); rerunning starts afresh.")
-        bounds = sorted({field for *_, field in self.method.bounds.values()})
-        beyond = f", or {' / '.join(bounds)} exceeded" if bounds else ""
         return Diverged(
             f"Training diverged: all {window_len} updates before step {done} had a non-finite loss or "
-            f"gradient{beyond}, and were skipped (since step {start}). {last}{moved} Lower train.lr (or check "
-            "the data), then rerun the same command; or let runs recover by themselves with "
+            f"gradient{self._beyond_bounds()}, and were skipped (since step {start}). {last}{moved} Lower "
+            "train.lr (or check the data), then rerun the same command; or let runs recover by themselves with "
             "--config.train.recover=N.", step=done, good=good)
 
     def _compile(self, state: train_state.TrainState) -> None:
@@ -634,10 +637,8 @@ class _Trainer:
                                 self.keeper.after_save(state)
                             quiet = False
                         elif not quiet:
-                            fields = sorted({f for *_, f in self.method.bounds.values()})
-                            beyond = f", or {' / '.join(fields)} exceeded" if fields else ""
                             log.warning("Not saving checkpoints while updates are skipped for a non-finite loss, "
-                                        "gradient or carried state%s (from step %d on).", beyond, step)
+                                        "gradient or carried state%s (from step %d on).", self._beyond_bounds(), step)
                             quiet = True
                 # A signal after the last call was dispatched reached no vote; with one process it is
                 # still honoured here (with several, only a vote every process saw may stop them).
