@@ -34,10 +34,8 @@ def get_config():
     # Without a penalty on the energies' size the 28x28 grid's energies run away after ~400 steps
     # (docs/mnist.md); IGEBM's penalty keeps them near zero.
     c.multigrid.energy_l2 = 1.0
-    # The input-gradient penalty, as multigrid_mnist: 0.427 recognised against 0.303 without
-    # (--config.multigrid.grad_l2=0), FD 11.7 against 21.4 (docs/mnist.md).
-    c.multigrid.grad_l2 = 0.05
-    # Twice the digits' 1,500 steps: a lower FD and no copies at 28x28 (see above), about 15 minutes.
+    c.multigrid.grad_l2 = 0.05  # the input-gradient penalty, as multigrid_mnist (figures above)
+    # Twice the digits' 1,500 steps: a lower FD and no copies at 28x28 (see above).
     c.train.steps = 3000
     c.sample.chunk_steps = 40
     return c

@@ -44,13 +44,8 @@ def get_config():
     c.data.pad = 2  # 32x32, so that the net can halve the image three times
     c.model.widths = (16, 32, 64)  # the digits' (16, 32) at 28x28: 0.445 recognised after 2,500 steps
     c.train.steps = 3000  # 2,000: 0.574 of 1,000 samples recognised, 3,000: 0.619
-    # The input-gradient penalty (JEM's long runs keep their chains with it): 0.685 recognised
-    # against 0.635 without it (--config.ml.grad_l2=0), FD 5.1 against 6.4, 5% more per step.
-    c.ml.grad_l2 = 0.05
-    # Longer sampling chains from the buffer: 0.780 recognised at 2,400 steps, 0.735 at 1,200 and
-    # 0.685 at pcd_digits' 600, label entropy 0.974-0.981 (the same model; sample.seed=5: 0.715 at
-    # 2,400, 0.610 at 600; docs/mnist.md).
-    c.ml.sample_steps = 2400
+    c.ml.grad_l2 = 0.05  # the input-gradient penalty (JEM's long runs keep their chains with it)
+    c.ml.sample_steps = 2400  # pcd_digits' 600 draws fewer recognisable digits (figures above)
     c.sample.n = 200
     c.sample.batch_size = 200
     return c
