@@ -17,7 +17,8 @@ label entropy 0.974, nn ratio 0.94, FD in the judge's features 6.9 (held-out dig
 2-core Intel Xeon VM, about 26.5 on the AMD EPYC VM of the other figures; the penalty costs 5% of a
 training step) sampled again with --mode sample (2,400 steps: 5.0 minutes on the Xeon, about 2.5 on
 the EPYC, so about 28.5 minutes in all there); with --config.sample.seed=5 (other buffer rows and
-noise) 0.715, label entropy 0.970, FD 7.1. The same model at 600 sampling steps: 0.685, label
+noise) 0.715, label entropy 0.970, FD 7.1; seeds 6 and 7: 0.755 and 0.725 (the four draws' mean
+0.744). The same model at 600 sampling steps: 0.685, label
 entropy 0.981, nn ratio 0.99, FD 5.1 (seed 5: 0.610); at 1,200: 0.735, 0.973, 0.96, 6.0. Without the penalty
 (--config.ml.grad_l2=0): 0.635 of 200 samples, label entropy 0.969, nn ratio 1.01, FD 6.4, 25.1
 minutes on the EPYC; 0.619 of 1,000 samples (--config.sample.n=1000); trained 2,000 steps
