@@ -13,10 +13,10 @@ continues rows of the buffer for 2,400 more steps.
 
 Measured (seed 0, 2 CPU cores, judged by scripts/mnist_quality.py): 0.780 of 200 samples recognised,
 label entropy 0.974, nn ratio 0.94, FD in the judge's features 6.9 (held-out digits: 0.856, 1.000,
-1.00, 0): the results page's model (55.2 minutes train + sample with 600 sampling steps on a slow
-2-core Intel Xeon VM, about 26.5 on the AMD EPYC VM of the other figures; the penalty costs 5% of a
-training step) sampled again with --mode sample (2,400 steps: 5.0 minutes on the Xeon, about 2.5 on
-the EPYC, so about 28.5 minutes in all there); with --config.sample.seed=5 (other buffer rows and
+1.00, 0), in 57.0 minutes train + sample on a slow 2-core Intel Xeon VM (docs/results.md), an
+estimated 28.5 on the AMD EPYC VM of the other figures (training about 26.5 there: the penalty costs
+5% of a training step; the 2,400 sampling steps 5.0 minutes on the Xeon, about 2.5 on the EPYC);
+the same model sampled again with --config.sample.seed=5 (other buffer rows and
 noise) 0.715, label entropy 0.970, FD 7.1; seeds 6 and 7: 0.755 and 0.725 (the four draws' mean
 0.744). The same model at 600 sampling steps: 0.685, label
 entropy 0.981, nn ratio 0.99, FD 5.1 (seed 5: 0.610); at 1,200: 0.735, 0.973, 0.96, 6.0. Without the penalty
@@ -25,8 +25,8 @@ minutes on the EPYC; 0.619 of 1,000 samples (--config.sample.n=1000); trained 2,
 (--config.train.steps=2000, 17 minutes) 0.574 of 1,000 samples; trained 5,000 steps the energies
 drift and the run diverges at step 3,900, and with --config.train.recover=3 it recovers once (from
 step 3,500 at half the learning rate) and ends at 0.530 of 200 samples. With the digits' two-stage
-net at 28x28 and no penalty: 0.445 after 2,500 steps (36 minutes). docs/results.md holds the run of
-commit fbd2c7c (this recipe with 600 sampling steps); pictures: docs/mnist.md.
+net at 28x28 and no penalty: 0.445 after 2,500 steps (36 minutes). docs/results.md holds this recipe's run
+(commit 58150a5); pictures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/pcd_mnist.py --workdir runs/pcd_mnist
     python scripts/mnist_quality.py runs/pcd_mnist/samples/samples.npz
