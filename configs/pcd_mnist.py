@@ -15,11 +15,9 @@ Measured (seed 0, 2 CPU cores, judged by scripts/mnist_quality.py): 0.780 of 200
 label entropy 0.974, nn ratio 0.94, FD in the judge's features 6.9 (held-out digits: 0.856, 1.000,
 1.00, 0), in 57.0 minutes train + sample on a slow 2-core Intel Xeon VM (docs/results.md), an
 estimated 28.5 on the AMD EPYC VM of the other figures (training about 26.5 there: the penalty costs
-5% of a training step; the 2,400 sampling steps 5.0 minutes on the Xeon, about 2.5 on the EPYC);
-the same model sampled again with --config.sample.seed=5 (other buffer rows and
-noise) 0.715, label entropy 0.970, FD 7.1; seeds 6 and 7: 0.755 and 0.725 (the four draws' mean
-0.744). The same model at 600 sampling steps: 0.685, label
-entropy 0.981, nn ratio 0.99, FD 5.1 (seed 5: 0.610); at 1,200: 0.735, 0.973, 0.96, 6.0. Without the penalty
+5% of a training step; the 2,400 sampling steps 5.0 minutes on the Xeon, about 2.5 on the EPYC).
+Four draws of 200 from the same model (--config.sample.seed unset, 5, 6, 7): 0.715 to 0.780, mean
+0.744; at 600 sampling steps 0.685 (docs/mnist.md has each draw and length). Without the penalty
 (--config.ml.grad_l2=0): 0.635 of 200 samples, label entropy 0.969, nn ratio 1.01, FD 6.4, 25.1
 minutes on the EPYC; 0.619 of 1,000 samples (--config.sample.n=1000); trained 2,000 steps
 (--config.train.steps=2000, 17 minutes) 0.574 of 1,000 samples; trained 5,000 steps the energies
