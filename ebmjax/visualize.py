@@ -26,10 +26,11 @@ def _scale_for(h: int, w: int) -> int:
 
 
 def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2, scale: int | None = None) -> np.ndarray:
-    """Tiles NHWC images in [0, 1] (clipped; values outside are shown at the limits) into one uint8
+    """Tiles NHWC images in [0, 1] (clipped; values outside are shown at the limits, NaN pixels in the
+    separator's grey, so a diverged chain's sample shows as a grey tile) into one uint8
     HxWxC picture, ``ncol`` per row (default: a square), with ``pad``-pixel grey lines between them.
     Small images are enlarged by pixel replication to at least ``MIN_PIXELS`` pixels (``scale``)."""
-    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    images = np.clip(np.nan_to_num(np.asarray(images, dtype=np.float32), nan=SEPARATOR), 0.0, 1.0)
     if images.ndim != 4:
         raise ValueError(f"image_grid expects NHWC images, got shape {images.shape}")
     n, h, w, c = images.shape

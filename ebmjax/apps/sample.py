@@ -272,13 +272,16 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
     """samples.npz (when it fits), the pictures and summary.json from the finished shards."""
     s = cfg.sample
     merge = plan.n * math.prod(shape) * 4 <= s.merge_max_gb * 1e9
-    merged, grid, lo, hi, energy_trace = [], [], math.inf, -math.inf, None
+    merged, grid, lo, hi, energy_trace, non_finite = [], [], math.inf, -math.inf, None, 0
     drawing_s: float | None = 0.0  # the seconds every batch took when it was drawn, whichever call drew it
     for b in range(plan.n_batches):
         shard = store.load_shard(b)
         drawing_s = None if drawing_s is None or "seconds" not in shard else drawing_s + float(shard["seconds"])
         images = shard["images"][: plan.count(b)]
-        lo, hi = min(lo, float(images.min())), max(hi, float(images.max()))
+        finite = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        non_finite += int(np.sum(~finite))
+        if finite.any():
+            lo, hi = min(lo, float(images[finite].min())), max(hi, float(images[finite].max()))
         if energy_trace is None:
             energy_trace = shard["energy"]
         if len(grid) < visualize.GRID_IMAGES:
@@ -324,6 +327,12 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         "peak_memory_bytes": mem, "peak_memory_note": mem_note,
     }
     summary.update(extra)
+    summary["non_finite"] = non_finite
+    if non_finite:
+        log.warning("%d of %d samples hold non-finite values: their chains diverged. The judge scores the finite "
+                    "ones only (summary.json: non_finite). A smaller Langevin step or a lower starting temperature "
+                    "keeps chains finite; for MDSM, train noise levels (mdsm.sigma_high) that reach the noise the "
+                    "chains start with.", non_finite, plan.n)
     quality = judge_quality(cfg, x if merge else grid, label=sampler.settings.get("label"))
     if quality is not None:
         summary["quality"] = quality
@@ -349,19 +358,22 @@ def grid_title(cfg: ml_collections.ConfigDict, sampler: Sampler) -> str:
 
 def judge_quality(cfg: ml_collections.ConfigDict, images: np.ndarray, label: int | None = None) -> dict | None:
     """The data's judge (``ebmjax.data.judges``) on ``images``: share recognised with p >= 0.9,
-    label entropy and class counts (``ebmjax.evaluation.quality.summary``); None when the dataset has
-    no judge. ``label``: the class the samples were drawn for (``sample.label``; -1: one grid row of
+    label entropy and class counts (``ebmjax.evaluation.quality.summary``) of the finite images; None
+    when the dataset has no judge or no image is finite. ``label``: the class the samples were drawn for (``sample.label``; -1: one grid row of
     ten per class in turn), adding ``label_agreement``, the share the judge gives that class."""
     from ebmjax.evaluation import quality
 
     judge = data.judge_for(cfg.data, cfg.eval.classifier_seed, tuple(images.shape[1:]))
     if judge is None or images.shape[-1] != judge.shape[-1]:
         return None
-    probs = judge.probabilities(images)
+    finite = np.isfinite(np.asarray(images).reshape(len(images), -1)).all(axis=1)
+    if not finite.any():
+        return None
+    probs = judge.probabilities(np.asarray(images)[finite])
     out = quality.summary(probs, classifier=judge.describe())
     if label is not None:
         wanted = (np.full(len(images), label) if label >= 0 else
-                  np.asarray(samplers.row_labels(len(images), int(cfg.model.classes))))
+                  np.asarray(samplers.row_labels(len(images), int(cfg.model.classes))))[finite]
         out["label_agreement"] = float(np.mean(np.argmax(probs, axis=1) == wanted))
     return out
 
