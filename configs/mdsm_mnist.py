@@ -10,8 +10,9 @@ CPU devices, and the sampler runs its chains as straight-line pieces of 10 steps
 Measured (seed 0, 2 CPU cores, judged by scripts/mnist_quality.py; held-out digits: 0.856):
 3,000 steps (this config; 13.3 minutes of training at 3.9 steps/s and 2.1 for 200 samples, 15.5 in
 all, on the 2-core VM of docs/results.md; an earlier VM of the same kind trained at 1.6 steps/s, 36
-minutes in all): recognised 0.215, label entropy 0.968, nn ratio 1.32, FD in the judge's features
-7.1 (the earlier run: 0.205, 0.972, 1.33, 6.7). With --config.train.steps=1300 --config.sample.n=100
+minutes in all; on the slower Intel Xeon VM of the later runs 23.0 minutes of training at 2.2 steps/s,
+26.9 in all, the same figures): recognised 0.215, label entropy 0.968, nn ratio 1.32, FD in the
+judge's features 7.1 (the earlier run: 0.205, 0.972, 1.33, 6.7). With --config.train.steps=1300 --config.sample.n=100
 (15 minutes on the slower VM): recognised 0.12, label entropy 0.90, nn ratio 1.36. With
 --config.train.steps=10000 (50 minutes): 0.365, label entropy 0.918 (more 0s), nn ratio 1.32, FD 10.6. Far below the maximum-likelihood recipes: the
 paper's MNIST model trains a network 4 times wider for 100k steps. Figures: docs/mnist.md.
