@@ -336,9 +336,9 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
     quality = judge_quality(cfg, x if merge else grid, label=sampler.settings.get("label"))
     if quality is not None:
         summary["quality"] = quality
-        log.info("The judge (%s) recognises %.1f%% of the samples with p >= %.2f; label entropy %.3f of the maximum.",
-                 quality["classifier"], 100 * quality["confident_share"], quality["threshold"],
-                 quality["label_entropy"])
+        log.info("The judge (%s) recognises %.1f%% of the %d %ssamples with p >= %.2f; label entropy %.3f of the "
+                 "maximum.", quality["classifier"], 100 * quality["confident_share"], quality["n"],
+                 "finite " if non_finite else "", quality["threshold"], quality["label_entropy"])
         if "label_agreement" in quality:
             log.info("It gives %.1f%% of them the class they were drawn for (sample.label = %d).",
                      100 * quality["label_agreement"], sampler.settings["label"])
