@@ -376,9 +376,12 @@ def test_diverged_chains_are_counted_and_named_and_the_judge_scores_the_finite_o
     of chains started at 0.5 + N(0, 1) start beyond) leave non-finite samples: the summary counts them, the log
     says what to do, and the judge scores the finite samples only."""
 
-    def partly_nan(params, x):
-        e = gaussian_apply(params, x)
-        return e - jnp.log(jnp.maximum(1.5 - x[:, 0, 0, 0], 0.0))  # a barrier: infinite, NaN gradient past it
+    def barrier_at(at):
+        def energy(params, x):  # a barrier: infinite, with a NaN gradient, past `at` in the first pixel
+            return gaussian_apply(params, x) - jnp.log(jnp.maximum(at - x[:, 0, 0, 0], 0.0))
+        return energy
+
+    partly_nan = barrier_at(1.5)
 
     cfg = config(n=40, batch_size=20, t_max=1.0, init_std=1.0)
     draw_nan = mdsm.annealed_sampler(jax.tree_util.Partial(partly_nan, PARAMS), SHAPE, cfg.mdsm, cfg.mdsm.sigma0)
@@ -390,6 +393,11 @@ def test_diverged_chains_are_counted_and_named_and_the_judge_scores_the_finite_o
     assert summary["non_finite"] == bad
     assert np.isfinite(summary["min"]) and np.isfinite(summary["max"])
     assert f"{bad} of 40 samples hold non-finite values" in caplog.text
+    every_chain = mdsm.annealed_sampler(jax.tree_util.Partial(barrier_at(-10.0), PARAMS), SHAPE, cfg.mdsm,
+                                        cfg.mdsm.sigma0)
+    summary = sample.sample_to_workdir(cfg, every_chain, Source(), tmp_path / "all", progress=False)
+    assert summary["non_finite"] == 40 and summary["min"] is None and summary["max"] is None
+    assert json.loads((tmp_path / "all" / "samples" / "summary.json").read_text())["min"] is None
 
     digits_cfg = load_config(DIGITS)
     judged = np.random.default_rng(0).uniform(0, 1, (12, 8, 8, 1)).astype(np.float32)

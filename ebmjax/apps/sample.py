@@ -316,7 +316,8 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
     img_steps = run["chain_steps_run"] * plan.batch
     seconds = run["seconds"]
     summary = {
-        "n": plan.n, "shape": list(shape), "method": cfg.method.name, "min": lo, "max": hi, "files": files,
+        "n": plan.n, "shape": list(shape), "method": cfg.method.name, "files": files,
+        "min": lo if math.isfinite(lo) else None, "max": hi if math.isfinite(hi) else None,  # None: no finite sample
         "shards": [store.shard_path(b).relative_to(out_dir).as_posix() for b in range(plan.n_batches)],
         "merged": merge, "batch_size": plan.batch, "n_batches": plan.n_batches, "chain_steps": plan.steps,
         "batches_reused": run["batches_reused"], "batches_run": run["batches_run"], "seconds": seconds,
@@ -359,8 +360,9 @@ def grid_title(cfg: ml_collections.ConfigDict, sampler: Sampler) -> str:
 def judge_quality(cfg: ml_collections.ConfigDict, images: np.ndarray, label: int | None = None) -> dict | None:
     """The data's judge (``ebmjax.data.judges``) on ``images``: share recognised with p >= 0.9,
     label entropy and class counts (``ebmjax.evaluation.quality.summary``) of the finite images; None
-    when the dataset has no judge or no image is finite. ``label``: the class the samples were drawn for (``sample.label``; -1: one grid row of
-    ten per class in turn), adding ``label_agreement``, the share the judge gives that class."""
+    when the dataset has no judge or no image is finite. ``label``: the class the samples were drawn
+    for (``sample.label``; -1: one grid row of ten per class in turn), adding ``label_agreement``, the
+    share the judge gives that class."""
     from ebmjax.evaluation import quality
 
     judge = data.judge_for(cfg.data, cfg.eval.classifier_seed, tuple(images.shape[1:]))
