@@ -278,7 +278,7 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         shard = store.load_shard(b)
         drawing_s = None if drawing_s is None or "seconds" not in shard else drawing_s + float(shard["seconds"])
         images = shard["images"][: plan.count(b)]
-        finite = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        finite = finite_rows(images)
         non_finite += int(np.sum(~finite))
         if finite.any():
             lo, hi = min(lo, float(images[finite].min())), max(hi, float(images[finite].max()))
@@ -317,7 +317,8 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
     seconds = run["seconds"]
     summary = {
         "n": plan.n, "shape": list(shape), "method": cfg.method.name, "files": files,
-        "min": lo if math.isfinite(lo) else None, "max": hi if math.isfinite(hi) else None,  # None: no finite sample
+        # the finite samples' range; None when no sample is finite
+        "min": lo if non_finite < plan.n else None, "max": hi if non_finite < plan.n else None,
         "shards": [store.shard_path(b).relative_to(out_dir).as_posix() for b in range(plan.n_batches)],
         "merged": merge, "batch_size": plan.batch, "n_batches": plan.n_batches, "chain_steps": plan.steps,
         "batches_reused": run["batches_reused"], "batches_run": run["batches_run"], "seconds": seconds,
@@ -325,10 +326,9 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
         "img_steps_per_s": img_steps / seconds if img_steps and seconds > 0 else None,
         "seed": cfg.seed, "sample_seed": cfg.sample.get("seed"),
         "device": jax.devices()[0].device_kind, "n_devices": run["n_devices"],
-        "peak_memory_bytes": mem, "peak_memory_note": mem_note,
+        "peak_memory_bytes": mem, "peak_memory_note": mem_note, "non_finite": non_finite,
     }
     summary.update(extra)
-    summary["non_finite"] = non_finite
     if non_finite:
         log.warning("%d of %d samples hold non-finite values: their chains diverged. The judge scores the finite "
                     "ones only (summary.json: non_finite). A smaller Langevin step or a lower starting temperature "
@@ -357,6 +357,12 @@ def grid_title(cfg: ml_collections.ConfigDict, sampler: Sampler) -> str:
     return f"{cfg.method.name} samples ({cfg.data.name}{what})" + "".join(f" x {o}" for o in others)
 
 
+def finite_rows(images: np.ndarray) -> np.ndarray:
+    """(n,) bool: which of the n images hold only finite values (a diverged chain's hold NaN)."""
+    images = np.asarray(images)
+    return np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+
+
 def judge_quality(cfg: ml_collections.ConfigDict, images: np.ndarray, label: int | None = None) -> dict | None:
     """The data's judge (``ebmjax.data.judges``) on ``images``: share recognised with p >= 0.9,
     label entropy and class counts (``ebmjax.evaluation.quality.summary``) of the finite images; None
@@ -368,7 +374,7 @@ def judge_quality(cfg: ml_collections.ConfigDict, images: np.ndarray, label: int
     judge = data.judge_for(cfg.data, cfg.eval.classifier_seed, tuple(images.shape[1:]))
     if judge is None or images.shape[-1] != judge.shape[-1]:
         return None
-    finite = np.isfinite(np.asarray(images).reshape(len(images), -1)).all(axis=1)
+    finite = finite_rows(images)
     if not finite.any():
         return None
     probs = judge.probabilities(np.asarray(images)[finite])
