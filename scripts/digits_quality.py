@@ -8,7 +8,8 @@ it prints the share of samples the judge recognises with probability >= 0.9, the
 predicted labels over the ten classes (as a fraction of its maximum), and the mean distance to the
 nearest training digit divided by that of held-out test digits (1: as far as new digits are; well
 below 1: copies of training digits; well above: not on the digits' manifold). The test digits'
-own figures are printed first as the reference.
+own figures are printed first as the reference. Samples holding NaN or infinite values (chains that
+diverged) are left out and counted (``non_finite``): the figures are then of the finite samples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 
 import numpy as np
 
+from ebmjax.apps.sample import finite_rows
 from ebmjax.data import digits_source
 from ebmjax.evaluation import quality
 
@@ -41,11 +43,19 @@ def nearest_distance(x: np.ndarray, train: np.ndarray) -> float:
 
 
 def figures(images: np.ndarray, clf, x_train: np.ndarray, test_distance: float) -> dict:
-    x = np.clip(np.asarray(images, np.float64).reshape(len(images), -1), 0.0, 1.0)
+    """The judge's figures for the finite ``images`` (``n``), and how many were not (``non_finite``);
+    None for the figures when no image is finite."""
+    x = np.asarray(images, np.float64).reshape(len(images), -1)
+    finite = finite_rows(x)
+    x, non_finite = np.clip(x[finite], 0.0, 1.0), int(np.sum(~finite))
+    if not len(x):
+        return {"confident_share": None, "label_entropy": None, "nn_distance": None, "nn_ratio": None,
+                "class_counts": None, "n": 0, "non_finite": non_finite}
     q = quality.summary(clf.predict_proba(x), classifier="logistic regression on pixels (scikit-learn)")
     d = nearest_distance(x, x_train)
     return {"confident_share": q["confident_share"], "label_entropy": q["label_entropy"],
-            "nn_distance": d, "nn_ratio": d / test_distance, "class_counts": q["class_counts"], "n": q["n"]}
+            "nn_distance": d, "nn_ratio": d / test_distance, "class_counts": q["class_counts"], "n": q["n"],
+            "non_finite": non_finite}
 
 
 def main(argv: list[str]) -> int:
@@ -60,8 +70,14 @@ def main(argv: list[str]) -> int:
         with np.load(path) as f:
             out[path] = figures(f["images"], clf, x_train, d_test)
     for name, r in out.items():
+        if not r["n"]:
+            print(f"{name}: nothing to judge: all {r['non_finite']} images hold NaN or infinite values (diverged chains)")
+            continue
+        skipped = (f"; {r['non_finite']} more hold NaN or infinite values (diverged chains) and are left out"
+                   if r["non_finite"] else "")
         print(f"{name}: recognised (p >= 0.9) {r['confident_share']:.3f}, label entropy {r['label_entropy']:.3f}, "
-              f"nearest-training-digit distance {r['nn_distance']:.3f} ({r['nn_ratio']:.2f}x test digits')")
+              f"nearest-training-digit distance {r['nn_distance']:.3f} ({r['nn_ratio']:.2f}x test digits'; "
+              f"{r['n']} images{skipped})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -25,6 +25,8 @@ sets of 500 images that are not digits, or not clean ones, to show what the judg
 digits blurred (Gaussian, sigma 1 pixel), pixel-wise means of two test digits, random scribbles
 (smoothed noise thresholded to the digits' ink share), uniform noise and constant images. Distances are taken in the
 samples' own space (a padded sample is compared with padded digits), as ``--mode eval`` does.
+Samples holding NaN or infinite values (chains that diverged) are left out and counted
+(``non_finite``), as the in-run judge does: the figures are then of the finite samples.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import sys
 import numpy as np
 
 from ebmjax import data
+from ebmjax.apps.sample import finite_rows
 from ebmjax.evaluation import metrics, neighbours, quality
 
 SIDE = 28
@@ -76,14 +79,21 @@ def controls(x_test: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def figures(images: np.ndarray, judge, x_train: np.ndarray, test_distance: float, test_features: np.ndarray) -> dict:
+    """The judge's figures for the finite ``images`` (``n``), and how many were not (``non_finite``);
+    None for the figures when no image is finite."""
     x = np.asarray(images, np.float32)
+    finite = finite_rows(x)
+    x, non_finite = x[finite], int(np.sum(~finite))
+    if not len(x):
+        return {"confident_share": None, "label_entropy": None, "nn_distance": None, "nn_ratio": None,
+                "frechet_judge": None, "class_counts": None, "n": 0, "non_finite": non_finite}
     logits, feats = judge.logits_and_features(x)
     z = np.exp(logits - logits.max(1, keepdims=True))
     q = quality.summary(z / z.sum(1, keepdims=True), classifier=judge.describe())
     d = float(neighbours.nearest_neighbours(x, x_train, 1).distances[:, 0].mean())
     return {"confident_share": q["confident_share"], "label_entropy": q["label_entropy"], "nn_distance": d,
             "nn_ratio": d / test_distance, "frechet_judge": metrics.frechet_distance(feats, test_features),
-            "class_counts": q["class_counts"], "n": q["n"]}
+            "class_counts": q["class_counts"], "n": q["n"], "non_finite": non_finite}
 
 
 def main(argv: list[str]) -> int:
@@ -114,9 +124,14 @@ def main(argv: list[str]) -> int:
         out[path] = figures(x, judge, x_train, d_test, f_test)
     print(f"judge: {judge.describe()}")
     for name, r in out.items():
+        skipped = (f"; {r['non_finite']} more hold NaN or infinite values (diverged chains) and are left out"
+                   if r["non_finite"] else "")
+        if not r["n"]:
+            print(f"{name}: nothing to judge: all {r['non_finite']} images hold NaN or infinite values (diverged chains)")
+            continue
         print(f"{name}: recognised (p >= 0.9) {r['confident_share']:.3f}, label entropy {max(r['label_entropy'], 0.0):.3f}, "
               f"nn ratio {r['nn_ratio']:.2f}x test digits', FD in the judge's features {r['frechet_judge']:.1f} "
-              f"({r['n']} images)")
+              f"({r['n']} images{skipped})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -36,3 +36,35 @@ def test_bad_shapes_and_labels_are_config_errors():
         quality.confident_share(np.ones(5))
     with pytest.raises(ConfigError, match="lie in"):
         quality.label_entropy([0, 12], 10)
+
+
+def test_digits_quality_script_judges_the_finite_samples_and_counts_the_rest(tmp_path, capsys):
+    import importlib.util
+    import json
+    import pathlib
+
+    from ebmjax.data import digits_source
+
+    path = pathlib.Path(__file__).parents[1] / "scripts" / "digits_quality.py"
+    spec = importlib.util.spec_from_file_location("digits_quality", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    train = digits_source("train")
+    copies = train.get(np.arange(50))
+    diverged = copies.copy()
+    diverged[[0, 9, 20]] = np.nan  # three chains that diverged
+    files = [tmp_path / "copies.npz", tmp_path / "diverged.npz", tmp_path / "all_nan.npz"]
+    np.savez(files[0], images=copies)
+    np.savez(files[1], images=diverged)
+    np.savez(files[2], images=np.full((5, 8, 8, 1), np.inf, np.float32))
+    assert script.main([str(f) for f in files] + ["--json", str(tmp_path / "q.json")]) == 0
+    q = json.loads((tmp_path / "q.json").read_text())
+    a, b, c = (q[str(f)] for f in files)
+    assert (a["n"], a["non_finite"], a["nn_ratio"]) == (50, 0, 0.0)  # copies of training digits
+    assert (b["n"], b["non_finite"], b["nn_ratio"]) == (47, 3, 0.0)
+    clf, _, _ = script.judge()
+    kept = np.delete(copies, [0, 9, 20], axis=0).reshape(47, -1)
+    assert b["confident_share"] == pytest.approx(float(np.mean(clf.predict_proba(kept).max(1) >= 0.9)))
+    assert (c["n"], c["non_finite"], c["confident_share"]) == (0, 5, None)
+    out = capsys.readouterr().out
+    assert "3 more hold NaN or infinite values" in out and "nothing to judge: all 5 images" in out

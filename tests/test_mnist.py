@@ -159,18 +159,31 @@ def test_the_script_scores_copies_close_and_agrees_with_the_library(judge, tmp_p
     train = data.load_source({"name": "mnist5k", "pad": 2}, "train")
     copies = train.get(np.arange(300))
     np.savez(tmp_path / "copies.npz", images=copies)
-    out = subprocess.run([sys.executable, "scripts/mnist_quality.py", str(tmp_path / "copies.npz"), "--json",
-                          str(tmp_path / "q.json")], capture_output=True, text=True, check=True, cwd=ROOT,
-                         env={**__import__("os").environ})
+    diverged = copies.copy()
+    diverged[[3, 7], 5, 5] = np.nan  # two chains that diverged: left out and counted, the rest judged
+    np.savez(tmp_path / "diverged.npz", images=diverged)
+    np.savez(tmp_path / "all_nan.npz", images=np.full((4, 32, 32, 1), np.nan, np.float32))
+    files = [str(tmp_path / f) for f in ("copies.npz", "diverged.npz", "all_nan.npz")]
+    out = subprocess.run([sys.executable, "scripts/mnist_quality.py", *files, "--json", str(tmp_path / "q.json")],
+                         capture_output=True, text=True, check=True, cwd=ROOT, env={**__import__("os").environ})
     q = json.loads((tmp_path / "q.json").read_text())
     assert "recognised" in out.stdout
     assert q["test_digits"]["nn_ratio"] == pytest.approx(1.0)
-    r = q[str(tmp_path / "copies.npz")]
+    r = q[files[0]]
     assert r["nn_ratio"] == 0.0  # copies of training digits: distance 0
     assert r["confident_share"] > 0.9
+    assert (r["n"], r["non_finite"]) == (300, 0)
+    d = q[files[1]]
+    assert (d["n"], d["non_finite"]) == (298, 2)
+    assert d["nn_ratio"] == 0.0
+    assert "2 more hold NaN or infinite values" in out.stdout
+    assert q[files[2]]["n"] == 0 and q[files[2]]["non_finite"] == 4 and q[files[2]]["confident_share"] is None
+    assert "nothing to judge: all 4 images" in out.stdout
     j, _ = judge
     view = data.judge_for({"name": "mnist5k", "pad": 2}, 0, (32, 32, 1))
     assert r["confident_share"] == pytest.approx(float(np.mean(view.probabilities(copies).max(1) >= 0.9)))
+    kept = np.delete(copies, [3, 7], axis=0)
+    assert d["confident_share"] == pytest.approx(float(np.mean(view.probabilities(kept).max(1) >= 0.9)))
 
 
 # ------------------------------------------------------------------------------------------------
