@@ -1,7 +1,8 @@
 """A class-conditional multigrid on the 5,000 bundled MNIST digits (data.name = "mnist5k", 28x28):
 configs/multigrid_mnist.py (grids 1 -> 7 -> 14 -> 28, IGEBM's energy penalty) as it was when measured
 (two conv layers, 1,500 steps, 40 sampling steps per grid) with ten read-outs per grid network,
-E_k(x, y) = -f_k(x)[y], as configs/multigrid_conditional_digits.py does on the 8x8 digits. --mode sample draws every class in turn (sample.label = -1), one grid row of ten each.
+E_k(x, y) = -f_k(x)[y], as configs/multigrid_conditional_digits.py does on the 8x8 digits.
+--mode sample draws every class in turn (sample.label = -1), one grid row of ten each.
 Figures: docs/conditional.md.
 
     python -m ebmjax.main --config configs/multigrid_conditional_mnist.py --workdir runs/multigrid_conditional_mnist

@@ -18,8 +18,8 @@ slow 2-core Intel Xeon VM; two more draws from the same model (--mode sample --c
 grid: recognised 0.427, label entropy 0.979, nn ratio 1.34, FD in the judge's features 11.7, 21.4
 minutes train + sample on a slow 2-core Intel Xeon VM; the same model sampled with 30 steps: 0.467
 and 0.460 (two draws), 0.996, 1.17, FD 3.7 and 3.5. With two layers and without the input-gradient
-penalty (--config.multigrid.grad_l2=0): 0.303, 0.899, 1.48, FD 21.4, 14.7 minutes on a faster AMD EPYC VM; with the digits recipe's 1,500
-steps and no input-gradient penalty the same share, 0.293, with a larger FD, 34.5. Figures:
+penalty (--config.multigrid.grad_l2=0): 0.303, 0.899, 1.48, FD 21.4, 14.7 minutes on a faster AMD
+EPYC VM; with the digits recipe's 1,500 steps and no input-gradient penalty the same share, 0.293, with a larger FD, 34.5. Figures:
 docs/mnist.md, docs/results.md.
 
     python -m ebmjax.main --config configs/multigrid_gen_mnist.py --workdir runs/multigrid_gen_mnist
@@ -32,18 +32,10 @@ from ebmjax.config import load_config
 
 
 def get_config():
-    # configs/multigrid_gen_digits.py with the MNIST digits: every other setting is that recipe's.
-    c = load_config(str(pathlib.Path(__file__).with_name("multigrid_gen_digits.py")))
-    c.data.name = "mnist5k"
-    c.multigrid.grids = (1, 7, 14, 28)
-    # Without a penalty on the energies' size the 28x28 grid's energies run away after ~400 steps
-    # (docs/mnist.md); IGEBM's penalty keeps them near zero.
-    c.multigrid.energy_l2 = 1.0
-    c.multigrid.grad_l2 = 0.05  # the input-gradient penalty, as multigrid_mnist (figures above)
-    # Twice the digits' 1,500 steps: a lower FD and no copies at 28x28 (see above).
+    # configs/multigrid_mnist.py (data, grids, penalties, network, sampler) with Malhotra's generator in
+    # front of every grid, as configs/multigrid_gen_digits.py adds it to configs/multigrid_digits.py.
+    c = load_config(str(pathlib.Path(__file__).with_name("multigrid_mnist.py")))
+    c.multigrid.generator = "teach"
+    # Twice multigrid_mnist's 1,500 steps: a lower FD and no copies at 28x28 (see above).
     c.train.steps = 3000
-    c.multigrid.widths = (32, 64, 128)  # as multigrid_mnist: three strided layers
-    c.multigrid.strided_layers = (3,)
-    c.multigrid.sample_steps = (30,)  # training's 30 per grid; 40 over-ink the strokes at 28x28
-    c.sample.chunk_steps = 30
     return c

@@ -16,8 +16,8 @@ What each change bought (seed 0, 300 samples, scripts/mnist_quality.py; docs/mni
 the digits recipe's two layers (32, 64; the first strided) over 1,500 steps, sampled with 40 steps
 per grid, 0.437-0.477 recognised, FD 8.4-8.7; the same model sampled with 30 steps, 0.470 and 0.447
 (two draws), FD 3.7 and 3.3; three strided layers, 1,500 steps, 30 steps: 0.563, 0.523, 0.503 (three
-draws), FD 3.2-3.5 (this recipe, 17.0 minutes train + sample on a 2-core Intel Xeon VM); the same over 3,000 steps, 0.553, 0.510, 0.547, FD 3.6-4.0, in
-twice the time (34.6 minutes on a 2-core Intel Xeon VM). This recipe's own run: docs/results.md.
+draws), FD 3.2-3.5 (this recipe, 17.0 minutes train + sample on a 2-core Intel Xeon VM); the same
+over 3,000 steps, 0.553, 0.510, 0.547, FD 3.6-4.0, in twice the time (34.6 minutes on a 2-core Intel Xeon VM). This recipe's own run: docs/results.md.
 
     python -m ebmjax.main --config configs/multigrid_mnist.py --workdir runs/multigrid_mnist
     python scripts/mnist_quality.py runs/multigrid_mnist/samples/samples.npz
