@@ -7,8 +7,8 @@ Every step runs 30 Langevin steps (step 2, noise 0.005) on each grid in turn and
 energy of the down-sampled data (plus N(0, 0.015^2)) against its chain ends, with IGEBM's penalty
 mean E(data)^2 + mean E(chains)^2 at weight 1 on each grid (without it the 28x28 grid's energies run
 away after about 400 steps), and the input-gradient penalty multigrid.grad_l2 = 0.05 x (mean
-|dE/dx|^2 at the data + at the chains' ends) on each grid. Energies: multigrid_mnist's three strided
-3x3 conv layers (32, 64, 128 channels). Adam 1e-3 (betas 0.5, 0.999) decaying to 1e-5 over 3,000
+|dE/dx|^2 at the data + at the chains' ends) on each grid. Energies: three strided 3x3
+conv layers (32, 64, 128 channels; multigrid_mnist has a fourth). Adam 1e-3 (betas 0.5, 0.999) decaying to 1e-5 over 3,000
 steps. --mode sample runs training's 30 steps per grid (the digits recipe's 40 over-ink the strokes).
 
 Measured (seed 0, 300 samples, scripts/mnist_quality.py; held-out digits 0.856): recognised 0.653,
@@ -32,10 +32,13 @@ from ebmjax.config import load_config
 
 
 def get_config():
-    # configs/multigrid_mnist.py (data, grids, penalties, network, sampler) with Malhotra's generator in
+    # configs/multigrid_mnist.py (data, grids, penalties, sampler) with Malhotra's generator in
     # front of every grid, as configs/multigrid_gen_digits.py adds it to configs/multigrid_digits.py.
     c = load_config(str(pathlib.Path(__file__).with_name("multigrid_mnist.py")))
     c.multigrid.generator = "teach"
+    # Three strided layers (32, 64, 128), as measured; multigrid_mnist's fourth is untried here.
+    c.multigrid.widths = (32, 64, 128)
+    c.multigrid.strided_layers = (3,)
     # Twice multigrid_mnist's 1,500 steps: a lower FD and no copies at 28x28 (see above).
     c.train.steps = 3000
     return c

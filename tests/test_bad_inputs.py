@@ -229,6 +229,9 @@ MISTAKES = [
     Mistake("another-experiment-multigrid", ("--config.train.steps=30", "--config.multigrid.widths=8,8"),
             says=("holds checkpoints of another experiment", "multigrid.widths: [4, 8] in the workdir, [8, 8] now"),
             methods=("multigrid",)),
+    Mistake("another-experiment-gridnet", ("--mode", "sample", "--config.model.strided_layers=2"),
+            says=("holds checkpoints of another experiment", "model.strided_layers: 3 in the workdir, 2 now"),
+            methods=("mdsm", "ml", "coop")),
     Mistake("another-experiment-sample", ("--mode", "sample", "--config.data.pad=4"),
             says=("data.pad: 0 in the workdir, 4 now",), methods=("mdsm", "ml", "coop")),
     # (Multigrid's grids are checked against the image size first: data.pad=4 is the row below's error.)

@@ -269,7 +269,7 @@ SHRINK = {
                  "--config.sample.chunk_steps=4"],
     "pcd_mnist": ["--config.model.widths=4,8,8", "--config.ml.steps=3", "--config.ml.sample_steps=4",
                   "--config.ml.buffer_size=32", "--config.sample.chunk_steps=4"],
-    "multigrid_mnist": ["--config.multigrid.widths=4,8,8", "--config.multigrid.steps=2",
+    "multigrid_mnist": ["--config.multigrid.widths=4,8,8,8", "--config.multigrid.steps=2",
                         "--config.multigrid.sample_steps=2", "--config.multigrid.coarse_buffer=32",
                         "--config.sample.chunk_steps=2"],
     "multigrid_gen_mnist": ["--config.multigrid.widths=4,8,8", "--config.multigrid.steps=2",

@@ -13,6 +13,7 @@ import pytest
 
 from ebmjax.errors import ConfigError
 from ebmjax.models import (
+    GridEnergy,
     MDSMResNet,
     MLPEnergy,
     build_model,
@@ -382,7 +383,7 @@ def test_build_model_and_counts():
     assert count_params(params) == (2 * 8 + 8) + (8 + 1)
 
     cfg.name = "unet"
-    with pytest.raises(ConfigError, match="mdsm_resnet, convnet, mlp, gaussian"):
+    with pytest.raises(ConfigError, match="mdsm_resnet, convnet, gridnet, mlp, gaussian"):
         build_model(cfg)
     cfg.name = "mlp"
     cfg.dtype = "float16"
@@ -392,3 +393,25 @@ def test_build_model_and_counts():
     cfg.hidden = (8, 0)
     with pytest.raises(ConfigError, match="hidden"):
         build_model(cfg)
+
+
+def test_gridnet_is_the_multigrid_energy_for_any_method():
+    """model.name = "gridnet" builds GridEnergy from model.widths / kernel / strided_layers: the same
+    function as the multigrid method's network, on sides no pooling net accepts (28x28, 3 strided
+    layers: 28 -> 14 -> 7 -> 4), and a classifier with model.classes."""
+    cfg = {"name": "gridnet", "widths": (4, 8, 8), "kernel": 3, "strided_layers": 3, "dtype": "float32",
+           "conv": "auto", "classes": 0}
+    net = build_model(cfg)
+    want = GridEnergy(widths=(4, 8, 8), kernel=3, strided=3)
+    assert isinstance(net, GridEnergy) and net == want
+    params = init_params(net, jax.random.key(0), (28, 28, 1))
+    x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+    np.testing.assert_array_equal(net.apply(params, x), want.apply(params, x))
+    # Parameters: three 3x3 convs with biases and a read-out from the 4x4x8 map left by three strides.
+    assert count_params(params) == (9 * 4 + 4) + (9 * 4 * 8 + 8) + (9 * 8 * 8 + 8) + (4 * 4 * 8 + 1)
+    logits = build_model({**cfg, "classes": 10})
+    assert logits.apply(init_params(logits, jax.random.key(0), (28, 28, 1)), x).shape == (3, 10)
+    with pytest.raises(ConfigError, match="strided_layers"):
+        build_model({**cfg, "strided_layers": -1})
+    with pytest.raises(ConfigError, match="kernel"):
+        build_model({**cfg, "kernel": 0})

@@ -253,9 +253,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         carry_specs=(), loss=loss, probe=probe, energy=energy, sampler=sampler, denoise_sigma=None,
         temperature=float(temp),
         bounds=contrastive.energy_bounds(m, "coop"),
-        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
-                  "coop.latent_dim", "coop.gen_widths", "coop.gen_kernel", "coop.gen_output", "coop.gen_norm",
-                  "coop.ref_sigma", "model.classes"),
+        identity=(*models.IDENTITY_FIELDS, "coop.latent_dim", "coop.gen_widths", "coop.gen_kernel",
+                  "coop.gen_output", "coop.gen_norm", "coop.ref_sigma"),
         labels=classes, classifier=logits if classes else None)
 
 

@@ -158,8 +158,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         name="mdsm", networks={NETWORK: model}, init_params=init_params, optimizer=optimizer,
         learning_rates={NETWORK: lr}, init_carry=lambda key: (), carry_specs=(), loss=loss, probe=probe,
         energy=energy, sampler=sampler, denoise_sigma=sigma0, temperature=1.0, bounds={},
-        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
-                  "model.classes"),
+        identity=models.IDENTITY_FIELDS,
         # Score matching learns each class's score, not its normaliser: f(x) is no classifier, so
         # Method.classifier stays None (eval's classifier section says so) while labels = K.
         labels=classes)

@@ -253,8 +253,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         learning_rates={NETWORK: lr}, init_carry=init_carry, carry_specs=carry_specs, loss=loss, probe=probe,
         energy=energy, sampler=sampler, denoise_sigma=None, temperature=float(temp),
         bounds=contrastive.energy_bounds(m, "ml") if generative else {},
-        identity=("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
-                  "model.classes", "ml.init", "ml.buffer_size"),
+        identity=(*models.IDENTITY_FIELDS, "ml.init", "ml.buffer_size"),
         source_data=data.source_domain_config(cfg) if m.init == "source" else None,
         labels=classes, classifier=logits if classes else None)
 

@@ -3,7 +3,8 @@
 - :class:`MDSMResNet` (``res18``, ``res12``): the MDSM paper's image energy ResNet, NHWC input.
 - :func:`load_torch_mdsm` / :func:`to_torch_state_dict`: PyTorch MDSM checkpoints in and out.
 - :class:`ConvEnergy`: a plain conv net with a linear read-out, for maximum-likelihood EBMs.
-- :class:`GridEnergy`: the per-grid energy of the multigrid method (Gao et al.), any grid size.
+- :class:`GridEnergy`: the per-grid energy of the multigrid method (Gao et al.), any grid size; as
+  ``model.name = "gridnet"`` the energy of any other method (strided convs: no side constraint).
 - :class:`DilatedGenerator` (Malhotra's paper, image -> image) and :class:`LatentGenerator` (CoopNets, z ->
   image): generators that start Langevin chains.
 - :class:`MLPEnergy`: small smooth MLP for toy data; :class:`GaussianEnergy`: a learned Gaussian.
@@ -48,7 +49,11 @@ __all__ = [
     "to_torch_state_dict",
 ]
 
-MODEL_NAMES = ("mdsm_resnet", "convnet", "mlp", "gaussian")
+MODEL_NAMES = ("mdsm_resnet", "convnet", "gridnet", "mlp", "gaussian")
+# The model.* fields that fix a network's parameters: a checkpoint resumes only under the same
+# values (``Method.identity`` of the methods whose network is model.*).
+IDENTITY_FIELDS = ("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
+                   "model.kernel", "model.strided_layers", "model.classes")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -68,8 +73,9 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
 def build_model(model_config: Any) -> nn.Module:
     """Module from a config (ConfigDict or mapping) with fields ``name``, ``dtype`` ('float32' or
     'bfloat16'), ``conv`` (how convolutions are computed), ``classes`` (0: an energy (B,); K > 0: a
-    classifier's logits (B, K), convnet, mlp and mdsm_resnet) and the chosen network's own: ``width`` and
-    ``blocks_per_stage`` (mdsm_resnet), ``widths`` and ``activation`` (convnet), ``hidden`` (mlp)."""
+    classifier's logits (B, K), convnet, gridnet, mlp and mdsm_resnet) and the chosen network's own:
+    ``width`` and ``blocks_per_stage`` (mdsm_resnet), ``widths`` and ``activation`` (convnet),
+    ``widths``, ``kernel`` and ``strided_layers`` (gridnet), ``hidden`` (mlp)."""
     name = _field(model_config, "name")
     if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}.")
@@ -83,11 +89,15 @@ def build_model(model_config: Any) -> nn.Module:
         width = _positive_int(_field(model_config, "width"), "width")
         blocks = _positive_int(_field(model_config, "blocks_per_stage"), "blocks_per_stage", minimum=0)
         return MDSMResNet(blocks_per_stage=blocks, width=width, dtype=dtype, conv=conv, classes=classes)
-    if name == "convnet":
+    if name in ("convnet", "gridnet"):
         widths = _field(model_config, "widths")
         if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
             raise ConfigError(f"model.widths must be a tuple of channel counts such as (32, 64, 128), got {widths!r}.")
         widths = tuple(_positive_int(w, "widths[i]") for w in widths)
+        if name == "gridnet":
+            return GridEnergy(widths=widths, kernel=_positive_int(_field(model_config, "kernel"), "kernel"),
+                              strided=_positive_int(_field(model_config, "strided_layers"), "strided_layers", minimum=0),
+                              dtype=dtype, conv=conv, classes=classes)
         return ConvEnergy(widths=widths, activation=_field(model_config, "activation"), dtype=dtype, conv=conv,
                           classes=classes)
     if name == "gaussian":
@@ -99,7 +109,7 @@ def build_model(model_config: Any) -> nn.Module:
     return MLPEnergy(hidden=hidden, dtype=dtype, classes=classes)
 
 
-CLASSIFIER_MODELS = ("convnet", "mlp", "mdsm_resnet")  # networks that give logits with model.classes > 0
+CLASSIFIER_MODELS = ("convnet", "gridnet", "mlp", "mdsm_resnet")  # networks that give logits with model.classes > 0
 
 
 def class_count(model_config: Any) -> int:
