@@ -51,7 +51,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.name = "mdsm_resnet"  # the energy network (ebmjax.models): mdsm_resnet | convnet | gridnet | mlp | gaussian
     c.model.width = 128  # mdsm_resnet: d, channels of the stem; stages have d, 2d, 4d, 8d
     c.model.blocks_per_stage = 2  # mdsm_resnet: same-width blocks per stage: 2 = Res18, 1 = Res12
-    c.model.widths = (32, 64, 128)  # convnet: channels of each stage (two 3x3 convs, then a 2x2 mean pool)
+    c.model.widths = (32, 64, 128)  # convnet: channels of each stage (two 3x3 convs, then a 2x2 mean pool); gridnet: of each conv layer
     c.model.activation = "swish"  # convnet: swish | lrelu
     c.model.kernel = 3  # gridnet (the multigrid method's conv net, widths above, LeakyReLU 0.2): conv kernel side
     c.model.strided_layers = 3  # gridnet: leading conv layers with stride 2 (any image side; each halves it while >= 4)
