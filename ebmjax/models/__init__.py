@@ -70,6 +70,14 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
+def _widths(model_config: Any) -> tuple[int, ...]:
+    """``model.widths``, checked: a non-empty tuple of channel counts (convnet, gridnet)."""
+    widths = _field(model_config, "widths")
+    if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
+        raise ConfigError(f"model.widths must be a tuple of channel counts such as (32, 64, 128), got {widths!r}.")
+    return tuple(_positive_int(w, "widths[i]") for w in widths)
+
+
 def build_model(model_config: Any) -> nn.Module:
     """Module from a config (ConfigDict or mapping) with fields ``name``, ``dtype`` ('float32' or
     'bfloat16'), ``conv`` (how convolutions are computed), ``classes`` (0: an energy (B,); K > 0: a
@@ -89,17 +97,13 @@ def build_model(model_config: Any) -> nn.Module:
         width = _positive_int(_field(model_config, "width"), "width")
         blocks = _positive_int(_field(model_config, "blocks_per_stage"), "blocks_per_stage", minimum=0)
         return MDSMResNet(blocks_per_stage=blocks, width=width, dtype=dtype, conv=conv, classes=classes)
-    if name in ("convnet", "gridnet"):
-        widths = _field(model_config, "widths")
-        if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
-            raise ConfigError(f"model.widths must be a tuple of channel counts such as (32, 64, 128), got {widths!r}.")
-        widths = tuple(_positive_int(w, "widths[i]") for w in widths)
-        if name == "gridnet":
-            return GridEnergy(widths=widths, kernel=_positive_int(_field(model_config, "kernel"), "kernel"),
-                              strided=_positive_int(_field(model_config, "strided_layers"), "strided_layers", minimum=0),
-                              dtype=dtype, conv=conv, classes=classes)
-        return ConvEnergy(widths=widths, activation=_field(model_config, "activation"), dtype=dtype, conv=conv,
-                          classes=classes)
+    if name == "convnet":
+        return ConvEnergy(widths=_widths(model_config), activation=_field(model_config, "activation"), dtype=dtype,
+                          conv=conv, classes=classes)
+    if name == "gridnet":
+        return GridEnergy(widths=_widths(model_config), kernel=_positive_int(_field(model_config, "kernel"), "kernel"),
+                          strided=_positive_int(_field(model_config, "strided_layers"), "strided_layers", minimum=0),
+                          dtype=dtype, conv=conv, classes=classes)
     if name == "gaussian":
         return GaussianEnergy()
     hidden = _field(model_config, "hidden")
