@@ -16,7 +16,8 @@ label entropy 0.996, nn ratio 1.09, FD in the judge's features 3.2, 33.6 minutes
 slow 2-core Intel Xeon VM; two more draws from the same model (--mode sample --config.sample.seed=1,
 2): 0.600 and 0.603. With multigrid_mnist's four strided layers and 1,500 steps
 (--config.multigrid.widths=32,64,128,256 --config.multigrid.strided_layers=4 --config.train.steps=1500):
-0.573, 0.610 and 0.553 on three draws (mean 0.579), FD 2.9-3.1, 34.2 minutes on the same VM. With two conv layers (32, 64; the first strided), sampled with 40 steps per
+0.573, 0.610 and 0.553 on three draws (mean 0.579), FD 2.9-3.1, 34.2 minutes on the same VM. With
+two conv layers (32, 64; the first strided), sampled with 40 steps per
 grid: recognised 0.427, label entropy 0.979, nn ratio 1.34, FD in the judge's features 11.7, 21.4
 minutes train + sample on a slow 2-core Intel Xeon VM; the same model sampled with 30 steps: 0.467
 and 0.460 (two draws), 0.996, 1.17, FD 3.7 and 3.5. With two layers and without the input-gradient
