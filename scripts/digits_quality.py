@@ -70,14 +70,8 @@ def main(argv: list[str]) -> int:
         with np.load(path) as f:
             out[path] = figures(f["images"], clf, x_train, d_test)
     for name, r in out.items():
-        if not r["n"]:
-            print(f"{name}: nothing to judge: all {r['non_finite']} images hold NaN or infinite values (diverged chains)")
-            continue
-        skipped = (f"; {r['non_finite']} more hold NaN or infinite values (diverged chains) and are left out"
-                   if r["non_finite"] else "")
-        print(f"{name}: recognised (p >= 0.9) {r['confident_share']:.3f}, label entropy {r['label_entropy']:.3f}, "
-              f"nearest-training-digit distance {r['nn_distance']:.3f} ({r['nn_ratio']:.2f}x test digits'; "
-              f"{r['n']} images{skipped})")
+        print(quality.judged_line(name, r, lambda r: f"nearest-training-digit distance {r['nn_distance']:.3f} "
+                                                     f"({r['nn_ratio']:.2f}x test digits')"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -124,14 +124,8 @@ def main(argv: list[str]) -> int:
         out[path] = figures(x, judge, x_train, d_test, f_test)
     print(f"judge: {judge.describe()}")
     for name, r in out.items():
-        if not r["n"]:
-            print(f"{name}: nothing to judge: all {r['non_finite']} images hold NaN or infinite values (diverged chains)")
-            continue
-        skipped = (f"; {r['non_finite']} more hold NaN or infinite values (diverged chains) and are left out"
-                   if r["non_finite"] else "")
-        print(f"{name}: recognised (p >= 0.9) {r['confident_share']:.3f}, label entropy {max(r['label_entropy'], 0.0):.3f}, "
-              f"nn ratio {r['nn_ratio']:.2f}x test digits', FD in the judge's features {r['frechet_judge']:.1f} "
-              f"({r['n']} images{skipped})")
+        print(quality.judged_line(name, r, lambda r: f"nn ratio {r['nn_ratio']:.2f}x test digits', FD in the judge's "
+                                                     f"features {r['frechet_judge']:.1f}"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

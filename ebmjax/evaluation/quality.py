@@ -10,7 +10,7 @@ they spread over the classes. Pure numpy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -58,3 +58,17 @@ def summary(probs: Any, threshold: float = DEFAULT_THRESHOLD, **extra: Any) -> d
             "class_counts": class_counts(labels, p.shape[1]).tolist(), "threshold": float(threshold),
             "n": int(len(p)), **extra}
 
+
+
+def judged_line(name: str, figures: dict[str, Any], measures: Callable[[dict[str, Any]], str]) -> str:
+    """The line a quality script prints for one set of images: ``name: recognised (p >= 0.9) ...,
+    label entropy ..., <measures(figures)> (<n> images; <k> more ... left out)``, from ``figures``
+    holding ``confident_share``, ``label_entropy``, ``n`` (finite images judged) and ``non_finite``;
+    or that nothing could be judged when every image holds NaN or infinite values."""
+    if not figures["n"]:
+        return (f"{name}: nothing to judge: all {figures['non_finite']} images hold NaN or infinite values "
+                "(diverged chains)")
+    skipped = (f"; {figures['non_finite']} more hold NaN or infinite values (diverged chains) and are left out"
+               if figures.get("non_finite") else "")
+    return (f"{name}: recognised (p >= 0.9) {figures['confident_share']:.3f}, label entropy "
+            f"{max(figures['label_entropy'], 0.0):.3f}, {measures(figures)} ({figures['n']} images{skipped})")
