@@ -208,7 +208,20 @@ def _load_file(path: str) -> ml_collections.ConfigDict:
     p = pathlib.Path(path)
     if not p.is_file():
         raise ConfigError(f"Config file {path!r} does not exist. Pass one of the files in configs/, e.g. --config configs/mdsm_digits.py")
+    if p.suffix == ".json":  # a workdir's record of its config (config.json)
+        try:
+            recorded = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"Config file {path!r} is not valid JSON ({e}). Pass a workdir's config.json as written, "
+                              "or a Python config file with get_config().") from None
+        if not isinstance(recorded, dict):
+            raise ConfigError(f"Config file {path!r} holds a JSON {type(recorded).__name__}, not the object of config "
+                              "groups a workdir's config.json records.")
+        return from_recorded(recorded)
     spec = importlib.util.spec_from_file_location(f"ebmjax_config_{p.stem}", p)
+    if spec is None:  # a suffix Python does not import
+        raise ConfigError(f"Config file {path!r} is neither a Python config file (.py, with get_config()) nor a "
+                          "workdir's config.json. Pass one of the files in configs/, e.g. --config configs/mdsm_digits.py")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)

@@ -141,3 +141,21 @@ def test_every_method_group_comes_from_its_module():
         assert {f for f, _, _ in entry.rules} <= set(entry.defaults().keys())
     with pytest.raises(ConfigError, match="ml.step_size must be a finite number > 0"):
         load_config(DIGITS, [("ml.step_size", "-1")])
+
+
+def test_a_workdirs_config_json_is_a_config_file(tmp_path):
+    """--config runs/x/config.json: the config a workdir records, as written (tuples as JSON lists),
+    loads back equal to the run's config, takes overrides, and a file that is not a config is refused
+    with a message rather than a traceback."""
+    cfg = load_config(DIGITS, [("model.width", "8"), ("eval.metrics", "fid,ood"), ("sample.seed", "3")])
+    path = tmp_path / "config.json"
+    path.write_text(cfg.to_json_best_effort(indent=2))
+    again = load_config(str(path))
+    assert again.to_dict() == cfg.to_dict()
+    assert load_config(str(path), [("train.steps", "7")]).train.steps == 7
+    for name, text, says in (("bad.json", "{not json", "is not valid JSON"),
+                             ("list.json", "[1, 2]", "holds a JSON list"),
+                             ("c.yaml", "a: 1", "neither a Python config file")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=says):
+            load_config(str(tmp_path / name))

@@ -347,6 +347,17 @@ def test_jem_and_a_conditional_model_on_the_command_line(tmp_path, capsys):
     assert c["n"] == 100 and c["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == y))
     assert c["ece"] == pytest.approx(calibration.expected_calibration_error(probs, y), abs=1e-6)
     assert set(c["std"]) == {"accuracy", "nll", "ece"} and 0 < c["std"]["accuracy"] < 0.1
+    assert c["mean_confidence"] == pytest.approx(probs.max(1).mean(), abs=1e-6)
+    # The same figures on the training images (eval.n_data of them), by the same formulas.
+    train = data.load_source(cfg.data, "train")
+    n_train = min(len(train), cfg.eval.n_data)
+    p_train = calibration.softmax(np.asarray(method.classifier(state.params)(train.get(np.arange(n_train)))))
+    y_train = train.labels(np.arange(n_train))
+    t = c["train"]
+    assert t["n"] == n_train and t["accuracy"] == pytest.approx(np.mean(p_train.argmax(1) == y_train))
+    assert t["ece"] == pytest.approx(calibration.expected_calibration_error(p_train, y_train), abs=1e-6)
+    assert t["nll"] == pytest.approx(calibration.negative_log_likelihood(p_train, y_train), rel=1e-5)
+    assert t["mean_confidence"] == pytest.approx(p_train.max(1).mean(), abs=1e-6)
     # The energy's OOD AUROC is the ood section's, on the same images.
     for name, s in c["ood"].items():
         assert s["ood_auroc_energy"] == pytest.approx(report["metrics"]["ood"]["sets"][name]["auroc"]), name

@@ -20,9 +20,11 @@ metrics are chosen by ``eval.metrics`` (see ``ebmjax.config``):
   mean distance to the nearest training image of samples vs. of test images.
 - ``classifier``: for a method whose network is also a classifier (``Method.classifier``: JEM, a
   class-conditional energy): test accuracy (``accuracy``), negative log-likelihood and expected
-  calibration error (``calibration.png``, a reliability diagram), and each OOD set's AUROC scored by
-  1 - max softmax beside its AUROC by the energy E(x) (``ood_auroc_energy``, the same numbers as
-  the ``ood`` section's clean AUROC). Skipped, saying so, for a method that has no classifier.
+  calibration error (``calibration.png``, a reliability diagram), the mean confidence (against the
+  accuracy: over- or under-confident), the same figures on the training images (``train``), and each
+  OOD set's AUROC scored by 1 - max softmax beside its AUROC by the energy E(x) (``ood_auroc_energy``,
+  the same numbers as the ``ood`` section's clean AUROC). Skipped, saying so, for a method that has
+  no classifier.
 - ``coverage``: modes hit by the samples (10^C modes for C channels of a one-channel dataset's
   classes: stacked digits) counted by the dataset's judge per channel, with the KL to uniform
   (``coverage.png``).
@@ -486,6 +488,19 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
         return {"skipped": f"the {ctx.test_split} split of {ctx.cfg.data.name!r} has no labels"}
     probs = calibration.softmax(ood.energies(ctx.logits_fn, ctx.x_test, batch_size=ctx.e.batch_size))
     bins = calibration.calibration_bins(probs, y)
+    # The same figures on as many training images: a gap between the two is over-fitting, and a
+    # calibration error already on the training images is the objective's, not the test set's.
+    y_train = ctx.source.labels(np.arange(len(ctx.x_train)))
+    if ctx.test_split == "train":
+        train: dict[str, Any] | str = "skipped: the test figures are already of the training split"
+    elif y_train is None:
+        train = f"skipped: the train split of {ctx.cfg.data.name!r} has no labels"
+    else:
+        p_train = calibration.softmax(ood.energies(ctx.logits_fn, ctx.x_train, batch_size=ctx.e.batch_size))
+        train = {"n": len(y_train), "accuracy": calibration.accuracy(p_train, y_train),
+                 "nll": calibration.negative_log_likelihood(p_train, y_train),
+                 "ece": calibration.expected_calibration_error(p_train, y_train),
+                 "mean_confidence": float(p_train.max(axis=1).mean())}
     plots.reliability_diagram(bins, ctx.out_dir / "calibration.png",
                               f"{ctx.method.name} on {len(y)} {ctx.cfg.data.name} {ctx.test_split} images")
     ctx.files.append("calibration.png")
@@ -501,15 +516,25 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
                       "ood_auroc_energy": ood.ood_auroc(ctx.set_energies("in"), ctx.set_energies(name))}
     figures = {"accuracy": calibration.accuracy, "nll": calibration.negative_log_likelihood,
                "ece": calibration.expected_calibration_error}
-    return {"accuracy": calibration.accuracy(probs, y), "n": len(y),
+    confidence = float(probs.max(axis=1).mean())
+    accuracy = calibration.accuracy(probs, y)
+    log.info("classifier on %d %s images: accuracy %.3f, NLL %.3f, ECE %.3f, mean confidence %.3f (%s)%s", len(y),
+             ctx.test_split, accuracy, calibration.negative_log_likelihood(probs, y), bins.ece, confidence,
+             "over-confident" if confidence > accuracy else "under-confident",
+             "" if isinstance(train, str) else
+             f"; on {train['n']:,} training images: accuracy {train['accuracy']:.3f}, NLL {train['nll']:.3f}, "
+             f"ECE {train['ece']:.3f}, mean confidence {train['mean_confidence']:.3f}")
+    return {"accuracy": accuracy, "n": len(y),
             "nll": calibration.negative_log_likelihood(probs, y), "ece": bins.ece, "ece_bins": len(bins.counts),
+            "mean_confidence": confidence, "train": train,
             "std": {k: calibration.bootstrap_std(f, probs, y, n_resamples=BOOTSTRAP_RESAMPLES)
                     for k, f in figures.items()}, "ood": sets,
             "note": f"ece: expected calibration error over {len(bins.counts)} equal-width confidence bins (0 = calibrated); "
                     f"std: each figure's standard deviation over {BOOTSTRAP_RESAMPLES:,} bootstrap resamples of the "
                     f"{len(y)} images (seed 0); OOD "
                     "scored by 1 - max softmax and by the energy E(x) = -logsumexp f(x) (higher = OOD) against the "
-                    f"{ctx.test_split} images"}
+                    f"{ctx.test_split} images; mean_confidence: the mean top-class probability (above the accuracy: "
+                    "over-confident, below: under-confident); train: the same figures on the first training images"}
 
 
 SECTIONS: dict[str, Callable[[_Context], dict[str, Any]]] = {

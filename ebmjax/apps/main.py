@@ -174,7 +174,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     parser = argparse.ArgumentParser(
         prog="python -m ebmjax.main", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="config file, e.g. configs/mdsm_digits.py")
+    parser.add_argument("--config", required=True, help="config file, e.g. configs/mdsm_digits.py, or a workdir's config.json")
     parser.add_argument("--workdir", default=None, help="output directory (default: runs/<config name>)")
     parser.add_argument("--mode", default="train", choices=sorted(MODES))
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
