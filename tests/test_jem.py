@@ -120,6 +120,28 @@ def test_bootstrap_error_bars_match_known_answers():
         calibration.bootstrap_std(calibration.accuracy, probs, labels, n_resamples=1)
 
 
+
+def test_temperature_scaling_recovers_the_temperature_the_labels_were_drawn_at():
+    """Labels drawn from softmax(z / T0): the fitted T is T0 (to the sampling error of 20,000 rows),
+    at the fit d NLL / d(1 / T) = mean(E_p[z] - z_label) is zero, the accuracy is kept, and a
+    classifier scaled by its own fitted T is calibrated (ECE near 0) where it was not."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0.0, 3.0, (20000, 5))
+    for t0 in (0.5, 2.0):
+        p0 = calibration.softmax(z / t0)
+        labels = (p0.cumsum(1) > rng.random((len(z), 1))).argmax(1)
+        t = calibration.fit_temperature(z, labels)
+        assert t == pytest.approx(t0, rel=0.03)
+        p = calibration.softmax(z / t)
+        assert abs(np.mean((p * z).sum(1) - z[np.arange(len(z)), labels])) < 1e-4 * np.abs(z).mean()
+        assert calibration.accuracy(p, labels) == calibration.accuracy(calibration.softmax(z), labels)
+        assert calibration.expected_calibration_error(calibration.softmax(z), labels) > 0.1
+        assert calibration.expected_calibration_error(p, labels) < 0.02
+    with pytest.raises(ValueError, match=r"logits \(n, K\) and labels"):
+        calibration.fit_temperature(z[:, 0], labels)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        calibration.fit_temperature(np.full((2, 3), np.nan), np.array([0, 1]))
+
 def digits_config(method="jem", **extra):
     cfg = load_config(str(ROOT / "configs" / "jem_digits.py"))
     cfg.method.name = method
@@ -351,13 +373,22 @@ def test_jem_and_a_conditional_model_on_the_command_line(tmp_path, capsys):
     # The same figures on the training images (eval.n_data of them), by the same formulas.
     train = data.load_source(cfg.data, "train")
     n_train = min(len(train), cfg.eval.n_data)
-    p_train = calibration.softmax(np.asarray(method.classifier(state.params)(train.get(np.arange(n_train)))))
-    y_train = train.labels(np.arange(n_train))
+    logits_train = np.asarray(method.classifier(state.params)(train.get(np.arange(n_train))), np.float64)
+    p_train, y_train = calibration.softmax(logits_train), train.labels(np.arange(n_train))
     t = c["train"]
     assert t["n"] == n_train and t["accuracy"] == pytest.approx(np.mean(p_train.argmax(1) == y_train))
     assert t["ece"] == pytest.approx(calibration.expected_calibration_error(p_train, y_train), abs=1e-6)
     assert t["nll"] == pytest.approx(calibration.negative_log_likelihood(p_train, y_train), rel=1e-5)
     assert t["mean_confidence"] == pytest.approx(p_train.max(1).mean(), abs=1e-6)
+    # Temperature scaling: T fitted to the training images' labels, applied to the test logits.
+    s = c["temperature_scaled"]
+    temp = calibration.fit_temperature(logits_train, y_train)
+    assert s["temperature"] == pytest.approx(temp, rel=1e-4)
+    p_scaled = calibration.softmax(np.asarray(method.classifier(state.params)(x), np.float64) / temp)
+    assert s["accuracy"] == c["accuracy"] and s["n"] == 100
+    assert s["nll"] == pytest.approx(calibration.negative_log_likelihood(p_scaled, y), rel=1e-3)
+    assert s["ece"] == pytest.approx(calibration.expected_calibration_error(p_scaled, y), abs=1e-3)
+    assert (jem / "eval" / "calibration_scaled.png").stat().st_size > 0
     # The energy's OOD AUROC is the ood section's, on the same images.
     for name, s in c["ood"].items():
         assert s["ood_auroc_energy"] == pytest.approx(report["metrics"]["ood"]["sets"][name]["auroc"]), name

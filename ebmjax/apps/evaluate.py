@@ -21,7 +21,9 @@ metrics are chosen by ``eval.metrics`` (see ``ebmjax.config``):
 - ``classifier``: for a method whose network is also a classifier (``Method.classifier``: JEM, a
   class-conditional energy): test accuracy (``accuracy``), negative log-likelihood and expected
   calibration error (``calibration.png``, a reliability diagram), the mean confidence (against the
-  accuracy: over- or under-confident), the same figures on the training images (``train``), and each
+  accuracy: over- or under-confident), the same figures on the training images (``train``), the
+  test figures after temperature scaling with T fitted on the training images (``temperature_scaled``,
+  ``calibration_scaled.png``), and each
   OOD set's AUROC scored by 1 - max softmax beside its AUROC by the energy E(x) (``ood_auroc_energy``,
   the same numbers as the ``ood`` section's clean AUROC). Skipped, saying so, for a method that has
   no classifier.
@@ -475,6 +477,20 @@ def _coverage(ctx: _Context) -> dict[str, Any]:
 BOOTSTRAP_RESAMPLES = 1000  # the classifier's error bars: resamples of the test images
 
 
+def _calibration_figures(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """n, accuracy, NLL, ECE and the mean top-class probability of ``probs`` against ``labels``."""
+    return {"n": len(labels), "accuracy": calibration.accuracy(probs, labels),
+            "nll": calibration.negative_log_likelihood(probs, labels),
+            "ece": calibration.expected_calibration_error(probs, labels),
+            "mean_confidence": float(probs.max(axis=1).mean())}
+
+
+def _described(f: dict[str, Any]) -> str:
+    side = "over-confident" if f["mean_confidence"] > f["accuracy"] else "under-confident"
+    return (f"accuracy {f['accuracy']:.3f}, NLL {f['nll']:.3f}, ECE {f['ece']:.3f}, mean confidence "
+            f"{f['mean_confidence']:.3f} ({side})")
+
+
 def _classifier(ctx: _Context) -> dict[str, Any]:
     if ctx.logits_fn is None:
         if ctx.method.labels:
@@ -486,24 +502,34 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
     y = ctx.test.labels(np.arange(len(ctx.x_test)))
     if y is None:
         return {"skipped": f"the {ctx.test_split} split of {ctx.cfg.data.name!r} has no labels"}
-    probs = calibration.softmax(ood.energies(ctx.logits_fn, ctx.x_test, batch_size=ctx.e.batch_size))
+    logits = ood.energies(ctx.logits_fn, ctx.x_test, batch_size=ctx.e.batch_size)
+    probs = calibration.softmax(logits)
     bins = calibration.calibration_bins(probs, y)
-    # The same figures on as many training images: a gap between the two is over-fitting, and a
-    # calibration error already on the training images is the objective's, not the test set's.
+    test = _calibration_figures(probs, y)
+    where = f"{ctx.method.name} on {len(y)} {ctx.cfg.data.name} {ctx.test_split} images"
+    plots.reliability_diagram(bins, ctx.out_dir / "calibration.png", where)
+    ctx.files.append("calibration.png")
+    lines = [f"classifier on {len(y):,} {ctx.test_split} images: {_described(test)}"]
+    # The same figures on as many training images (a gap between the two is over-fitting; an error
+    # already there is the objective's), and the temperature fitted on them applied to the test images.
     y_train = ctx.source.labels(np.arange(len(ctx.x_train)))
     if ctx.test_split == "train":
         train: dict[str, Any] | str = "skipped: the test figures are already of the training split"
+        scaled: dict[str, Any] | str = train
     elif y_train is None:
-        train = f"skipped: the train split of {ctx.cfg.data.name!r} has no labels"
+        train = scaled = f"skipped: the train split of {ctx.cfg.data.name!r} has no labels"
     else:
-        p_train = calibration.softmax(ood.energies(ctx.logits_fn, ctx.x_train, batch_size=ctx.e.batch_size))
-        train = {"n": len(y_train), "accuracy": calibration.accuracy(p_train, y_train),
-                 "nll": calibration.negative_log_likelihood(p_train, y_train),
-                 "ece": calibration.expected_calibration_error(p_train, y_train),
-                 "mean_confidence": float(p_train.max(axis=1).mean())}
-    plots.reliability_diagram(bins, ctx.out_dir / "calibration.png",
-                              f"{ctx.method.name} on {len(y)} {ctx.cfg.data.name} {ctx.test_split} images")
-    ctx.files.append("calibration.png")
+        logits_train = ood.energies(ctx.logits_fn, ctx.x_train, batch_size=ctx.e.batch_size)
+        train = _calibration_figures(calibration.softmax(logits_train), y_train)
+        t = calibration.fit_temperature(logits_train, y_train)
+        p_scaled = calibration.softmax(np.asarray(logits, np.float64) / t)
+        scaled = {"temperature": t, "fitted_on": f"{len(y_train)} train images", **_calibration_figures(p_scaled, y)}
+        plots.reliability_diagram(calibration.calibration_bins(p_scaled, y), ctx.out_dir / "calibration_scaled.png",
+                                  f"{where}\nlogits / T, T = {t:.3g} fitted on the train split")
+        ctx.files.append("calibration_scaled.png")
+        lines += [f"on {len(y_train):,} training images: {_described(train)}",
+                  f"the temperature fitted on them, {t:.3f}, on the {ctx.test_split} images: {_described(scaled)}"]
+    log.info("%s.", "; ".join(lines))
     # OOD by the classifier's confidence (1 - max p(y|x): higher = more OOD) beside the energy's.
     score_in = 1.0 - probs[:ctx.n_in].max(axis=1)
     sets: dict[str, Any] = {}
@@ -516,17 +542,7 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
                       "ood_auroc_energy": ood.ood_auroc(ctx.set_energies("in"), ctx.set_energies(name))}
     figures = {"accuracy": calibration.accuracy, "nll": calibration.negative_log_likelihood,
                "ece": calibration.expected_calibration_error}
-    confidence = float(probs.max(axis=1).mean())
-    accuracy = calibration.accuracy(probs, y)
-    log.info("classifier on %d %s images: accuracy %.3f, NLL %.3f, ECE %.3f, mean confidence %.3f (%s)%s", len(y),
-             ctx.test_split, accuracy, calibration.negative_log_likelihood(probs, y), bins.ece, confidence,
-             "over-confident" if confidence > accuracy else "under-confident",
-             "" if isinstance(train, str) else
-             f"; on {train['n']:,} training images: accuracy {train['accuracy']:.3f}, NLL {train['nll']:.3f}, "
-             f"ECE {train['ece']:.3f}, mean confidence {train['mean_confidence']:.3f}")
-    return {"accuracy": accuracy, "n": len(y),
-            "nll": calibration.negative_log_likelihood(probs, y), "ece": bins.ece, "ece_bins": len(bins.counts),
-            "mean_confidence": confidence, "train": train,
+    return {**test, "ece_bins": len(bins.counts), "train": train, "temperature_scaled": scaled,
             "std": {k: calibration.bootstrap_std(f, probs, y, n_resamples=BOOTSTRAP_RESAMPLES)
                     for k, f in figures.items()}, "ood": sets,
             "note": f"ece: expected calibration error over {len(bins.counts)} equal-width confidence bins (0 = calibrated); "
@@ -534,7 +550,9 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
                     f"{len(y)} images (seed 0); OOD "
                     "scored by 1 - max softmax and by the energy E(x) = -logsumexp f(x) (higher = OOD) against the "
                     f"{ctx.test_split} images; mean_confidence: the mean top-class probability (above the accuracy: "
-                    "over-confident, below: under-confident); train: the same figures on the first training images"}
+                    "over-confident, below: under-confident); train: the same figures on the first training images; "
+                    "temperature_scaled: the test figures of softmax(f(x) / T), T fitted to the training images' "
+                    "labels by likelihood (no test image used; the accuracy is unchanged)"}
 
 
 SECTIONS: dict[str, Callable[[_Context], dict[str, Any]]] = {

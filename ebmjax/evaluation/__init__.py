@@ -6,8 +6,9 @@ Pure functions of arrays / ``energy_fn`` (jax or numpy only):
 - :func:`ais_log_partition` (forward AIS, lower bound), :func:`reverse_ais_log_partition` (upper
   bound), :func:`ais_betas`, :func:`nll_bits_per_dim` (``ais``)
 - :func:`ood_auroc`, :func:`roc_curve`, :func:`noisy_energies` (``ood``)
-- :func:`calibration_bins`, :func:`expected_calibration_error`, :func:`bootstrap_std` (``calibration``): a
-  classifier's ECE and the error bars of its figures
+- :func:`calibration_bins`, :func:`expected_calibration_error`, :func:`bootstrap_std`,
+  :func:`fit_temperature` (``calibration``): a classifier's ECE, the error bars of its figures, and
+  temperature scaling
 - :func:`nearest_neighbours` (``neighbours``), :func:`mode_coverage`, :func:`stacked_digits` (``coverage``)
 
 Feature networks: each dataset's judge (``ebmjax.data.judge_for``; the digits classifier, the MNIST
@@ -37,6 +38,7 @@ from ebmjax.evaluation.calibration import (
     bootstrap_std,
     calibration_bins,
     expected_calibration_error,
+    fit_temperature,
     softmax,
 )
 from ebmjax.evaluation.coverage import (
@@ -87,6 +89,7 @@ __all__ = [
     "bootstrap_std",
     "calibration_bins",
     "expected_calibration_error",
+    "fit_temperature",
     "softmax",
     "CoverageResult",
     "FeatureStats",
