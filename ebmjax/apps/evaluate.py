@@ -518,8 +518,10 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
         scaled: dict[str, Any] | str = train
     elif y_train is None:
         train = scaled = f"skipped: the train split of {ctx.cfg.data.name!r} has no labels"
+    elif not (np.isfinite(logits).all() and np.isfinite(
+            logits_train := ood.energies(ctx.logits_fn, ctx.x_train, batch_size=ctx.e.batch_size)).all()):
+        train = scaled = "skipped: the network's logits hold NaN or infinite values (a diverged checkpoint?)"
     else:
-        logits_train = ood.energies(ctx.logits_fn, ctx.x_train, batch_size=ctx.e.batch_size)
         train = _calibration_figures(calibration.softmax(logits_train), y_train)
         t = calibration.fit_temperature(logits_train, y_train)
         p_scaled = calibration.softmax(np.asarray(logits, np.float64) / t)

@@ -96,8 +96,8 @@ def bootstrap_std(statistic: Callable[[np.ndarray, np.ndarray], float], probs: n
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (1e-3, 1e3)) -> float:
     """The temperature T in ``bounds`` whose ``softmax(logits / T)`` has the lowest negative
-    log-likelihood of integer ``labels`` (n,) given ``logits`` (n, K). The likelihood is concave in
-    1 / T, so the minimum is unique; it is found by a bounded search over log T (to about 1e-6
+    log-likelihood of integer ``labels`` (n,) given ``logits`` (n, K). The log-likelihood is concave
+    in 1 / T, so the minimum is unique; it is found by a bounded search over log T (to about 1e-6
     relative). T < 1 sharpens under-confident probabilities, T > 1 softens over-confident ones. A T
     at a bound means the labels pull it further: every image already right and confident (T -> 0),
     or logits that carry no information about the labels (T -> infinity)."""
