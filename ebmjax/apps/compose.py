@@ -16,7 +16,6 @@ shards of another composition are never reused.
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 from typing import Any, NamedTuple
@@ -81,11 +80,7 @@ def load_parts(cfg: ml_collections.ConfigDict, shape: tuple[int, ...]) -> list[P
         if not path.is_file():
             raise ConfigError(f"compose.workdirs names {wd}, which holds no trained run (no {path}). Train it first, or "
                               "fix the path.")
-        try:
-            recorded = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"{path} cannot be read ({e}).") from None
-        part_cfg = config_lib.from_recorded(recorded)
+        part_cfg = config_lib.load_config(str(path))  # the workdir's record, as --config takes it
         part_cfg.sample.weights = cfg.sample.weights if part_cfg.train.ema_decay > 0 else "raw"
         part_cfg.sample.label = None  # a part's energy is its E(x); the run's own model takes sample.label
         part_shape = tuple(data.load_source(part_cfg.data, "train").shape)

@@ -477,12 +477,13 @@ def _coverage(ctx: _Context) -> dict[str, Any]:
 BOOTSTRAP_RESAMPLES = 1000  # the classifier's error bars: resamples of the test images
 
 
-def _calibration_figures(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """n, accuracy, NLL, ECE and the mean top-class probability of ``probs`` against ``labels``."""
+def _calibration_figures(probs: np.ndarray, labels: np.ndarray) -> tuple[dict[str, Any], calibration.Calibration]:
+    """(n, accuracy, NLL, ECE and the mean top-class probability of ``probs`` against ``labels``; the
+    reliability diagram's bins the ECE comes from)."""
+    bins = calibration.calibration_bins(probs, labels)
     return {"n": len(labels), "accuracy": calibration.accuracy(probs, labels),
-            "nll": calibration.negative_log_likelihood(probs, labels),
-            "ece": calibration.expected_calibration_error(probs, labels),
-            "mean_confidence": float(probs.max(axis=1).mean())}
+            "nll": calibration.negative_log_likelihood(probs, labels), "ece": bins.ece,
+            "mean_confidence": float(probs.max(axis=1).mean())}, bins
 
 
 def _described(f: dict[str, Any]) -> str:
@@ -504,8 +505,7 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
         return {"skipped": f"the {ctx.test_split} split of {ctx.cfg.data.name!r} has no labels"}
     logits = ood.energies(ctx.logits_fn, ctx.x_test, batch_size=ctx.e.batch_size)
     probs = calibration.softmax(logits)
-    bins = calibration.calibration_bins(probs, y)
-    test = _calibration_figures(probs, y)
+    test, bins = _calibration_figures(probs, y)
     where = f"{ctx.method.name} on {len(y)} {ctx.cfg.data.name} {ctx.test_split} images"
     plots.reliability_diagram(bins, ctx.out_dir / "calibration.png", where)
     ctx.files.append("calibration.png")
@@ -522,11 +522,11 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
             logits_train := ood.energies(ctx.logits_fn, ctx.x_train, batch_size=ctx.e.batch_size)).all()):
         train = scaled = "skipped: the network's logits hold NaN or infinite values (a diverged checkpoint?)"
     else:
-        train = _calibration_figures(calibration.softmax(logits_train), y_train)
+        train, _ = _calibration_figures(calibration.softmax(logits_train), y_train)
         t = calibration.fit_temperature(logits_train, y_train)
-        p_scaled = calibration.softmax(np.asarray(logits, np.float64) / t)
-        scaled = {"temperature": t, "fitted_on": f"{len(y_train)} train images", **_calibration_figures(p_scaled, y)}
-        plots.reliability_diagram(calibration.calibration_bins(p_scaled, y), ctx.out_dir / "calibration_scaled.png",
+        scaled_figures, scaled_bins = _calibration_figures(calibration.softmax(np.asarray(logits, np.float64) / t), y)
+        scaled = {"temperature": t, "fitted_on": f"{len(y_train)} train images", **scaled_figures}
+        plots.reliability_diagram(scaled_bins, ctx.out_dir / "calibration_scaled.png",
                                   f"{where}\nlogits / T, T = {t:.3g} fitted on the train split")
         ctx.files.append("calibration_scaled.png")
         lines += [f"on {len(y_train):,} training images: {_described(train)}",

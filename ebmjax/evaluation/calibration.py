@@ -114,10 +114,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float,
         raise ValueError(f"fit_temperature needs bounds 0 < low < high; got {bounds}.")
     picked = z[np.arange(len(labels)), labels]
 
-    def nll(log_t: float) -> float:
-        scaled = z / np.exp(log_t)
-        top = scaled.max(axis=1)
-        return float(np.mean(top + np.log(np.exp(scaled - top[:, None]).sum(axis=1)) - picked / np.exp(log_t)))
+    def nll(log_t: float) -> float:  # mean of logsumexp(z / T) - z_label / T, in log space
+        inv_t = np.exp(-log_t)
+        top = z.max(axis=1) * inv_t
+        return float(np.mean(top + np.log(np.exp(z * inv_t - top[:, None]).sum(axis=1)) - picked * inv_t))
 
     found = minimize_scalar(nll, bounds=(np.log(lo), np.log(hi)), method="bounded", options={"xatol": 1e-6})
     return float(np.exp(found.x))
