@@ -141,6 +141,14 @@ def test_temperature_scaling_recovers_the_temperature_the_labels_were_drawn_at()
         calibration.fit_temperature(z[:, 0], labels)
     with pytest.raises(ValueError, match="NaN or infinite"):
         calibration.fit_temperature(np.full((2, 3), np.nan), np.array([0, 1]))
+    # Every label ranked first (a network that fits its training images): the NLL falls all the way to
+    # T -> 0, so no temperature is returned; one image ranked wrong gives the fit a finite minimum.
+    right = z.argmax(1)
+    with pytest.raises(ValueError, match="no finite temperature"):
+        calibration.fit_temperature(z, right)
+    wrong = right.copy()
+    wrong[0] = (right[0] + 1) % z.shape[1]
+    assert 0.001 < calibration.fit_temperature(z, wrong) < 1
 
 def digits_config(method="jem", **extra):
     cfg = load_config(str(ROOT / "configs" / "jem_digits.py"))

@@ -487,7 +487,8 @@ def _calibration_figures(probs: np.ndarray, labels: np.ndarray) -> tuple[dict[st
 
 
 def _described(f: dict[str, Any]) -> str:
-    side = "over-confident" if f["mean_confidence"] > f["accuracy"] else "under-confident"
+    gap = f["mean_confidence"] - f["accuracy"]
+    side = "as the accuracy" if abs(gap) < 5e-4 else "over-confident" if gap > 0 else "under-confident"
     return (f"accuracy {f['accuracy']:.3f}, NLL {f['nll']:.3f}, ECE {f['ece']:.3f}, mean confidence "
             f"{f['mean_confidence']:.3f} ({side})")
 
@@ -523,14 +524,23 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
         train = scaled = "skipped: the network's logits hold NaN or infinite values (a diverged checkpoint?)"
     else:
         train, _ = _calibration_figures(calibration.softmax(logits_train), y_train)
-        t = calibration.fit_temperature(logits_train, y_train)
-        scaled_figures, scaled_bins = _calibration_figures(calibration.softmax(np.asarray(logits, np.float64) / t), y)
-        scaled = {"temperature": t, "fitted_on": f"{len(y_train)} train images", **scaled_figures}
-        plots.reliability_diagram(scaled_bins, ctx.out_dir / "calibration_scaled.png",
-                                  f"{where}\nlogits / T, T = {t:.3g} fitted on the train split")
-        ctx.files.append("calibration_scaled.png")
-        lines += [f"on {len(y_train):,} training images: {_described(train)}",
-                  f"the temperature fitted on them, {t:.3f}, on the {ctx.test_split} images: {_described(scaled)}"]
+        lines.append(f"on {len(y_train):,} training images: {_described(train)}")
+        try:
+            t = calibration.fit_temperature(logits_train, y_train)
+        except ValueError as e:  # every training image ranked right: no finite temperature
+            scaled = f"skipped: {e}"
+            (ctx.out_dir / "calibration_scaled.png").unlink(missing_ok=True)  # an earlier evaluation's
+            lines.append("no temperature fitted on them: the network ranks every one's label first, so the fit "
+                         "runs to T -> 0")
+        else:
+            scaled_figures, scaled_bins = _calibration_figures(
+                calibration.softmax(np.asarray(logits, np.float64) / t), y)
+            scaled = {"temperature": t, "fitted_on": f"{len(y_train)} train images", **scaled_figures}
+            plots.reliability_diagram(scaled_bins, ctx.out_dir / "calibration_scaled.png",
+                                      f"{where}\nlogits / T, T = {t:.3g} fitted on the train split")
+            ctx.files.append("calibration_scaled.png")
+            lines.append(f"the temperature fitted on them, {t:.3f}, on the {ctx.test_split} images: "
+                         f"{_described(scaled)}")
     log.info("%s.", "; ".join(lines))
     # OOD by the classifier's confidence (1 - max p(y|x): higher = more OOD) beside the energy's.
     score_in = 1.0 - probs[:ctx.n_in].max(axis=1)

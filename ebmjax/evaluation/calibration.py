@@ -99,8 +99,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float,
     log-likelihood of integer ``labels`` (n,) given ``logits`` (n, K). The log-likelihood is concave
     in 1 / T, so the minimum is unique; it is found by a bounded search over log T (to about 1e-6
     relative). T < 1 sharpens under-confident probabilities, T > 1 softens over-confident ones. A T
-    at a bound means the labels pull it further: every image already right and confident (T -> 0),
-    or logits that carry no information about the labels (T -> infinity)."""
+    at a bound means the labels pull it further (logits that carry no information about the labels:
+    T -> infinity). When the logits rank every label first, the likelihood rises all the way to T -> 0
+    and no temperature is fitted: a ValueError says so (a network that fits its training images
+    perfectly must be scaled on images it was not trained on)."""
     from scipy.optimize import minimize_scalar
 
     z, labels = np.asarray(logits, np.float64), np.asarray(labels)
@@ -113,6 +115,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float,
     if not 0 < lo < hi:
         raise ValueError(f"fit_temperature needs bounds 0 < low < high; got {bounds}.")
     picked = z[np.arange(len(labels)), labels]
+    if (picked > np.where(np.arange(z.shape[1]) == labels[:, None], -np.inf, z).max(axis=1)).all():
+        raise ValueError(f"fit_temperature: the logits rank the label first for all {len(labels):,} images, so the "
+                         "likelihood keeps rising as T -> 0 and there is no finite temperature to fit. Fit it on "
+                         "images the network was not trained on (a held-out split).")
 
     def nll(log_t: float) -> float:  # mean of logsumexp(z / T) - z_label / T, in log space
         inv_t = np.exp(-log_t)
