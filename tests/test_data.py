@@ -100,6 +100,28 @@ def test_digits_splits_values_and_labels():
         data.load_source(data_config(), "validation")
 
 
+def test_the_digits_are_read_without_importing_scikit_learn_and_equal_load_digits(monkeypatch):
+    """The digits come from the file load_digits() reads, without the two seconds of importing
+    scikit-learn at every command's start; where the file is not found, from load_digits() itself."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from ebmjax.data import bundled
+
+    code = "import sys; from ebmjax.data import bundled; bundled._digits_raw(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    ref = load_digits()
+    for found in (True, False):
+        if not found:  # a scikit-learn that keeps the file elsewhere
+            monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+        images, labels = bundled._digits_raw()
+        np.testing.assert_array_equal(images, ref.images)
+        np.testing.assert_array_equal(labels, ref.target)
+
+
 def test_digits_pad_and_resize():
     padded = data.load_source(data_config(pad=2), "test")
     plain = data.load_source(data_config(), "test")
