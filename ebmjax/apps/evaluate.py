@@ -511,6 +511,8 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
     plots.reliability_diagram(bins, ctx.out_dir / "calibration.png", where)
     ctx.files.append("calibration.png")
     lines = [f"classifier on {len(y):,} {ctx.test_split} images: {_described(test)}"]
+    # An earlier evaluation's scaled diagram: drawn again below only when a temperature is fitted.
+    (ctx.out_dir / "calibration_scaled.png").unlink(missing_ok=True)
     # The same figures on as many training images (a gap between the two is over-fitting; an error
     # already there is the objective's), and the temperature fitted on them applied to the test images.
     y_train = ctx.source.labels(np.arange(len(ctx.x_train)))
@@ -529,7 +531,6 @@ def _classifier(ctx: _Context) -> dict[str, Any]:
             t = calibration.fit_temperature(logits_train, y_train)
         except ValueError as e:  # every training image ranked right: no finite temperature
             scaled = f"skipped: {e}"
-            (ctx.out_dir / "calibration_scaled.png").unlink(missing_ok=True)  # an earlier evaluation's
             lines.append("no temperature fitted on them: the network ranks every one's label first, so the fit "
                          "runs to T -> 0")
         else:
