@@ -48,13 +48,14 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.toy_size = 20000  # points drawn once for 2-D toy densities
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "mdsm_resnet"  # the energy network (ebmjax.models): mdsm_resnet | convnet | gridnet | mlp | gaussian
+    c.model.name = "mdsm_resnet"  # the energy network (ebmjax.models): mdsm_resnet | convnet | gridnet | unet | mlp | gaussian
     c.model.width = 128  # mdsm_resnet: d, channels of the stem; stages have d, 2d, 4d, 8d
     c.model.blocks_per_stage = 2  # mdsm_resnet: same-width blocks per stage: 2 = Res18, 1 = Res12
-    c.model.widths = (32, 64, 128)  # convnet: channels of each stage (two 3x3 convs, then a 2x2 mean pool); gridnet: of each conv layer
+    c.model.widths = (32, 64, 128)  # convnet: channels of each stage (two 3x3 convs, then a 2x2 mean pool); gridnet: of each conv layer; unet: of each level (two 3x3 convs each way)
     c.model.activation = "swish"  # convnet: swish | lrelu
     c.model.kernel = 3  # gridnet (the multigrid method's conv net, widths above, LeakyReLU 0.2): conv kernel side
     c.model.strided_layers = 3  # gridnet: leading conv layers with stride 2 (any image side; each halves it while >= 4)
+    c.model.scale = 0.1  # unet: s of E(x) = |x - U(x)|^2 / (2 s^2); with MDSM keep = mdsm.sigma0, so U learns to denoise
     c.model.hidden = (128, 128)  # mlp only
     c.model.classes = 0  # 0: the network is an energy; K >= 2 (convnet, gridnet, mlp, mdsm_resnet; multigrid's and cfebm's own networks): a classifier whose logits f(x) define E(x, y) = -f(x)[y] and E(x) = -logsumexp_y f(x)[y] (every method; labels from the dataset)
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)

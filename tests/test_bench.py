@@ -170,6 +170,8 @@ def test_command_line_errors_are_clear(capsys):
     assert "--dtype" in capsys.readouterr().err
     assert bench.run(["--config", str(ROOT / "configs" / "pcd_digits.py"), "--what", "precision"]) == 2
     assert "--what precision measures bfloat16 against float32 on MDSM's network" in capsys.readouterr().err
+    assert bench.run(["--config", DIGITS, "--compare-torch", "--config.model.name=unet"]) == 2
+    assert "time the ResNet with --config.model.name=mdsm_resnet" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # about 15 s on 2 CPU cores; the whole suite (CI) runs it

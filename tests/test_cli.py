@@ -203,3 +203,19 @@ def test_a_second_run_in_a_busy_workdir_is_refused_and_a_killed_run_leaves_no_lo
     assert main.run(argv) == 2  # free again: it now stops only because nothing was trained there
     err = capsys.readouterr().err
     assert "in use" not in err and "checkpoint" in err
+
+
+@pytest.mark.slow  # about 15 s on 2 CPU cores; the whole suite (CI) runs it
+def test_mdsm_trains_and_samples_a_unet_energy(tmp_path):
+    """model.name = "unet" plugs into MDSM's loop and sampler like any network: it learns (the loss
+    falls), samples are finite, and the checkpoint remembers the network (another model.scale is
+    refused)."""
+    wd = tmp_path / "unet"
+    net = ["--config.model.name=unet", "--config.model.widths=4,8"]
+    assert main.run(["--config", DIGITS, "--workdir", str(wd), "--config.train.steps=80", *TINY, *net]) == 0
+    rec = metrics(wd)
+    assert rec[-1]["loss"] < 0.7 * rec[0]["loss"], rec
+    images = np.load(wd / "samples" / "samples.npz")["images"]
+    assert images.shape == (6, 8, 8, 1) and np.isfinite(images).all()
+    assert main.run(["--config", DIGITS, "--workdir", str(wd), "--mode", "sample", *TINY, *net,
+                     "--config.model.scale=0.2"]) == 2

@@ -16,6 +16,7 @@ from ebmjax.models import (
     GridEnergy,
     MDSMResNet,
     MLPEnergy,
+    UNetEnergy,
     build_model,
     count_params,
     init_params,
@@ -382,8 +383,8 @@ def test_build_model_and_counts():
     assert isinstance(params, dict)
     assert count_params(params) == (2 * 8 + 8) + (8 + 1)
 
-    cfg.name = "unet"
-    with pytest.raises(ConfigError, match="mdsm_resnet, convnet, gridnet, mlp, gaussian"):
+    cfg.name = "transformer"
+    with pytest.raises(ConfigError, match="mdsm_resnet, convnet, gridnet, unet, mlp, gaussian"):
         build_model(cfg)
     cfg.name = "mlp"
     cfg.dtype = "float16"
@@ -415,3 +416,43 @@ def test_gridnet_is_the_multigrid_energy_for_any_method():
         build_model({**cfg, "strided_layers": -1})
     with pytest.raises(ConfigError, match="kernel"):
         build_model({**cfg, "kernel": 0})
+
+
+def test_unet_energy_is_the_scaled_residual_and_meets_the_mdsm_optimum():
+    """model.name = "unet": E(x) = |x - U(x)|^2 / (2 s^2) with U's read-out initialised to zero, so
+    at initialisation E = |x|^2 / (2 s^2) and dE/dx = x / s^2 exactly. With a constant read-out
+    b (kernel zero) U(x) = b, the denoiser of data that are all the constant image b: with s = sigma0
+    MDSM's residual x - x~ + sigma0^2 dE/dx(x~) = b - x~ + (x~ - b) vanishes at every noise level,
+    a known optimum of the loss (loss and its parameter gradient zero)."""
+    from ebmjax.losses import mdsm_loss, score
+
+    cfg = {"name": "unet", "widths": (4, 8), "scale": 0.1, "dtype": "float32", "conv": "auto", "classes": 0}
+    net = build_model(cfg)
+    assert isinstance(net, UNetEnergy) and net.widths == (4, 8) and net.scale == 0.1
+    params = init_params(net, jax.random.key(0), (8, 8, 1))
+    # Down: 3x3 1->4, 4->4; 8->8 at half size. Up: 3x3 (8+4)->4, 4->4. Read-out 1x1 4->1.
+    assert count_params(params) == (9 * 4 + 4) + (9 * 16 + 4) + (9 * 32 + 8) + (9 * 64 + 8) \
+        + (9 * 48 + 4) + (9 * 16 + 4) + (4 + 1)
+    x = jax.random.uniform(jax.random.key(1), (3, 8, 8, 1))
+    energy = lambda p, v: net.apply(p, v)  # noqa: E731
+    np.testing.assert_allclose(energy(params, x), jnp.sum(x**2, axis=(1, 2, 3)) / 0.02, rtol=1e-6)
+    np.testing.assert_allclose(score(lambda v: energy(params, v), x), x / 0.01, rtol=1e-5)
+
+    b = 0.3
+    const = jax.tree.map(lambda a: a, params)
+    const["params"]["out"]["bias"] = jnp.full_like(params["params"]["out"]["bias"], b)
+    np.testing.assert_allclose(energy(const, x), jnp.sum((x - b) ** 2, axis=(1, 2, 3)) / 0.02, rtol=1e-5)
+    data = jnp.full((16, 8, 8, 1), b)
+    sigmas = jnp.geomspace(0.1, 3.0, 16)
+    loss = lambda p: mdsm_loss(lambda v: energy(p, v), data, jax.random.key(2), sigmas, sigma0=0.1)  # noqa: E731
+    value, grads = jax.value_and_grad(loss)(const)
+    assert float(value) < 1e-8
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) < 1e-4
+    assert float(loss(params)) > 1.0  # U = 0 is no denoiser of these data
+
+    with pytest.raises(ConfigError, match="multiples of 2"):
+        net.apply(params, jnp.zeros((1, 7, 7, 1)))
+    with pytest.raises(ConfigError, match="model.scale"):
+        build_model({**cfg, "scale": 0})
+    with pytest.raises(ConfigError, match="model.widths"):
+        build_model({**cfg, "widths": ()})

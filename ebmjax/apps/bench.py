@@ -682,7 +682,9 @@ def run(argv: Sequence[str], out=None) -> int:
                 raise ConfigError(f"--rounds must be >= 1, got {args.rounds}.")
             if cfg.method.name != "mdsm" or cfg.model.name != "mdsm_resnet":
                 raise ConfigError("--compare-torch compares the MDSM ResNet with the original's PyTorch code; "
-                                  f"this config trains {cfg.method.name!r} with model {cfg.model.name!r}.")
+                                  f"this config trains {cfg.method.name!r} with model {cfg.model.name!r}"
+                                  + (" (time the ResNet with --config.model.name=mdsm_resnet)."
+                                     if cfg.method.name == "mdsm" else "."))
             from ebmjax.apps.bench_torch import setup_threads
 
             log.info("PyTorch twin on %d CPU threads", setup_threads())

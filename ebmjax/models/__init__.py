@@ -7,6 +7,7 @@
   ``model.name = "gridnet"`` the energy of any other method (strided convs: no side constraint).
 - :class:`DilatedGenerator` (Malhotra's paper, image -> image) and :class:`LatentGenerator` (CoopNets, z ->
   image): generators that start Langevin chains.
+- :class:`UNetEnergy`: a U-Net's residual as an energy, |x - U(x)|^2 / (2 s^2) (``model.name = "unet"``).
 - :class:`MLPEnergy`: small smooth MLP for toy data; :class:`GaussianEnergy`: a learned Gaussian.
 - :func:`build_model`, :func:`init_params`, :func:`count_params`: config-driven construction.
 """
@@ -30,6 +31,7 @@ from ebmjax.models.convnet import ConvEnergy
 from ebmjax.models.generator import DilatedGenerator, LatentGenerator
 from ebmjax.models.multigrid import GridEnergy
 from ebmjax.models.toy import GaussianEnergy, MLPEnergy
+from ebmjax.models.unet import UNetEnergy
 
 __all__ = [
     "ConvEnergy",
@@ -40,6 +42,7 @@ __all__ = [
     "LatentGenerator",
     "MDSMResNet",
     "MLPEnergy",
+    "UNetEnergy",
     "build_model",
     "count_params",
     "init_params",
@@ -49,11 +52,11 @@ __all__ = [
     "to_torch_state_dict",
 ]
 
-MODEL_NAMES = ("mdsm_resnet", "convnet", "gridnet", "mlp", "gaussian")
+MODEL_NAMES = ("mdsm_resnet", "convnet", "gridnet", "unet", "mlp", "gaussian")
 # The model.* fields that fix a network's parameters: a checkpoint resumes only under the same
 # values (``Method.identity`` of the methods whose network is model.*).
 IDENTITY_FIELDS = ("model.name", "model.width", "model.blocks_per_stage", "model.hidden", "model.widths",
-                   "model.kernel", "model.strided_layers", "model.classes")
+                   "model.kernel", "model.strided_layers", "model.classes", "model.scale")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -83,7 +86,7 @@ def build_model(model_config: Any) -> nn.Module:
     'bfloat16'), ``conv`` (how convolutions are computed), ``classes`` (0: an energy (B,); K > 0: a
     classifier's logits (B, K), convnet, gridnet, mlp and mdsm_resnet) and the chosen network's own:
     ``width`` and ``blocks_per_stage`` (mdsm_resnet), ``widths`` and ``activation`` (convnet),
-    ``widths``, ``kernel`` and ``strided_layers`` (gridnet), ``hidden`` (mlp)."""
+    ``widths``, ``kernel`` and ``strided_layers`` (gridnet), ``widths`` and ``scale`` (unet), ``hidden`` (mlp)."""
     name = _field(model_config, "name")
     if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model.name {name!r}; valid names: {', '.join(MODEL_NAMES)}.")
@@ -104,6 +107,12 @@ def build_model(model_config: Any) -> nn.Module:
         return GridEnergy(widths=_widths(model_config), kernel=_positive_int(_field(model_config, "kernel"), "kernel"),
                           strided=_positive_int(_field(model_config, "strided_layers"), "strided_layers", minimum=0),
                           dtype=dtype, conv=conv, classes=classes)
+    if name == "unet":
+        scale = _field(model_config, "scale")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ConfigError(f"model.scale must be a number > 0 (the unet's residual width; MDSM: mdsm.sigma0), "
+                              f"got {scale!r}.")
+        return UNetEnergy(widths=_widths(model_config), scale=float(scale), dtype=dtype, conv=conv)
     if name == "gaussian":
         return GaussianEnergy()
     hidden = _field(model_config, "hidden")
