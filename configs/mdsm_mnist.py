@@ -17,7 +17,8 @@ judge's features 7.1 (the earlier run: 0.205, 0.972, 1.33, 6.7). With --config.t
 --config.train.steps=10000 (50 minutes): 0.365, label entropy 0.918 (more 0s), nn ratio 1.32, FD 10.6. Far below the maximum-likelihood recipes: the
 paper's MNIST model trains a network 4 times wider for 100k steps. With a U-Net's residual as the
 energy at the same cost per step (--config.model.name=unet --config.model.widths=16,32,64,128):
-0.430 and 0.320 on two draws of 200 (mean 0.375), label entropy 0.91, nn ratio 1.29, FD 9.8.
+0.430, 0.320 and 0.385 on three draws of 200 (mean 0.378), label entropy 0.91-0.93, nn ratio 1.29-1.31,
+FD 9.3-9.8.
 Figures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/mdsm_mnist.py --workdir runs/mdsm_mnist
