@@ -32,6 +32,16 @@ from ebmjax.models.resnet import mean_pool_2x2, torch_uniform_init
 ACTIVATIONS = {"swish": nn.swish, "lrelu": lambda x: nn.leaky_relu(x, 0.2)}
 
 
+def conv_pair(h: jax.Array, features: int, act: Any, *, dtype: Any, impl: str, name: str) -> jax.Array:
+    """Two 3x3 'same' convolutions of ``features`` channels, each followed by ``act``, initialised as
+    PyTorch does; parameters ``{name}_0`` and ``{name}_1``. Call it inside a compact module."""
+    for j in range(2):
+        init = torch_uniform_init(h.shape[-1] * 9)
+        h = act(Conv(features, (3, 3), dtype=dtype, kernel_init=init, bias_init=init, impl=impl,
+                     name=f"{name}_{j}")(h))
+    return h
+
+
 class ConvEnergy(nn.Module):
     """Conv net energy: (B, H, W, C) -> (B,) float32, p(x) ∝ exp(-E(x)); with ``classes`` = K > 0,
     logits (B, K) float32."""
@@ -55,11 +65,7 @@ class ConvEnergy(nn.Module):
         act = ACTIVATIONS[self.activation]
         h = x.astype(self.dtype)
         for i, c in enumerate(self.widths):
-            for j in range(2):
-                init = torch_uniform_init(h.shape[-1] * 9)
-                h = act(Conv(c, (3, 3), dtype=self.dtype, kernel_init=init, bias_init=init, impl=self.conv,
-                             name=f"conv{i}_{j}")(h))
-            h = mean_pool_2x2(h)
+            h = mean_pool_2x2(conv_pair(h, c, act, dtype=self.dtype, impl=self.conv, name=f"conv{i}"))
         h = h.reshape(h.shape[0], -1).astype(jnp.promote_types(self.dtype, jnp.float32))
         init = torch_uniform_init(h.shape[-1])
         out = nn.Dense(max(self.classes, 1), dtype=h.dtype, kernel_init=init, bias_init=init, name="out")(h)

@@ -28,14 +28,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ebmjax import ops
 from ebmjax.errors import ConfigError
 from ebmjax.models.conv import Conv
-from ebmjax.models.resnet import mean_pool_2x2, torch_uniform_init
-
-
-def _upsample_2x(x: jax.Array) -> jax.Array:
-    """Nearest-neighbour 2x up-sampling on NHWC."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+from ebmjax.models.convnet import conv_pair
+from ebmjax.models.resnet import mean_pool_2x2
 
 
 class UNetEnergy(nn.Module):
@@ -45,13 +42,6 @@ class UNetEnergy(nn.Module):
     scale: float = 0.1
     dtype: Any = jnp.float32
     conv: str = "auto"
-
-    def _pair(self, h: jax.Array, c: int, name: str) -> jax.Array:
-        for j in range(2):
-            init = torch_uniform_init(h.shape[-1] * 9)
-            h = nn.swish(Conv(c, (3, 3), dtype=self.dtype, kernel_init=init, bias_init=init, impl=self.conv,
-                              name=f"{name}_{j}")(h))
-        return h
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -69,11 +59,11 @@ class UNetEnergy(nn.Module):
         for i, c in enumerate(self.widths):
             if i:
                 h = mean_pool_2x2(h)
-            h = self._pair(h, c, f"down{i}")
+            h = conv_pair(h, c, nn.swish, dtype=self.dtype, impl=self.conv, name=f"down{i}")
             skips.append(h)
         for i in range(len(self.widths) - 2, -1, -1):
-            h = jnp.concatenate([_upsample_2x(h), skips[i]], axis=-1)
-            h = self._pair(h, self.widths[i], f"up{i}")
+            h = jnp.concatenate([ops.upsample(h, 2), skips[i]], axis=-1)
+            h = conv_pair(h, self.widths[i], nn.swish, dtype=self.dtype, impl=self.conv, name=f"up{i}")
         u = Conv(x.shape[-1], (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros,
                  bias_init=nn.initializers.zeros, impl=self.conv, name="out")(h)
         r = (x.astype(jnp.float32) - u.astype(jnp.float32)).reshape(x.shape[0], -1)
