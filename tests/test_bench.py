@@ -170,8 +170,9 @@ def test_command_line_errors_are_clear(capsys):
     assert "--dtype" in capsys.readouterr().err
     assert bench.run(["--config", str(ROOT / "configs" / "pcd_digits.py"), "--what", "precision"]) == 2
     assert "--what precision measures bfloat16 against float32 on MDSM's network" in capsys.readouterr().err
-    assert bench.run(["--config", DIGITS, "--compare-torch", "--config.model.name=unet"]) == 2
-    assert "time the ResNet with --config.model.name=mdsm_resnet" in capsys.readouterr().err
+    assert bench.run(["--config", DIGITS, "--compare-torch", "--config.model.name=convnet"]) == 2
+    err = capsys.readouterr().err
+    assert "model.name mdsm_resnet or unet" in err and "time the original's ResNet with --config.model.name" in err
 
 
 @pytest.mark.slow  # about 15 s on 2 CPU cores; the whole suite (CI) runs it

@@ -456,3 +456,30 @@ def test_unet_energy_is_the_scaled_residual_and_meets_the_mdsm_optimum():
         build_model({**cfg, "scale": 0})
     with pytest.raises(ConfigError, match="model.widths"):
         build_model({**cfg, "widths": ()})
+
+
+@pytest.mark.parametrize("name", ["unet", "mdsm_resnet"])
+def test_the_pytorch_twins_compute_the_same_energies_and_scores(name):
+    """``--compare-torch`` times ebmjax against ``torch_twin``: the same network with the same weights
+    must give the same energies and input gradients (weights randomised, so U is not zero)."""
+    torch = pytest.importorskip("torch")
+    from ebmjax.models.torch_twin import torch_twin
+
+    cfg = ml_collections.ConfigDict({"name": name, "widths": (4, 8, 8), "scale": 0.2, "width": 4,
+                                     "blocks_per_stage": 1, "dtype": "float32", "conv": "auto", "classes": 0})
+    net = build_model(cfg)
+    params = init_params(net, jax.random.key(0, impl="rbg"), (8, 8, 1))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves)])
+    x = np.asarray(jax.random.uniform(jax.random.key(2), (3, 8, 8, 1)))
+    energies = np.asarray(net.apply(params, jnp.asarray(x)))
+    g = np.asarray(jax.grad(lambda v: net.apply(params, v).sum())(jnp.asarray(x)))
+    twin = torch_twin(cfg, params)
+    xt = torch.from_numpy(np.array(x.transpose(0, 3, 1, 2))).requires_grad_(True)
+    et = twin(xt)
+    (gt,) = torch.autograd.grad(et.sum(), xt)
+    np.testing.assert_allclose(et.detach().numpy(), energies, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gt.numpy().transpose(0, 2, 3, 1), g, rtol=1e-3, atol=1e-3 * np.abs(g).max())
+    if name == "unet":  # the randomised read-out makes U(x) non-zero: not the energy at initialisation
+        assert np.abs(energies - np.sum(x**2, axis=(1, 2, 3)) / 0.08).min() > 1e-2

@@ -44,6 +44,7 @@ import numpy as np
 
 from ebmjax.errors import ConfigError, DataError, EbmjaxError
 from ebmjax.models.conv import Conv
+from ebmjax.models.torch_twin import TORCH_TWINS, torch_twin
 from ebmjax.parallel import compiled_memory_bytes, usable_cores
 
 log = logging.getLogger(__name__)
@@ -352,7 +353,7 @@ def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_c
     ``compare``: also time the original's step in PyTorch on the same weights and batch."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from ebmjax import methods, models, parallel
+    from ebmjax import methods, parallel
     from ebmjax.methods import mdsm
     from ebmjax.methods.base import phase_of
     from ebmjax.train import state as train_state
@@ -393,10 +394,10 @@ def bench_train(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, min_c
         from ebmjax.apps import bench_torch
 
         t = cfg.train
+        device = bench_torch.torch_device(jax.devices()[0].platform)
         torch_call = bench_torch.torch_train_call(
-            models.to_torch_state_dict(jax.device_get(params["energy"])), np.asarray(batches[0]),
-            np.asarray(mdsm.noise_levels(cfg)), float(cfg.mdsm.sigma0), t.lr, (t.b1, t.b2), t.eps,
-            bench_torch.torch_device(jax.devices()[0].platform))
+            torch_twin(cfg.model, params["energy"], device), np.asarray(batches[0]),
+            np.asarray(mdsm.noise_levels(cfg)), float(cfg.mdsm.sigma0), t.lr, (t.b1, t.b2), t.eps, device)
     timing = None if compile_only else _timed("train_img_per_s", call, torch_call, k * b, min_calls=min_calls,
                                                  min_seconds=min_seconds, compare=compare)
     if cfg.method.name == "mdsm":
@@ -435,8 +436,8 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
     sampler's last stage through ``samplers.run_chain_chunked``, as sampling runs it. The parameters
     are the method's initial ones (a step costs the same whatever they are).
     ``compile_only``: compile and report FLOPs and XLA's memory estimate, time nothing.
-    ``compare``: also time the same steps in PyTorch on the same weights and chains (MDSM's ResNet)."""
-    from ebmjax import chains, methods, models, parallel, samplers
+    ``compare``: also time the same steps in PyTorch on the same weights and chains (MDSM's networks, torch_twin)."""
+    from ebmjax import chains, methods, parallel, samplers
 
     mesh = parallel.make_mesh()
     b, chunk = cfg.sample.batch_size, cfg.sample.chunk_steps
@@ -465,9 +466,9 @@ def bench_langevin(cfg: ml_collections.ConfigDict, shape: tuple[int, ...], *, mi
     if compare is not None and not compile_only:
         from ebmjax.apps import bench_torch
 
-        torch_call = bench_torch.torch_langevin_call(
-            models.to_torch_state_dict(jax.device_get(params["energy"])), np.asarray(x0),
-            float(cfg.mdsm.step_size), chunk, bench_torch.torch_device(jax.devices()[0].platform))
+        device = bench_torch.torch_device(jax.devices()[0].platform)
+        torch_call = bench_torch.torch_langevin_call(torch_twin(cfg.model, params["energy"], device), np.asarray(x0),
+                                                     float(cfg.mdsm.step_size), chunk, device)
     t0 = time.perf_counter()
     timing = None if compile_only else _timed("langevin_img_steps_per_s", call, torch_call, b * chunk,
                                                  min_calls=min_calls, min_seconds=min_seconds, compare=compare)
@@ -680,10 +681,11 @@ def run(argv: Sequence[str], out=None) -> int:
                 raise ConfigError("--compare-torch times both sides; it cannot be combined with --compile-only.")
             if args.rounds < 1:
                 raise ConfigError(f"--rounds must be >= 1, got {args.rounds}.")
-            if cfg.method.name != "mdsm" or cfg.model.name != "mdsm_resnet":
-                raise ConfigError("--compare-torch compares the MDSM ResNet with the original's PyTorch code; "
+            if cfg.method.name != "mdsm" or cfg.model.name not in TORCH_TWINS:
+                raise ConfigError("--compare-torch compares MDSM's networks (model.name "
+                                  + " or ".join(TORCH_TWINS) + ") with the same network in PyTorch; "
                                   f"this config trains {cfg.method.name!r} with model {cfg.model.name!r}"
-                                  + (" (time the ResNet with --config.model.name=mdsm_resnet)."
+                                  + (" (time the original's ResNet with --config.model.name=mdsm_resnet)."
                                      if cfg.method.name == "mdsm" else "."))
             from ebmjax.apps.bench_torch import setup_threads
 

@@ -1,6 +1,7 @@
-"""The PyTorch side of ``python -m ebmjax.bench --compare-torch``: the MDSM network of the original
-code (``ebmjax.models.torch_twin``) with ebmjax's own weights, timed on the same inputs in the same
-process, interleaved with ebmjax so that both see the same machine load.
+"""The PyTorch side of ``python -m ebmjax.bench --compare-torch``: the config's MDSM network written in
+PyTorch (``ebmjax.models.torch_twin``: the original code's ResNet, or the U-Net energy) with ebmjax's
+own weights, timed on the same inputs in the same process, interleaved with ebmjax so that both see
+the same machine load.
 
 ``torch_train_call`` is the original's training step (noisy copies, energy, input gradient with
 ``create_graph=True``, the MDSM loss, backward, Adam); ``torch_langevin_call`` runs ``chunk`` Langevin
@@ -14,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ebmjax.models.torch_twin import _torch, torch_mdsm
+from ebmjax.models.torch_twin import _torch
 from ebmjax.parallel import usable_cores
 
 
@@ -37,13 +38,13 @@ def _sync(device: str) -> None:
         _torch().cuda.synchronize()
 
 
-def torch_train_call(state_dict: Mapping[str, np.ndarray], x: np.ndarray, sigmas: np.ndarray, sigma0: float,
-                     lr: float, betas: tuple[float, float], eps: float, device: str) -> Callable[[], None]:
-    """One MDSM training step of the original per call, on the batch ``x`` (NHWC, converted to NCHW)."""
+def torch_train_call(net: Any, x: np.ndarray, sigmas: np.ndarray, sigma0: float, lr: float,
+                     betas: tuple[float, float], eps: float, device: str) -> Callable[[], None]:
+    """One MDSM training step of the original per call on the torch module ``net`` (its parameters are
+    trained in place), on the batch ``x`` (NHWC, converted to NCHW)."""
     torch = _torch()
-    net = torch_mdsm(state_dict, device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, eps=eps)
-    xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))).to(device)
+    xt = torch.from_numpy(np.array(np.transpose(x, (0, 3, 1, 2)))).to(device)  # a writable copy
     sig = torch.from_numpy(np.array(sigmas, np.float32)).to(device).view(-1, 1, 1, 1)  # a writable copy
 
     def call() -> None:
@@ -59,14 +60,13 @@ def torch_train_call(state_dict: Mapping[str, np.ndarray], x: np.ndarray, sigmas
     return call
 
 
-def torch_langevin_call(state_dict: Mapping[str, np.ndarray], x0: np.ndarray, step_size: float, chunk: int,
-                        device: str) -> Callable[[], None]:
-    """``chunk`` Langevin steps x <- x - (eps^2/2) dE/dx + eps z per call (temperature 1)."""
+def torch_langevin_call(net: Any, x0: np.ndarray, step_size: float, chunk: int, device: str) -> Callable[[], None]:
+    """``chunk`` Langevin steps x <- x - (eps^2/2) dE/dx + eps z per call (temperature 1) on the energy
+    of the torch module ``net``."""
     torch = _torch()
-    net = torch_mdsm(state_dict, device)
     for p in net.parameters():
         p.requires_grad_(False)
-    box = [torch.from_numpy(np.ascontiguousarray(np.transpose(x0, (0, 3, 1, 2)))).to(device)]
+    box = [torch.from_numpy(np.array(np.transpose(x0, (0, 3, 1, 2)))).to(device)]
 
     def call() -> None:
         x = box[0]

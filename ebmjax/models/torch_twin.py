@@ -1,19 +1,28 @@
-"""The MDSM energy ResNet in PyTorch, laid out as the original code's state dict, for side-by-side
-checks and benchmarks (``python -m ebmjax.bench --compare-torch``). Needs torch (an optional extra).
+"""MDSM's energy networks in PyTorch, for side-by-side checks and benchmarks
+(``python -m ebmjax.bench --compare-torch``). Needs torch (an optional extra).
 
-:func:`torch_mdsm` builds the network of REFERENCE.md §1 (pre-activation residual blocks, ELU, mean
-pooling as the average of the four strided sub-grids, learned 1x1 shortcuts, the generalised quadratic
-head on the channel-major flattened map) and loads the weights of :func:`ebmjax.models.to_torch_state_dict`,
-so its energies equal :class:`ebmjax.models.MDSMResNet`'s on the same images (NCHW there, NHWC here).
+- :func:`torch_mdsm` builds the original's network of REFERENCE.md §1 (pre-activation residual blocks,
+  ELU, mean pooling as the average of the four strided sub-grids, learned 1x1 shortcuts, the generalised
+  quadratic head on the channel-major flattened map), laid out as the original code's state dict, and
+  loads the weights of :func:`ebmjax.models.to_torch_state_dict`, so its energies equal
+  :class:`ebmjax.models.MDSMResNet`'s on the same images (NCHW there, NHWC here).
+- :func:`torch_unet` builds :class:`ebmjax.models.UNetEnergy` the way one would write it in PyTorch
+  (``nn.Conv2d``, ``F.silu``, ``F.avg_pool2d``, nearest up-sampling), with the weights of
+  :func:`unet_state_dict`.
+- :func:`torch_twin` picks the one a model config names and hands it an initialised ebmjax network's
+  weights.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 from ebmjax.errors import ConfigError
+
+TORCH_TWINS = ("mdsm_resnet", "unet")  # the model.name values torch_twin builds
 
 
 def _torch():
@@ -100,3 +109,72 @@ def torch_mdsm(state_dict: Mapping[str, np.ndarray], device: str = "cpu") -> Any
     net = Net(int(c), int(d), n, int(state_dict["ln1.weight"].shape[1]))
     net.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()})
     return net.to(device)
+
+
+def unet_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """:class:`ebmjax.models.UNetEnergy` parameters (the variables dict or its inner tree) -> a PyTorch
+    state dict of float32 NumPy arrays: ``<conv>.weight`` (O, I, kh, kw) and ``<conv>.bias``, one
+    entry per convolution, named as in the Flax tree (``down0_0``, ..., ``up0_1``, ``out``)."""
+    tree = params.get("params", params)
+    out: dict[str, np.ndarray] = {}
+    for name, leaves in tree.items():
+        if set(leaves) != {"kernel", "bias"} or np.ndim(leaves["kernel"]) != 4:
+            raise ConfigError(f"parameter group {name!r} is not a convolution of a UNetEnergy; unet_state_dict "
+                              "takes the parameters of ebmjax.models.UNetEnergy.")
+        out[f"{name}.weight"] = np.ascontiguousarray(np.transpose(np.asarray(leaves["kernel"], np.float32), (3, 2, 0, 1)))
+        out[f"{name}.bias"] = np.asarray(leaves["bias"], np.float32)
+    return out
+
+
+def torch_unet(state_dict: Mapping[str, np.ndarray], scale: float, device: str = "cpu") -> Any:
+    """A ``torch.nn.Module`` mapping NCHW images (B, C, H, W) to the energies |x - U(x)|^2 / (2 scale^2)
+    (B,) of :class:`ebmjax.models.UNetEnergy`, with the weights of ``state_dict`` (keys as
+    :func:`unet_state_dict` writes them; the levels and widths are read from it)."""
+    torch = _torch()
+    nn, F = torch.nn, torch.nn.functional
+    levels = 0
+    while f"down{levels}_0.weight" in state_dict:
+        levels += 1
+    if not levels or "out.weight" not in state_dict:
+        raise ConfigError("torch_unet needs a UNetEnergy state dict (see ebmjax.models.torch_twin.unet_state_dict).")
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for key, w in state_dict.items():
+                name = key.rsplit(".", 1)[0]
+                if key.endswith(".weight"):
+                    o, i, kh, _ = w.shape
+                    self.add_module(name, nn.Conv2d(i, o, kh, padding=kh // 2))
+
+        def pair(self, h, name):
+            for j in range(2):
+                h = F.silu(getattr(self, f"{name}_{j}")(h))
+            return h
+
+        def forward(self, x):
+            h, skips = x, []
+            for i in range(levels):
+                h = self.pair(F.avg_pool2d(h, 2) if i else h, f"down{i}")
+                skips.append(h)
+            for i in range(levels - 2, -1, -1):
+                h = self.pair(torch.cat([F.interpolate(h, scale_factor=2, mode="nearest"), skips[i]], dim=1), f"up{i}")
+            return ((x - self.out(h)) ** 2).flatten(1).sum(1) / (2.0 * scale**2)
+
+    net = Net()
+    net.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()})
+    return net.to(device)
+
+
+def torch_twin(model_cfg: Any, params: Mapping[str, Any], device: str = "cpu") -> Any:
+    """The PyTorch twin of the energy network ``model_cfg`` builds (``model.name`` "mdsm_resnet" or
+    "unet"), with the weights ``params`` of that ebmjax network (its variables dict)."""
+    from ebmjax.models.torch_import import to_torch_state_dict
+
+    params = jax.device_get(params)
+    if model_cfg.name == "mdsm_resnet":
+        return torch_mdsm(to_torch_state_dict(params), device)
+    if model_cfg.name == "unet":
+        return torch_unet(unet_state_dict(params), float(model_cfg.scale), device)
+    raise ConfigError(f"there is a PyTorch twin of the networks {' and '.join(TORCH_TWINS)}, not of model "
+                      f"{model_cfg.name!r}; time it alone (leave out --compare-torch).")
