@@ -262,7 +262,7 @@ COMMON = ["--config.train.steps=4", "--config.train.batch_size=8", "--config.tra
           "--config.eval.ood.n=32", "--config.eval.kid_subsets=2", "--config.eval.neighbours_summary=16",
           "--config.eval.neighbours_train=256", "--config.eval.metrics=fid,ood,neighbours,coverage", "--no-progress"]
 SHRINK = {
-    "mdsm_mnist": ["--config.model.width=4", "--config.model.blocks_per_stage=0", "--config.mdsm.n_hot=2",
+    "mdsm_mnist": ["--config.model.widths=4,4,4,4", "--config.mdsm.n_hot=2",
                    "--config.mdsm.n_anneal=4", "--config.mdsm.n_cool=2", "--config.sample.chunk_steps=4",
                    "--config.sample.unroll_steps=2"],
     "ml_mnist": ["--config.model.widths=4,8,8", "--config.ml.steps=3", "--config.ml.sample_steps=4",
