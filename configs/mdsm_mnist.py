@@ -12,10 +12,11 @@ CPU devices, and the sampler runs its chains as straight-line pieces of 10 steps
 
 Measured (3,000 steps, 200 samples, judged by scripts/mnist_quality.py; held-out digits: 0.856):
 training seed 0, 0.430, 0.320 and 0.385 on three draws (mean 0.378), label entropy 0.91-0.93, nn ratio
-1.29-1.31, FD in the judge's features 9.3-9.8; training seed 1 (--config.seed=1), 0.665, label entropy
-0.883 (no 1s), nn ratio 1.25, FD 10.7; the Res12 (--config.model.name=mdsm_resnet): 0.215, label
-entropy 0.968, nn ratio 1.32, FD 7.1, and 0.365 after 10,000 steps. A step costs what the
-Res12's does (python -m ebmjax.bench). Times, the second training seed and pictures: docs/mnist.md.
+1.29-1.31, FD in the judge's features 9.3-9.8; training seed 1 (--config.seed=1), 0.665, 0.555 and 0.625
+(mean 0.615), label entropy 0.88-0.91 (no 1s), nn ratio 1.23-1.26, FD 9.5-10.7; the Res12
+(--config.model.name=mdsm_resnet): 0.215, label entropy 0.968, nn ratio 1.32, FD 7.1, and 0.365
+after 10,000 steps. Train + sample: 42.4 minutes on a slow 2-core Intel Xeon VM, where the Res12's
+took 26.9 (python -m ebmjax.bench times a step of each). Figures and pictures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/mdsm_mnist.py --workdir runs/mdsm_mnist
     python scripts/mnist_quality.py runs/mdsm_mnist/samples/samples.npz
