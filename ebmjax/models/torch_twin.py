@@ -21,8 +21,7 @@ import jax
 import numpy as np
 
 from ebmjax.errors import ConfigError
-
-TORCH_TWINS = ("mdsm_resnet", "unet")  # the model.name values torch_twin builds
+from ebmjax.models.torch_import import _flax_to_torch_array, to_torch_state_dict
 
 
 def _torch():
@@ -121,7 +120,7 @@ def unet_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if set(leaves) != {"kernel", "bias"} or np.ndim(leaves["kernel"]) != 4:
             raise ConfigError(f"parameter group {name!r} is not a convolution of a UNetEnergy; unet_state_dict "
                               "takes the parameters of ebmjax.models.UNetEnergy.")
-        out[f"{name}.weight"] = np.ascontiguousarray(np.transpose(np.asarray(leaves["kernel"], np.float32), (3, 2, 0, 1)))
+        out[f"{name}.weight"] = _flax_to_torch_array("conv", np.asarray(leaves["kernel"], np.float32))
         out[f"{name}.bias"] = np.asarray(leaves["bias"], np.float32)
     return out
 
@@ -166,15 +165,17 @@ def torch_unet(state_dict: Mapping[str, np.ndarray], scale: float, device: str =
     return net.to(device)
 
 
-def torch_twin(model_cfg: Any, params: Mapping[str, Any], device: str = "cpu") -> Any:
-    """The PyTorch twin of the energy network ``model_cfg`` builds (``model.name`` "mdsm_resnet" or
-    "unet"), with the weights ``params`` of that ebmjax network (its variables dict)."""
-    from ebmjax.models.torch_import import to_torch_state_dict
+# model.name -> (its model config, its ebmjax variables, device) -> the torch module with those weights
+TORCH_TWINS = {
+    "mdsm_resnet": lambda cfg, params, device: torch_mdsm(to_torch_state_dict(params), device),
+    "unet": lambda cfg, params, device: torch_unet(unet_state_dict(params), float(cfg.scale), device),
+}
 
-    params = jax.device_get(params)
-    if model_cfg.name == "mdsm_resnet":
-        return torch_mdsm(to_torch_state_dict(params), device)
-    if model_cfg.name == "unet":
-        return torch_unet(unet_state_dict(params), float(model_cfg.scale), device)
-    raise ConfigError(f"there is a PyTorch twin of the networks {' and '.join(TORCH_TWINS)}, not of model "
-                      f"{model_cfg.name!r}; time it alone (leave out --compare-torch).")
+
+def torch_twin(model_cfg: Any, params: Mapping[str, Any], device: str = "cpu") -> Any:
+    """The PyTorch twin of the energy network ``model_cfg`` builds (a ``model.name`` of
+    :data:`TORCH_TWINS`), with the weights ``params`` of that ebmjax network (its variables dict)."""
+    if model_cfg.name not in TORCH_TWINS:
+        raise ConfigError(f"there is a PyTorch twin of the networks {' and '.join(TORCH_TWINS)}, not of model "
+                          f"{model_cfg.name!r}; time it alone (leave out --compare-torch).")
+    return TORCH_TWINS[model_cfg.name](model_cfg, jax.device_get(params), device)
