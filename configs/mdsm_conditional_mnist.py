@@ -23,5 +23,6 @@ def get_config():
     c = load_config(str(pathlib.Path(__file__).with_name("mdsm_mnist.py")))
     c.model.name = "mdsm_resnet"  # Res12 at width 16 (mdsm_mnist's model.width, blocks_per_stage)
     c.model.classes = 10
+    c.mdsm.t_max = 100.0  # what these figures were measured with (mdsm_mnist's U-Net starts at 1000)
     c.sample.label = -1  # every class in turn, one grid row of ten each (sample.batch_size 100)
     return c
