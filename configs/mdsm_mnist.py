@@ -17,9 +17,9 @@ held-out digits: 0.856): training seed 0, 0.475, 0.415 and 0.375 (mean 0.422), l
 Started at T = 100 (--config.mdsm.t_max=100) the same models drew as many recognised digits (means
 0.378 and 0.615) of fewer classes (label entropy 0.88-0.93, almost no 1s), FD 9.3-10.7. The Res12
 (--config.model.name=mdsm_resnet, T = 100): 0.215, label entropy 0.968, nn ratio 1.32, FD 7.1, and
-0.365 after 10,000 steps. Train + sample: about 41 minutes on a slow 2-core Intel Xeon VM (37.5 of
-training), where the Res12's took 26.9 (python -m ebmjax.bench times a step of each). Figures and
-pictures: docs/mnist.md.
+0.365 after 10,000 steps. Train + sample: 27.3 minutes alone on a quiet day of a 2-core Intel Xeon
+VM, 42.4 on a slow day of it, where the Res12's took 26.9 (python -m ebmjax.bench times a step of
+each). Figures and pictures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/mdsm_mnist.py --workdir runs/mdsm_mnist
     python scripts/mnist_quality.py runs/mdsm_mnist/samples/samples.npz
@@ -50,7 +50,7 @@ def get_config():
     c.sample.batch_size = 100
     c.mdsm.n_hot, c.mdsm.n_anneal, c.mdsm.n_cool = 100, 1000, 100
     # T = 1000 heats the chains to per-pixel noise of sqrt(T) * sigma0 = 3.2, the network's largest
-    # training level (sigma_high): from T = 100 (noise 1) they drew fewer classes (no 1s, many 0s)
+    # training level (sigma_high): from T = 100 (noise 1) they drew fewer classes (0-2 1s of 200)
     c.mdsm.t_max = 1000.0
     c.mdsm.t_min = 1.0  # below 1 the chains collapse to blank images or blobs on MNIST
     c.mdsm.step_size = 0.02
