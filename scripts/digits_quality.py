@@ -15,7 +15,6 @@ diverged) are left out and counted (``non_finite``): the figures are then of the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
@@ -69,12 +68,8 @@ def main(argv: list[str]) -> int:
     for path in args.files:
         with np.load(path) as f:
             out[path] = figures(f["images"], clf, x_train, d_test)
-    for name, r in out.items():
-        print(quality.judged_line(name, r, lambda r: f"nearest-training-digit distance {r['nn_distance']:.3f} "
-                                                     f"({r['nn_ratio']:.2f}x test digits')"))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    quality.report_judged(out, lambda r: f"nearest-training-digit distance {r['nn_distance']:.3f} "
+                                         f"({r['nn_ratio']:.2f}x test digits')", args.json)
     return 0
 
 

@@ -32,7 +32,6 @@ Samples holding NaN or infinite values (chains that diverged) are left out and c
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
@@ -123,12 +122,8 @@ def main(argv: list[str]) -> int:
     for path, x in {**(controls(x_test) if args.controls else {}), **loaded}.items():
         out[path] = figures(x, judge, x_train, d_test, f_test)
     print(f"judge: {judge.describe()}")
-    for name, r in out.items():
-        print(quality.judged_line(name, r, lambda r: f"nn ratio {r['nn_ratio']:.2f}x test digits', FD in the judge's "
-                                                     f"features {r['frechet_judge']:.1f}"))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    quality.report_judged(out, lambda r: f"nn ratio {r['nn_ratio']:.2f}x test digits', FD in the judge's "
+                                         f"features {r['frechet_judge']:.1f}", args.json)
     return 0
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from ebmjax import methods, models, ops
 from ebmjax.apps import main
+from ebmjax.apps.sample import grid_title
 from ebmjax.config import load_config
 from ebmjax.errors import ConfigError
 from ebmjax.methods import multigrid, pictures
@@ -156,6 +157,7 @@ def test_sampler_runs_each_grid_on_its_own_energy_from_the_upsampled_coarser_sam
     carry = {"coarse": jnp.linspace(0.2, 0.6, 16).reshape(16, 1, 1, 1)}
     sampler = method.sampler(params, carry)
     assert [s.name for s in sampler.stages] == ["grid 2x2", "grid 4x4", "grid 8x8"]
+    assert grid_title(cfg, sampler) == f"multigrid samples ({cfg.data.name})"
     ends = pictures.stage_ends(sampler, jax.random.PRNGKey(3), 5)
     assert [e.shape[1] for e in ends] == [1, 2, 4, 8]
     assert np.isin(ends[0].ravel(), np.asarray(carry["coarse"]).ravel()).all()  # starts: stored block averages
@@ -322,6 +324,8 @@ def test_with_a_generator_each_chain_starts_from_the_upsampled_generator_output_
         x = start - n * step * _grad_by_hand(side, start.shape)
         np.testing.assert_allclose(ends[2 + 2 * k], x, rtol=1e-5, atol=1e-6)
     assert sampler.settings["generator"] == "teach"
+    # The grid's title names the recipe, not only the method (plain multigrid: no variant).
+    assert grid_title(cfg, sampler, step=7) == f"multigrid (teach generator) samples ({cfg.data.name}, step 7)"
 
 
 @pytest.mark.slow  # about 27 s on 2 CPU cores; the whole suite (CI) runs it

@@ -52,6 +52,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ebmjax import chains, data, io, keys, samplers, visualize
+from ebmjax.apps.sample import grid_title
 from ebmjax.errors import ConfigError, DataError
 from ebmjax.evaluation import ais, calibration, coverage, metrics, neighbours, ood, plots
 
@@ -641,8 +642,7 @@ def evaluate_to_workdir(cfg: ml_collections.ConfigDict, method: Any, state: Any,
         report["samples"] = {"n": len(ctx.samples), "from": origin, "min": float(ctx.samples.min()),
                              "max": float(ctx.samples.max())}
         report["seconds"]["samples"] = time.perf_counter() - t
-        visualize.save_image_grid(ctx.samples, out_dir / "samples.png",
-                                  title=f"{cfg.method.name} samples ({cfg.data.name}, step {step})")
+        visualize.save_image_grid(ctx.samples, out_dir / "samples.png", title=grid_title(cfg, ctx.sampler, step))
         ctx.files.append("samples.png")
     for name in METRICS:
         if name not in cfg.eval.metrics:

@@ -10,7 +10,8 @@ they spread over the classes. Pure numpy.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import json
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -72,3 +73,14 @@ def judged_line(name: str, figures: dict[str, Any], measures: Callable[[dict[str
                if figures.get("non_finite") else "")
     return (f"{name}: recognised (p >= 0.9) {figures['confident_share']:.3f}, label entropy "
             f"{max(figures['label_entropy'], 0.0):.3f}, {measures(figures)} ({figures['n']} images{skipped})")
+
+
+def report_judged(judged: Mapping[str, dict[str, Any]], measures: Callable[[dict[str, Any]], str],
+                  json_path: str | None = None) -> None:
+    """What a quality script ends with: one :func:`judged_line` per named set of images, printed in
+    order, and every set's figures written to ``json_path`` as JSON when one is given."""
+    for name, figures in judged.items():
+        print(judged_line(name, figures, measures))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dict(judged), f, indent=2)

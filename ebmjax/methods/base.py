@@ -83,7 +83,9 @@ class Sampler(NamedTuple):
 
     ``init``, ``enter`` and ``finish`` must be jittable; ``finish`` is applied batch by batch to
     the last stage's end (e.g. MDSM's denoising jump). ``settings`` (JSON-able) describes the
-    sampler for the shard manifest: samples drawn with other settings are never mixed in.
+    sampler for the shard manifest: samples drawn with other settings are never mixed in; its
+    optional ``variant`` (a few words, e.g. ``"teach generator"``) names which of the method's
+    recipes drew them, in the grid's title.
     ``pictures(out_dir, key) -> [file names]``, optional: method-specific pictures of the chains
     written beside the samples once they are (e.g. multigrid's ``grids.png``, every stage's end).
     """

@@ -399,6 +399,8 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                     "steps": list(pl.sample_steps), "step": list(pl.step_size), "noise": list(pl.noise),
                     "grad_clip": m.grad_clip, "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma,
                     "generator": m.generator}
+        if m.generator != "none":
+            settings["variant"] = f"{m.generator} generator"
         if label is None:
             init = jax.tree_util.Partial(samplers.buffer_rows, carry["coarse"])
         else:  # -1: every class in turn, a grid row each (samplers.row_labels), from coarse rows of its class
