@@ -351,15 +351,14 @@ def _write_results(cfg: ml_collections.ConfigDict, sampler: Sampler, source: Any
 
 def grid_title(cfg: ml_collections.ConfigDict, sampler: Sampler, step: int | None = None) -> str:
     """"<method>[ (<variant>)] samples (<data>[, class k | , a row per class][, step s])[ x <other
-    models>]": what was sampled, by which of the method's recipes (the sampler's ``variant`` setting),
+    models>]": what was sampled, by which of the method's recipes (``Sampler.variant``),
     and from which checkpoint when ``step`` is given."""
     label = sampler.settings.get("label")
     what = {None: "", -1: ", a row per class"}.get(label, f", class {label}")
     what += "" if step is None else f", step {step}"
-    variant = sampler.settings.get("variant")
     others = [pathlib.Path(w).name for w, _ in sampler.settings.get("composed_with", ())]
-    return (f"{cfg.method.name}{f' ({variant})' if variant else ''} samples ({cfg.data.name}{what})"
-            + "".join(f" x {o}" for o in others))
+    name = f"{cfg.method.name} ({sampler.variant})" if sampler.variant else cfg.method.name
+    return f"{name} samples ({cfg.data.name}{what})" + "".join(f" x {o}" for o in others)
 
 
 def finite_rows(images: np.ndarray) -> np.ndarray:

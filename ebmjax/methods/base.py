@@ -83,11 +83,11 @@ class Sampler(NamedTuple):
 
     ``init``, ``enter`` and ``finish`` must be jittable; ``finish`` is applied batch by batch to
     the last stage's end (e.g. MDSM's denoising jump). ``settings`` (JSON-able) describes the
-    sampler for the shard manifest: samples drawn with other settings are never mixed in; its
-    optional ``variant`` (a few words, e.g. ``"teach generator"``) names which of the method's
-    recipes drew them, in the grid's title.
+    sampler for the shard manifest: samples drawn with other settings are never mixed in.
     ``pictures(out_dir, key) -> [file names]``, optional: method-specific pictures of the chains
     written beside the samples once they are (e.g. multigrid's ``grids.png``, every stage's end).
+    ``variant``, optional: a few words naming which of the method's recipes this sampler is (e.g.
+    multigrid's ``"teach generator"``), for the grid's title; ``""`` when the method has one.
     """
 
     init: Callable[[jax.Array, int], jax.Array]
@@ -95,6 +95,7 @@ class Sampler(NamedTuple):
     finish: Callable[[jax.Array], jax.Array]
     settings: Mapping[str, Any]
     pictures: Callable[[Any, jax.Array], list[str]] | None = None
+    variant: str = ""
 
     @property
     def steps(self) -> int:

@@ -399,14 +399,13 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
                     "steps": list(pl.sample_steps), "step": list(pl.step_size), "noise": list(pl.noise),
                     "grad_clip": m.grad_clip, "clamp": bool(m.clamp), "ref_sigma": m.ref_sigma,
                     "generator": m.generator}
-        if m.generator != "none":
-            settings["variant"] = f"{m.generator} generator"
         if label is None:
             init = jax.tree_util.Partial(samplers.buffer_rows, carry["coarse"])
         else:  # -1: every class in turn, a grid row each (samplers.row_labels), from coarse rows of its class
             init = jax.tree_util.Partial(samplers.buffer_class_rows, carry["coarse"], carry["labels"], jnp.int32(label),
                                          jnp.int32(classes))
-        s = Sampler(init, stages, jax.tree_util.Partial(identity), settings)
+        s = Sampler(init, stages, jax.tree_util.Partial(identity), settings,
+                    variant="" if m.generator == "none" else f"{m.generator} generator")
         return s._replace(pictures=lambda out_dir, key: grids_picture(s, pl, out_dir, key))
 
     bounds = contrastive.energy_bounds(m, "multigrid",
