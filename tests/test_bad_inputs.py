@@ -239,6 +239,11 @@ MISTAKES = [
             says=("multigrid.coarse_buffer: 64 in the workdir, 32 now",), methods=("multigrid",)),
     Mistake("another-experiment-sample-generator", ("--mode", "sample", "--config.multigrid.generator=autoencode"),
             says=("multigrid.generator: 'teach' in the workdir, 'autoencode' now",), methods=("multigrid",)),
+    # Settings that shape the saved state but not the parameters: the checkpoints are intact, so they
+    # stay where they are (a mismatch is not damage) and the message names the setting.
+    Mistake("moving-average-turned-on-when-resuming", ("--config.train.steps=30", "--config.train.ema_decay=0.9"),
+            says=("written without a moving average of the parameters (train.ema_decay = 0)",
+                  "resume with the train.ema_decay that wrote it", "It is intact and left where it is")),
     Mistake("image-size-does-not-fit-the-model", ("--config.data.pad=1", "--config.train.steps=30"),
             says=("shape (10, 10, 1)", "data.pad=1", "multiples of 8"), methods=("mdsm", "ml")),
     Mistake("image-size-does-not-fit-the-stages", ("--config.data.pad=1", "--config.train.steps=30"),

@@ -198,3 +198,23 @@ def test_the_kill_harness_on_the_modes_that_read_a_trained_workdir(mode, trained
     assert report["state_equal"]  # the modes read the checkpoint and leave it as it was
     written = {"sample": "samples/samples.npz", "eval": "eval/", "inpaint": "inpaint/restored.npz"}[mode]
     assert any(name.startswith(written) for name in report["outputs_compared"]), report["outputs_compared"]
+
+
+def test_a_state_arranged_otherwise_is_refused_and_left_where_it_is(tmp_path):
+    """The same arrays in other containers (a setting that arranges the optimiser state changed) is not
+    damage: the restore is refused with a message, and the checkpoint is not moved aside."""
+    from ebmjax.errors import CheckpointError
+
+    def state(opt_state):
+        return TrainState(jnp.int32(5), {"w": jnp.ones(3)}, opt_state, (), (), jnp.int32(0))
+
+    ckpts = Checkpoints(tmp_path, load_config(DIGITS))
+    ckpts.save(state({"mu": jnp.zeros(3), "count": jnp.zeros((), jnp.int32)}))
+    ckpts.close()
+    other = jax.eval_shape(lambda: state(({"mu": jnp.zeros(3)}, {"count": jnp.zeros((), jnp.int32)})))
+    for step in (None, 5):
+        with pytest.raises(CheckpointError, match="arranged otherwise than this run's.*It is intact and left where it is"):
+            Checkpoints(tmp_path, load_config(DIGITS)).restore(other, step)
+    assert checkpoint_steps(tmp_path) == [5] and not (tmp_path / "checkpoints_unreadable").exists()
+    same = jax.eval_shape(lambda: state({"mu": jnp.zeros(3), "count": jnp.zeros((), jnp.int32)}))
+    assert int(Checkpoints(tmp_path, load_config(DIGITS)).restore(same).step) == 5

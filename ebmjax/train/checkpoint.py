@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 # checkpoints from a run that differs in any of them cannot be resumed by this run. (Shapes are
 # checked too, against the checkpoint's own metadata.)
 IDENTITY_FIELDS = ("method.name", "data.name", "data.domain", "data.pad", "data.image_size")
+# The parts of a TrainState besides its parameters whose shapes settings decide, and what a mismatch says.
+STATE_FIELDS = {
+    "opt_state": "holds an optimiser state of other shapes (networks added or removed, or another optimiser)",
+    "carry": "holds a method state of other shapes (the chains it carries: a replay buffer's size, the number of chains)",
+    "ema": "holds a moving average of the parameters of other shapes",
+}
+# How Orbax says that a restore's target is arranged otherwise than the saved tree (its two messages).
+STRUCTURE_MISMATCH = ("tree structures do not match", "Structure mismatch")
 UNREADABLE_DIR = "checkpoints_unreadable"
 DIVERGED_DIR = "checkpoints_diverged"
 DEVICES_FILE = "devices.json"  # the devices of the run that last trained in the workdir
@@ -50,6 +58,12 @@ DEVICES_FILE = "devices.json"  # the devices of the run that last trained in the
 NOISY_LOGGERS = ("absl", "orbax", "asyncio", "tensorstore")
 # The longest quiet_orbax waits for reads left in flight by a failed restore.
 DRAIN_TIMEOUT_S = 300.0
+
+
+def _leaf_shapes(tree: Any) -> list[tuple[int, ...]]:
+    """The shapes of a tree's arrays (or of a saved tree's array metadata), sorted: the same multiset
+    whether the tree is a state or Orbax's record of it (which keeps named tuples as dicts)."""
+    return sorted(tuple(getattr(leaf, "shape", None) or ()) for leaf in jax.tree.leaves(tree))
 
 
 def _missing(cfg: dict, dotted: str) -> bool:
@@ -323,7 +337,36 @@ class Checkpoints:
             return False
         return bool(self.manager.save(step, args=ocp.args.StandardSave(state._asdict()), force=force))
 
-    def _check_shapes(self, step: int, saved_params: Any, abstract_state: TrainState) -> None:
+    def _check_shapes(self, step: int, saved_tree: Any, abstract_state: TrainState) -> None:
+        """CheckpointError if the state saved at ``step`` (its metadata tree) does not fit this run's:
+        parameters of other names or shapes, or an optimiser state, carried state or moving average of
+        other shapes (a setting that shapes them changed). Such a checkpoint is intact, so it is left
+        where it is, and the message names the settings to go back to."""
+        self._check_params(step, saved_tree["params"], abstract_state)
+        for field, what in STATE_FIELDS.items():
+            saved, wanted = _leaf_shapes(saved_tree.get(field, ())), _leaf_shapes(getattr(abstract_state, field))
+            if saved == wanted:
+                continue
+            if field == "ema" and not (saved and wanted):
+                what = ("was written with a moving average of the parameters (train.ema_decay > 0) and this run "
+                        "keeps none" if saved else "was written without a moving average of the parameters "
+                        "(train.ema_decay = 0) and this run keeps one")
+                what += ": resume with the train.ema_decay that wrote it (the workdir's config.json has it)"
+            raise CheckpointError(
+                f"The checkpoint at step {step} in {self.directory} {what} ({len(saved)} arrays in it, {len(wanted)} "
+                "now). It is intact and left where it is. Use the config that wrote it, or a new --workdir.")
+
+    def _refuse_other_structure(self, step: int, error: Exception) -> None:
+        """A CheckpointError if Orbax refused the restore because the saved state is arranged otherwise
+        than this run's (the same arrays in other containers: a setting changed, the files are whole),
+        so that an intact checkpoint is not taken for a damaged one and moved aside."""
+        if isinstance(error, ValueError) and any(m in str(error) for m in STRUCTURE_MISMATCH):
+            raise CheckpointError(
+                f"The checkpoint at step {step} in {self.directory} holds a state arranged otherwise than this "
+                "run's (a setting of the optimiser or the method differs from the run that wrote it). It is intact "
+                "and left where it is. Use the config that wrote it (the workdir's config.json), or a new --workdir.") from None
+
+    def _check_params(self, step: int, saved_params: Any, abstract_state: TrainState) -> None:
         """CheckpointError if the parameters saved at ``step`` have other names or shapes than this run's."""
         saved = _shapes(saved_params)
         wanted = _shapes(abstract_state.params)
@@ -354,15 +397,18 @@ class Checkpoints:
         for step in reversed(self.steps()):
             try:
                 with quiet_orbax():
-                    saved_params = self.manager.item_metadata(step).tree["params"]
+                    saved_tree = self.manager.item_metadata(step).tree
+                    if "params" not in saved_tree:
+                        raise ValueError("it holds no parameters")
             except Exception as e:  # Orbax raises many types for damaged files
                 unreadable.append((step, _reason(e)))
                 continue
-            self._check_shapes(step, saved_params, abstract_state)
+            self._check_shapes(step, saved_tree, abstract_state)
             try:
                 with quiet_orbax():
                     restored = TrainState(**self.manager.restore(step, args=ocp.args.StandardRestore(target)))
             except Exception as e:  # Orbax raises many types for damaged files
+                self._refuse_other_structure(step, e)
                 unreadable.append((step, _reason(e)))
                 continue
             break
@@ -390,15 +436,18 @@ class Checkpoints:
                                   f"{self.steps() or 'none'}. Pick one of them (--config.sample.checkpoint=STEP).")
         try:
             with quiet_orbax():
-                saved_params = self.manager.item_metadata(step).tree["params"]
+                saved_tree = self.manager.item_metadata(step).tree
+                if "params" not in saved_tree:
+                    raise ValueError("it holds no parameters")
         except Exception as e:  # Orbax raises many types for damaged files
             raise CheckpointError(f"The checkpoint at step {step} in {self.directory} cannot be read "
                                   f"({_reason(e)}); pick another step.") from None
-        self._check_shapes(step, saved_params, abstract_state)
+        self._check_shapes(step, saved_tree, abstract_state)
         try:
             with quiet_orbax():
                 return TrainState(**self.manager.restore(step, args=ocp.args.StandardRestore(target)))
         except Exception as e:  # Orbax raises many types for damaged files
+            self._refuse_other_structure(step, e)
             raise CheckpointError(f"The checkpoint at step {step} in {self.directory} cannot be read "
                                   f"({_reason(e)}); pick another step.") from None
 
