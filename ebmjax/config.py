@@ -75,6 +75,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.b1 = 0.9
     c.train.b2 = 0.95
     c.train.eps = 1e-8
+    c.train.clip_norm = 0.0  # > 0: each network's gradient is scaled down to this global norm where longer, before Adam (IGEBM and improved CD clip theirs); 0: off. The logged grad_norm is before clipping
     c.train.log_every = 100  # steps between metric lines
     c.train.checkpoint_every = 5000
     c.train.keep_checkpoints = 3
@@ -439,6 +440,7 @@ NUMBER_RULES = (
     ("train.b1", "Adam's first-moment decay", "[0, 1)"),
     ("train.b2", "Adam's second-moment decay", "[0, 1)"),
     ("train.eps", "Adam's epsilon", "> 0"),
+    ("train.clip_norm", "the global norm gradients are clipped to (0 = off)", ">= 0"),
     ("train.ema_decay", "the decay of the parameters' moving average (0 = off)", "[0, 1)"),
     ("train.recover", "the number of recoveries from divergence (0 = stop)", ">= 0"),
     ("train.recover_lr", "the factor of the learning rates at each recovery", "(0, 1]"),

@@ -190,3 +190,45 @@ def test_learning_rate_warms_up_linearly_then_follows_the_cosine():
     np.testing.assert_allclose([float(short(t)) for t in (0, 25, 50)], [0.0, 5e-4, 1e-3], rtol=1e-5, atol=1e-12)
     with pytest.raises(ConfigError, match="warmup_steps"):
         load_config(DIGITS, [("train.warmup_steps", "-1")])
+
+
+def hand_adam(grads, lr, b1, b2, eps):
+    """Adam's updates, written out, for a list of gradients of one leaf."""
+    m = v = 0.0
+    out = []
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        out.append(-lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps))
+    return out
+
+
+def test_clip_norm_scales_long_gradients_down_before_adam():
+    import ml_collections
+    opt_cfg = ml_collections.ConfigDict({"steps": 10, "lr": 0.1, "lr_end": 0.1, "b1": 0.9, "b2": 0.95,
+                                         "eps": 1e-8, "clip_norm": 5.0})
+    g1, g2 = np.array([30.0, 40.0]), np.array([0.3, -0.4])  # norms 50 (clipped to 5) and 0.5 (kept)
+    want = hand_adam([g1 * 5.0 / 50.0, g2], 0.1, 0.9, 0.95, 1e-8)
+    unclipped = hand_adam([g1, g2], 0.1, 0.9, 0.95, 1e-8)
+    # Two networks, each clipped by its own norm: b's gradients are a's halved, so b is clipped to 5 too.
+    tx = optim.per_network({"a": optim.adam(opt_cfg)[0], "b": optim.adam_like(opt_cfg, 0.1, 0.9, 0.95)[0]})
+    params = {"a": jnp.zeros(2), "b": jnp.zeros(2)}
+    state = tx.init(params)
+    for step, g in enumerate((g1, g2)):
+        updates, state = tx.update({"a": jnp.asarray(g), "b": jnp.asarray(g / 2)}, state, params)
+        np.testing.assert_allclose(updates["a"], want[step], rtol=1e-5)
+        b_want = hand_adam([g1 * 5.0 / 50.0, g2 / 2], 0.1, 0.9, 0.95, 1e-8)[step]
+        np.testing.assert_allclose(updates["b"], b_want, rtol=1e-5)
+    # The second update tells clipped from unclipped Adam (the first is lr * sign either way).
+    assert not np.allclose(want[1], unclipped[1], rtol=1e-2)
+    clipped_state = optim.adam(opt_cfg)[0].init(jnp.zeros(2))
+    opt_cfg.clip_norm = 0.0  # off: plain Adam, with the same state (checkpoints resume either way)
+    tx = optim.adam(opt_cfg)[0]
+    assert isinstance(tx.init(jnp.zeros(2))[0], optax.ScaleByAdamState)
+    assert jax.tree.structure(tx.init(jnp.zeros(2))) == jax.tree.structure(clipped_state)
+    state = tx.init(jnp.zeros(2))
+    for step, g in enumerate((g1, g2)):
+        updates, state = tx.update(jnp.asarray(g), state)
+        np.testing.assert_allclose(updates, unclipped[step], rtol=1e-5)
+    with pytest.raises(ConfigError, match="clip_norm"):
+        load_config(DIGITS, [("train.clip_norm", "-1")])

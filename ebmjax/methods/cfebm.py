@@ -63,7 +63,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.sharding import PartitionSpec as P
 
 from ebmjax import models, ops, optim, samplers, schedules
@@ -253,7 +252,7 @@ def build(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...],
         lr = optim.adam(cfg.train)[1]
 
     def adam(schedule):
-        return optax.adam(schedule, b1=cfg.train.b1, b2=cfg.train.b2, eps=cfg.train.eps)
+        return optim.adam_on(schedule, cfg.train)
 
     # Every schedule is of the run's step. Adam's count is a network's own number of updates: the one
     # network of grow is updated every step, but per_stage's network k only while stage k trains (the
