@@ -337,6 +337,15 @@ class Checkpoints:
             return False
         return bool(self.manager.save(step, args=ocp.args.StandardSave(state._asdict()), force=force))
 
+    def _saved_tree(self, step: int) -> Any:
+        """The metadata tree of the checkpoint at ``step`` (shapes, no arrays); raises what Orbax raises
+        for damaged files, or ValueError when it holds no parameters."""
+        with quiet_orbax():
+            saved_tree = self.manager.item_metadata(step).tree
+        if "params" not in saved_tree:
+            raise ValueError("it holds no parameters")
+        return saved_tree
+
     def _check_shapes(self, step: int, saved_tree: Any, abstract_state: TrainState) -> None:
         """CheckpointError if the state saved at ``step`` (its metadata tree) does not fit this run's:
         parameters of other names or shapes, or an optimiser state, carried state or moving average of
@@ -396,10 +405,7 @@ class Checkpoints:
         restored = None
         for step in reversed(self.steps()):
             try:
-                with quiet_orbax():
-                    saved_tree = self.manager.item_metadata(step).tree
-                    if "params" not in saved_tree:
-                        raise ValueError("it holds no parameters")
+                saved_tree = self._saved_tree(step)
             except Exception as e:  # Orbax raises many types for damaged files
                 unreadable.append((step, _reason(e)))
                 continue
@@ -435,10 +441,7 @@ class Checkpoints:
             raise CheckpointError(f"No checkpoint at step {step} in {self.directory}; the saved steps are "
                                   f"{self.steps() or 'none'}. Pick one of them (--config.sample.checkpoint=STEP).")
         try:
-            with quiet_orbax():
-                saved_tree = self.manager.item_metadata(step).tree
-                if "params" not in saved_tree:
-                    raise ValueError("it holds no parameters")
+            saved_tree = self._saved_tree(step)
         except Exception as e:  # Orbax raises many types for damaged files
             raise CheckpointError(f"The checkpoint at step {step} in {self.directory} cannot be read "
                                   f"({_reason(e)}); pick another step.") from None
