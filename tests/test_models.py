@@ -458,6 +458,36 @@ def test_unet_energy_is_the_scaled_residual_and_meets_the_mdsm_optimum():
         build_model({**cfg, "widths": ()})
 
 
+@pytest.mark.parametrize("impl", ["xla", "matmul"])
+def test_a_convolution_of_an_up_sampled_map_is_computed_on_the_small_map(impl):
+    """conv_same_upsampled(x, k) is the 3x3 'same' convolution of x up-sampled 2x (nearest), checked
+    against the NumPy reference on the up-sampled copy, for either convolution path, with its
+    gradients (input and kernel) those of the direct form; the U-Net's up levels use it, and the
+    benchmark's FLOP count still counts them as convolutions of the concatenated maps."""
+    from ebmjax import ops
+    from ebmjax.apps.bench import forward_flops
+    from ebmjax.models.conv import conv_same, conv_same_upsampled
+
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
+    up = np.repeat(np.repeat(np.asarray(x, np.float64), 2, axis=1), 2, axis=2)
+    want = np_conv_same(up.transpose(0, 3, 1, 2), np.asarray(k, np.float64).transpose(3, 2, 0, 1), None)
+    got = conv_same_upsampled(x, k, impl)
+    assert got.shape == (2, 6, 10, 6)
+    np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
+    w = jax.random.normal(jax.random.key(2), got.shape)  # a random cotangent
+    fast = jax.grad(lambda x, k: jnp.sum(w * conv_same_upsampled(x, k, impl)), argnums=(0, 1))(x, k)
+    slow = jax.grad(lambda x, k: jnp.sum(w * conv_same(ops.upsample(x, 2), k, impl)), argnums=(0, 1))(x, k)
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+    with pytest.raises(ConfigError, match="3x3"):
+        conv_same_upsampled(x, jnp.ones((5, 5, 4, 6)), impl)
+    # widths (4, 8) on 8x8: down 64 px x 9 x (1*4 + 4*4), 16 px x 9 x (4*8 + 8*8); up 64 px x 9 x
+    # ((8 + 4)*4 + 4*4); read-out 64 px x 4. Two FLOPs per multiply-add.
+    flops = 2 * (64 * 9 * 20 + 16 * 9 * 96 + 64 * 9 * 64 + 64 * 4)
+    assert forward_flops(UNetEnergy(widths=(4, 8), conv=impl), (8, 8, 1)) == flops
+
+
 @pytest.mark.parametrize("name", ["unet", "mdsm_resnet"])
 def test_the_pytorch_twins_compute_the_same_energies_and_scores(name):
     """``--compare-torch`` times ebmjax against ``torch_twin``: the same network with the same weights

@@ -45,6 +45,7 @@ import numpy as np
 from ebmjax.errors import ConfigError, DataError, EbmjaxError
 from ebmjax.models.conv import Conv
 from ebmjax.models.torch_twin import TORCH_TWINS, torch_twin
+from ebmjax.models.unet import UpConcatConv
 from ebmjax.parallel import compiled_memory_bytes, usable_cores
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         module = context.module
-        if context.method_name != "__call__" or not isinstance(module, (nn.Conv, Conv, nn.Dense)):
+        if context.method_name != "__call__" or not isinstance(module, (nn.Conv, Conv, UpConcatConv, nn.Dense)):
             return out
         x = args[0]
         path = "/".join(module.path) if hasattr(module, "path") else module.name
@@ -113,11 +114,13 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
             if any(s != 1 for s in np.atleast_1d(strides)) or any(d != 1 for d in np.atleast_1d(dilation)):
                 raise ConfigError(f"layer_costs counts stride-1, undilated convolutions only; {path} is not.")
             padding, groups = module.padding, module.feature_group_count
-        else:  # ebmjax.models.conv.Conv: stride 1, 'same' padding, no groups
+        else:  # ebmjax.models.conv.Conv, UpConcatConv: stride 1, 'same' padding, no groups
             padding, groups = "SAME", 1
-        kernel = tuple(module.kernel_size)
+        # UpConcatConv: a 3x3 convolution of its two inputs side by side (the up-sampled and the skip)
+        kernel = (3, 3) if isinstance(module, UpConcatConv) else tuple(module.kernel_size)
+        channels = int(x.shape[-1]) + (int(args[1].shape[-1]) if isinstance(module, UpConcatConv) else 0)
         spatial = tuple(int(s) for s in out.shape[1:-1])
-        per_tap = int(x.shape[-1]) // groups * int(out.shape[-1])
+        per_tap = channels // groups * int(out.shape[-1])
         dense_taps = math.prod(spatial) * math.prod(kernel)
         valid_taps = math.prod(_valid_taps(s, k, padding) for s, k in zip(spatial, kernel))
         costs.append(LayerCost(path, "conv", dense_taps * per_tap, valid_taps * per_tap))

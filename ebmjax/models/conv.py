@@ -81,6 +81,42 @@ def conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+# For a 2x nearest up-sampling, row 2i + a of the up-sampled map is row i of the low-resolution one.
+# A 3x3 kernel's three rows (offsets -1, 0, +1) at an even output row (a = 0) read low-resolution rows
+# i - 1, i, i and at an odd one (a = 1) rows i, i, i + 1: _FOLD[a] sums the kernel rows that read the
+# same low-resolution row, giving each output parity a 2-tap kernel (rows i - 1 + a and i + a).
+_FOLD = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def upsampled_conv_kernel(kernel: jax.Array) -> jax.Array:
+    """A 3x3 HWIO kernel (3, 3, C_in, C_out) -> the (3, 3, C_in, 4 C_out) kernel that, run as a 'same'
+    convolution on a low-resolution map, gives the 3x3 'same' convolution of its 2x nearest
+    up-sampling with the output pixels of each 2x2 block side by side on the channel axis (row
+    parity, column parity, channel): see :func:`conv_same_upsampled`."""
+    if kernel.shape[:2] != (3, 3):
+        raise ConfigError(f"upsampled_conv_kernel takes a 3x3 kernel, got shape {kernel.shape}.")
+    fold = jnp.asarray(_FOLD, kernel.dtype)  # (parity, 2 taps, 3 kernel rows)
+    taps = jnp.einsum("atk,klio,bsl->abtsio", fold, kernel, fold)  # (2, 2, 2, 2, C_in, C_out)
+    # Parity (a, b) reads low-resolution offsets (a - 1, a) x (b - 1, b): rows a..a+1 of a 3x3 window.
+    big = jnp.zeros((2, 2, 3, 3) + kernel.shape[2:], kernel.dtype)
+    for a, b in itertools.product(range(2), range(2)):
+        big = big.at[a, b, a:a + 2, b:b + 2].set(taps[a, b])
+    return big.transpose(2, 3, 4, 0, 1, 5).reshape(3, 3, kernel.shape[2], 4 * kernel.shape[3])
+
+
+def conv_same_upsampled(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
+    """``conv_same(ops.upsample(x, 2), kernel, impl)`` for a 3x3 kernel, computed on the low-resolution
+    x: (B, H, W, C_in) -> (B, 2H, 2W, C_out).
+
+    One convolution of the H x W map with 4 C_out channels (:func:`upsampled_conv_kernel`) replaces one
+    of the 2H x 2W map with C_out: the same multiply-adds, on a map a quarter the size, and no
+    up-sampled copy of x; XLA:CPU runs it, and its gradients, faster (the U-Net's up path)."""
+    b, h, w, _ = x.shape
+    cout = kernel.shape[-1]
+    y = conv_same(x, upsampled_conv_kernel(kernel), impl).reshape(b, h, w, 2, 2, cout)
+    return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, cout)
+
+
 def resolve_impl(impl: str) -> str:
     """'matmul' or 'xla' for ``impl``; 'auto' picks 'matmul' on a CPU backend, 'xla' elsewhere."""
     if impl not in IMPLS:

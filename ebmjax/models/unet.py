@@ -13,6 +13,7 @@ Layout, for ``widths`` (c1, ..., cL)::
     down, level l = 1..L:  [2x2 mean pool if l > 1] conv3x3 -> swish -> conv3x3 -> swish   (c_l)
     up,   level l = L-1..1: 2x upsample (nearest), concat the down path's level l,
                             conv3x3 -> swish -> conv3x3 -> swish                            (c_l)
+                            (the first conv computed without the up-sampled copy: UpConcatConv)
     out:  conv1x1 -> C channels, initialised to zero (U = 0 at the start: E = |x|^2 / 2 s^2)
 
 Smooth activations throughout (the MDSM loss differentiates the energy's input gradient) and no
@@ -28,11 +29,32 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ebmjax import ops
 from ebmjax.errors import ConfigError
-from ebmjax.models.conv import Conv
+from ebmjax.models.conv import Conv, conv_same, conv_same_upsampled
 from ebmjax.models.convnet import conv_pair
-from ebmjax.models.resnet import mean_pool_2x2
+from ebmjax.models.resnet import mean_pool_2x2, torch_uniform_init
+
+
+class UpConcatConv(nn.Module):
+    """The first convolution of a U-Net's up level: 3x3 'same' of concat([upsample(low, 2), skip]),
+    with the parameters ``nn.Conv`` would have over that concatenation (``kernel`` (3, 3, C_low +
+    C_skip, features), ``bias``; PyTorch's initialisation), computed without building it: the
+    up-sampled part as :func:`ebmjax.models.conv.conv_same_upsampled` on the low-resolution map, the
+    skip part as a plain convolution. (B, H, W, C_low), (B, 2H, 2W, C_skip) -> (B, 2H, 2W, features).
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, low: jax.Array, skip: jax.Array) -> jax.Array:
+        c_low, c_in = low.shape[-1], low.shape[-1] + skip.shape[-1]
+        init = torch_uniform_init(c_in * 9)
+        kernel = self.param("kernel", init, (3, 3, c_in, self.features), jnp.float32).astype(self.dtype)
+        bias = self.param("bias", init, (self.features,), jnp.float32).astype(self.dtype)
+        return (conv_same_upsampled(low.astype(self.dtype), kernel[:, :, :c_low], self.impl)
+                + conv_same(skip.astype(self.dtype), kernel[:, :, c_low:], self.impl) + bias)
 
 
 class UNetEnergy(nn.Module):
@@ -62,8 +84,10 @@ class UNetEnergy(nn.Module):
             h = conv_pair(h, c, nn.swish, dtype=self.dtype, impl=self.conv, name=f"down{i}")
             skips.append(h)
         for i in range(len(self.widths) - 2, -1, -1):
-            h = jnp.concatenate([ops.upsample(h, 2), skips[i]], axis=-1)
-            h = conv_pair(h, self.widths[i], nn.swish, dtype=self.dtype, impl=self.conv, name=f"up{i}")
+            h = nn.swish(UpConcatConv(self.widths[i], dtype=self.dtype, impl=self.conv, name=f"up{i}_0")(h, skips[i]))
+            init = torch_uniform_init(h.shape[-1] * 9)
+            h = nn.swish(Conv(self.widths[i], (3, 3), dtype=self.dtype, kernel_init=init, bias_init=init,
+                              impl=self.conv, name=f"up{i}_1")(h))
         u = Conv(x.shape[-1], (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros,
                  bias_init=nn.initializers.zeros, impl=self.conv, name="out")(h)
         r = (x.astype(jnp.float32) - u.astype(jnp.float32)).reshape(x.shape[0], -1)
