@@ -113,14 +113,14 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
             strides, dilation = module.strides or 1, module.kernel_dilation or 1
             if any(s != 1 for s in np.atleast_1d(strides)) or any(d != 1 for d in np.atleast_1d(dilation)):
                 raise ConfigError(f"layer_costs counts stride-1, undilated convolutions only; {path} is not.")
-            padding, groups = module.padding, module.feature_group_count
-        else:  # ebmjax.models.conv.Conv, UpConcatConv: stride 1, 'same' padding, no groups
-            padding, groups = "SAME", 1
-        # UpConcatConv: a 3x3 convolution of its two inputs side by side (the up-sampled and the skip)
-        kernel = (3, 3) if isinstance(module, UpConcatConv) else tuple(module.kernel_size)
-        channels = int(x.shape[-1]) + (int(args[1].shape[-1]) if isinstance(module, UpConcatConv) else 0)
+            padding = module.padding
+        else:  # ebmjax.models.conv.Conv, UpConcatConv: stride 1, 'same' padding
+            padding = "SAME"
+        # The kernel the layer holds, (*window, C_in per group, C_out), says what one output pixel
+        # costs, whatever the layer's inputs (UpConcatConv's are two maps read as one).
+        *kernel, c_in, c_out = (int(n) for n in module.get_variable("params", "kernel").shape)
         spatial = tuple(int(s) for s in out.shape[1:-1])
-        per_tap = channels // groups * int(out.shape[-1])
+        per_tap = c_in * c_out
         dense_taps = math.prod(spatial) * math.prod(kernel)
         valid_taps = math.prod(_valid_taps(s, k, padding) for s, k in zip(spatial, kernel))
         costs.append(LayerCost(path, "conv", dense_taps * per_tap, valid_taps * per_tap))

@@ -32,13 +32,17 @@ from ebmjax.models.resnet import mean_pool_2x2, torch_uniform_init
 ACTIVATIONS = {"swish": nn.swish, "lrelu": lambda x: nn.leaky_relu(x, 0.2)}
 
 
+def conv_act(h: jax.Array, features: int, act: Any, *, dtype: Any, impl: str, name: str) -> jax.Array:
+    """A 3x3 'same' convolution of ``features`` channels followed by ``act``, initialised as PyTorch
+    does; parameters ``name``. Call it inside a compact module."""
+    init = torch_uniform_init(h.shape[-1] * 9)
+    return act(Conv(features, (3, 3), dtype=dtype, kernel_init=init, bias_init=init, impl=impl, name=name)(h))
+
+
 def conv_pair(h: jax.Array, features: int, act: Any, *, dtype: Any, impl: str, name: str) -> jax.Array:
-    """Two 3x3 'same' convolutions of ``features`` channels, each followed by ``act``, initialised as
-    PyTorch does; parameters ``{name}_0`` and ``{name}_1``. Call it inside a compact module."""
+    """Two :func:`conv_act` of ``features`` channels; parameters ``{name}_0`` and ``{name}_1``."""
     for j in range(2):
-        init = torch_uniform_init(h.shape[-1] * 9)
-        h = act(Conv(features, (3, 3), dtype=dtype, kernel_init=init, bias_init=init, impl=impl,
-                     name=f"{name}_{j}")(h))
+        h = conv_act(h, features, act, dtype=dtype, impl=impl, name=f"{name}_{j}")
     return h
 
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from ebmjax.errors import ConfigError
 from ebmjax.models.conv import Conv, conv_same, conv_same_upsampled
-from ebmjax.models.convnet import conv_pair
+from ebmjax.models.convnet import conv_act, conv_pair
 from ebmjax.models.resnet import mean_pool_2x2, torch_uniform_init
 
 
@@ -85,9 +85,7 @@ class UNetEnergy(nn.Module):
             skips.append(h)
         for i in range(len(self.widths) - 2, -1, -1):
             h = nn.swish(UpConcatConv(self.widths[i], dtype=self.dtype, impl=self.conv, name=f"up{i}_0")(h, skips[i]))
-            init = torch_uniform_init(h.shape[-1] * 9)
-            h = nn.swish(Conv(self.widths[i], (3, 3), dtype=self.dtype, kernel_init=init, bias_init=init,
-                              impl=self.conv, name=f"up{i}_1")(h))
+            h = conv_act(h, self.widths[i], nn.swish, dtype=self.dtype, impl=self.conv, name=f"up{i}_1")
         u = Conv(x.shape[-1], (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros,
                  bias_init=nn.initializers.zeros, impl=self.conv, name="out")(h)
         r = (x.astype(jnp.float32) - u.astype(jnp.float32)).reshape(x.shape[0], -1)
