@@ -203,10 +203,24 @@ def save_energy_trace(temperatures: np.ndarray, energies: np.ndarray, path: str 
     plt.close(fig)
 
 
+def curve_scale(values: Sequence[float], decades: float = 1.0) -> str:
+    """The y-axis scale for one training curve: "linear", unless its largest finite value is more
+    than ``decades`` powers of ten above its typical one (the median nonzero magnitude), as when
+    one early spike would flatten the rest of a linear plot into a line; then "log" where all
+    values are positive, "symlog" where some are zero or negative."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    mags = np.abs(v[v != 0])
+    if mags.size < 2 or mags.max() <= 10.0 ** decades * np.median(mags):
+        return "linear"
+    return "log" if (v > 0).all() else "symlog"
+
+
 def save_curves(records: Sequence[dict], path: str | pathlib.Path, title: str = "") -> None:
     """Training curves from the lines of ``metrics.jsonl``: one panel per metric the method
-    reported (loss, gradient norm, energies, ...) against the step. Bookkeeping fields (window
-    sizes, skip counts, speed) are left out; learning rates share one panel."""
+    reported (loss, gradient norm, energies, ...) against the step, on a log axis where the
+    largest value is over ten times the typical one (:func:`curve_scale`). Bookkeeping fields (window sizes,
+    skip counts, speed) are left out; learning rates share one panel."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -221,9 +235,18 @@ def save_curves(records: Sequence[dict], path: str | pathlib.Path, title: str = 
     fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3 * nrow), squeeze=False)
     steps = np.array([r["step"] for r in records])
     for ax, name in zip(axes.ravel(), panels):
-        for key in (lrs if name == "lr" else [name]):
-            ax.plot(steps, [r.get(key, np.nan) for r in records], lw=1.2, label=key if name == "lr" else None)
-        ax.set_title(name)
+        keys = lrs if name == "lr" else [name]
+        series = [np.array([r.get(key, np.nan) for r in records], dtype=np.float64) for key in keys]
+        for key, ys in zip(keys, series):
+            ax.plot(steps, ys, lw=1.2, label=key if name == "lr" else None)
+        scale = curve_scale(np.concatenate(series))
+        if scale == "symlog":
+            mags = np.abs(np.concatenate(series))
+            mags = mags[np.isfinite(mags) & (mags > 0)]
+            ax.set_yscale("symlog", linthresh=float(np.median(mags)))  # linear within typical values
+        elif scale == "log":
+            ax.set_yscale("log")
+        ax.set_title(name + (f" ({scale} axis)" if scale != "linear" else ""))
         ax.set_xlabel("step")
         if name == "lr" and len(lrs) > 1:
             ax.legend(fontsize=7)

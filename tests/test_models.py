@@ -488,6 +488,29 @@ def test_a_convolution_of_an_up_sampled_map_is_computed_on_the_small_map(impl):
     assert forward_flops(UNetEnergy(widths=(4, 8), conv=impl), (8, 8, 1)) == flops
 
 
+@pytest.mark.parametrize("impl", ["xla", "matmul"])
+def test_convolutions_of_maps_of_at_most_four_pixels_are_one_matrix_product_on_every_path(impl):
+    """A map of at most 4 pixels (the 2x2 bottom of a five-level U-Net on 32x32) is convolved as one
+    product with the convolution's full matrix on both paths (XLA:CPU's convolution ran it 3x
+    slower): the values are the NumPy convolution's and the gradients lax.conv's, and no convolution
+    primitive is left in the computation; a 3x3 map still takes the path asked for."""
+    from ebmjax.models.conv import conv_same, conv_same_xla
+
+    k = jax.random.normal(jax.random.key(1), (3, 3, 5, 7))
+    for h, w in [(1, 1), (1, 3), (2, 2), (4, 1), (3, 3)]:
+        x = jax.random.normal(jax.random.key(h * 10 + w), (2, h, w, 5))
+        want = np_conv_same(np.asarray(x, np.float64).transpose(0, 3, 1, 2),
+                            np.asarray(k, np.float64).transpose(3, 2, 0, 1), None).transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(conv_same(x, k, impl), want, rtol=1e-5, atol=1e-4)
+        c = jax.random.normal(jax.random.key(3), want.shape)  # a random cotangent
+        got = jax.grad(lambda x, k: jnp.sum(c * conv_same(x, k, impl)), argnums=(0, 1))(x, k)
+        ref = jax.grad(lambda x, k: jnp.sum(c * conv_same_xla(x, k)), argnums=(0, 1))(x, k)
+        for a, b in zip(got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+        prims = str(jax.make_jaxpr(lambda x: conv_same(x, k, impl))(x))
+        assert ("conv_general_dilated" in prims) == (h * w > 4 and impl == "xla"), (h, w, impl)
+
+
 @pytest.mark.parametrize("name", ["unet", "mdsm_resnet"])
 def test_the_pytorch_twins_compute_the_same_energies_and_scores(name):
     """``--compare-torch`` times ebmjax against ``torch_twin``: the same network with the same weights
