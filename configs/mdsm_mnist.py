@@ -13,8 +13,8 @@ of 10 steps (sample.unroll_steps), which XLA:CPU runs several times faster than 
 settings (Res12 d=64, lr 1e-4, 100k steps on tfds mnist) are configs/mdsm_mnist_tfds.py.
 
 Measured (3,000 steps, 200 samples a draw, judged by scripts/mnist_quality.py; held-out digits:
-0.856): training seed 1 (--config.seed=1), clipped, 0.660 and 0.625 (two draws), label entropy
-0.969-0.982, nn ratio 1.08-1.11, FD 3.8-4.3; unclipped, training seed 0, 0.665 and
+0.856): training seed 1 (--config.seed=1), clipped, 0.660, 0.625 and 0.535 (three draws, mean
+0.607), label entropy 0.966-0.982, nn ratio 1.08-1.13, FD 3.8-4.5; unclipped, training seed 0, 0.665 and
 0.625, label entropy 0.975-0.980, nn ratio 1.10, FD 3.7-4.3. Train + sample: 51 minutes alone on a
 middling day of a 2-core Intel Xeon VM (44.7 of training at 1.1-1.2 steps/s, 6.2 of sampling).
 Four levels (--config.model.widths=16,32,64,128), about 0.7 of the time, drew 0.305-0.62 by
