@@ -203,17 +203,22 @@ def save_energy_trace(temperatures: np.ndarray, energies: np.ndarray, path: str 
     plt.close(fig)
 
 
+def _magnitudes(values: Sequence[float]) -> np.ndarray:
+    """The finite, nonzero |values| of a curve, float64."""
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    return v[np.isfinite(v) & (v > 0)]
+
+
 def curve_scale(values: Sequence[float], decades: float = 1.0) -> str:
     """The y-axis scale for one training curve: "linear", unless its largest finite value is more
     than ``decades`` powers of ten above its typical one (the median nonzero magnitude), as when
     one early spike would flatten the rest of a linear plot into a line; then "log" where all
     values are positive, "symlog" where some are zero or negative."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    mags = np.abs(v[v != 0])
+    mags = _magnitudes(values)
     if mags.size < 2 or mags.max() <= 10.0 ** decades * np.median(mags):
         return "linear"
-    return "log" if (v > 0).all() else "symlog"
+    v = np.asarray(values, dtype=np.float64)
+    return "log" if (v[np.isfinite(v)] > 0).all() else "symlog"
 
 
 def save_curves(records: Sequence[dict], path: str | pathlib.Path, title: str = "") -> None:
@@ -239,11 +244,10 @@ def save_curves(records: Sequence[dict], path: str | pathlib.Path, title: str = 
         series = [np.array([r.get(key, np.nan) for r in records], dtype=np.float64) for key in keys]
         for key, ys in zip(keys, series):
             ax.plot(steps, ys, lw=1.2, label=key if name == "lr" else None)
-        scale = curve_scale(np.concatenate(series))
-        if scale == "symlog":
-            mags = np.abs(np.concatenate(series))
-            mags = mags[np.isfinite(mags) & (mags > 0)]
-            ax.set_yscale("symlog", linthresh=float(np.median(mags)))  # linear within typical values
+        values = np.concatenate(series)
+        scale = curve_scale(values)
+        if scale == "symlog":  # linear within the typical values curve_scale measured against
+            ax.set_yscale("symlog", linthresh=float(np.median(_magnitudes(values))))
         elif scale == "log":
             ax.set_yscale("log")
         ax.set_title(name + (f" ({scale} axis)" if scale != "linear" else ""))
