@@ -458,28 +458,52 @@ def test_unet_energy_is_the_scaled_residual_and_meets_the_mdsm_optimum():
         build_model({**cfg, "widths": ()})
 
 
+def test_swish_is_x_sigmoid_x_to_its_second_derivative():
+    """The models' swish, written with tanh for speed, is x sigmoid(x), and its first and second
+    derivatives (which MDSM's loss differentiates through) are the known formulas
+    s + x s (1 - s) and s (1 - s) (2 + x (1 - 2 s)), s = sigmoid(x), from -30 to 30, to float32
+    rounding (relative to max(|value|, 1))."""
+    from ebmjax.models.convnet import ACTIVATIONS, swish
+
+    x = np.linspace(-30.0, 30.0, 2001)
+    s = 1.0 / (1.0 + np.exp(-x))
+    want = [x * s, s + x * s * (1 - s), s * (1 - s) * (2 + x * (1 - 2 * s))]
+    d1 = jax.grad(lambda v: swish(v))
+    got = [swish(jnp.asarray(x, jnp.float32)), jax.vmap(d1)(jnp.asarray(x, jnp.float32)),
+           jax.vmap(jax.grad(d1))(jnp.asarray(x, jnp.float32))]
+    for g, w in zip(got, want):  # float32 rounding: nn.swish's own errors are up to 2e-6 here
+        assert np.max(np.abs(np.asarray(g, np.float64) - w) / np.maximum(np.abs(w), 1.0)) < 5e-6
+    assert ACTIVATIONS["swish"] is swish
+
+
 @pytest.mark.parametrize("impl", ["xla", "matmul"])
 def test_a_convolution_of_an_up_sampled_map_is_computed_on_the_small_map(impl):
     """conv_same_upsampled(x, k) is the 3x3 'same' convolution of x up-sampled 2x (nearest), checked
-    against the NumPy reference on the up-sampled copy, for either convolution path, with its
-    gradients (input and kernel) those of the direct form; the U-Net's up levels use it, and the
-    benchmark's FLOP count still counts them as convolutions of the concatenated maps."""
+    against the NumPy reference on the up-sampled copy, for either convolution path and for maps
+    of odd and even sides and of one to four pixels (those by conv_small_map, with no convolution
+    primitive), with its gradients (input and kernel) those of the direct form; the U-Net's up
+    levels use it, and the benchmark's FLOP count still counts them as convolutions of the
+    concatenated maps."""
     from ebmjax import ops
     from ebmjax.apps.bench import forward_flops
     from ebmjax.models.conv import conv_same, conv_same_upsampled
 
-    x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
     k = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
-    up = np.repeat(np.repeat(np.asarray(x, np.float64), 2, axis=1), 2, axis=2)
-    want = np_conv_same(up.transpose(0, 3, 1, 2), np.asarray(k, np.float64).transpose(3, 2, 0, 1), None)
-    got = conv_same_upsampled(x, k, impl)
-    assert got.shape == (2, 6, 10, 6)
-    np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
-    w = jax.random.normal(jax.random.key(2), got.shape)  # a random cotangent
-    fast = jax.grad(lambda x, k: jnp.sum(w * conv_same_upsampled(x, k, impl)), argnums=(0, 1))(x, k)
-    slow = jax.grad(lambda x, k: jnp.sum(w * conv_same(ops.upsample(x, 2), k, impl)), argnums=(0, 1))(x, k)
-    for a, b in zip(fast, slow):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+    for h, w in [(3, 5), (4, 4), (2, 2), (1, 1), (1, 2), (3, 1)]:
+        x = jax.random.normal(jax.random.key(10 * h + w), (2, h, w, 4))
+        up = np.repeat(np.repeat(np.asarray(x, np.float64), 2, axis=1), 2, axis=2)
+        want = np_conv_same(up.transpose(0, 3, 1, 2), np.asarray(k, np.float64).transpose(3, 2, 0, 1), None)
+        got = conv_same_upsampled(x, k, impl)
+        assert got.shape == (2, 2 * h, 2 * w, 6)
+        np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
+        c = jax.random.normal(jax.random.key(2), got.shape)  # a random cotangent
+        fast = jax.grad(lambda x, k: jnp.sum(c * conv_same_upsampled(x, k, impl)), argnums=(0, 1))(x, k)
+        slow = jax.grad(lambda x, k: jnp.sum(c * conv_same(ops.upsample(x, 2), k, impl)), argnums=(0, 1))(x, k)
+        for a, b in zip(fast, slow):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+        prims = str(jax.make_jaxpr(lambda x: conv_same_upsampled(x, k, impl))(x))
+        assert ("conv_general_dilated" in prims) == (h * w > 4 and impl == "xla"), (h, w, impl)
+    x = jnp.ones((2, 3, 5, 4))
     with pytest.raises(ConfigError, match="3x3"):
         conv_same_upsampled(x, jnp.ones((5, 5, 4, 6)), impl)
     # widths (4, 8) on 8x8: down 64 px x 9 x (1*4 + 4*4), 16 px x 9 x (4*8 + 8*8); up 64 px x 9 x
@@ -489,11 +513,12 @@ def test_a_convolution_of_an_up_sampled_map_is_computed_on_the_small_map(impl):
 
 
 @pytest.mark.parametrize("impl", ["xla", "matmul"])
-def test_convolutions_of_maps_of_at_most_four_pixels_are_one_matrix_product_on_every_path(impl):
-    """A map of at most 4 pixels (the 2x2 bottom of a five-level U-Net on 32x32) is convolved as one
-    product with the convolution's full matrix on both paths (XLA:CPU's convolution ran it 3x
-    slower): the values are the NumPy convolution's and the gradients lax.conv's, and no convolution
-    primitive is left in the computation; a 3x3 map still takes the path asked for."""
+def test_convolutions_of_maps_of_at_most_four_pixels_need_no_convolution_primitive_on_every_path(impl):
+    """A map of at most 4 pixels (the 2x2 bottom of a five-level U-Net on 32x32) is convolved by
+    conv_small_map on both paths (products over the taps that reach an output; XLA:CPU's
+    convolution ran it 3x slower): the values are the NumPy convolution's and the gradients
+    lax.conv's, and no convolution primitive is left in the computation; a 3x3 map still takes the
+    path asked for."""
     from ebmjax.models.conv import conv_same, conv_same_xla
 
     k = jax.random.normal(jax.random.key(1), (3, 3, 5, 7))

@@ -42,11 +42,12 @@ import jax.numpy as jnp
 from ebmjax import ops
 from ebmjax.errors import ConfigError
 from ebmjax.models.conv import Conv
+from ebmjax.models.convnet import swish
 
 
 def swish_11(x: jax.Array) -> jax.Array:
     """The original's activation, swish(x) / 1.1."""
-    return nn.swish(x) / 1.1
+    return swish(x) / 1.1
 
 
 class ResBlockDown(nn.Module):

@@ -10,14 +10,15 @@ near the machine's peak, so on a CPU :class:`Conv` computes
   channel axis, times the kernel reshaped to (k k C_in, C_out).
 
 Elsewhere (GPU, TPU) it calls ``lax.conv_general_dilated``, which cuDNN and the TPU compiler run
-well. On every path, a map of at most ``TOEPLITZ_MAX_AREA`` pixels (the 2x2 and 1x1 maps at the
-bottom of the MDSM nets and of a five-level U-Net) is one product with the convolution's full
-(H W C_in, H W C_out) matrix, built from the kernel block by block: only taps that fall inside the
-map are computed (on a 1x1 map a 3x3 kernel has one useful tap of nine). XLA:CPU's convolution
-runs such maps several times slower than that product: a five-level U-Net (widths 16 ... 256 on
-32x32 MNIST) trained at 51 images/s on 2 cores with its 2x2 level as XLA convolutions, 141 as
-products (``python -m ebmjax.bench --config configs/mdsm_mnist.py --what train
---config.model.widths=16,32,64,128,256``).
+well. On every path, a map of at most ``SMALL_MAP_MAX_AREA`` pixels (the 2x2 and 1x1 maps at the
+bottom of the MDSM nets and of a five-level U-Net) goes through :func:`conv_small_map`: each pixel
+times every kernel tap that reaches an output from it, in one product, summed per output pixel by
+a constant 0/1 tensor; only taps that fall inside the map are computed (on a 1x1 map a 3x3 kernel
+has one useful tap of nine). XLA:CPU's convolution runs such maps several times slower: a
+five-level U-Net (widths 16 ... 256 on 32x32 MNIST) trained at 51 images/s on 2 cores with its 2x2
+level as XLA convolutions, 141 with it as one product with the convolution's dense matrix, and 165
+with :func:`conv_small_map`, which builds no matrix from the kernel (``python -m ebmjax.bench
+--config configs/mdsm_mnist.py --what train``).
 
 Every path computes the same sums in a different order (results agree to float rounding), and
 the parameters are ``nn.Conv``'s: ``kernel`` (kh, kw, C_in, C_out) and ``bias`` (C_out,), so
@@ -26,39 +27,58 @@ checkpoints and the PyTorch import do not depend on the path.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ebmjax.errors import ConfigError
 
 Dtype = Any
 
 IMPLS = ("auto", "matmul", "xla")
-TOEPLITZ_MAX_AREA = 4
+SMALL_MAP_MAX_AREA = 4
 
 
-def conv_matrix(kernel: jax.Array, h: int, w: int) -> jax.Array:
-    """The (h w C_in, h w C_out) matrix of a stride-1 'same' convolution on an h x w map, rows and
-    columns in NHWC order: ``x.reshape(B, -1) @ M`` equals the convolution of x flattened.
+@functools.lru_cache(maxsize=64)
+def _tap_selection(h: int, w: int, kh: int, kw: int, up: int) -> np.ndarray:
+    """S (h w, up h up w, kh kw), 0/1: S[p, q, t] = 1 where tap t of a stride-1 'same' kh x kw
+    convolution of an h x w map up-sampled ``up`` times (nearest) reads, for output pixel q, a pixel
+    copied from input pixel p. Pixels row-major; taps row-major."""
+    s = np.zeros((h * w, up * h * up * w, kh * kw), np.float32)
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    for oi, oj, di, dj in itertools.product(range(up * h), range(up * w), range(kh), range(kw)):
+        ii, ij = oi + di - top, oj + dj - left
+        if 0 <= ii < up * h and 0 <= ij < up * w:
+            s[(ii // up) * w + ij // up, oi * up * w + oj, di * kw + dj] = 1.0
+    s.setflags(write=False)  # cached: shared by every call
+    return s
 
-    Block (input pixel, output pixel) is the kernel tap that links them, or zero; the blocks are
-    picked by static indexing, so the matrix and its gradient cost copies, not products."""
-    kh, kw, cin, cout = kernel.shape
-    if h == w == 1:
-        return kernel[(kh - 1) // 2, (kw - 1) // 2]
-    zero = jnp.zeros((cin, cout), kernel.dtype)
-    rows = []
-    for ii, ij in itertools.product(range(h), range(w)):
-        blocks = []
-        for oi, oj in itertools.product(range(h), range(w)):
-            di, dj = ii - oi + (kh - 1) // 2, ij - oj + (kw - 1) // 2
-            blocks.append(kernel[di, dj] if 0 <= di < kh and 0 <= dj < kw else zero)
-        rows.append(jnp.stack(blocks, axis=1))  # (C_in, h w, C_out)
-    return jnp.stack(rows).reshape(h * w * cin, h * w * cout)
+
+def conv_small_map(x: jax.Array, kernel: jax.Array, up: int = 1) -> jax.Array:
+    """Stride-1 'same' convolution of the ``up``-times up-sampled (nearest; 1: not at all) NHWC map
+    ``x`` with an HWIO ``kernel``, for maps of a few pixels: (B, h, w, C_in) -> (B, up h, up w, C_out).
+
+    Every input pixel is multiplied by every kernel tap that reaches an output pixel from it (one
+    product, (B h w, C_in) x (C_in, taps C_out)), and each output pixel sums its products through the
+    constant 0/1 :func:`_tap_selection`: no convolution primitive, no padding, no up-sampled copy,
+    and no matrix built from the kernel."""
+    b, h, w, cin = x.shape
+    kh, kw, _, cout = kernel.shape
+    sel = _tap_selection(h, w, kh, kw, up)  # (pixels, outputs, taps)
+    taps = np.flatnonzero(sel.any(axis=(0, 1)))  # on a 1x1 map only the centre tap reaches
+    sel = sel[:, :, taps].transpose(0, 2, 1).reshape(h * w * len(taps), -1)  # (pixel tap, outputs)
+    k = kernel.reshape(kh * kw, cin, cout)
+    if len(taps) < kh * kw:
+        k = jnp.stack([k[t] for t in taps])  # static slices: no gather, nor a scatter in the gradient
+    k = k.transpose(1, 0, 2).reshape(cin, len(taps) * cout)
+    z = (x.reshape(b * h * w, cin) @ k).reshape(b, h * w * len(taps), cout)
+    y = jnp.einsum("bmo,mq->bqo", z, jnp.asarray(sel, x.dtype))
+    return y.reshape(b, up * h, up * w, cout)
 
 
 def _im2col(x: jax.Array, kh: int, kw: int) -> jax.Array:
@@ -88,36 +108,47 @@ def conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
 # A 3x3 kernel's three rows (offsets -1, 0, +1) at an even output row (a = 0) read low-resolution rows
 # i - 1, i, i and at an odd one (a = 1) rows i, i, i + 1: _FOLD[a] sums the kernel rows that read the
 # same low-resolution row, giving each output parity a 2-tap kernel (rows i - 1 + a and i + a).
-_FOLD = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+_FOLD = np.array([[[1, 0, 0], [0, 1, 1]],
+                  [[1, 1, 0], [0, 0, 1]]], np.float32)  # (parity a, tap t, kernel row k)
 
 
 def upsampled_conv_kernel(kernel: jax.Array) -> jax.Array:
-    """A 3x3 HWIO kernel (3, 3, C_in, C_out) -> the (3, 3, C_in, 4 C_out) kernel that, run as a 'same'
-    convolution on a low-resolution map, gives the 3x3 'same' convolution of its 2x nearest
-    up-sampling with the output pixels of each 2x2 block side by side on the channel axis (row
-    parity, column parity, channel): see :func:`conv_same_upsampled`."""
+    """A 3x3 HWIO kernel (3, 3, C_in, C_out) -> the (2, 2, C_in, 4 C_out) kernel of its four 2x2
+    "parity" kernels side by side on the output axis (row parity, column parity, channel): parity
+    (a, b) of the 3x3 'same' convolution of a 2x nearest up-sampled map reads the low-resolution
+    rows i - 1 + a, i + a and columns j - 1 + b, j + b (see :func:`conv_same_upsampled`). One
+    contraction with the constant :data:`_FOLD` on each axis."""
     if kernel.shape[:2] != (3, 3):
         raise ConfigError(f"upsampled_conv_kernel takes a 3x3 kernel, got shape {kernel.shape}.")
-    fold = jnp.asarray(_FOLD, kernel.dtype)  # (parity, 2 taps, 3 kernel rows)
-    taps = jnp.einsum("atk,klio,bsl->abtsio", fold, kernel, fold)  # (2, 2, 2, 2, C_in, C_out)
-    # Parity (a, b) reads low-resolution offsets (a - 1, a) x (b - 1, b): rows a..a+1 of a 3x3 window.
-    big = jnp.zeros((2, 2, 3, 3) + kernel.shape[2:], kernel.dtype)
-    for a, b in itertools.product(range(2), range(2)):
-        big = big.at[a, b, a:a + 2, b:b + 2].set(taps[a, b])
-    return big.transpose(2, 3, 4, 0, 1, 5).reshape(3, 3, kernel.shape[2], 4 * kernel.shape[3])
+    fold = jnp.asarray(_FOLD, kernel.dtype)
+    taps = jnp.einsum("atk,bsl,klio->tsiabo", fold, fold, kernel)
+    return taps.reshape(2, 2, kernel.shape[2], 4 * kernel.shape[3])
 
 
 def conv_same_upsampled(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
     """``conv_same(ops.upsample(x, 2), kernel, impl)`` for a 3x3 kernel, computed on the low-resolution
     x: (B, H, W, C_in) -> (B, 2H, 2W, C_out).
 
-    One convolution of the H x W map with 4 C_out channels (:func:`upsampled_conv_kernel`) replaces one
-    of the 2H x 2W map with C_out: the same multiply-adds, on a map a quarter the size, and no
-    up-sampled copy of x; XLA:CPU runs it, and its gradients, faster (the U-Net's up path)."""
+    Each output parity (a, b) of the up-sampled map is a 2x2 convolution of the low-resolution map
+    (:func:`upsampled_conv_kernel`): one 2x2 convolution with 4 C_out channels of x padded by a row
+    and a column on each side gives all four at (H + 1) x (W + 1) positions, and parity (a, b) is
+    the window of them shifted by (a, b). That is 4 taps per output pixel where the up-sampled
+    map's convolution has 9 (of which 5 read copies of the same pixels), on a map a quarter the size,
+    and no up-sampled copy of x (the U-Net's up path). A map of at most ``SMALL_MAP_MAX_AREA``
+    pixels goes through :func:`conv_small_map`, whatever ``impl`` says."""
+    if kernel.shape[:2] != (3, 3):
+        raise ConfigError(f"conv_same_upsampled takes a 3x3 kernel, got shape {kernel.shape}.")
     b, h, w, _ = x.shape
     cout = kernel.shape[-1]
-    y = conv_same(x, upsampled_conv_kernel(kernel), impl).reshape(b, h, w, 2, 2, cout)
-    return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, cout)
+    if h * w <= SMALL_MAP_MAX_AREA:
+        return conv_small_map(x, kernel, up=2)
+    # a 2x2 'same' convolution pads one row and column after the map: with one more before, output
+    # (i, j) reads low-resolution rows i - 1, i and columns j - 1, j
+    xp = jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)))
+    y = conv_same(xp, upsampled_conv_kernel(kernel), impl).reshape(b, h + 1, w + 1, 2, 2, cout)
+    parity = jnp.stack([jnp.stack([y[:, a:a + h, c:c + w, a, c] for c in range(2)], axis=3) for a in range(2)],
+                       axis=2)  # (B, H, 2, W, 2, C_out)
+    return parity.reshape(b, 2 * h, 2 * w, cout)
 
 
 def resolve_impl(impl: str) -> str:
@@ -131,12 +162,12 @@ def resolve_impl(impl: str) -> str:
 
 def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
     """Stride-1 'same' convolution, NHWC input, HWIO kernel, by the path ``impl`` names; a map of
-    at most ``TOEPLITZ_MAX_AREA`` pixels under a kernel wider than 1x1 by :func:`conv_matrix` on
-    every path."""
+    at most ``SMALL_MAP_MAX_AREA`` pixels under a kernel wider than 1x1 by :func:`conv_small_map`
+    on every path."""
     fn: Callable = conv_same_matmul if resolve_impl(impl) == "matmul" else conv_same_xla
     b, h, w, _ = x.shape
-    if h * w <= TOEPLITZ_MAX_AREA and kernel.shape[0] * kernel.shape[1] > 1:
-        return (x.reshape(b, -1) @ conv_matrix(kernel, h, w)).reshape(b, h, w, kernel.shape[-1])
+    if h * w <= SMALL_MAP_MAX_AREA and kernel.shape[0] * kernel.shape[1] > 1:
+        return conv_small_map(x, kernel)
     return fn(x, kernel)
 
 

@@ -29,7 +29,17 @@ from ebmjax.errors import ConfigError
 from ebmjax.models.conv import Conv
 from ebmjax.models.resnet import mean_pool_2x2, torch_uniform_init
 
-ACTIVATIONS = {"swish": nn.swish, "lrelu": lambda x: nn.leaky_relu(x, 0.2)}
+
+def swish(x: jax.Array) -> jax.Array:
+    """swish(x) = x sigmoid(x) (SiLU), written as x (1 + tanh(x / 2)) / 2, the same function: XLA:CPU
+    computes it, and the first and second derivatives MDSM's loss takes of it, with a tanh where
+    ``nn.swish``'s 1 / (1 + exp(-x)) costs an exp and a division: the five-level MNIST U-Net trains
+    6% faster (``python -m ebmjax.bench --config configs/mdsm_mnist.py --what train``: 183 against
+    172 img/s, three alternating runs each). Agrees with x sigmoid(x) to float32 rounding."""
+    return x * (0.5 + 0.5 * jnp.tanh(0.5 * x))
+
+
+ACTIVATIONS = {"swish": swish, "lrelu": lambda x: nn.leaky_relu(x, 0.2)}
 
 
 def conv_act(h: jax.Array, features: int, act: Any, *, dtype: Any, impl: str, name: str) -> jax.Array:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from ebmjax.errors import ConfigError
 from ebmjax.models.conv import Conv, conv_same, conv_same_upsampled
-from ebmjax.models.convnet import conv_act, conv_pair
+from ebmjax.models.convnet import conv_act, conv_pair, swish
 from ebmjax.models.resnet import mean_pool_2x2, torch_uniform_init
 
 
@@ -81,11 +81,11 @@ class UNetEnergy(nn.Module):
         for i, c in enumerate(self.widths):
             if i:
                 h = mean_pool_2x2(h)
-            h = conv_pair(h, c, nn.swish, dtype=self.dtype, impl=self.conv, name=f"down{i}")
+            h = conv_pair(h, c, swish, dtype=self.dtype, impl=self.conv, name=f"down{i}")
             skips.append(h)
         for i in range(len(self.widths) - 2, -1, -1):
-            h = nn.swish(UpConcatConv(self.widths[i], dtype=self.dtype, impl=self.conv, name=f"up{i}_0")(h, skips[i]))
-            h = conv_act(h, self.widths[i], nn.swish, dtype=self.dtype, impl=self.conv, name=f"up{i}_1")
+            h = swish(UpConcatConv(self.widths[i], dtype=self.dtype, impl=self.conv, name=f"up{i}_0")(h, skips[i]))
+            h = conv_act(h, self.widths[i], swish, dtype=self.dtype, impl=self.conv, name=f"up{i}_1")
         u = Conv(x.shape[-1], (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros,
                  bias_init=nn.initializers.zeros, impl=self.conv, name="out")(h)
         r = (x.astype(jnp.float32) - u.astype(jnp.float32)).reshape(x.shape[0], -1)
