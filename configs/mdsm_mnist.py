@@ -7,16 +7,18 @@ ResNet (--config.model.name=mdsm_resnet, width 16 below) needs several times the
 clipped to norm 100 before Adam: unclipped, one training seed of this network spiked (loss 1,873 at
 step 350, 1,329 at 850) and stalled at a loss of 42 where the clipped run reached 27.
 
-Sized for 2 CPU cores: the convolutions run as XLA convolutions (model.conv = "xla", the 2x2 level as
-one dense product) on 4 virtual CPU devices, and the sampler runs its chains as straight-line pieces
+Sized for 2 CPU cores: the convolutions run as XLA convolutions (model.conv = "xla"; the 2x2 level by
+ebmjax.models.conv.conv_small_map, products over its kernel taps) on 4 virtual CPU devices, and the sampler runs its chains as straight-line pieces
 of 10 steps (sample.unroll_steps), which XLA:CPU runs several times faster than a loop. The paper's
 settings (Res12 d=64, lr 1e-4, 100k steps on tfds mnist) are configs/mdsm_mnist_tfds.py.
 
 Measured (3,000 steps, 200 samples a draw, judged by scripts/mnist_quality.py; held-out digits:
-0.856): training seed 1 (--config.seed=1), clipped, 0.660, 0.625 and 0.535 (three draws, mean
-0.607), label entropy 0.966-0.982, nn ratio 1.08-1.13, FD 3.8-4.5; unclipped, training seed 0, 0.665 and
-0.625, label entropy 0.975-0.980, nn ratio 1.10, FD 3.7-4.3. Train + sample: 51 minutes alone on a
-middling day of a 2-core Intel Xeon VM (44.7 of training at 1.1-1.2 steps/s, 6.2 of sampling).
+0.856): training seed 1 (--config.seed=1), clipped, 0.620, 0.615 and 0.640 (three draws, mean
+0.625), label entropy 0.958-0.986, nn ratio 1.09-1.14, FD 3.8-4.5, in 43.6 minutes train + sample
+alone on a middling day of a 2-core Intel Xeon VM (37.7 of training at 1.3-1.4 steps/s, 5.8 of
+sampling). With the code before this version's faster convolutions and swish (the same function
+to float rounding): the same seed 0.660, 0.625 and 0.535 (mean 0.607) in 51 minutes; unclipped,
+training seed 0, 0.665 and 0.625, label entropy 0.975-0.980, nn ratio 1.10, FD 3.7-4.3.
 Four levels (--config.model.widths=16,32,64,128), about 0.7 of the time, drew 0.305-0.62 by
 training seed (means 0.42 and 0.58 of three draws unclipped, 0.50 and 0.51 clipped; loss 27-31).
 Started at T = 100 (--config.mdsm.t_max=100) the four-level models drew fewer classes (label
