@@ -199,6 +199,20 @@ def test_compile_only_reports_memory_without_timing():
     assert rec["compiled_memory_bytes"] > 0 and rec["gflop_per_img_step"] > 0
 
 
+def test_profile_dir_records_xla_operations_not_python_calls(tmp_path):
+    """--profile-dir writes a trace of the timed calls whose events are XLA's operations (a fusion or
+    a dot of the compiled step), with the Python tracer off so Python calls do not crowd them out."""
+    import gzip
+
+    assert bench.run(["--config", TOY, "--what", "train", *TINY, "--profile-dir", str(tmp_path)],
+                     out=io.StringIO()) == 0
+    (trace,) = tmp_path.glob("plugins/profile/*/*.trace.json.gz")
+    events = [e for e in json.load(gzip.open(trace))["traceEvents"] if e.get("ph") == "X"]
+    names = {e["name"] for e in events}
+    assert any("fusion" in n or n.startswith("dot") for n in names), sorted(names)[:20]
+    assert not any(n.startswith("$") or ".py:" in n for n in names), [n for n in names if ".py:" in n][:5]
+
+
 @pytest.mark.slow  # about 39 s on 2 CPU cores; the whole suite (CI) runs it
 def test_train_bench_times_other_methods_in_their_last_phase():
     """CF-EBM (per_stage: networks initialised from each other, phases = stages) times its last stage;

@@ -696,7 +696,11 @@ def run(argv: Sequence[str], out=None) -> int:
         dtypes = _split(args.dtype, DTYPES, "--dtype") if args.dtype else [cfg.model.dtype]
         shape = _parse_shape(args.shape) if args.shape else data.example_shape(cfg.data)
         if args.profile_dir:
-            jax.profiler.start_trace(args.profile_dir)
+            # XLA's operations only: the Python tracer fills the trace's million events with Python
+            # calls before a training step of a U-Net has run twice
+            options = jax.profiler.ProfileOptions()
+            options.python_tracer_level = 0
+            jax.profiler.start_trace(args.profile_dir, profiler_options=options)
         try:
             for what in whats:
                 for dtype in (dtypes if what != "precision" else ["-"]):
