@@ -468,7 +468,7 @@ def test_swish_is_x_sigmoid_x_to_its_second_derivative():
     x = np.linspace(-30.0, 30.0, 2001)
     s = 1.0 / (1.0 + np.exp(-x))
     want = [x * s, s + x * s * (1 - s), s * (1 - s) * (2 + x * (1 - 2 * s))]
-    d1 = jax.grad(lambda v: swish(v))
+    d1 = jax.grad(swish)
     got = [swish(jnp.asarray(x, jnp.float32)), jax.vmap(d1)(jnp.asarray(x, jnp.float32)),
            jax.vmap(jax.grad(d1))(jnp.asarray(x, jnp.float32))]
     for g, w in zip(got, want):  # float32 rounding: nn.swish's own errors are up to 2e-6 here

@@ -45,18 +45,21 @@ SMALL_MAP_MAX_AREA = 4
 
 
 @functools.lru_cache(maxsize=64)
-def _tap_selection(h: int, w: int, kh: int, kw: int, up: int) -> np.ndarray:
-    """S (h w, up h up w, kh kw), 0/1: S[p, q, t] = 1 where tap t of a stride-1 'same' kh x kw
-    convolution of an h x w map up-sampled ``up`` times (nearest) reads, for output pixel q, a pixel
-    copied from input pixel p. Pixels row-major; taps row-major."""
-    s = np.zeros((h * w, up * h * up * w, kh * kw), np.float32)
+def _tap_selection(h: int, w: int, kh: int, kw: int, up: int) -> tuple[tuple[int, ...], np.ndarray]:
+    """For a stride-1 'same' kh x kw convolution of an h x w map up-sampled ``up`` times (nearest):
+    the kernel taps (row-major) that reach some output pixel, and the 0/1 matrix S (h w taps,
+    up h up w) with S[(p, t), q] = 1 where tap t reads, for output pixel q, a pixel copied from input
+    pixel p. Pixels row-major. Cached per shape; the matrix is read-only."""
+    s = np.zeros((h * w, kh * kw, up * h * up * w), np.float32)
     top, left = (kh - 1) // 2, (kw - 1) // 2
     for oi, oj, di, dj in itertools.product(range(up * h), range(up * w), range(kh), range(kw)):
         ii, ij = oi + di - top, oj + dj - left
         if 0 <= ii < up * h and 0 <= ij < up * w:
-            s[(ii // up) * w + ij // up, oi * up * w + oj, di * kw + dj] = 1.0
-    s.setflags(write=False)  # cached: shared by every call
-    return s
+            s[(ii // up) * w + ij // up, di * kw + dj, oi * up * w + oj] = 1.0
+    taps = tuple(int(t) for t in np.flatnonzero(s.any(axis=(0, 2))))  # a 1x1 map: the centre tap only
+    sel = np.ascontiguousarray(s[:, list(taps)].reshape(h * w * len(taps), -1))
+    sel.setflags(write=False)
+    return taps, sel
 
 
 def conv_small_map(x: jax.Array, kernel: jax.Array, up: int = 1) -> jax.Array:
@@ -65,13 +68,11 @@ def conv_small_map(x: jax.Array, kernel: jax.Array, up: int = 1) -> jax.Array:
 
     Every input pixel is multiplied by every kernel tap that reaches an output pixel from it (one
     product, (B h w, C_in) x (C_in, taps C_out)), and each output pixel sums its products through the
-    constant 0/1 :func:`_tap_selection`: no convolution primitive, no padding, no up-sampled copy,
-    and no matrix built from the kernel."""
+    constant 0/1 matrix of :func:`_tap_selection`: no convolution primitive, no padding, no
+    up-sampled copy, and no matrix built from the kernel."""
     b, h, w, cin = x.shape
     kh, kw, _, cout = kernel.shape
-    sel = _tap_selection(h, w, kh, kw, up)  # (pixels, outputs, taps)
-    taps = np.flatnonzero(sel.any(axis=(0, 1)))  # on a 1x1 map only the centre tap reaches
-    sel = sel[:, :, taps].transpose(0, 2, 1).reshape(h * w * len(taps), -1)  # (pixel tap, outputs)
+    taps, sel = _tap_selection(h, w, kh, kw, up)
     k = kernel.reshape(kh * kw, cin, cout)
     if len(taps) < kh * kw:
         k = jnp.stack([k[t] for t in taps])  # static slices: no gather, nor a scatter in the gradient
