@@ -12,8 +12,11 @@ by scripts/mnist_quality.py; held-out digits 0.856): recognised 0.417, label ent
 1.28, FD in the judge's features 4.4, 12.4 minutes train + sample on 2 CPU cores. Longer is worse:
 with --config.train.steps=5000 the energy separates data from chains by step 900 (energies at the
 penalty's optimum, -0.5 and +0.5) and the generator collapses onto one digit (a single 2: 0.950
-recognised, label entropy 0.000, nn ratio 1.97, FD 87.8; 26.7 minutes). Time and figures of
-the current commit: docs/results.md; pictures: docs/mnist.md.
+recognised, label entropy 0.000, nn ratio 1.97, FD 87.8; 26.7 minutes). The persistent
+recipe's network does not help either (--config.data.pad=2 --config.model.widths=16,32,64
+--config.coop.grad_l2=0.05): 0.403 at step 1,000, then 0.387 and 0.360 as its energies separated
+(0.74 steps/s on a 2-core AMD EPYC; docs/mnist.md). Time and figures of the current commit:
+docs/results.md; pictures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/coop_mnist.py --workdir runs/coop_mnist
     python scripts/mnist_quality.py runs/coop_mnist/samples/samples.npz

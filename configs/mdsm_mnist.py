@@ -16,8 +16,10 @@ Measured (3,000 steps, 200 samples a draw, judged by scripts/mnist_quality.py; h
 0.856): training seed 1 (--config.seed=1), clipped, 0.620, 0.615 and 0.640 (three draws, mean
 0.625), label entropy 0.958-0.986, nn ratio 1.09-1.14, FD 3.8-4.5, in 43.6 minutes train + sample
 alone on a middling day of a 2-core Intel Xeon VM (37.7 of training at 1.3-1.4 steps/s, 5.8 of
-sampling). With the code before this version's faster convolutions and swish (the same function
-to float rounding): the same seed 0.660, 0.625 and 0.535 (mean 0.607) in 51 minutes; unclipped,
+sampling); training seed 0 (the results page's run), 0.645, label entropy 0.982, nn ratio 1.09,
+FD 3.7, in 47.5 minutes on a 2-core AMD EPYC VM. With the code before this version's faster
+convolutions and swish (the same function to float rounding): training seed 1 0.660, 0.625 and
+0.535 (mean 0.607) in 51 minutes; unclipped,
 training seed 0, 0.665 and 0.625, label entropy 0.975-0.980, nn ratio 1.10, FD 3.7-4.3.
 Four levels (--config.model.widths=16,32,64,128), about 0.7 of the time, drew 0.305-0.62 by
 training seed (means 0.42 and 0.58 of three draws unclipped, 0.50 and 0.51 clipped; loss 27-31).
