@@ -434,9 +434,10 @@ def test_unet_energy_is_the_scaled_residual_and_meets_the_mdsm_optimum():
     assert count_params(params) == (9 * 4 + 4) + (9 * 16 + 4) + (9 * 32 + 8) + (9 * 64 + 8) \
         + (9 * 48 + 4) + (9 * 16 + 4) + (4 + 1)
     x = jax.random.uniform(jax.random.key(1), (3, 8, 8, 1))
-    energy = lambda p, v: net.apply(p, v)  # noqa: E731
+    # Compiled, as a user's training step would be: op by op, the double back-prop below took 9 s.
+    energy = jax.jit(net.apply)
     np.testing.assert_allclose(energy(params, x), jnp.sum(x**2, axis=(1, 2, 3)) / 0.02, rtol=1e-6)
-    np.testing.assert_allclose(score(lambda v: energy(params, v), x), x / 0.01, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(lambda v: score(lambda u: net.apply(params, u), v))(x), x / 0.01, rtol=1e-5)
 
     b = 0.3
     const = jax.tree.map(lambda a: a, params)
@@ -444,11 +445,12 @@ def test_unet_energy_is_the_scaled_residual_and_meets_the_mdsm_optimum():
     np.testing.assert_allclose(energy(const, x), jnp.sum((x - b) ** 2, axis=(1, 2, 3)) / 0.02, rtol=1e-5)
     data = jnp.full((16, 8, 8, 1), b)
     sigmas = jnp.geomspace(0.1, 3.0, 16)
-    loss = lambda p: mdsm_loss(lambda v: energy(p, v), data, jax.random.key(2), sigmas, sigma0=0.1)  # noqa: E731
-    value, grads = jax.value_and_grad(loss)(const)
+    loss = lambda p: mdsm_loss(lambda v: net.apply(p, v), data, jax.random.key(2), sigmas, sigma0=0.1)  # noqa: E731
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    value, grads = value_and_grad(const)
     assert float(value) < 1e-8
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) < 1e-4
-    assert float(loss(params)) > 1.0  # U = 0 is no denoiser of these data
+    assert float(value_and_grad(params)[0]) > 1.0  # U = 0 is no denoiser of these data
 
     with pytest.raises(ConfigError, match="multiples of 2"):
         net.apply(params, jnp.zeros((1, 7, 7, 1)))
@@ -497,8 +499,10 @@ def test_a_convolution_of_an_up_sampled_map_is_computed_on_the_small_map(impl):
         assert got.shape == (2, 2 * h, 2 * w, 6)
         np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
         c = jax.random.normal(jax.random.key(2), got.shape)  # a random cotangent
-        fast = jax.grad(lambda x, k: jnp.sum(c * conv_same_upsampled(x, k, impl)), argnums=(0, 1))(x, k)
-        slow = jax.grad(lambda x, k: jnp.sum(c * conv_same(ops.upsample(x, 2), k, impl)), argnums=(0, 1))(x, k)
+        # Compiled: op by op, each shape's gradients took seconds.
+        fast = jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv_same_upsampled(x, k, impl)), argnums=(0, 1)))(x, k)
+        slow = jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv_same(ops.upsample(x, 2), k, impl)),
+                                argnums=(0, 1)))(x, k)
         for a, b in zip(fast, slow):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
         prims = str(jax.make_jaxpr(lambda x: conv_same_upsampled(x, k, impl))(x))
@@ -528,8 +532,8 @@ def test_convolutions_of_maps_of_at_most_four_pixels_need_no_convolution_primiti
                             np.asarray(k, np.float64).transpose(3, 2, 0, 1), None).transpose(0, 2, 3, 1)
         np.testing.assert_allclose(conv_same(x, k, impl), want, rtol=1e-5, atol=1e-4)
         c = jax.random.normal(jax.random.key(3), want.shape)  # a random cotangent
-        got = jax.grad(lambda x, k: jnp.sum(c * conv_same(x, k, impl)), argnums=(0, 1))(x, k)
-        ref = jax.grad(lambda x, k: jnp.sum(c * conv_same_xla(x, k)), argnums=(0, 1))(x, k)
+        got = jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv_same(x, k, impl)), argnums=(0, 1)))(x, k)
+        ref = jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv_same_xla(x, k)), argnums=(0, 1)))(x, k)
         for a, b in zip(got, ref):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
         prims = str(jax.make_jaxpr(lambda x: conv_same(x, k, impl))(x))
