@@ -17,7 +17,10 @@ Measured (3,000 steps, 200 samples a draw, judged by scripts/mnist_quality.py; h
 0.625), label entropy 0.958-0.986, nn ratio 1.09-1.14, FD 3.8-4.5, in 43.6 minutes train + sample
 alone on a middling day of a 2-core Intel Xeon VM (37.7 of training at 1.3-1.4 steps/s, 5.8 of
 sampling); training seed 0 (the results page's run), 0.645, label entropy 0.982, nn ratio 1.09,
-FD 3.7, in 47.5 minutes on a 2-core AMD EPYC VM. With the code before this version's faster
+FD 3.7, in 47.5 minutes on a 2-core AMD EPYC VM; its weights sampled with the paper's 2,700
+annealed steps (--config.mdsm.n_hot=500 --config.mdsm.n_anneal=2000 --config.mdsm.n_cool=200)
+0.665 and 0.655 on two draws that score 0.645 and 0.645 with these 1,200, in 14.4 minutes per
+200 samples against 6.0-6.2, so the recipe keeps 1,200. With the code before this version's faster
 convolutions and swish (the same function to float rounding): training seed 1 0.660, 0.625 and
 0.535 (mean 0.607) in 51 minutes; unclipped,
 training seed 0, 0.665 and 0.625, label entropy 0.975-0.980, nn ratio 1.10, FD 3.7-4.3.
