@@ -93,7 +93,7 @@ def _digits_cfg(**coop):
 
 
 def _grads_of(method, params, metric, batch, key):
-    return jax.grad(lambda p: method.loss(p, (), batch, key, jnp.int32(0))[1][1][metric])(params)
+    return jax.jit(jax.grad(lambda p: method.loss(p, (), batch, key, jnp.int32(0))[1][1][metric]))(params)
 
 
 def _norm(tree):
@@ -114,7 +114,8 @@ def test_energy_and_generator_losses_touch_disjoint_parameters(coop):
     assert _norm(g_energy["generator"]) == 0.0 and _norm(g_energy["energy"]) > 0
     assert _norm(g_gen["energy"]) == 0.0 and _norm(g_gen["generator"]) > 0
     # The shared step's one gradient of the sum is the two parts side by side.
-    (value, (_, metrics)), g = jax.value_and_grad(method.loss, has_aux=True)(params, (), batch, key, jnp.int32(0))
+    (value, (_, metrics)), g = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(params, (), batch, key,
+                                                                                    jnp.int32(0))
     np.testing.assert_allclose(value, metrics["energy_loss"] + metrics["gen_loss"], rtol=1e-6)
     for name, part in (("energy", g_energy), ("generator", g_gen)):
         for a, b in zip(jax.tree.leaves(g[name]), jax.tree.leaves(part[name])):
