@@ -478,6 +478,12 @@ def test_swish_is_x_sigmoid_x_to_its_second_derivative():
     assert ACTIVATIONS["swish"] is swish
 
 
+def _grads_along(c, conv, x, k):
+    """The gradients (input, kernel) of sum(c * conv(x, k)), i.e. conv's VJP with cotangent c, compiled
+    (op by op, each shape's gradients took seconds)."""
+    return jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv(x, k)), argnums=(0, 1)))(x, k)
+
+
 @pytest.mark.parametrize("impl", ["xla", "matmul"])
 def test_a_convolution_of_an_up_sampled_map_is_computed_on_the_small_map(impl):
     """conv_same_upsampled(x, k) is the 3x3 'same' convolution of x up-sampled 2x (nearest), checked
@@ -499,10 +505,8 @@ def test_a_convolution_of_an_up_sampled_map_is_computed_on_the_small_map(impl):
         assert got.shape == (2, 2 * h, 2 * w, 6)
         np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
         c = jax.random.normal(jax.random.key(2), got.shape)  # a random cotangent
-        # Compiled: op by op, each shape's gradients took seconds.
-        fast = jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv_same_upsampled(x, k, impl)), argnums=(0, 1)))(x, k)
-        slow = jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv_same(ops.upsample(x, 2), k, impl)),
-                                argnums=(0, 1)))(x, k)
+        fast = _grads_along(c, lambda x, k: conv_same_upsampled(x, k, impl), x, k)
+        slow = _grads_along(c, lambda x, k: conv_same(ops.upsample(x, 2), k, impl), x, k)
         for a, b in zip(fast, slow):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
         prims = str(jax.make_jaxpr(lambda x: conv_same_upsampled(x, k, impl))(x))
@@ -532,8 +536,8 @@ def test_convolutions_of_maps_of_at_most_four_pixels_need_no_convolution_primiti
                             np.asarray(k, np.float64).transpose(3, 2, 0, 1), None).transpose(0, 2, 3, 1)
         np.testing.assert_allclose(conv_same(x, k, impl), want, rtol=1e-5, atol=1e-4)
         c = jax.random.normal(jax.random.key(3), want.shape)  # a random cotangent
-        got = jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv_same(x, k, impl)), argnums=(0, 1)))(x, k)
-        ref = jax.jit(jax.grad(lambda x, k: jnp.sum(c * conv_same_xla(x, k)), argnums=(0, 1)))(x, k)
+        got = _grads_along(c, lambda x, k: conv_same(x, k, impl), x, k)
+        ref = _grads_along(c, conv_same_xla, x, k)
         for a, b in zip(got, ref):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
         prims = str(jax.make_jaxpr(lambda x: conv_same(x, k, impl))(x))
