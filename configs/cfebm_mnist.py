@@ -12,7 +12,9 @@ from step 600. Adam (betas 0.5, 0.999), 1e-3 at every stage (cfebm_digits'), con
 runs at about 0.6 steps/s). Measured (seed 0, 300 samples, judged by scripts/mnist_quality.py;
 held-out digits 0.856): recognised 0.217, label entropy 0.976, nn ratio 1.33, FD in the judge's
 features 7.1, 17.8 minutes train + sample on 2 CPU cores (0.160 before the per_stage learning-rate
-fix, docs/cfebm.md). Time and figures of the current commit: docs/results.md.
+fix, docs/cfebm.md). With phases half as long (--config.cfebm.phase_images=4800: 775 of the 1,000
+steps at 32x32 against 550): 0.207, FD 6.2, in 48.6 minutes on a slower 2-core VM; not adopted.
+Time and figures of the current commit: docs/results.md.
 Figures: docs/mnist.md.
 
     python -m ebmjax.main --config configs/cfebm_mnist.py --workdir runs/cfebm_mnist
