@@ -12,7 +12,8 @@ Measured (seed 0, 2 CPU cores, 200 samples judged by scripts/mnist_quality.py): 
 label entropy 0.977, nn ratio 1.25, FD in the judge's features 4.9 (held-out digits: 0.856, 1.000,
 1.00, 0), 20.9 minutes train + sample. With the digits' two stages at 28x28: 0.220, 0.972, 1.37, FD
 6.1 in about 31 minutes. With pcd_mnist's input-gradient penalty (--config.ml.grad_l2=0.05): 0.255,
-0.992, 1.28, FD 5.0, so it is not used here. Figures and pictures: docs/mnist.md and docs/results.md.
+0.992, 1.28, FD 5.0, so it is not used here. With 60-step chains over 1,000 steps (the same
+chain steps in all): 0.295 and 0.315 on two draws, in 43.8 minutes on a slower VM; not adopted. Figures and pictures: docs/mnist.md and docs/results.md.
 
     python -m ebmjax.main --config configs/ml_mnist.py --workdir runs/ml_mnist
     python scripts/mnist_quality.py runs/ml_mnist/samples/samples.npz
