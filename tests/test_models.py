@@ -544,6 +544,66 @@ def test_convolutions_of_maps_of_at_most_four_pixels_need_no_convolution_primiti
         assert ("conv_general_dilated" in prims) == (h * w > 4 and impl == "xla"), (h, w, impl)
 
 
+@pytest.mark.parametrize("impl", ["xla", "matmul"])
+def test_a_strided_convolution_computes_only_the_pixels_it_keeps(impl):
+    """conv_same(x, k, impl, stride=s) is the stride-1 'same' convolution read at every s-th pixel
+    (the NumPy reference sliced [::s, ::s]) on odd and even sides, 1x1 and 3x3 kernels and maps of
+    one to four pixels, with the gradients of the sliced form; and it computes only those outputs:
+    the product has B ceil(H/s) ceil(W/s) rows, XLA's convolution the stride."""
+    from ebmjax.models.conv import conv_same
+
+    for (h, w), ks, s in [((7, 7), 3, 2), ((8, 6), 3, 2), ((9, 10), 3, 3), ((5, 5), 1, 2), ((4, 4), 3, 2),
+                          ((2, 2), 3, 2), ((1, 1), 3, 2)]:
+        k = jax.random.normal(jax.random.key(ks), (ks, ks, 3, 5))
+        x = jax.random.normal(jax.random.key(10 * h + w), (2, h, w, 3))
+        full = np_conv_same(np.asarray(x, np.float64).transpose(0, 3, 1, 2),
+                            np.asarray(k, np.float64).transpose(3, 2, 0, 1), None).transpose(0, 2, 3, 1)
+        got = conv_same(x, k, impl, stride=s)
+        assert got.shape == (2, -(-h // s), -(-w // s), 5)
+        np.testing.assert_allclose(got, full[:, ::s, ::s], rtol=1e-5, atol=1e-4)
+        c = jax.random.normal(jax.random.key(4), got.shape)  # a random cotangent
+        fast = _grads_along(c, lambda x, k: conv_same(x, k, impl, stride=s), x, k)
+        slow = _grads_along(c, lambda x, k: conv_same(x, k, impl)[:, ::s, ::s], x, k)
+        for a, b in zip(fast, slow):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+        if h * w > 4 and ks > 1:
+            eqns = jax.make_jaxpr(lambda x: conv_same(x, k, impl, stride=s))(x).eqns
+            if impl == "xla":
+                (conv,) = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
+                assert tuple(conv.params["window_strides"]) == (s, s)
+            else:
+                (dot,) = [e for e in eqns if e.primitive.name == "dot_general"]
+                assert dot.invars[0].aval.shape[0] == 2 * (-(-h // s)) * (-(-w // s))
+    with pytest.raises(ConfigError, match="stride"):
+        conv_same(x, k, impl, stride=0)
+
+
+def test_the_grid_energy_is_the_stride_one_network_read_at_every_other_pixel():
+    """GridEnergy's strided layers (computed only where they are read) give the energy of the
+    network written with stride-1 convolutions sliced [::2, ::2] after each strided layer, in NumPy:
+    28 -> 14 -> 7 -> 4 over three strided layers, then a fourth layer unstrided; and the benchmark's
+    FLOP count counts the outputs computed, not the stride-1 map's."""
+    from ebmjax.apps.bench import forward_flops
+
+    net = GridEnergy(widths=(4, 8, 8, 6), kernel=3, strided=3)
+    params = init_params(net, jax.random.key(0), (28, 28, 1))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves)])
+    x = jax.random.uniform(jax.random.key(2), (3, 28, 28, 1))
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)["params"]
+    h = np.asarray(x, np.float64).transpose(0, 3, 1, 2)
+    for i in range(4):
+        h = np_conv_same(h, p[f"conv{i}"]["kernel"].transpose(3, 2, 0, 1), p[f"conv{i}"]["bias"])
+        h = h[:, :, ::2, ::2] if i < 3 else h
+        h = np.where(h > 0, h, 0.2 * h)
+    flat = h.transpose(0, 2, 3, 1).reshape(3, -1)
+    want = flat @ p["out"]["kernel"][:, 0] + p["out"]["bias"][0]
+    np.testing.assert_allclose(net.apply(params, x), want, rtol=1e-5, atol=1e-4)
+    macs = 14 * 14 * 9 * 4 + 7 * 7 * 9 * 4 * 8 + 4 * 4 * 9 * 8 * 8 + 4 * 4 * 9 * 8 * 6 + 4 * 4 * 6
+    assert forward_flops(net, (28, 28, 1)) == 2 * macs
+
+
 @pytest.mark.parametrize("name", ["unet", "mdsm_resnet"])
 def test_the_pytorch_twins_compute_the_same_energies_and_scores(name):
     """``--compare-torch`` times ebmjax against ``torch_twin``: the same network with the same weights

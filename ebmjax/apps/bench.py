@@ -81,11 +81,13 @@ class LayerCost:
     macs_valid: int
 
 
-def _valid_taps(size: int, kernel: int, padding: Any) -> int:
-    """Kernel taps inside the input, summed over the output positions of one stride-1 axis."""
+def _valid_taps(size: int, kernel: int, padding: Any, stride: int = 1) -> int:
+    """Kernel taps inside the input, summed over the output positions of one axis: ``size`` is the
+    output's for a stride-1 or VALID convolution, the input's for a 'same' one read at every
+    ``stride``-th pixel (ebmjax.models.conv.Conv)."""
     if padding == "SAME":
         lo = (kernel - 1) // 2
-        return sum(sum(1 for t in range(kernel) if 0 <= o - lo + t < size) for o in range(size))
+        return sum(sum(1 for t in range(kernel) if 0 <= o - lo + t < size) for o in range(0, size, stride))
     return size * kernel  # VALID: every tap of every output position is inside the input
 
 
@@ -94,7 +96,8 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
 
     Found from the module structure by intercepting the layers' calls while tracing ``model.init``
     on an abstract input of shape (1, *example_shape): no arrays are allocated, so this is cheap
-    even for Res18. Convolutions must have stride 1 and no dilation (all ebmjax models do).
+    even for Res18. ``nn.Conv`` layers must have stride 1 and no dilation (all ebmjax models' do);
+    ebmjax's own ``Conv`` may be strided.
     """
     costs: list[LayerCost] = []
 
@@ -109,20 +112,22 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
             m = int(x.shape[-1]) * int(out.shape[-1])
             costs.append(LayerCost(path, "dense", m, m))
             return out
+        stride = 1
         if isinstance(module, nn.Conv):
             strides, dilation = module.strides or 1, module.kernel_dilation or 1
             if any(s != 1 for s in np.atleast_1d(strides)) or any(d != 1 for d in np.atleast_1d(dilation)):
-                raise ConfigError(f"layer_costs counts stride-1, undilated convolutions only; {path} is not.")
+                raise ConfigError(f"layer_costs counts stride-1, undilated nn.Conv layers only; {path} is not.")
             padding = module.padding
-        else:  # ebmjax.models.conv.Conv, UpConcatConv: stride 1, 'same' padding
-            padding = "SAME"
+        else:  # ebmjax.models.conv.Conv ('same', read at every strides-th pixel), UpConcatConv (stride 1)
+            padding, stride = "SAME", getattr(module, "strides", 1)
         # The kernel the layer holds, (*window, C_in per group, C_out), says what one output pixel
         # costs, whatever the layer's inputs (UpConcatConv's are two maps read as one).
         *kernel, c_in, c_out = (int(n) for n in module.get_variable("params", "kernel").shape)
         spatial = tuple(int(s) for s in out.shape[1:-1])
         per_tap = c_in * c_out
         dense_taps = math.prod(spatial) * math.prod(kernel)
-        valid_taps = math.prod(_valid_taps(s, k, padding) for s, k in zip(spatial, kernel))
+        sizes = spatial if stride == 1 else tuple(int(s) for s in x.shape[1:-1])
+        valid_taps = math.prod(_valid_taps(s, k, padding, stride) for s, k in zip(sizes, kernel))
         costs.append(LayerCost(path, "conv", dense_taps * per_tap, valid_taps * per_tap))
         return out
 

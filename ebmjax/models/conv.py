@@ -1,4 +1,4 @@
-"""Stride-1 "same" convolutions computed as matrix products, for CPUs.
+""""Same" convolutions computed as matrix products, for CPUs.
 
 XLA's CPU backend runs ``lax.conv_general_dilated`` (and the transposed convolutions of its
 gradients) far below the speed of its matrix multiply: on the digits demo's network a Langevin step
@@ -8,6 +8,11 @@ near the machine's peak, so on a CPU :class:`Conv` computes
 - a 1x1 kernel as one product over channels;
 - anything larger by im2col: the k x k shifted copies of the zero-padded input side by side on the
   channel axis, times the kernel reshaped to (k k C_in, C_out).
+
+A strided convolution here is the 'same' convolution read at every s-th pixel, and only those
+outputs are computed (the copies are taken at every s-th pixel; XLA's convolution gets the
+stride-1 padding and the stride): the multigrid energies' strided layers once computed every
+pixel and dropped three in four.
 
 Elsewhere (GPU, TPU) it calls ``lax.conv_general_dilated``, which cuDNN and the TPU compiler run
 well. On every path, a map of at most ``SMALL_MAP_MAX_AREA`` pixels (the 2x2 and 1x1 maps at the
@@ -82,27 +87,34 @@ def conv_small_map(x: jax.Array, kernel: jax.Array, up: int = 1) -> jax.Array:
     return y.reshape(b, up * h, up * w, cout)
 
 
-def _im2col(x: jax.Array, kh: int, kw: int) -> jax.Array:
-    """(B, H, W, kh kw C): the kernel's shifted windows of the zero-padded x, tap-major."""
+def _im2col(x: jax.Array, kh: int, kw: int, stride: int = 1) -> jax.Array:
+    """(B, ceil(H / stride), ceil(W / stride), kh kw C): the kernel's shifted windows of the
+    zero-padded x at every ``stride``-th pixel, tap-major."""
     _, h, w, _ = x.shape
     top, left = (kh - 1) // 2, (kw - 1) // 2
     xp = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
-    return jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
+    return jnp.concatenate([xp[:, i:i + h:stride, j:j + w:stride, :] for i in range(kh) for j in range(kw)],
+                           axis=-1)
 
 
-def conv_same_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 'same' convolution of NHWC ``x`` with an HWIO ``kernel`` by matrix products."""
-    b, h, w, cin = x.shape
-    kh, kw, _, cout = kernel.shape
+def conv_same_matmul(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """'Same' convolution of NHWC ``x`` with an HWIO ``kernel`` by matrix products, read at every
+    ``stride``-th pixel (only those outputs are computed)."""
+    kh, kw, cin, cout = kernel.shape
     if kh == kw == 1:
-        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(b, h, w, cout)
-    cols = _im2col(x, kh, kw)
-    return (cols.reshape(b * h * w, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)).reshape(b, h, w, cout)
+        x = x[:, ::stride, ::stride]
+        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(*x.shape[:3], cout)
+    cols = _im2col(x, kh, kw, stride)
+    return (cols.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)).reshape(*cols.shape[:3], cout)
 
 
-def conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 'same' convolution by ``lax.conv_general_dilated`` (what ``nn.Conv`` runs)."""
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def conv_same_xla(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """'Same' convolution by ``lax.conv_general_dilated`` (stride 1: what ``nn.Conv`` runs), read at
+    every ``stride``-th pixel: the stride-1 padding, so output (i, j) is the stride-1 output
+    (stride i, stride j) (XLA's own "SAME" pads a strided convolution differently)."""
+    kh, kw = kernel.shape[:2]
+    pad = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 # For a 2x nearest up-sampling, row 2i + a of the up-sampled map is row i of the low-resolution one.
@@ -161,23 +173,28 @@ def resolve_impl(impl: str) -> str:
     return impl
 
 
-def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
-    """Stride-1 'same' convolution, NHWC input, HWIO kernel, by the path ``impl`` names; a map of
-    at most ``SMALL_MAP_MAX_AREA`` pixels under a kernel wider than 1x1 by :func:`conv_small_map`
-    on every path."""
+def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "auto", stride: int = 1) -> jax.Array:
+    """'Same' convolution, NHWC input, HWIO kernel, by the path ``impl`` names, read at every
+    ``stride``-th pixel: (B, H, W, C_in) -> (B, ceil(H / stride), ceil(W / stride), C_out), output
+    (i, j) the stride-1 output (stride i, stride j), and only those outputs computed. A map of at
+    most ``SMALL_MAP_MAX_AREA`` pixels under a kernel wider than 1x1 goes through
+    :func:`conv_small_map` on every path."""
+    if not (isinstance(stride, int) and stride >= 1):
+        raise ConfigError(f"a convolution's stride must be an integer >= 1, got {stride!r}.")
     fn: Callable = conv_same_matmul if resolve_impl(impl) == "matmul" else conv_same_xla
     b, h, w, _ = x.shape
     if h * w <= SMALL_MAP_MAX_AREA and kernel.shape[0] * kernel.shape[1] > 1:
-        return conv_small_map(x, kernel)
-    return fn(x, kernel)
+        return conv_small_map(x, kernel)[:, ::stride, ::stride]
+    return fn(x, kernel, stride)
 
 
 class Conv(nn.Module):
-    """A stride-1 'same' convolution with ``nn.Conv``'s parameters (``kernel`` HWIO, ``bias``).
+    """A 'same' convolution with ``nn.Conv``'s parameters (``kernel`` HWIO, ``bias``).
 
     ``kernel_init``/``bias_init`` as in ``nn.Conv``; parameters are float32, the computation runs in
     ``dtype``. ``impl``: "auto" (matrix products on a CPU, XLA's convolution elsewhere), "matmul" or
-    "xla". (B, H, W, C_in) -> (B, H, W, features).
+    "xla". ``strides`` s: the stride-1 convolution read at every s-th pixel, computed only there
+    (:func:`conv_same`). (B, H, W, C_in) -> (B, ceil(H / s), ceil(W / s), features).
     """
 
     features: int
@@ -187,12 +204,13 @@ class Conv(nn.Module):
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros_init()
     impl: str = "auto"
+    strides: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kh, kw = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
-        y = conv_same(x.astype(self.dtype), kernel.astype(self.dtype), self.impl)
+        y = conv_same(x.astype(self.dtype), kernel.astype(self.dtype), self.impl, self.strides)
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
             y = y + bias.astype(self.dtype)

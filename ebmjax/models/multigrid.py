@@ -21,9 +21,10 @@ convolution and runs it in training mode even while sampling, so an image's ener
 rest of its batch (real and synthetic batches normalised separately). Here there is no
 normalisation at all: an image's energy depends on that image alone, which the Langevin kernels
 need (``ebmjax.samplers.kernels``) and which makes sampling, restoration and evaluation independent
-of the batch size. A strided layer is a 'same' convolution read at every other pixel. Gao's 4x4 and
-16x16 nets stride their first layer only (``strided = 1``), the 64x64 net all four (``strided = 4``);
-its first-layer kernels are 5x5 (``kernel`` is one size for every layer here).
+of the batch size. A strided layer is a 'same' convolution read (and computed) at every other
+pixel. Gao's 4x4 and 16x16 nets stride their first layer only (``strided = 1``), the 64x64 net all
+four (``strided = 4``); its first-layer kernels are 5x5 (``kernel`` is one size for every layer
+here).
 """
 
 from __future__ import annotations
@@ -58,10 +59,9 @@ class GridEnergy(nn.Module):
         init = nn.initializers.xavier_uniform()
         h = x.astype(self.dtype)
         for i, c in enumerate(self.widths):
+            stride = 2 if i < self.strided and min(h.shape[1], h.shape[2]) >= self.stride_from else 1
             h = Conv(c, (self.kernel, self.kernel), dtype=self.dtype, kernel_init=init, impl=self.conv,
-                     name=f"conv{i}")(h)
-            if i < self.strided and min(h.shape[1], h.shape[2]) >= self.stride_from:
-                h = h[:, ::2, ::2]
+                     strides=stride, name=f"conv{i}")(h)
             h = nn.leaky_relu(h, 0.2)
         h = h.reshape(h.shape[0], -1).astype(jnp.promote_types(self.dtype, jnp.float32))
         e = nn.Dense(max(self.classes, 1), dtype=h.dtype, kernel_init=init, name="out")(h)
