@@ -14,7 +14,9 @@ steps. --mode sample runs training's 30 steps per grid (the digits recipe's 40 o
 Measured (seed 0, 300 samples, scripts/mnist_quality.py; held-out digits 0.856): recognised 0.653,
 label entropy 0.996, nn ratio 1.09, FD in the judge's features 3.2, 33.6 minutes train + sample on a
 slow 2-core Intel Xeon VM; two more draws from the same model (--mode sample --config.sample.seed=1,
-2): 0.600 and 0.603. With multigrid_mnist's four strided layers and 1,500 steps
+2): 0.600 and 0.603. Since the strided layers compute only the pixels they keep (commit 2e9ef40), the
+recipe run again: 0.630, 0.560 and 0.660 (mean 0.617, FD 3.0-3.1) in 22.6 minutes on a 2-core AMD
+EPYC VM that ran it at the Xeon's rate, tests beside it for part of that time. With multigrid_mnist's four strided layers and 1,500 steps
 (--config.multigrid.widths=32,64,128,256 --config.multigrid.strided_layers=4 --config.train.steps=1500):
 0.573, 0.610 and 0.553 on three draws (mean 0.579), FD 2.9-3.1, 34.2 minutes on the same VM. With
 two conv layers (32, 64; the first strided), sampled with 40 steps per

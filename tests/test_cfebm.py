@@ -43,6 +43,30 @@ def _cfg(**fields):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("impl", ["xla", "matmul"])
+def test_a_down_block_is_conv_swish_conv_pool_swish_plus_the_pooled_skip(impl):
+    """ResBlockDown (its second convolution and the pool after it computed as one, the skip pooled
+    first) is the original's block written out with stride-1 convolutions and a 2x2 mean pool:
+    (swish(pool(conv1(swish(conv0(h))))) + pool(skip(h))) / sqrt(2), swish(x) = x sigmoid(x) / 1.1."""
+    from ebmjax.models.cfebm import ResBlockDown
+    from ebmjax.models.conv import conv_same_xla
+
+    block = ResBlockDown(6, conv=impl)
+    h = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 6, 4))
+    v = block.init(jax.random.PRNGKey(1), h)
+    v = jax.tree.map(lambda a: a + 0.1, v)  # biases that are not zero
+    p = v["params"]
+
+    def conv(name, x):
+        return conv_same_xla(x, p[name]["kernel"]) + p[name]["bias"]
+
+    def act(x):
+        return x * jax.nn.sigmoid(x) / 1.1
+
+    want = (act(ops.downsample(conv("conv1", act(conv("conv0", h))), 2)) + ops.downsample(conv("skip", h), 2)) / np.sqrt(2)
+    np.testing.assert_allclose(block.apply(v, h), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow  # about 34 s on 2 CPU cores; the whole suite (CI) runs it
 def test_expand_block_at_alpha_0_is_the_old_network_on_the_downsampled_input_and_at_1_the_new_path():
     net = models.ExpandingEnergy(resolutions=(2, 4, 8), widths=(8, 6, 4), head_width=5)

@@ -25,6 +25,7 @@ from ebmjax.models import (
     res18,
     to_torch_state_dict,
 )
+from ebmjax.models.conv import Conv
 from ebmjax.models.resnet import mean_pool_2x2
 
 # ---------------------------------------------------------------------------------------------
@@ -576,6 +577,51 @@ def test_a_strided_convolution_computes_only_the_pixels_it_keeps(impl):
                 assert dot.invars[0].aval.shape[0] == 2 * (-(-h // s)) * (-(-w // s))
     with pytest.raises(ConfigError, match="stride"):
         conv_same(x, k, impl, stride=0)
+
+
+@pytest.mark.parametrize("impl", ["xla", "matmul"])
+def test_a_convolution_followed_by_a_mean_pool_is_one_convolution_at_the_pooled_pixels(impl):
+    """conv_same_pooled(x, k) is mean_pool_2x2 of the 'same' convolution (NumPy reference) for 1x1,
+    3x3 and 5x5 kernels on maps down to 2x2, with that form's gradients (input and kernel); a 3x3
+    kernel becomes one 4x4 kernel read at stride 2 (its taps the 3x3 kernel averaged over the pool's
+    four shifts), and Conv(pool=True) is that with a bias, its cost in the benchmark the products it
+    runs. Odd sides and even kernels are refused."""
+    from ebmjax.models.conv import conv_same, conv_same_pooled, pooled_conv_kernel
+
+    for (h, w), ks in [((8, 6), 3), ((4, 4), 3), ((2, 2), 3), ((6, 4), 1), ((10, 8), 5)]:
+        k = jax.random.normal(jax.random.key(ks), (ks, ks, 3, 5))
+        x = jax.random.normal(jax.random.key(10 * h + w), (2, h, w, 3))
+        full = np_conv_same(np.asarray(x, np.float64).transpose(0, 3, 1, 2),
+                            np.asarray(k, np.float64).transpose(3, 2, 0, 1), None)
+        want = np_pool(full).transpose(0, 2, 3, 1)
+        got = conv_same_pooled(x, k, impl)
+        assert got.shape == (2, h // 2, w // 2, 5)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+        c = jax.random.normal(jax.random.key(4), got.shape)  # a random cotangent
+        fast = _grads_along(c, lambda x, k: conv_same_pooled(x, k, impl), x, k)
+        slow = _grads_along(c, lambda x, k: mean_pool_2x2(conv_same(x, k, impl)), x, k)
+        for a, b in zip(fast, slow):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+    k = np.arange(9.0).reshape(3, 3, 1, 1)
+    want = np.zeros((4, 4))
+    for a in (0, 1):
+        for b in (0, 1):
+            want[a:a + 3, b:b + 3] += k[:, :, 0, 0] / 4
+    np.testing.assert_allclose(pooled_conv_kernel(jnp.asarray(k))[:, :, 0, 0], want)
+    conv = Conv(5, (3, 3), pool=True, impl=impl)
+    params = conv.init(jax.random.key(0), x)
+    params = jax.tree.map(lambda a: a + 0.5, params)  # a bias that is not zero
+    kernel, bias = params["params"]["kernel"], params["params"]["bias"]
+    np.testing.assert_allclose(conv.apply(params, x), mean_pool_2x2(conv_same(x, kernel, impl) + bias),
+                               rtol=1e-5, atol=1e-4)
+    # the benchmark counts the products run: 16 taps at each of the 4 x 3 pooled pixels
+    from ebmjax.apps.bench import layer_costs
+    (cost,) = layer_costs(conv, (8, 6, 3))
+    assert cost.macs == 4 * 3 * 16 * 3 * 5
+    with pytest.raises(ConfigError, match="even sides"):
+        conv_same_pooled(jnp.ones((1, 5, 4, 3)), k, impl)
+    with pytest.raises(ConfigError, match="odd-sided"):
+        conv_same_pooled(jnp.ones((1, 4, 4, 3)), jnp.ones((2, 2, 3, 5)), impl)
 
 
 def test_the_grid_energy_is_the_stride_one_network_read_at_every_other_pixel():

@@ -124,6 +124,10 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
         # costs, whatever the layer's inputs (UpConcatConv's are two maps read as one).
         *kernel, c_in, c_out = (int(n) for n in module.get_variable("params", "kernel").shape)
         spatial = tuple(int(s) for s in out.shape[1:-1])
+        if getattr(module, "pool", False) and math.prod(kernel) > 1:
+            # a convolution followed by a 2x2 mean pool runs as one (k + 1)-sided kernel at stride 2
+            # (ebmjax.models.conv.conv_same_pooled; a 1x1 kernel pools first: the pooled map's cost)
+            kernel, stride = [k + 1 for k in kernel], 2
         per_tap = c_in * c_out
         dense_taps = math.prod(spatial) * math.prod(kernel)
         sizes = spatial if stride == 1 else tuple(int(s) for s in x.shape[1:-1])
@@ -139,10 +143,12 @@ def layer_costs(model: nn.Module, example_shape: Sequence[int]) -> list[LayerCos
 
 def forward_flops(model: nn.Module, example_shape: Sequence[int], *, exclude_padding: bool = False) -> float:
     """FLOPs (2 per multiply-accumulate) of one forward pass for one example, convs and dense
-    layers only; elementwise work (ELU, pooling, adds) is left out (under 2% for these nets).
+    layers only, as ebmjax computes them; elementwise work (ELU, pooling, adds) is left out (under
+    2% for these nets).
 
-    Res18 d=128 on 32x32x3 gives 6.60 GFLOP. ``exclude_padding`` drops taps on the zero padding,
-    matching XLA's ``cost_analysis()``.
+    Res18 d=128 on 32x32x3 gives 6.60 GFLOP. A convolution followed by a 2x2 mean pool computed as
+    one (``Conv(pool=True)``) counts the products it runs. ``exclude_padding`` drops taps on the
+    zero padding, matching XLA's ``cost_analysis()``.
     """
     costs = layer_costs(model, example_shape)
     return 2.0 * sum(c.macs_valid if exclude_padding else c.macs for c in costs)

@@ -61,9 +61,9 @@ class ResBlockDown(nn.Module):
     def __call__(self, h: jax.Array) -> jax.Array:
         c_in = h.shape[-1]
         main = swish_11(Conv(c_in, (3, 3), dtype=self.dtype, impl=self.conv, name="conv0")(h))
-        main = Conv(self.features, (3, 3), dtype=self.dtype, impl=self.conv, name="conv1")(main)
-        main = swish_11(ops.downsample(main, 2))
-        skip = ops.downsample(Conv(self.features, (1, 1), dtype=self.dtype, impl=self.conv, name="skip")(h), 2)
+        # conv1 and the 2x2 mean pool after it as one convolution at the pooled pixels; the skip pools first
+        main = swish_11(Conv(self.features, (3, 3), dtype=self.dtype, impl=self.conv, pool=True, name="conv1")(main))
+        skip = Conv(self.features, (1, 1), dtype=self.dtype, impl=self.conv, pool=True, name="skip")(h)
         return (main + skip) / math.sqrt(2.0)
 
 
