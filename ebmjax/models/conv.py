@@ -17,7 +17,8 @@ blocks of the CF-EBM network) can be one convolution at the pooled pixels with t
 over the pool's shifts (:func:`conv_same_pooled`, ``Conv(pool=True)``): 16 taps per pooled pixel
 for a 3x3 kernel where convolving every pixel costs 36. The MDSM ResNet keeps its convolution and
 pool apart: under MDSM's loss, which differentiates the input gradient again, the pooled form
-trained Res12 at 32x32 at 133-145 img/s against 244-257 on 2 cores.
+trained Res12 at 32x32 at 145 img/s against 245 and 257 on 2 cores (`python -m ebmjax.bench
+--config configs/mdsm_mnist.py --config.model.name=mdsm_resnet --what train`).
 
 Elsewhere (GPU, TPU) it calls ``lax.conv_general_dilated``, which cuDNN and the TPU compiler run
 well. On every path, a map of at most ``SMALL_MAP_MAX_AREA`` pixels (the 2x2 and 1x1 maps at the
