@@ -23,7 +23,9 @@ recipe), 0.587, 0.550, 0.617 (three draws, mean 0.585), FD 3.3-3.5, 25.4 and 31.
 sample on the same VM (two runs, identical samples; the VM's speed varied). Since the strided layers
 compute only the pixels they keep (commit 2e9ef40) the recipe trains 2.2 times as fast: run again,
 0.597, 0.570, 0.557 (mean 0.575), FD 2.9-3.3, in 17.5 minutes train + sample on a 2-core AMD EPYC
-VM that ran it at the Xeon's rate (0.580 over the six draws of the two runs). Twice the input-gradient
+VM that ran it at the Xeon's rate (0.580 over the six draws of the two runs). A fifth layer on the 2x2
+map (--config.multigrid.widths=32,64,128,256,256): 0.547, 0.617, 0.623 (mean 0.596), FD 3.8-4.3, in
+28.9 minutes; not adopted. Twice the input-gradient
 penalty (--config.multigrid.grad_l2=0.1): 0.580, 0.570, 0.583 (mean 0.578), FD 2.9-3.5, not adopted.
 This recipe's own run:
 docs/results.md.
