@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ebmjax import ops
 from ebmjax.errors import ConfigError
 
 Dtype = Any
@@ -190,12 +191,11 @@ def conv_same_pooled(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax
     pooled pixel where the convolution at every pixel costs 4 x 9 = 36 (a 1x1 kernel: the pool
     first, then the product, a quarter of the work). The 'same' padding of the (k + 1)-sided kernel
     starts where the k-sided one's does, so the sums are the same ones in another order."""
-    b, h, w, _ = x.shape
+    h, w = x.shape[1:3]
     if h % 2 or w % 2:
         raise ConfigError(f"a convolution followed by a 2x2 mean pool needs even sides, got {h}x{w}.")
     if kernel.shape[0] == kernel.shape[1] == 1:
-        pooled = x.reshape(b, h // 2, 2, w // 2, 2, x.shape[-1]).mean(axis=(2, 4))
-        return conv_same(pooled, kernel.astype(x.dtype), impl)
+        return conv_same(ops.downsample(x, 2), kernel.astype(x.dtype), impl)
     # folded in the kernel's own precision (float32 parameters), then cast to the compute dtype
     return conv_same(x, pooled_conv_kernel(kernel).astype(x.dtype), impl, stride=2)
 
